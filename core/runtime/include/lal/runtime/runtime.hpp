@@ -1,0 +1,77 @@
+// lal runtime — runs a validated pipeline: creates each module from its plugin, wires its ports to bus topics,
+// starts them in declaration order, feeds user input, applies failure policies, and stops them in reverse order.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lal/runtime/bus.hpp"
+#include "lal/runtime/pipeline.hpp"
+
+namespace lal::runtime {
+
+struct RuntimeOptions {
+  BusOptions bus;
+  /// Where modules' write_output() goes. Default: stdout, flushed per call.
+  std::function<void(std::string_view)> output;
+};
+
+/// Per-module counters, for `lal run --stats` and tests.
+struct ModuleStats {
+  std::string id;
+  std::uint64_t failures = 0;
+  bool disabled = false;
+};
+
+class Runtime {
+ public:
+  /// `spec` must come from a load without errors.
+  Runtime(PipelineSpec spec, RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  /// Offer a service to modules (call before start()). `type` is S::kServiceName.
+  void register_service(const std::string& name, const std::string& type, std::shared_ptr<void> service);
+  template <class S>
+  void register_service(const std::string& name, std::shared_ptr<S> service) {
+    register_service(name, S::kServiceName, std::move(service));
+  }
+
+  /// Create and start every module. Throws std::runtime_error naming the module when one fails to start (modules
+  /// already started are stopped again).
+  void start();
+
+  /// Publish `text` as a new turn for `user` on the pipeline's input topic. Returns the turn id.
+  TurnId submit(const std::string& text, const std::string& user = "default");
+
+  void cancel_turn(TurnId turn);
+  void cancel_all();
+
+  /// Wait until the bus is idle (every message handled, no request outstanding).
+  bool wait_idle(std::chrono::milliseconds timeout = std::chrono::hours(24));
+
+  /// Stop modules in reverse order and shut the bus down. Idempotent.
+  void stop();
+
+  /// True once a module with failure_policy `fail` failed; failure() says which and why.
+  bool failed() const;
+  std::string failure() const;
+
+  std::vector<ModuleStats> module_stats() const;
+  Bus& bus();
+  const PipelineSpec& spec() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lal::runtime

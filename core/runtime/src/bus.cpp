@@ -1,0 +1,476 @@
+#include "lal/runtime/bus.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LAL_CPU_RELAX() _mm_pause()
+#else
+#define LAL_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace asio = boost::asio;
+
+namespace lal::runtime {
+
+namespace {
+constexpr int kDrainBatch = 64;  // messages handled per strand turn before yielding to other members
+}
+
+struct ReplySlot;
+
+struct Item {
+  ErasedMessage msg;
+  std::shared_ptr<ReplySlot> reply;  // set for requests delivered to a server
+};
+
+struct Member::State {
+  std::string name;
+  asio::strand<asio::io_context::executor_type> strand;
+  FailureCallback on_failure;
+  std::atomic<bool> disabled{false};
+  Bus::Impl* bus = nullptr;
+  std::vector<std::weak_ptr<struct Subscription>> subscriptions;  // guarded by Bus::Impl::registry_mutex
+
+  State(std::string n, asio::io_context& io, FailureCallback f, Bus::Impl* b)
+      : name(std::move(n)), strand(asio::make_strand(io)), on_failure(std::move(f)), bus(b) {}
+};
+
+struct ReplySlot {
+  std::atomic<bool> done{false};
+  Bus::ReplyCallback callback;
+  std::shared_ptr<Member::State> requester;
+  std::unique_ptr<asio::steady_timer> timer;  // touched only on the requester's strand
+};
+
+struct Subscription : std::enable_shared_from_this<Subscription> {
+  std::shared_ptr<Member::State> member;
+  std::string topic;
+  std::size_t capacity = 1;
+  OverflowPolicy policy = OverflowPolicy::block;
+  Bus::Handler handler;              // plain subscriber
+  Bus::ServerHandler server;         // request server
+  Bus::Impl* bus = nullptr;
+
+  std::mutex mutex;
+  std::condition_variable not_full;
+  std::deque<Item> queue;
+  bool scheduled = false;
+  std::size_t high_water = 0;
+
+  std::atomic<std::uint64_t> delivered{0}, dropped{0}, failed{0}, blocked{0};
+
+  void enqueue(const ErasedMessage& msg, const std::shared_ptr<ReplySlot>& reply);
+  void drain();
+  void drop_all();
+};
+
+struct Topic::State {
+  std::string name;
+  std::string type;
+  std::mutex mutex;  // guards writes of `subscribers`
+  std::shared_ptr<const std::vector<std::shared_ptr<Subscription>>> subscribers =
+      std::make_shared<const std::vector<std::shared_ptr<Subscription>>>();
+
+  std::shared_ptr<const std::vector<std::shared_ptr<Subscription>>> snapshot() const {
+    return std::atomic_load(&subscribers);
+  }
+  void add(std::shared_ptr<Subscription> s) {
+    std::lock_guard<std::mutex> lk(mutex);
+    auto next = std::make_shared<std::vector<std::shared_ptr<Subscription>>>(*snapshot());
+    next->push_back(std::move(s));
+    std::atomic_store(&subscribers, std::shared_ptr<const std::vector<std::shared_ptr<Subscription>>>(next));
+  }
+};
+
+struct Bus::Impl {
+  BusOptions options;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+  std::vector<std::thread> workers;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::uint64_t> sequence{0};
+
+  // Deliveries queued or running, plus outstanding requests; wait_idle() waits for 0.
+  std::atomic<std::int64_t> pending{0};
+  std::mutex idle_mutex;
+  std::condition_variable idle_cv;
+
+  mutable std::mutex registry_mutex;
+  std::unordered_map<std::string, std::shared_ptr<Topic::State>> topics;
+  std::vector<std::shared_ptr<Member::State>> members;
+  std::vector<std::shared_ptr<Subscription>> subscriptions;
+
+  void add_pending(std::int64_t n) { pending.fetch_add(n, std::memory_order_relaxed); }
+  void done_pending(std::int64_t n) {
+    if (pending.fetch_sub(n, std::memory_order_acq_rel) == n) {
+      std::lock_guard<std::mutex> lk(idle_mutex);
+      idle_cv.notify_all();
+    }
+  }
+
+  void worker_loop() {
+    // Poll with a short spin before sleeping: a sleeping thread costs a futex wake-up per burst.
+    while (!io.stopped()) {
+      if (io.poll_one() > 0) continue;
+      const auto until = std::chrono::steady_clock::now() + options.spin;
+      bool worked = false;
+      while (std::chrono::steady_clock::now() < until) {
+        for (int i = 0; i < 32; ++i) LAL_CPU_RELAX();
+        if (io.poll_one() > 0) {
+          worked = true;
+          break;
+        }
+      }
+      if (!worked) io.run_one_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  void complete(const std::shared_ptr<ReplySlot>& slot, std::shared_ptr<const void> reply, std::string error,
+                bool timed_out) {
+    auto requester = slot->requester;
+    asio::post(requester->strand, [this, slot, reply = std::move(reply), error = std::move(error), timed_out]() {
+      if (slot->done.exchange(true)) return;
+      if (slot->timer) slot->timer->cancel();
+      try {
+        slot->callback(reply, error, timed_out);
+      } catch (const std::exception& e) {
+        if (slot->requester->on_failure) slot->requester->on_failure(slot->requester->name, "(reply)", e.what());
+      }
+      done_pending(1);
+    });
+  }
+};
+
+void Subscription::enqueue(const ErasedMessage& msg, const std::shared_ptr<ReplySlot>& reply) {
+  if (member->disabled.load(std::memory_order_relaxed) || bus->stopping.load(std::memory_order_relaxed)) {
+    dropped.fetch_add(1, std::memory_order_relaxed);
+    if (reply) bus->complete(reply, nullptr, "module '" + member->name + "' is disabled or stopping", false);
+    return;
+  }
+  std::unique_lock<std::mutex> lk(mutex);
+  std::int64_t discarded = 0;
+  if (policy == OverflowPolicy::keep_latest) {
+    discarded = static_cast<std::int64_t>(queue.size());
+    queue.clear();
+  } else if (queue.size() >= capacity) {
+    switch (policy) {
+      case OverflowPolicy::block:
+        // A handler publishing to its own member's mailbox cannot wait for itself: let the queue grow instead.
+        if (!member->strand.running_in_this_thread()) {
+          blocked.fetch_add(1, std::memory_order_relaxed);
+          not_full.wait(lk, [&] {
+            return queue.size() < capacity || bus->stopping.load() || member->disabled.load();
+          });
+          if (bus->stopping.load() || member->disabled.load()) {
+            dropped.fetch_add(1, std::memory_order_relaxed);
+            return;
+          }
+        }
+        break;
+      case OverflowPolicy::drop_oldest:
+        if (queue.front().reply)
+          bus->complete(queue.front().reply, nullptr, "request dropped: mailbox of '" + member->name + "' full",
+                        false);
+        queue.pop_front();
+        discarded = 1;
+        break;
+      case OverflowPolicy::drop_newest:
+        dropped.fetch_add(1, std::memory_order_relaxed);
+        if (reply)
+          bus->complete(reply, nullptr, "request dropped: mailbox of '" + member->name + "' full", false);
+        return;
+      case OverflowPolicy::keep_latest:
+        break;
+    }
+  }
+  if (discarded) {
+    dropped.fetch_add(static_cast<std::uint64_t>(discarded), std::memory_order_relaxed);
+    bus->done_pending(discarded);
+  }
+  queue.push_back(Item{msg, reply});
+  bus->add_pending(1);
+  if (queue.size() > high_water) high_water = queue.size();
+  if (!scheduled) {
+    scheduled = true;
+    lk.unlock();
+    asio::post(member->strand, [self = shared_from_this()] { self->drain(); });
+  }
+}
+
+void Subscription::drain() {
+  for (int n = 0; n < kDrainBatch; ++n) {
+    Item item;
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      if (queue.empty()) {
+        scheduled = false;
+        return;
+      }
+      item = std::move(queue.front());
+      queue.pop_front();
+    }
+    if (policy == OverflowPolicy::block) not_full.notify_one();
+    if (member->disabled.load(std::memory_order_relaxed)) {
+      dropped.fetch_add(1, std::memory_order_relaxed);
+      if (item.reply) bus->complete(item.reply, nullptr, "module '" + member->name + "' is disabled", false);
+      bus->done_pending(1);
+      continue;
+    }
+    try {
+      if (item.reply && server) {
+        bus->complete(item.reply, server(item.msg), {}, false);
+      } else if (handler) {
+        handler(item.msg);
+      }
+    } catch (const std::exception& e) {
+      failed.fetch_add(1, std::memory_order_relaxed);
+      if (item.reply) bus->complete(item.reply, nullptr, "module '" + member->name + "' failed: " + e.what(), false);
+      if (member->on_failure) member->on_failure(member->name, topic, e.what());
+    } catch (...) {
+      failed.fetch_add(1, std::memory_order_relaxed);
+      if (item.reply) bus->complete(item.reply, nullptr, "module '" + member->name + "' failed", false);
+      if (member->on_failure) member->on_failure(member->name, topic, "unknown exception");
+    }
+    delivered.fetch_add(1, std::memory_order_relaxed);
+    bus->done_pending(1);
+  }
+  // Batch used up: go to the back of the strand so other work on this member (and the pool) gets a turn.
+  asio::post(member->strand, [self = shared_from_this()] { self->drain(); });
+}
+
+void Subscription::drop_all() {
+  std::deque<Item> gone;
+  {
+    std::lock_guard<std::mutex> lk(mutex);
+    gone.swap(queue);
+  }
+  not_full.notify_all();
+  for (auto& item : gone)
+    if (item.reply) bus->complete(item.reply, nullptr, "module '" + member->name + "' is disabled", false);
+  if (!gone.empty()) {
+    dropped.fetch_add(gone.size(), std::memory_order_relaxed);
+    bus->done_pending(static_cast<std::int64_t>(gone.size()));
+  }
+}
+
+const std::string& Topic::name() const { return state_->name; }
+const std::string& Topic::type() const { return state_->type; }
+
+const std::string& Member::name() const { return state_->name; }
+bool Member::disabled() const { return state_->disabled.load(); }
+void Member::disable() {
+  state_->disabled.store(true);
+  std::vector<std::shared_ptr<Subscription>> subs;
+  {
+    std::lock_guard<std::mutex> lk(state_->bus->registry_mutex);
+    for (auto& w : state_->subscriptions)
+      if (auto s = w.lock()) subs.push_back(std::move(s));
+  }
+  for (auto& s : subs) s->drop_all();
+}
+void Member::post(std::function<void()> fn) {
+  auto* bus = state_->bus;
+  bus->add_pending(1);
+  asio::post(state_->strand, [bus, fn = std::move(fn)] {
+    try {
+      fn();
+    } catch (...) {
+    }
+    bus->done_pending(1);
+  });
+}
+
+Bus::Bus(BusOptions options) : impl_(std::make_shared<Impl>()) {
+  impl_->options = options;
+  const std::size_t n = options.threads == 0 ? 1 : options.threads;
+  for (std::size_t i = 0; i < n; ++i) impl_->workers.emplace_back([impl = impl_.get()] { impl->worker_loop(); });
+}
+
+Bus::~Bus() {
+  shutdown();
+  for (auto& t : impl_->workers)
+    if (t.joinable()) t.join();
+}
+
+void Bus::shutdown() {
+  if (impl_->stopping.exchange(true)) return;
+  std::vector<std::shared_ptr<Subscription>> subs;
+  {
+    std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+    subs = impl_->subscriptions;
+  }
+  for (auto& s : subs) {
+    std::lock_guard<std::mutex> lk(s->mutex);
+    s->not_full.notify_all();
+  }
+  impl_->guard.reset();
+  impl_->io.stop();
+  std::lock_guard<std::mutex> lk(impl_->idle_mutex);
+  impl_->idle_cv.notify_all();
+}
+
+Topic Bus::topic(const std::string& name, const std::string& type) {
+  std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+  auto it = impl_->topics.find(name);
+  if (it != impl_->topics.end()) {
+    if (it->second->type != type)
+      throw std::invalid_argument("topic '" + name + "' carries " + it->second->type + ", not " + type);
+    return Topic(it->second);
+  }
+  auto state = std::make_shared<Topic::State>();
+  state->name = name;
+  state->type = type;
+  impl_->topics.emplace(name, state);
+  return Topic(state);
+}
+
+Member Bus::add_member(const std::string& name, FailureCallback on_failure) {
+  auto state = std::make_shared<Member::State>(name, impl_->io, std::move(on_failure), impl_.get());
+  std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+  impl_->members.push_back(state);
+  return Member(state);
+}
+
+namespace {
+std::shared_ptr<Subscription> make_subscription(Bus::Impl& bus, const std::shared_ptr<Member::State>& mstate,
+                                                const Topic& topic, std::size_t capacity, OverflowPolicy policy) {
+  auto sub = std::make_shared<Subscription>();
+  sub->member = mstate;
+  sub->topic = topic.name();
+  sub->capacity = capacity == 0 ? 1 : capacity;
+  sub->policy = policy;
+  sub->bus = &bus;
+  return sub;
+}
+}  // namespace
+
+void Bus::subscribe(const Member& member, const Topic& topic, std::size_t capacity, OverflowPolicy policy,
+                    Handler handler) {
+  auto sub = make_subscription(*impl_, member.state_, topic, capacity, policy);
+  sub->handler = std::move(handler);
+  {
+    std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+    impl_->subscriptions.push_back(sub);
+    member.state_->subscriptions.push_back(sub);
+  }
+  topic.state_->add(std::move(sub));
+}
+
+void Bus::serve(const Member& member, const Topic& topic, std::size_t capacity, ServerHandler handler) {
+  auto sub = make_subscription(*impl_, member.state_, topic, capacity, OverflowPolicy::block);
+  sub->server = std::move(handler);
+  {
+    std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+    impl_->subscriptions.push_back(sub);
+    member.state_->subscriptions.push_back(sub);
+  }
+  topic.state_->add(std::move(sub));
+}
+
+std::uint64_t Bus::publish(const Topic& topic, std::shared_ptr<const void> payload, MessageHeader header) {
+  if (impl_->stopping.load(std::memory_order_relaxed)) return 0;
+  ErasedMessage msg;
+  msg.header = std::move(header);
+  msg.header.sequence = impl_->sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+  msg.header.timestamp_ns = monotonic_ns();
+  msg.type = topic.state_->type.c_str();
+  msg.payload = std::move(payload);
+  auto subs = topic.state_->snapshot();
+  for (const auto& s : *subs) s->enqueue(msg, nullptr);
+  return msg.header.sequence;
+}
+
+void Bus::request(const Member& requester, const Topic& topic, std::shared_ptr<const void> payload,
+                  MessageHeader header, std::chrono::milliseconds deadline, ReplyCallback on_reply) {
+  auto slot = std::make_shared<ReplySlot>();
+  slot->callback = std::move(on_reply);
+  slot->requester = requester.state_;
+  impl_->add_pending(1);  // released when the slot completes (reply, error or deadline)
+  if (impl_->stopping.load()) {
+    impl_->complete(slot, nullptr, "bus is shutting down", false);
+    return;
+  }
+  auto subs = topic.state_->snapshot();
+  bool served = false;
+  for (const auto& s : *subs) served = served || static_cast<bool>(s->server);
+  if (!served) {
+    impl_->complete(slot, nullptr, "nobody serves topic '" + topic.name() + "'", false);
+    return;
+  }
+  ErasedMessage msg;
+  msg.header = std::move(header);
+  msg.header.sequence = impl_->sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+  msg.header.timestamp_ns = monotonic_ns();
+  msg.type = topic.state_->type.c_str();
+  msg.payload = std::move(payload);
+  // Arm the deadline on the requester's strand (timers are not thread-safe), then deliver.
+  Impl* impl = impl_.get();
+  asio::post(requester.state_->strand, [impl, slot, subs, msg, deadline, topic_name = topic.name()] {
+    slot->timer = std::make_unique<asio::steady_timer>(slot->requester->strand, deadline);
+    slot->timer->async_wait([impl, slot, deadline, topic_name](const boost::system::error_code& ec) {
+      if (ec) return;  // cancelled: the reply came first
+      if (slot->done.exchange(true)) return;
+      try {
+        slot->callback(nullptr,
+                       "deadline of " + std::to_string(deadline.count()) + " ms exceeded waiting for a reply on '" +
+                           topic_name + "'",
+                       true);
+      } catch (const std::exception& e) {
+        if (slot->requester->on_failure) slot->requester->on_failure(slot->requester->name, topic_name, e.what());
+      }
+      impl->done_pending(1);
+    });
+    for (const auto& s : *subs) s->enqueue(msg, s->server ? slot : nullptr);
+  });
+}
+
+bool Bus::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(impl_->idle_mutex);
+  return impl_->idle_cv.wait_for(lk, timeout, [&] {
+    return impl_->pending.load(std::memory_order_acquire) == 0 || impl_->stopping.load();
+  }) && impl_->pending.load() == 0;
+}
+
+std::vector<SubscriptionStats> Bus::stats() const {
+  std::vector<SubscriptionStats> out;
+  std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+  for (const auto& s : impl_->subscriptions) {
+    SubscriptionStats st;
+    st.member = s->member->name;
+    st.topic = s->topic;
+    st.delivered = s->delivered.load();
+    st.dropped = s->dropped.load();
+    st.failed = s->failed.load();
+    st.blocked = s->blocked.load();
+    std::lock_guard<std::mutex> qlk(s->mutex);
+    st.queued = s->queue.size();
+    st.high_water = s->high_water;
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+std::uint64_t Bus::total_dropped() const {
+  std::uint64_t n = 0;
+  for (const auto& s : stats()) n += s.dropped;
+  return n;
+}
+
+std::uint64_t Bus::total_failed() const {
+  std::uint64_t n = 0;
+  for (const auto& s : stats()) n += s.failed;
+  return n;
+}
+
+}  // namespace lal::runtime

@@ -1,0 +1,506 @@
+#include "lal/runtime/pipeline.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "lal/messages.hpp"
+
+namespace lal::runtime {
+
+const char* to_string(FailurePolicy p) {
+  switch (p) {
+    case FailurePolicy::isolate: return "isolate";
+    case FailurePolicy::disable: return "disable";
+    case FailurePolicy::fail: return "fail";
+  }
+  return "isolate";
+}
+
+namespace {
+
+std::string join(const std::vector<std::string>& items, const std::string& sep = ", ") {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : sep) + i;
+  return out;
+}
+
+class Validator {
+ public:
+  Validator(PipelineLoad& out, std::string file) : out_(out), file_(std::move(file)) {}
+
+  SourceLocation at(const YAML::Node& n) const {
+    const YAML::Mark m = n.Mark();
+    if (m.line < 0) return SourceLocation{file_, 1, 1};
+    return SourceLocation{file_, m.line + 1, m.column + 1};
+  }
+  SourceLocation at(const YAML::Mark& m) const { return SourceLocation{file_, m.line + 1, m.column + 1}; }
+  void error(const SourceLocation& where, std::string msg) { out_.errors.push_back({where, std::move(msg)}); }
+  void warn(const SourceLocation& where, std::string msg) { out_.warnings.push_back({where, std::move(msg)}); }
+
+  /// Convert YAML to a ConfigValue with YAML 1.2 core-schema scalar typing (quoted scalars are strings).
+  ConfigValue to_value(const YAML::Node& n) const {
+    const SourceLocation where = at(n);
+    switch (n.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined: return ConfigValue({}, where);
+      case YAML::NodeType::Sequence: {
+        ConfigValue::List list;
+        for (const auto& e : n) list.push_back(to_value(e));
+        return ConfigValue(std::move(list), where);
+      }
+      case YAML::NodeType::Map: {
+        ConfigValue::Map map;
+        for (const auto& kv : n) map[kv.first.Scalar()] = to_value(kv.second);
+        return ConfigValue(std::move(map), where);
+      }
+      case YAML::NodeType::Scalar: break;
+    }
+    const std::string& s = n.Scalar();
+    if (n.Tag() == "!") return ConfigValue(s, where);  // quoted: always a string
+    if (s == "true" || s == "True" || s == "TRUE") return ConfigValue(true, where);
+    if (s == "false" || s == "False" || s == "FALSE") return ConfigValue(false, where);
+    if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return ConfigValue({}, where);
+    {
+      errno = 0;
+      char* end = nullptr;
+      const long long v = std::strtoll(s.c_str(), &end, 0);
+      if (errno == 0 && end && *end == '\0' && s.find_first_of(".eE") == std::string::npos)
+        return ConfigValue(static_cast<std::int64_t>(v), where);
+    }
+    {
+      errno = 0;
+      char* end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (errno == 0 && end && *end == '\0' && s.find_first_of("0123456789") != std::string::npos)
+        return ConfigValue(v, where);
+      if (s == ".inf" || s == ".Inf") return ConfigValue(HUGE_VAL, where);
+    }
+    return ConfigValue(s, where);
+  }
+
+  void check_keys(const YAML::Node& map, const std::vector<std::string>& allowed, const std::string& what) {
+    for (const auto& kv : map) {
+      const std::string key = kv.first.Scalar();
+      if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+      std::string msg = "unknown key '" + key + "' in " + what;
+      if (auto s = closest(key, allowed)) msg += " (did you mean '" + *s + "'?)";
+      msg += "; allowed: " + join(allowed);
+      error(at(kv.first), msg);
+    }
+  }
+
+  std::optional<std::string> scalar(const YAML::Node& n, const std::string& what) {
+    if (!n.IsScalar()) {
+      error(at(n), what + " must be a string");
+      return std::nullopt;
+    }
+    return n.Scalar();
+  }
+
+  PipelineLoad& out_;
+  std::string file_;
+};
+
+bool type_matches(ConfigType t, const ConfigValue& v) {
+  switch (t) {
+    case ConfigType::boolean: return v.is_bool();
+    case ConfigType::integer: return v.is_int();
+    case ConfigType::number: return v.is_number();
+    case ConfigType::string: return v.is_string();
+    case ConfigType::list: return v.is_list();
+    case ConfigType::map: return v.is_map();
+    case ConfigType::any: return true;
+  }
+  return true;
+}
+
+std::optional<OverflowPolicy> parse_overflow(const std::string& s) {
+  for (auto p : {OverflowPolicy::block, OverflowPolicy::drop_oldest, OverflowPolicy::drop_newest,
+                 OverflowPolicy::keep_latest})
+    if (s == to_string(p)) return p;
+  return std::nullopt;
+}
+
+void parse_wires(Validator& v, const YAML::Node& section, bool in_outputs, ModuleSpec& m) {
+  if (!section) return;
+  const std::string where_name = std::string(in_outputs ? "outputs" : "inputs") + " of module '" + m.id + "'";
+  if (!section.IsMap()) {
+    v.error(v.at(section), where_name + " must be a map from port name to topic");
+    return;
+  }
+  for (const auto& kv : section) {
+    WireSpec w;
+    w.port = kv.first.Scalar();
+    w.where = v.at(kv.first);
+    w.in_outputs = in_outputs;
+    const YAML::Node& val = kv.second;
+    if (val.IsScalar()) {
+      w.topic = val.Scalar();
+    } else if (val.IsMap()) {
+      v.check_keys(val, {"topic", "capacity", "overflow", "feedback"}, "wiring of port '" + w.port + "'");
+      if (!val["topic"]) {
+        v.error(v.at(val), "wiring of port '" + w.port + "' of module '" + m.id + "' needs a `topic`");
+        continue;
+      }
+      if (auto t = v.scalar(val["topic"], "topic")) w.topic = *t;
+      if (val["capacity"]) {
+        const ConfigValue c = v.to_value(val["capacity"]);
+        if (!c.is_int() || c.as_int() < 1)
+          v.error(v.at(val["capacity"]), "capacity of port '" + w.port + "' must be a positive integer");
+        else
+          w.capacity = static_cast<std::size_t>(c.as_int());
+      }
+      if (val["overflow"]) {
+        auto p = val["overflow"].IsScalar() ? parse_overflow(val["overflow"].Scalar()) : std::nullopt;
+        if (!p)
+          v.error(v.at(val["overflow"]),
+                  "overflow of port '" + w.port + "' must be block, drop_oldest, drop_newest or keep_latest");
+        else
+          w.overflow = p;
+      }
+      if (val["feedback"]) {
+        const ConfigValue f = v.to_value(val["feedback"]);
+        if (!f.is_bool())
+          v.error(v.at(val["feedback"]), "feedback must be true or false");
+        else
+          w.feedback = f.as_bool();
+      }
+    } else {
+      v.error(v.at(val), "port '" + w.port + "' of module '" + m.id + "' must be wired to a topic name");
+      continue;
+    }
+    if (w.topic.empty()) {
+      v.error(v.at(val), "port '" + w.port + "' of module '" + m.id + "' is wired to an empty topic name");
+      continue;
+    }
+    if (m.wire(w.port)) {
+      v.error(w.where, "port '" + w.port + "' of module '" + m.id + "' is wired twice");
+      continue;
+    }
+    m.wires.push_back(std::move(w));
+  }
+}
+
+void check_config(Validator& v, ModuleSpec& m, const YAML::Node& config_node) {
+  const PluginDescriptor& d = *m.loaded->descriptor;
+  std::vector<std::string> accepted;
+  for (const auto& c : d.config) accepted.push_back(c.name);
+  for (auto& [key, value] : m.config) {
+    const ConfigKeySpec* spec = d.find_config(key);
+    SourceLocation key_where = value.where();
+    if (config_node && config_node.IsMap())
+      for (const auto& kv : config_node)
+        if (kv.first.Scalar() == key) key_where = v.at(kv.first);
+    if (!spec) {
+      std::string msg = "module '" + m.id + "': unknown config key '" + key + "' for plugin '" + d.name + "'";
+      if (auto s = closest(key, accepted)) msg += " (did you mean '" + *s + "'?)";
+      msg += accepted.empty() ? "; it takes no config" : "; accepted: " + join(accepted);
+      v.error(key_where, msg);
+      continue;
+    }
+    if (!type_matches(spec->type, value))
+      v.error(value.where(), "module '" + m.id + "': config key '" + key + "' must be " + to_string(spec->type) +
+                                 ", found " + value.type_str());
+  }
+  for (const auto& spec : d.config) {
+    if (m.config.count(spec.name)) continue;
+    if (spec.required) {
+      v.error(m.where, "module '" + m.id + "': required config key '" + spec.name + "' (" + to_string(spec.type) +
+                           ") is missing" + (spec.doc.empty() ? "" : " — " + spec.doc));
+    } else if (!spec.default_yaml.empty()) {
+      try {
+        Validator defaults(v.out_, "<default of plugin " + d.name + ">");
+        m.config[spec.name] = defaults.to_value(YAML::Load(spec.default_yaml));
+      } catch (const YAML::Exception& e) {
+        v.error(m.plugin_where, "plugin '" + d.name + "' declares an unparsable default for '" + spec.name +
+                                    "': " + spec.default_yaml);
+      }
+    }
+  }
+}
+
+void check_ports(Validator& v, const ModuleSpec& m) {
+  const PluginDescriptor& d = *m.loaded->descriptor;
+  std::vector<std::string> port_names;
+  for (const auto& p : d.ports) port_names.push_back(p.name);
+  for (const auto& w : m.wires) {
+    const PortSpec* p = d.find_port(w.port);
+    if (!p) {
+      std::string msg = "module '" + m.id + "' (plugin '" + d.name + "') has no port '" + w.port + "'";
+      if (auto s = closest(w.port, port_names)) msg += " (did you mean '" + *s + "'?)";
+      msg += port_names.empty() ? "; it has no ports" : "; its ports: " + join(port_names);
+      v.error(w.where, msg);
+      continue;
+    }
+    const bool belongs_in_outputs = p->direction == PortDirection::output || p->direction == PortDirection::client;
+    if (belongs_in_outputs != w.in_outputs)
+      v.error(w.where, "port '" + w.port + "' of module '" + m.id + "' is " + (belongs_in_outputs ? "an " : "a ") +
+                           to_string(p->direction) + " port; wire it under `" +
+                           (belongs_in_outputs ? "outputs" : "inputs") + "`");
+  }
+  for (const auto& p : d.ports) {
+    if (p.optional || m.wire(p.name)) continue;
+    if (p.direction == PortDirection::input || p.direction == PortDirection::client)
+      v.error(m.where, "module '" + m.id + "': required " + to_string(p.direction) + " port '" + p.name + "' (" +
+                           p.type + ") is not wired");
+  }
+}
+
+struct Endpoint {
+  const ModuleSpec* module;  // null for the pipeline input
+  const WireSpec* wire;
+  const PortSpec* port;
+  std::string name() const { return module ? "module '" + module->id + "' (port '" + port->name + "')" : "the pipeline input"; }
+};
+
+void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& input_where) {
+  std::map<std::string, std::vector<Endpoint>> producers, consumers, servers, clients;
+  static const PortSpec input_port{"input", PortDirection::output, Percept::kTypeName, "", "", false, 0,
+                                   OverflowPolicy::block};
+  producers[spec.input_topic].push_back({nullptr, nullptr, &input_port});
+  for (const auto& m : spec.modules) {
+    if (!m.loaded) continue;
+    for (const auto& w : m.wires) {
+      const PortSpec* p = m.loaded->descriptor->find_port(w.port);
+      if (!p) continue;
+      switch (p->direction) {
+        case PortDirection::output: producers[w.topic].push_back({&m, &w, p}); break;
+        case PortDirection::input: consumers[w.topic].push_back({&m, &w, p}); break;
+        case PortDirection::server: servers[w.topic].push_back({&m, &w, p}); break;
+        case PortDirection::client: clients[w.topic].push_back({&m, &w, p}); break;
+      }
+    }
+  }
+  // Every topic carries one type.
+  for (const auto& [topic, list] : producers)
+    for (std::size_t i = 1; i < list.size(); ++i)
+      if (list[i].port->type != list[0].port->type)
+        v.error(list[i].wire ? list[i].wire->where : input_where,
+                "type conflict on topic '" + topic + "': " + list[i].name() + " produces " + list[i].port->type +
+                    " but " + list[0].name() + " produces " + list[0].port->type);
+  for (const auto& [topic, list] : consumers) {
+    for (const auto& c : list) {
+      auto it = producers.find(topic);
+      if (it == producers.end()) {
+        if (servers.count(topic) || clients.count(topic)) continue;  // observing a request topic
+        std::vector<std::string> known;
+        for (const auto& [t, _] : producers) known.push_back(t);
+        std::string msg = "input '" + c.port->name + "' of module '" + c.module->id + "' is wired to topic '" +
+                          topic + "' that nobody produces";
+        if (auto s = closest(topic, known)) msg += " (did you mean '" + *s + "'?)";
+        msg += "; produced topics: " + join(known);
+        v.error(c.wire->where, msg);
+        continue;
+      }
+      for (const auto& p : it->second)
+        if (p.port->type != c.port->type) {
+          v.error(c.wire->where, "type mismatch on topic '" + topic + "': " + p.name() + " produces " +
+                                     p.port->type + " but " + c.name() + " expects " + c.port->type);
+          break;
+        }
+    }
+  }
+  for (const auto& [topic, list] : clients) {
+    auto it = servers.find(topic);
+    for (const auto& c : list) {
+      if (it == servers.end()) {
+        v.error(c.wire->where, "requests from '" + c.port->name + "' of module '" + c.module->id +
+                                   "' go to topic '" + topic + "' that no module serves");
+        continue;
+      }
+      for (const auto& s : it->second)
+        if (s.port->type != c.port->type || s.port->reply_type != c.port->reply_type)
+          v.error(c.wire->where, "request/reply mismatch on topic '" + topic + "': " + c.name() + " sends " +
+                                     c.port->type + " expecting " + c.port->reply_type + ", but " + s.name() +
+                                     " serves " + s.port->type + " replying " + s.port->reply_type);
+    }
+  }
+  for (const auto& [topic, list] : servers) {
+    if (producers.count(topic))
+      for (const auto& s : list)
+        v.error(s.wire->where, "topic '" + topic + "' is served by " + s.name() +
+                                   " but also used for publish/subscribe; use a separate topic for requests");
+  }
+
+  // Cycles among modules through publish/subscribe edges (feedback wires excluded).
+  std::map<std::string, std::vector<std::pair<std::string, const WireSpec*>>> edges;
+  for (const auto& [topic, cons] : consumers) {
+    auto it = producers.find(topic);
+    if (it == producers.end()) continue;
+    for (const auto& p : it->second)
+      for (const auto& c : cons)
+        if (p.module && !c.wire->feedback) edges[p.module->id].push_back({c.module->id, c.wire});
+  }
+  std::map<std::string, int> state;  // 0 new, 1 on stack, 2 done
+  std::vector<std::string> stack;
+  std::set<std::string> reported;
+  std::function<void(const std::string&)> dfs = [&](const std::string& node) {
+    state[node] = 1;
+    stack.push_back(node);
+    for (const auto& [next, wire] : edges[node]) {
+      if (state[next] == 1) {
+        auto from = std::find(stack.begin(), stack.end(), next);
+        std::vector<std::string> cycle(from, stack.end());
+        cycle.push_back(next);
+        std::vector<std::string> key_parts(from, stack.end());
+        std::sort(key_parts.begin(), key_parts.end());
+        const std::string key = join(key_parts, ",");
+        if (reported.insert(key).second)
+          v.error(wire->where, "cycle: " + join(cycle, " → ") +
+                                   "; mark one of these inputs `feedback: true` if the loop is intended");
+      } else if (state[next] == 0) {
+        dfs(next);
+      }
+    }
+    stack.pop_back();
+    state[node] = 2;
+  };
+  for (const auto& m : spec.modules)
+    if (state[m.id] == 0) dfs(m.id);
+}
+
+}  // namespace
+
+PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
+                                const std::vector<fs::path>& extra_plugin_dirs) {
+  PipelineLoad out;
+  out.spec.file = file;
+  Validator v(out, file.string());
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    v.error(v.at(e.mark), "YAML syntax error: " + e.msg);
+    return out;
+  }
+  if (!root.IsMap()) {
+    v.error(v.at(root), "a pipeline file must be a YAML map with at least `modules:`");
+    return out;
+  }
+  v.check_keys(root, {"name", "description", "plugin_path", "input", "resources", "modules"}, "the pipeline");
+  if (root["name"])
+    if (auto s = v.scalar(root["name"], "name")) out.spec.name = *s;
+  if (root["description"])
+    if (auto s = v.scalar(root["description"], "description")) out.spec.description = *s;
+  SourceLocation input_where{file.string(), 1, 1};
+  if (root["input"]) {
+    input_where = v.at(root["input"]);
+    if (auto s = v.scalar(root["input"], "input")) out.spec.input_topic = *s;
+  }
+  if (root["resources"]) {
+    const ConfigValue r = v.to_value(root["resources"]);
+    if (!r.is_map())
+      v.error(r.where(), "resources must be a map");
+    else
+      out.spec.resources = r.as_map();
+  }
+
+  std::vector<fs::path> search = extra_plugin_dirs;
+  const fs::path base = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  if (const YAML::Node pp = root["plugin_path"]) {
+    std::vector<YAML::Node> entries;
+    if (pp.IsSequence())
+      for (const auto& e : pp) entries.push_back(e);
+    else
+      entries.push_back(pp);
+    for (const auto& e : entries) {
+      if (auto s = v.scalar(e, "plugin_path entry")) {
+        fs::path p(*s);
+        search.push_back(p.is_absolute() ? p : base / p);
+      }
+    }
+  }
+  for (const auto& p : default_plugin_path()) search.push_back(p);
+  out.spec.registry = std::make_shared<PluginRegistry>(search);
+
+  const YAML::Node modules = root["modules"];
+  if (!modules) {
+    v.error(v.at(root), "the pipeline has no `modules:` section");
+    return out;
+  }
+  if (!modules.IsMap()) {
+    v.error(v.at(modules), "`modules:` must be a map from module id to its declaration");
+    return out;
+  }
+  std::set<std::string> ids;
+  for (const auto& kv : modules) {
+    ModuleSpec m;
+    m.id = kv.first.Scalar();
+    m.where = v.at(kv.first);
+    if (!ids.insert(m.id).second) {
+      v.error(m.where, "module id '" + m.id + "' is used twice");
+      continue;
+    }
+    const YAML::Node& decl = kv.second;
+    if (!decl.IsMap()) {
+      v.error(v.at(decl), "module '" + m.id + "' must be a map with at least `plugin:`");
+      continue;
+    }
+    v.check_keys(decl, {"plugin", "config", "inputs", "outputs", "failure_policy", "description"},
+                 "module '" + m.id + "'");
+    if (!decl["plugin"]) {
+      v.error(m.where, "module '" + m.id + "' has no `plugin:`");
+    } else if (auto s = v.scalar(decl["plugin"], "plugin")) {
+      m.plugin = *s;
+      m.plugin_where = v.at(decl["plugin"]);
+    }
+    if (decl["failure_policy"]) {
+      const std::string fp = decl["failure_policy"].IsScalar() ? decl["failure_policy"].Scalar() : "";
+      if (fp == "isolate") m.failure_policy = FailurePolicy::isolate;
+      else if (fp == "disable") m.failure_policy = FailurePolicy::disable;
+      else if (fp == "fail") m.failure_policy = FailurePolicy::fail;
+      else
+        v.error(v.at(decl["failure_policy"]),
+                "failure_policy of module '" + m.id + "' must be isolate, disable or fail");
+    }
+    if (decl["config"]) {
+      const ConfigValue c = v.to_value(decl["config"]);
+      if (c.is_map())
+        m.config = c.as_map();
+      else if (!c.is_null())
+        v.error(c.where(), "config of module '" + m.id + "' must be a map");
+    }
+    parse_wires(v, decl["inputs"], false, m);
+    parse_wires(v, decl["outputs"], true, m);
+    if (!m.plugin.empty()) {
+      try {
+        m.loaded = out.spec.registry->load(m.plugin);
+      } catch (const PluginError& e) {
+        v.error(m.plugin_where, "module '" + m.id + "': " + e.what());
+      }
+    }
+    if (m.loaded) {
+      check_config(v, m, decl["config"]);
+      check_ports(v, m);
+    }
+    out.spec.modules.push_back(std::move(m));
+  }
+  check_topics(v, out.spec, input_where);
+  std::stable_sort(out.errors.begin(), out.errors.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
+  });
+  return out;
+}
+
+PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& extra_plugin_dirs) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    PipelineLoad out;
+    out.spec.file = file;
+    out.errors.push_back({SourceLocation{file.string(), 0, 0}, "cannot open pipeline file"});
+    return out;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_pipeline_text(ss.str(), file, extra_plugin_dirs);
+}
+
+}  // namespace lal::runtime
