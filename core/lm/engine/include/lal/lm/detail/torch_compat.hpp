@@ -1,0 +1,72 @@
+// lal::lm::detail — every difference between the LibTorch versions we build against, in one place.
+//
+// Debian's LibTorch 1.13 (CPU) has no fused attention; LibTorch 2.x (the one inside a PyTorch wheel, with CUDA)
+// has at::scaled_dot_product_attention. Include only from engine sources (this header includes LibTorch).
+#pragma once
+
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <cstdint>
+#include <limits>
+
+#if defined(LAL_LM_HAVE_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#define LAL_TORCH_HAS_SDPA (TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1))
+
+namespace lal::lm::detail {
+
+/// Attention over q [B,H,T,D] and k/v [B,H,S,D] (heads already expanded). `mask` is bool [B,1,T,S] (true = may
+/// attend) or undefined; `causal` (only with an undefined mask and T == S) applies the usual lower-triangular mask.
+/// The softmax runs in float32, as transformers' eager attention does.
+inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                            bool causal, double scale) {
+#if LAL_TORCH_HAS_SDPA
+  if (q.is_cuda()) {
+    return at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt,
+                                            0.0, causal && !mask.defined(), scale);
+  }
+#endif
+  auto scores = at::matmul(q, k.transpose(-2, -1)).to(at::kFloat) * scale;
+  if (mask.defined()) {
+    scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+  } else if (causal) {
+    const auto t = q.size(2), s = k.size(2);
+    auto tri = at::ones({t, s}, at::TensorOptions().dtype(at::kBool).device(q.device())).tril(s - t);
+    scores = scores.masked_fill(tri.logical_not(), -std::numeric_limits<float>::infinity());
+  }
+  return at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
+}
+
+inline bool cuda_available() { return torch::cuda::is_available(); }
+
+inline void synchronize(const at::Device& device) {
+#if defined(LAL_LM_HAVE_CUDA)
+  if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
+#else
+  (void)device;
+#endif
+}
+
+/// Peak bytes allocated by LibTorch on a CUDA device since the last reset (0 on CPU / CPU-only builds).
+inline std::int64_t cuda_peak_allocated(const at::Device& device) {
+#if defined(LAL_LM_HAVE_CUDA)
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return stats.allocated_bytes[0].peak;  // 0 = StatType::AGGREGATE
+  }
+#endif
+  (void)device;
+  return 0;
+}
+
+inline void cuda_reset_peak(const at::Device& device) {
+#if defined(LAL_LM_HAVE_CUDA)
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#endif
+  (void)device;
+}
+
+}  // namespace lal::lm::detail

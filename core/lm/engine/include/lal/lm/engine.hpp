@@ -1,0 +1,108 @@
+// lal::lm — the generation engine: a loaded model + tokenizer, and batched, streamed, cancellable generation.
+//
+// Torch-free header (pimpl): include it anywhere. The engine implements prefill + KV-cached decode, greedy and
+// sampled decoding (temperature, top-k, top-p, min-p, repetition penalty — applied in transformers' order), seeded
+// sampling, stop tokens and stop strings, and batches of prompts of different lengths (left padding + attention
+// mask; each row's result equals what it would be alone, up to floating-point rounding).
+//
+// THREADING: an Engine is not safe for concurrent generate() calls; callers serialise (TorchLanguageModel holds a
+// mutex). Callbacks run on the calling thread, synchronously, between decode steps.
+// ERRORS: load() throws std::runtime_error (model directory, config.json key, safetensors file/tensor/offset);
+// generate() throws std::invalid_argument for bad requests (empty prompt, stop strings without a tokenizer) and
+// std::runtime_error for engine failures. Cancellation is not an error.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lal/lm/model_config.hpp"
+
+namespace lal::lm {
+
+class Tokenizer;
+
+struct ModelOptions {
+  std::string model_path;      ///< directory or hub id ("org/name", resolved in the local HF cache only)
+  std::string device = "auto";  ///< auto (CUDA if available) | cpu | cuda | cuda:N
+  std::string dtype = "auto";   ///< auto (float32 on CPU, bfloat16 or config's float16 on CUDA) | float32 | bfloat16 | float16
+  bool load_tokenizer = true;   ///< load tokenizer.json when present
+};
+
+struct SamplingOptions {
+  bool greedy = false;  ///< argmax; also when temperature <= 0
+  float temperature = 1.0f;
+  int top_k = 0;        ///< 0 = off
+  float top_p = 1.0f;   ///< 1 = off
+  float min_p = 0.0f;   ///< 0 = off
+  float repetition_penalty = 1.0f;  ///< 1 = off; applied over prompt + generated ids
+  std::uint64_t seed = 0;
+};
+
+struct GenerateOptions {
+  SamplingOptions sampling;
+  int max_new_tokens = 128;
+  bool stop_at_eos = true;                 ///< stop on the config's/generation_config's eos ids
+  std::vector<std::int32_t> stop_ids;      ///< more stop tokens
+  std::vector<std::string> stop_strings;   ///< needs a tokenizer; the stop string is not part of the text
+};
+
+/// One generated token, streamed to the callback.
+struct TokenStep {
+  std::size_t sequence = 0;  ///< index of the prompt in the batch
+  std::int32_t id = 0;
+  std::string text;          ///< newly final text (held back while it may be the start of a stop string)
+  float logprob = 0.0f;      ///< log-probability under the raw model distribution (before any processing)
+  float entropy = 0.0f;      ///< entropy (nats) of that distribution
+};
+
+struct SequenceOutput {
+  std::vector<std::int32_t> ids;  ///< new tokens, including a final stop token when one was produced
+  std::string text;               ///< decoded new text, stop token/string excluded (empty without a tokenizer)
+  std::vector<float> logprobs, entropies;
+  std::string finish_reason;      ///< "stop", "length", "cancelled"
+};
+
+struct GenerateStats {
+  std::int64_t batch = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+class Engine {
+ public:
+  /// Load model (+ tokenizer). Throws as described above.
+  static std::unique_ptr<Engine> load(const ModelOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Generate for each prompt (token ids, non-empty). `on_token` returning false stops that sequence ("stop");
+  /// `cancelled` is polled before each decode step and stops every unfinished sequence ("cancelled").
+  std::vector<SequenceOutput> generate(const std::vector<std::vector<std::int32_t>>& prompts,
+                                       const GenerateOptions& options,
+                                       const std::function<bool(const TokenStep&)>& on_token = {},
+                                       const std::function<bool()>& cancelled = {}, GenerateStats* stats = nullptr);
+
+  const ModelConfig& config() const;
+  /// The tokenizer, or null when the model directory has none (then only ids can be used).
+  const Tokenizer* tokenizer() const;
+  /// Ids >= this are never generated (logit rows past the tokenizer's vocabulary are padding).
+  std::int64_t usable_vocab() const;
+  std::string describe() const;  ///< "qwen2 24 layers from DIR, cpu/float32"
+  std::string device_name() const;
+  std::string dtype_name() const;
+  std::int64_t parameter_bytes() const;
+  /// Peak memory: CUDA max allocated bytes on a GPU, else the process's peak RSS. reset_peak_memory() resets the
+  /// CUDA counter (RSS peaks cannot be reset).
+  std::int64_t peak_memory_bytes() const;
+  void reset_peak_memory();
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lal::lm

@@ -1,0 +1,81 @@
+// lal::lm — the decoder-only transformer families as flat forward functions over checkpoint-named weights.
+//
+// THIS HEADER INCLUDES LIBTORCH (through torch_compat.hpp). Include it only from engine sources and tests; every
+// other part of lal talks to the torch-free Engine (engine.hpp) or the SDK's LanguageModel.
+//
+// OWNERSHIP: a Transformer owns its weights (copied out of the mmapped checkpoint into the chosen device/dtype).
+// forward() does not modify the model, only the KVCache passed to it; one KVCache per concurrent generation.
+// THREADING: forward() is const and may run concurrently on different caches (LibTorch ops are thread-safe), but
+// the engine serialises calls anyway to bound memory.
+// ERRORS: load() throws std::runtime_error naming the checkpoint and the tensor for a missing tensor, a shape that
+// disagrees with config.json, or a weight dtype that is not F32/F16/BF16.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lal/lm/detail/torch_compat.hpp"
+#include "lal/lm/model_config.hpp"
+
+namespace lal::lm {
+
+/// Preallocated keys/values for every layer: [batch, kv_heads, capacity, head_dim]. Slots [0, length) are filled.
+struct KVCache {
+  std::vector<torch::Tensor> keys, values;
+  std::int64_t length = 0;
+  std::int64_t capacity = 0;
+  static KVCache allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity,
+                          torch::ScalarType dtype, torch::Device device);
+};
+
+/// One decoder layer's weights, named after the checkpoint tensors they come from. Unused fields stay undefined:
+/// llama/qwen2 use q/k/v and gate/up, phi3 the fused qkv_proj and gate_up_proj, gpt_neox query_key_value and
+/// dense_h_to_4h/dense_4h_to_h with LayerNorm biases.
+struct TransformerLayer {
+  torch::Tensor attn_norm_w, attn_norm_b;  // input_layernorm
+  torch::Tensor q_w, q_b, k_w, k_b, v_w, v_b;
+  torch::Tensor qkv_w, qkv_b;  // phi3 self_attn.qkv_proj, gpt_neox attention.query_key_value
+  torch::Tensor o_w, o_b;      // o_proj / attention.dense
+  torch::Tensor mlp_norm_w, mlp_norm_b;  // post_attention_layernorm
+  torch::Tensor gate_w, gate_b, up_w, up_b, gate_up_w, down_w, down_b;
+  torch::Tensor fc_in_w, fc_in_b, fc_out_w, fc_out_b;  // gpt_neox mlp.dense_h_to_4h / dense_4h_to_h
+};
+
+class Transformer {
+ public:
+  /// Load `dir` (config.json + safetensors) onto `device` in `dtype` (float32, bfloat16 or float16).
+  static std::shared_ptr<Transformer> load(const std::string& dir, torch::Device device, torch::ScalarType dtype);
+
+  /// Run `ids` [B,T] (int64) at `positions` [B,T] (rotary positions; with left padding they start at 0 at each
+  /// row's first real token). `key_mask` [B, S] bool, S = cached length + T, marks real (non-padding) tokens, or is
+  /// undefined when every token is real. With `cache`, keys/values are appended at slots [length, length+T) and
+  /// cache->length advances; without, attention covers these T tokens only.
+  /// Returns float32 logits [B, T, vocab] or, with `last_only`, [B, 1, vocab].
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& key_mask,
+                        KVCache* cache, bool last_only) const;
+
+  const ModelConfig& config() const { return config_; }
+  torch::Device device() const { return device_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  std::int64_t parameter_bytes() const { return parameter_bytes_; }
+
+ private:
+  using Layer = TransformerLayer;
+  Transformer() = default;
+  torch::Tensor attention_block(const Layer& l, std::size_t index, const torch::Tensor& x, const torch::Tensor& cos,
+                                const torch::Tensor& sin, const torch::Tensor& mask, bool causal,
+                                KVCache* cache) const;
+  torch::Tensor mlp_block(const Layer& l, const torch::Tensor& x) const;
+  torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
+
+  ModelConfig config_;
+  torch::Device device_{torch::kCPU};
+  torch::ScalarType dtype_ = torch::kFloat32;
+  std::int64_t parameter_bytes_ = 0;
+  torch::Tensor inv_freq_;  // [rotary_dim/2] float32, rope scaling applied
+  torch::Tensor embed_, final_norm_w_, final_norm_b_, lm_head_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace lal::lm

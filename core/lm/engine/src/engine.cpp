@@ -1,0 +1,425 @@
+// Generation: prefill + KV-cached decode over a left-padded batch, logits processing in transformers' order,
+// seeded sampling, stop tokens/strings, streaming; and the SDK LanguageModel service on top.
+#include "lal/lm/engine.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <set>
+#include <stdexcept>
+
+#include "lal/lm/model_path.hpp"
+#include "lal/lm/torch_language_model.hpp"
+#include "lal/lm/transformer.hpp"
+#if LAL_LM_HAVE_TOKENIZER
+#include <filesystem>
+
+#include "lal/lm/tokenizer.hpp"
+#endif
+
+namespace lal::lm {
+
+namespace {
+
+torch::Device parse_device(const std::string& s) {
+  if (s == "auto") return detail::cuda_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (s == "cpu") return torch::kCPU;
+  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+    if (!detail::cuda_available())
+      throw std::runtime_error("device '" + s + "': CUDA is not available (this LibTorch " TORCH_VERSION
+                               " has no CUDA support or no GPU is visible); use --device cpu");
+    return s == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(s);
+  }
+  throw std::invalid_argument("device '" + s + "': expected auto, cpu, cuda or cuda:N");
+}
+
+torch::ScalarType parse_dtype(const std::string& s, const torch::Device& device, const ModelConfig& config) {
+  if (s == "auto") {
+    if (!device.is_cuda()) return torch::kFloat32;
+    return config.torch_dtype == "float16" ? torch::kFloat16 : torch::kBFloat16;
+  }
+  if (s == "float32" || s == "fp32") return torch::kFloat32;
+  if (s == "bfloat16" || s == "bf16") return torch::kBFloat16;
+  if (s == "float16" || s == "fp16") {
+    if (!device.is_cuda())
+      throw std::invalid_argument("dtype float16 is not supported on the CPU; use bfloat16 or float32");
+    return torch::kFloat16;
+  }
+  throw std::invalid_argument("dtype '" + s + "': expected auto, float32, bfloat16 or float16");
+}
+
+std::string scalar_name(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: return "?";
+  }
+}
+
+/// Text of one sequence, holding back a tail that could still become a stop string.
+struct StopText {
+  std::string all;
+  std::size_t emitted = 0;
+  bool hit = false;
+
+  std::string append(const std::string& piece, const std::vector<std::string>& stops) {
+    all += piece;
+    std::size_t best = std::string::npos;
+    for (const auto& s : stops) {
+      const auto p = s.empty() ? std::string::npos : all.find(s, emitted);
+      best = std::min(best, p);
+    }
+    if (best != std::string::npos) {
+      hit = true;
+      all.resize(best);
+      return take(best);
+    }
+    std::size_t hold = 0;
+    for (const auto& s : stops)
+      for (std::size_t k = std::min(s.size() - 1, all.size() - emitted); k > hold; --k)
+        if (all.compare(all.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    return take(all.size() - hold);
+  }
+  std::string finish() { return take(all.size()); }
+  std::string take(std::size_t end) {
+    std::string out = all.substr(emitted, end - emitted);
+    emitted = end;
+    return out;
+  }
+};
+
+std::int64_t peak_rss_bytes() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
+}
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+/// Logits processors and warpers, in the order transformers' generate() applies them.
+torch::Tensor process_scores(torch::Tensor scores, const SamplingOptions& s, const torch::Tensor& history) {
+  if (s.repetition_penalty != 1.0f) {
+    auto seen = scores.gather(1, history);
+    seen = torch::where(seen < 0, seen * s.repetition_penalty, seen / s.repetition_penalty);
+    scores = scores.scatter(1, history, seen);
+  }
+  if (s.greedy || s.temperature <= 0.0f) return scores;
+  if (s.temperature != 1.0f) scores = scores / s.temperature;
+  if (s.top_k > 0 && s.top_k < scores.size(1)) {
+    auto kth = std::get<0>(scores.topk(s.top_k, -1)).narrow(1, s.top_k - 1, 1);
+    scores = scores.masked_fill(scores < kth, kNegInf);
+  }
+  if (s.top_p < 1.0f) {
+    auto sorted = scores.sort(-1, /*descending=*/false);
+    auto cumulative = torch::softmax(std::get<0>(sorted), -1).cumsum(-1);
+    auto remove = cumulative <= (1.0f - s.top_p);
+    remove.narrow(1, remove.size(1) - 1, 1).fill_(false);  // keep at least the most likely token
+    scores = scores.masked_fill(remove.scatter(1, std::get<1>(sorted), remove), kNegInf);
+  }
+  if (s.min_p > 0.0f) {
+    auto probs = torch::softmax(scores, -1);
+    auto threshold = probs.amax(-1, /*keepdim=*/true) * s.min_p;
+    scores = scores.masked_fill(probs < threshold, kNegInf);
+  }
+  return scores;
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  std::string dir;
+  std::shared_ptr<Transformer> model;
+  std::int64_t usable_vocab = 0;
+  std::vector<std::int64_t> eos_ids;
+#if LAL_LM_HAVE_TOKENIZER
+  std::optional<Tokenizer> tokenizer;
+#endif
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->dir = resolve_model_path(options.model_path);
+  const ModelConfig config = ModelConfig::from_dir(impl->dir);
+  const auto device = parse_device(options.device);
+  const auto dtype = parse_dtype(options.dtype, device, config);
+  impl->model = Transformer::load(impl->dir, device, dtype);
+  impl->usable_vocab = config.vocab_size;
+  impl->eos_ids = config.eos_token_ids;
+#if LAL_LM_HAVE_TOKENIZER
+  namespace fs = std::filesystem;
+  if (options.load_tokenizer && fs::exists(fs::path(impl->dir) / "tokenizer.json")) {
+    impl->tokenizer = Tokenizer::from_file((fs::path(impl->dir) / "tokenizer.json").string());
+    // Embedding matrices are often padded (Qwen: 152064 rows for 151665 tokens): never sample the padding.
+    impl->usable_vocab = std::min<std::int64_t>(config.vocab_size, static_cast<std::int64_t>(impl->tokenizer->vocab_size()));
+    if (impl->eos_ids.empty() && impl->tokenizer->eos_id()) impl->eos_ids.push_back(*impl->tokenizer->eos_id());
+  }
+#else
+  (void)options.load_tokenizer;
+#endif
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+const ModelConfig& Engine::config() const { return impl_->model->config(); }
+const Tokenizer* Engine::tokenizer() const {
+#if LAL_LM_HAVE_TOKENIZER
+  return impl_->tokenizer ? &*impl_->tokenizer : nullptr;
+#else
+  return nullptr;
+#endif
+}
+std::int64_t Engine::usable_vocab() const { return impl_->usable_vocab; }
+std::string Engine::device_name() const { return impl_->model->device().str(); }
+std::string Engine::dtype_name() const { return scalar_name(impl_->model->dtype()); }
+std::int64_t Engine::parameter_bytes() const { return impl_->model->parameter_bytes(); }
+std::string Engine::describe() const {
+  const auto& c = config();
+  return std::string(family_name(c.family)) + " (" + std::to_string(c.num_layers) + " layers, hidden " +
+         std::to_string(c.hidden_size) + ") from " + impl_->dir + ", " + device_name() + "/" + dtype_name();
+}
+std::int64_t Engine::peak_memory_bytes() const {
+  const auto d = impl_->model->device();
+  return d.is_cuda() ? detail::cuda_peak_allocated(d) : peak_rss_bytes();
+}
+void Engine::reset_peak_memory() { detail::cuda_reset_peak(impl_->model->device()); }
+
+std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::int32_t>>& prompts,
+                                             const GenerateOptions& options,
+                                             const std::function<bool(const TokenStep&)>& on_token,
+                                             const std::function<bool()>& cancelled, GenerateStats* stats) {
+  const Transformer& model = *impl_->model;
+  const ModelConfig& cfg = model.config();
+  if (prompts.empty()) throw std::invalid_argument("generate: no prompts");
+  if (options.max_new_tokens < 0) throw std::invalid_argument("generate: max_new_tokens must be >= 0");
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    if (prompts[b].empty()) throw std::invalid_argument("generate: prompt " + std::to_string(b) + " is empty");
+    for (auto id : prompts[b])
+      if (id < 0 || id >= cfg.vocab_size)
+        throw std::invalid_argument("generate: prompt " + std::to_string(b) + " has token id " + std::to_string(id) +
+                                    " outside the model's vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+  }
+  const auto* tok = tokenizer();
+  if (!options.stop_strings.empty() && !tok)
+    throw std::invalid_argument("generate: stop strings need a tokenizer (no tokenizer.json in " + impl_->dir + ")");
+  const auto& s = options.sampling;
+  if (!s.greedy && s.temperature > 0 && (s.top_p <= 0 || s.top_p > 1))
+    throw std::invalid_argument("generate: top_p must be in (0, 1]");
+  if (s.min_p < 0 || s.min_p > 1) throw std::invalid_argument("generate: min_p must be in [0, 1]");
+  if (s.repetition_penalty <= 0) throw std::invalid_argument("generate: repetition_penalty must be > 0");
+
+  c10::InferenceMode inference;
+  const auto B = static_cast<std::int64_t>(prompts.size());
+  std::int64_t L = 0;
+  for (const auto& p : prompts) L = std::max<std::int64_t>(L, static_cast<std::int64_t>(p.size()));
+  const std::int64_t capacity = L + std::max(options.max_new_tokens, 1);
+  const auto device = model.device();
+
+  // Left-padded prompt ids, positions, validity mask; history (for the repetition penalty) pads with the row's
+  // first token, which is in the prompt anyway, so the padding adds no penalty of its own.
+  auto ids = torch::empty({B, L}, torch::kLong);
+  auto positions = torch::zeros({B, L}, torch::kLong);
+  auto history = torch::empty({B, capacity}, torch::kLong);
+  auto valid = torch::zeros({B, capacity}, torch::kBool);
+  bool padded = false;
+  std::int64_t prompt_tokens = 0;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[static_cast<std::size_t>(b)];
+    const auto n = static_cast<std::int64_t>(p.size());
+    const auto pad = L - n;
+    padded = padded || pad > 0;
+    prompt_tokens += n;
+    auto ia = ids.accessor<std::int64_t, 2>();
+    auto pa = positions.accessor<std::int64_t, 2>();
+    auto ha = history.accessor<std::int64_t, 2>();
+    auto va = valid.accessor<bool, 2>();
+    for (std::int64_t j = 0; j < L; ++j) {
+      const auto id = j < pad ? p[0] : p[static_cast<std::size_t>(j - pad)];
+      ia[b][j] = ha[b][j] = id;
+      pa[b][j] = j < pad ? 0 : j - pad;
+      va[b][j] = j >= pad;
+    }
+  }
+  ids = ids.to(device);
+  history = history.to(device);
+  valid = valid.to(device);
+  auto next_position = positions.select(1, L - 1).to(device) + 1;
+
+  KVCache cache = KVCache::allocate(cfg, B, capacity, model.dtype(), device);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto logits = model.forward(ids, positions.to(device), padded ? valid.narrow(1, 0, L) : torch::Tensor(), &cache,
+                              /*last_only=*/true);
+  detail::synchronize(device);
+  const auto t1 = clock::now();
+
+  std::set<std::int64_t> stop_ids(options.stop_ids.begin(), options.stop_ids.end());
+  if (options.stop_at_eos) stop_ids.insert(impl_->eos_ids.begin(), impl_->eos_ids.end());
+  auto generator = at::detail::createCPUGenerator(s.seed);
+
+  std::vector<SequenceOutput> out(static_cast<std::size_t>(B));
+  std::vector<StopText> texts(static_cast<std::size_t>(B));
+  std::vector<bool> done(static_cast<std::size_t>(B), options.max_new_tokens == 0);
+#if LAL_LM_HAVE_TOKENIZER
+  std::vector<Tokenizer::StreamDecoder> decoders;
+  if (tok)
+    for (std::int64_t b = 0; b < B; ++b) decoders.push_back(tok->stream_decoder(/*skip_special_tokens=*/true));
+#endif
+  if (options.max_new_tokens == 0)
+    for (auto& o : out) o.finish_reason = "length";
+
+  const auto V = cfg.vocab_size;
+  const auto usable = impl_->usable_vocab;
+  std::int64_t steps = 0, generated = 0;
+  for (int step = 0; step < options.max_new_tokens; ++step) {
+    if (cancelled && cancelled()) {
+      for (std::int64_t b = 0; b < B; ++b)
+        if (!done[b]) {
+          done[b] = true;
+          out[b].finish_reason = "cancelled";
+        }
+      break;
+    }
+    auto scores = logits.select(1, 0);  // [B, V] float32
+    if (usable < V) scores.narrow(1, usable, V - usable).fill_(kNegInf);
+    auto logp = torch::log_softmax(scores, -1);
+    auto probs = logp.exp();
+    auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
+    auto processed = process_scores(scores, s, history.narrow(1, 0, L + step));
+    torch::Tensor next;
+    if (s.greedy || s.temperature <= 0.0f) {
+      next = processed.argmax(-1);
+    } else {
+      auto p = torch::softmax(processed, -1).to(torch::kCPU);
+      next = torch::multinomial(p, 1, /*replacement=*/false, generator).squeeze(1).to(device);
+    }
+    auto chosen_logp = logp.gather(1, next.unsqueeze(1)).squeeze(1);
+    auto packed = torch::stack({next.to(torch::kDouble), chosen_logp.to(torch::kDouble), entropy.to(torch::kDouble)})
+                      .to(torch::kCPU);
+    auto pk = packed.accessor<double, 2>();
+    ++steps;
+    for (std::int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      auto& o = out[b];
+      auto& text = texts[b];
+      const auto id = static_cast<std::int32_t>(pk[0][b]);
+      TokenStep ev{static_cast<std::size_t>(b), id, {}, static_cast<float>(pk[1][b]), static_cast<float>(pk[2][b])};
+      o.ids.push_back(id);
+      o.logprobs.push_back(ev.logprob);
+      o.entropies.push_back(ev.entropy);
+      ++generated;
+      const bool stop_token = stop_ids.count(id) > 0;
+#if LAL_LM_HAVE_TOKENIZER
+      if (tok && !stop_token) ev.text = text.append(decoders[b].push(id), options.stop_strings);
+#endif
+      bool finish = stop_token || text.hit || static_cast<int>(o.ids.size()) >= options.max_new_tokens;
+      if (finish && !text.hit) {
+#if LAL_LM_HAVE_TOKENIZER
+        if (tok) ev.text += text.append(decoders[b].flush(), options.stop_strings);
+#endif
+        if (!text.hit) ev.text += text.finish();
+      }
+      o.finish_reason = (stop_token || text.hit) ? "stop" : "length";
+      if (on_token && !on_token(ev)) {
+        finish = true;
+        o.finish_reason = "stop";
+      }
+      if (finish) done[b] = true;
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (step + 1 == options.max_new_tokens) break;
+    history.select(1, L + step).copy_(next);
+    if (padded) valid.select(1, L + step).fill_(true);
+    logits = model.forward(next.view({B, 1}), next_position.view({B, 1}),
+                           padded ? valid.narrow(1, 0, L + step + 1) : torch::Tensor(), &cache, true);
+    next_position += 1;
+  }
+  for (std::int64_t b = 0; b < B; ++b) out[b].text = texts[b].all.substr(0, texts[b].emitted);
+  detail::synchronize(device);
+  if (stats) {
+    stats->batch = B;
+    stats->prompt_tokens = prompt_tokens;
+    stats->generated_tokens = generated;
+    stats->decode_steps = steps;
+    stats->prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+    stats->decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// TorchLanguageModel
+
+TorchLanguageModel::TorchLanguageModel(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+
+std::string TorchLanguageModel::describe() const { return engine_->describe(); }
+
+GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
+                                              const std::function<bool(const TokenEvent&)>& on_token,
+                                              const CancellationToken& cancel) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto* tok = engine_->tokenizer();
+  if (!tok) throw std::invalid_argument(describe() + ": text generation needs a tokenizer.json next to the model");
+  std::vector<std::int32_t> prompt;
+#if LAL_LM_HAVE_TOKENIZER
+  if (!request.messages.empty()) {
+    throw std::invalid_argument(describe() + ": chat messages need the chat template renderer, which this build "
+                                             "lacks; pass a raw prompt");
+  }
+  if (request.prompt.empty()) throw std::invalid_argument("generate: empty prompt");
+  prompt = tok->encode(request.prompt, /*add_special_tokens=*/true);
+#endif
+  if (prompt.empty()) throw std::invalid_argument("generate: the prompt encodes to no tokens");
+  if (request.max_new_tokens < 0) throw std::invalid_argument("generate: max_new_tokens < 0");
+
+  GenerateOptions opts;
+  opts.max_new_tokens = request.max_new_tokens;
+  opts.stop_strings = request.stop;
+  opts.sampling.greedy = request.greedy;
+  opts.sampling.temperature = request.temperature;
+  opts.sampling.top_k = request.top_k;
+  opts.sampling.top_p = request.top_p;
+  opts.sampling.min_p = request.min_p;
+  opts.sampling.repetition_penalty = request.repetition_penalty;
+  opts.sampling.seed = request.seed;
+
+  std::function<bool(const TokenStep&)> stream;
+  if (on_token)
+    stream = [&](const TokenStep& st) { return on_token(TokenEvent{st.id, st.text, st.logprob, st.entropy}); };
+  std::vector<SequenceOutput> out;
+  try {
+    out = engine_->generate({prompt}, opts, stream, [&] { return cancel.cancelled(); });
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(describe() + ": " + e.what());
+  }
+  GenerationResult r;
+  auto& o = out.at(0);
+  r.text = std::move(o.text);
+  r.ids = std::move(o.ids);
+  for (float v : o.logprobs) r.mean_logprob += v;
+  for (float v : o.entropies) r.mean_entropy += v;
+  if (!r.ids.empty()) {
+    r.mean_logprob /= static_cast<float>(r.ids.size());
+    r.mean_entropy /= static_cast<float>(r.ids.size());
+  }
+  r.finish_reason = o.finish_reason;
+  r.cancelled = o.finish_reason == "cancelled";
+  return r;
+}
+
+std::shared_ptr<lal::LanguageModel> load_language_model(const ModelOptions& options) {
+  return std::make_shared<TorchLanguageModel>(Engine::load(options));
+}
+
+}  // namespace lal::lm
