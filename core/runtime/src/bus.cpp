@@ -24,7 +24,7 @@ namespace asio = boost::asio;
 namespace lal::runtime {
 
 namespace {
-constexpr int kDrainBatch = 64;  // messages handled per strand turn before yielding to other members
+constexpr std::size_t kDrainBatch = 64;  // messages handled per strand turn before yielding to other members
 }
 
 struct ReplySlot;
@@ -65,6 +65,7 @@ struct Subscription : std::enable_shared_from_this<Subscription> {
   std::mutex mutex;
   std::condition_variable not_full;
   std::deque<Item> queue;
+  std::vector<Item> batch;  // drain's working set, only touched on the member's strand
   bool scheduled = false;
   std::size_t high_water = 0;
 
@@ -209,22 +210,26 @@ void Subscription::enqueue(const ErasedMessage& msg, const std::shared_ptr<Reply
 }
 
 void Subscription::drain() {
-  for (int n = 0; n < kDrainBatch; ++n) {
-    Item item;
-    {
-      std::lock_guard<std::mutex> lk(mutex);
-      if (queue.empty()) {
-        scheduled = false;
-        return;
-      }
-      item = std::move(queue.front());
+  // Take a batch under one lock: the publisher and this consumer then meet on the mutex once per batch, not once
+  // per message. `batch` is touched only here, on the member's strand.
+  {
+    std::lock_guard<std::mutex> lk(mutex);
+    const std::size_t n = std::min<std::size_t>(queue.size(), kDrainBatch);
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(queue.front()));
       queue.pop_front();
     }
-    if (policy == OverflowPolicy::block) not_full.notify_one();
+    if (batch.empty()) {
+      scheduled = false;
+      return;
+    }
+  }
+  if (policy == OverflowPolicy::block) not_full.notify_all();
+  const auto count = static_cast<std::int64_t>(batch.size());
+  for (Item& item : batch) {
     if (member->disabled.load(std::memory_order_relaxed)) {
       dropped.fetch_add(1, std::memory_order_relaxed);
       if (item.reply) bus->complete(item.reply, nullptr, "module '" + member->name + "' is disabled", false);
-      bus->done_pending(1);
       continue;
     }
     try {
@@ -243,10 +248,12 @@ void Subscription::drain() {
       if (member->on_failure) member->on_failure(member->name, topic, "unknown exception");
     }
     delivered.fetch_add(1, std::memory_order_relaxed);
-    bus->done_pending(1);
   }
-  // Batch used up: go to the back of the strand so other work on this member (and the pool) gets a turn.
+  batch.clear();
+  // Go to the back of the strand so other work on this member (and the pool) gets a turn; the next drain finds the
+  // queue empty and clears `scheduled` if nothing arrived meanwhile.
   asio::post(member->strand, [self = shared_from_this()] { self->drain(); });
+  bus->done_pending(count);
 }
 
 void Subscription::drop_all() {

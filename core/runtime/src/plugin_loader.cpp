@@ -34,7 +34,15 @@ ModuleInstance::~ModuleInstance() {
   if (module_) plugin_->entry->destroy(module_);
 }
 
-PluginRegistry::PluginRegistry(std::vector<fs::path> search_path) : search_path_(std::move(search_path)) {}
+PluginRegistry::PluginRegistry(std::vector<fs::path> search_path) {
+  for (auto& p : search_path) {
+    std::error_code ec;
+    fs::path canon = fs::weakly_canonical(p, ec);
+    if (ec) canon = p;
+    if (std::find(search_path_.begin(), search_path_.end(), canon) == search_path_.end())
+      search_path_.push_back(std::move(canon));
+  }
+}
 
 std::shared_ptr<const LoadedPlugin> PluginRegistry::load_file(const fs::path& file) {
   auto lib = std::make_shared<boost::dll::shared_library>();
@@ -161,15 +169,16 @@ std::vector<fs::path> default_plugin_path() {
 }
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
+  // Optimal string alignment distance: insertions, deletions, substitutions and adjacent transpositions ("nmae").
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
 }
 
 std::optional<std::string> closest(const std::string& word, const std::vector<std::string>& candidates) {
