@@ -120,17 +120,26 @@ struct Bus::Impl {
     }
   }
 
+  // Bumped after every drain we post; idle workers watch it instead of polling Asio's queue, whose mutex the
+  // publisher needs too.
+  std::atomic<std::uint64_t> posts{0};
+
   void worker_loop() {
-    // Poll with a short spin before sleeping: a sleeping thread costs a futex wake-up per burst.
+    // Spin briefly before sleeping: a sleeping thread costs a futex wake-up (several µs) per burst.
     while (!io.stopped()) {
+      std::uint64_t seen = posts.load(std::memory_order_acquire);
       if (io.poll_one() > 0) continue;
       const auto until = std::chrono::steady_clock::now() + options.spin;
       bool worked = false;
-      while (std::chrono::steady_clock::now() < until) {
-        for (int i = 0; i < 32; ++i) LAL_CPU_RELAX();
-        if (io.poll_one() > 0) {
-          worked = true;
-          break;
+      while (!worked && std::chrono::steady_clock::now() < until) {
+        for (int i = 0; i < 16; ++i) {
+          LAL_CPU_RELAX();
+          const std::uint64_t now = posts.load(std::memory_order_acquire);
+          if (now != seen) {
+            seen = now;
+            worked = io.poll_one() > 0;
+            if (worked) break;
+          }
         }
       }
       if (!worked) io.run_one_for(std::chrono::milliseconds(100));
@@ -206,6 +215,7 @@ void Subscription::enqueue(const ErasedMessage& msg, const std::shared_ptr<Reply
     scheduled = true;
     lk.unlock();
     asio::post(member->strand, [self = shared_from_this()] { self->drain(); });
+    bus->posts.fetch_add(1, std::memory_order_release);
   }
 }
 
@@ -253,6 +263,7 @@ void Subscription::drain() {
   // Go to the back of the strand so other work on this member (and the pool) gets a turn; the next drain finds the
   // queue empty and clears `scheduled` if nothing arrived meanwhile.
   asio::post(member->strand, [self = shared_from_this()] { self->drain(); });
+  bus->posts.fetch_add(1, std::memory_order_release);
   bus->done_pending(count);
 }
 
