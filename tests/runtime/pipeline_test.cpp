@@ -335,3 +335,22 @@ TEST_CASE("cancelling a turn reaches a handler that is running") {
   REQUIRE(h.rt->wait_idle(5s));
   CHECK(h.text().find("[analysis] finished") != std::string::npos);
 }
+
+TEST_CASE("cancelling a scope stops work in that scope while the turn goes on") {
+  Harness h(R"(modules:
+  worker:
+    plugin: test_relay
+    inputs: {percept: turn.input}
+    outputs: {thought: thought.stream}
+  speaker:
+    plugin: transcript
+    config: {labels: en}
+    inputs: {thought: thought.stream}
+)");
+  const TurnId turn = h.rt->submit("slowscope task");
+  std::this_thread::sleep_for(100ms);
+  h.rt->cancel_scope(turn, "analysis");
+  REQUIRE(h.rt->wait_idle(5s));
+  CHECK_MESSAGE(h.text().find("cancelled after") != std::string::npos, h.text());
+  CHECK_MESSAGE(h.text().find("(turn goes on)") != std::string::npos, h.text());
+}

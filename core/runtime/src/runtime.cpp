@@ -13,10 +13,14 @@ namespace lal::runtime {
 
 namespace {
 
+/// A turn's (or a scope's) cancellation flag. A scope's state points at its turn's, which points at the global one.
 struct TurnCancellation : CancellationToken::State {
   std::atomic<bool> flag{false};
   const std::atomic<bool>* everything = nullptr;
-  bool cancelled() const override { return flag.load() || everything->load(); }
+  std::shared_ptr<const TurnCancellation> turn;  // set for scopes
+  bool cancelled() const override {
+    return flag.load() || everything->load() || (turn && turn->cancelled());
+  }
 };
 
 spdlog::level::level_enum to_spdlog(LogLevel l) {
@@ -44,7 +48,7 @@ struct Runtime::Impl {
   std::map<std::string, std::pair<std::string, std::shared_ptr<void>>> services;
 
   std::mutex cancel_mutex;
-  std::map<TurnId, std::shared_ptr<TurnCancellation>> turns;
+  std::map<std::pair<TurnId, std::string>, std::shared_ptr<TurnCancellation>> turns;
   std::atomic<bool> cancel_everything{false};
   std::atomic<TurnId> next_turn{0};
 
@@ -69,15 +73,19 @@ struct Runtime::Impl {
       };
   }
 
-  std::shared_ptr<TurnCancellation> turn_state(TurnId turn) {
+  std::shared_ptr<TurnCancellation> turn_state(TurnId turn, const std::string& scope = {}) {
     std::lock_guard<std::mutex> lk(cancel_mutex);
-    auto& s = turns[turn];
-    if (!s) {
-      s = std::make_shared<TurnCancellation>();
-      s->everything = &cancel_everything;
-      // Keep the table bounded: old turns are finished; their tokens stay valid through shared ownership.
-      while (turns.size() > 4096) turns.erase(turns.begin());
-    }
+    return turn_state_locked(turn, scope);
+  }
+  std::shared_ptr<TurnCancellation> turn_state_locked(TurnId turn, const std::string& scope) {
+    const auto key = std::make_pair(turn, scope);
+    if (auto it = turns.find(key); it != turns.end()) return it->second;
+    auto s = std::make_shared<TurnCancellation>();
+    s->everything = &cancel_everything;
+    if (!scope.empty()) s->turn = turn_state_locked(turn, {});
+    turns.emplace(key, s);
+    // Keep the table bounded: old turns are finished; their tokens stay valid through shared ownership.
+    while (turns.size() > 8192 && turns.begin()->first.first < turn) turns.erase(turns.begin());
     return s;
   }
 
@@ -133,8 +141,6 @@ class ModuleHost final : public Context {
     std::lock_guard<std::mutex> lk(rt_.output_mutex);
     rt_.options.output(text);
   }
-  CancellationToken cancellation(TurnId turn) override { return CancellationToken(rt_.turn_state(turn)); }
-  void cancel_turn(TurnId turn) override { rt_.turn_state(turn)->flag.store(true); }
 
  protected:
   bool subscribe_erased(std::string_view port, const char* type, ErasedHandler handler) override {
@@ -179,6 +185,13 @@ class ModuleHost final : public Context {
     }
     rt_.bus->request(*member_, it->second, std::move(payload), header_from(cause, false), deadline,
                      std::move(on_reply));
+  }
+
+  CancellationToken cancellation_scoped(TurnId turn, const std::string& scope) override {
+    return CancellationToken(rt_.turn_state(turn, scope));
+  }
+  void cancel_scoped(TurnId turn, const std::string& scope) override {
+    rt_.turn_state(turn, scope)->flag.store(true);
   }
 
   std::shared_ptr<void> find_service(const std::string& name, const char* service_type) override {
@@ -285,6 +298,7 @@ TurnId Runtime::submit(const std::string& text, const std::string& user) {
 }
 
 void Runtime::cancel_turn(TurnId turn) { impl_->turn_state(turn)->flag.store(true); }
+void Runtime::cancel_scope(TurnId turn, const std::string& scope) { impl_->turn_state(turn, scope)->flag.store(true); }
 void Runtime::cancel_all() { impl_->cancel_everything.store(true); }
 
 bool Runtime::wait_idle(std::chrono::milliseconds timeout) { return impl_->bus->wait_idle(timeout); }

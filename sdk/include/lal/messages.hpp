@@ -66,7 +66,12 @@ struct ThoughtChunk {
 struct TurnDone {
   static constexpr const char* kTypeName = "lal.TurnDone/1";
   bool cancelled = false;
-  std::string answer;  ///< the final answer text, for modules that store episodes
+  std::string user_text;    ///< what the user said
+  std::string answer;       ///< the final answer text, for modules that store episodes
+  std::string strategy;     ///< "direct" or "deep"
+  double confidence = 0.0;  ///< measured confidence of the answer, 0..1
+  std::int64_t first_output_ns = 0;  ///< monotonic time of the turn's first visible chunk (0 = unknown)
+  std::int64_t answer_done_ns = 0;   ///< monotonic time the answer was complete
 };
 
 /// One remembered item.
@@ -93,12 +98,27 @@ struct RecallReply {
   std::vector<MemoryItem> items;
 };
 
-/// An episode to remember (what was said and answered), for the user in the message header.
+/// What the hippocampus recalled for a turn (published once per turn, after asking every tier).
+struct Recollection {
+  static constexpr const char* kTypeName = "lal.Recollection/1";
+  std::string cue;
+  std::vector<MemoryItem> items;  ///< best first, across tiers
+  /// Set when procedural memory recognises the request: the strategy that worked before ("direct" = answer
+  /// without deep analysis, "deep" = full analysis) and how sure it is (0..1). Empty when unfamiliar.
+  std::string suggested_strategy;
+  double strategy_confidence = 0.0;
+};
+
+/// An episode to remember (what was said and answered), for the user in the message header. Published by the
+/// hippocampus when a turn is done; memory tiers encode it.
 struct Episode {
   static constexpr const char* kTypeName = "lal.Episode/1";
   std::string user_text;
   std::string answer;
   double importance = 0.5;  ///< 0..1, e.g. from emotional arousal and explicit "remember this"
+  std::string strategy;     ///< how the turn was answered: "direct" or "deep"
+  double confidence = 0.0;  ///< measured confidence of the answer (0..1); how well the strategy worked
+  std::string emotion;      ///< emotion label during the turn
 };
 
 /// The emotional state of the system (PAD model) with a categorical label.

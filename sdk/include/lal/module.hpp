@@ -97,9 +97,15 @@ class Context {
   virtual void write_output(std::string_view text) = 0;
 
   /// The token of `turn`: becomes cancelled when anyone calls cancel_turn(turn) or the pipeline stops.
-  virtual CancellationToken cancellation(TurnId turn) = 0;
-  /// Cancel a turn for every module (the frontal lobe has concluded; the user pressed Ctrl-C).
-  virtual void cancel_turn(TurnId turn) = 0;
+  CancellationToken cancellation(TurnId turn) { return cancellation_scoped(turn, {}); }
+  /// The token of one *scope* of a turn ("analysis", "insight"): cancelled by cancel_scope(turn, scope), and also
+  /// whenever the whole turn is cancelled. Lets the frontal lobe stop deep thinking it no longer needs while the
+  /// rest of the turn (the answer it is composing) goes on.
+  CancellationToken cancellation(TurnId turn, const std::string& scope) { return cancellation_scoped(turn, scope); }
+  /// Cancel a turn for every module (the user pressed Ctrl-C, the pipeline stops).
+  void cancel_turn(TurnId turn) { cancel_scoped(turn, {}); }
+  /// Cancel one scope of a turn (see cancellation(turn, scope)).
+  void cancel_scope(TurnId turn, const std::string& scope) { cancel_scoped(turn, scope); }
 
   /// A shared service registered by the host or another plugin under `name` ("model", "memory"), or null.
   /// `S::kServiceName` is checked against what was registered, so a wrong type is refused, not reinterpreted.
@@ -173,6 +179,8 @@ class Context {
   virtual void request_erased(std::string_view port, const char* type, const char* reply_type,
                               std::shared_ptr<const void> payload, std::chrono::milliseconds deadline,
                               ErasedReplyHandler on_reply, const MessageHeader* cause) = 0;
+  virtual CancellationToken cancellation_scoped(TurnId turn, const std::string& scope) = 0;
+  virtual void cancel_scoped(TurnId turn, const std::string& scope) = 0;
   virtual std::shared_ptr<void> find_service(const std::string& name, const char* service_type) = 0;
   virtual void register_service(const std::string& name, const char* service_type, std::shared_ptr<void> svc) = 0;
 };

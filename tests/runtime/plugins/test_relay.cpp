@@ -12,13 +12,16 @@ class Relay final : public lal::Module {
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
       std::string text = "relay: " + m->text;
       if (m->text.rfind("slow", 0) == 0) {
-        const auto token = ctx_->cancellation(m.header.turn);
+        // "slowscope ..." listens to the "analysis" scope only; plain "slow ..." to the whole turn.
+        const bool scoped = m->text.rfind("slowscope", 0) == 0;
+        const auto token = scoped ? ctx_->cancellation(m.header.turn, "analysis") : ctx_->cancellation(m.header.turn);
         int steps = 0;
         while (steps < 200 && !token.cancelled()) {
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
           ++steps;
         }
         text = token.cancelled() ? "cancelled after " + std::to_string(steps) + " steps" : "finished";
+        if (scoped) text += ctx_->cancellation(m.header.turn).cancelled() ? " (turn cancelled)" : " (turn goes on)";
       }
       lal::ThoughtChunk t;
       t.text = text;

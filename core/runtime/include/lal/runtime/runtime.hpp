@@ -52,6 +52,8 @@ class Runtime {
   TurnId submit(const std::string& text, const std::string& user = "default");
 
   void cancel_turn(TurnId turn);
+  /// Cancel one scope of a turn (lal::Context::cancel_scope).
+  void cancel_scope(TurnId turn, const std::string& scope);
   void cancel_all();
 
   /// Wait until the bus is idle (every message handled, no request outstanding).
