@@ -18,6 +18,7 @@
 #if LAL_LM_HAVE_TOKENIZER
 #include <filesystem>
 
+#include "lal/lm/chat_template.hpp"
 #include "lal/lm/tokenizer.hpp"
 #endif
 
@@ -179,6 +180,7 @@ const Tokenizer* Engine::tokenizer() const {
 #endif
 }
 std::int64_t Engine::usable_vocab() const { return impl_->usable_vocab; }
+const std::string& Engine::model_dir() const { return impl_->dir; }
 std::string Engine::device_name() const { return impl_->model->device().str(); }
 std::string Engine::dtype_name() const { return scalar_name(impl_->model->dtype()); }
 std::int64_t Engine::parameter_bytes() const { return impl_->model->parameter_bytes(); }
@@ -192,6 +194,22 @@ std::int64_t Engine::peak_memory_bytes() const {
   return d.is_cuda() ? detail::cuda_peak_allocated(d) : peak_rss_bytes();
 }
 void Engine::reset_peak_memory() { detail::cuda_reset_peak(impl_->model->device()); }
+
+double Engine::measure_memory_bandwidth() {
+  c10::InferenceMode inference;
+  const auto device = impl_->model->device();
+  const std::int64_t bytes = device.is_cuda() ? (1ll << 30) : (128ll << 20);
+  auto a = torch::empty({bytes / 4}, torch::TensorOptions().dtype(torch::kFloat32).device(device)).fill_(1.0f);
+  auto b = torch::empty_like(a);
+  b.copy_(a);  // warm up
+  detail::synchronize(device);
+  const int reps = 10;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) b.copy_(a);
+  detail::synchronize(device);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * static_cast<double>(bytes) * reps / s;
+}
 
 std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                              const GenerateOptions& options,
@@ -370,20 +388,33 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
   const auto* tok = engine_->tokenizer();
   if (!tok) throw std::invalid_argument(describe() + ": text generation needs a tokenizer.json next to the model");
   std::vector<std::int32_t> prompt;
+  std::vector<std::string> stops = request.stop;
 #if LAL_LM_HAVE_TOKENIZER
   if (!request.messages.empty()) {
-    throw std::invalid_argument(describe() + ": chat messages need the chat template renderer, which this build "
-                                             "lacks; pass a raw prompt");
+    std::vector<ChatMessage> messages;
+    for (const auto& m : request.messages) messages.push_back({m.role, m.content});
+    ChatRenderOptions render;
+    render.thinking = request.thinking ? ThinkingMode::Open : ThinkingMode::TemplateDefault;
+    std::string text;
+    try {
+      const auto chat = ChatTemplate::detect(engine_->model_dir());
+      text = chat.render(messages, render);
+      for (const auto& s : chat.stop_texts()) stops.push_back(s);
+    } catch (const ChatTemplateError& e) {
+      throw std::invalid_argument(describe() + ": " + e.what());
+    }
+    prompt = tok->encode(text, /*add_special_tokens=*/true);
+  } else {
+    if (request.prompt.empty()) throw std::invalid_argument("generate: empty prompt and no messages");
+    prompt = tok->encode(request.prompt, /*add_special_tokens=*/true);
   }
-  if (request.prompt.empty()) throw std::invalid_argument("generate: empty prompt");
-  prompt = tok->encode(request.prompt, /*add_special_tokens=*/true);
 #endif
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt encodes to no tokens");
   if (request.max_new_tokens < 0) throw std::invalid_argument("generate: max_new_tokens < 0");
 
   GenerateOptions opts;
   opts.max_new_tokens = request.max_new_tokens;
-  opts.stop_strings = request.stop;
+  opts.stop_strings = stops;
   opts.sampling.greedy = request.greedy;
   opts.sampling.temperature = request.temperature;
   opts.sampling.top_k = request.top_k;

@@ -90,6 +90,7 @@ class Engine {
   const Tokenizer* tokenizer() const;
   /// Ids >= this are never generated (logit rows past the tokenizer's vocabulary are padding).
   std::int64_t usable_vocab() const;
+  const std::string& model_dir() const;  ///< the resolved model directory
   std::string describe() const;  ///< "qwen2 24 layers from DIR, cpu/float32"
   std::string device_name() const;
   std::string dtype_name() const;
@@ -98,6 +99,9 @@ class Engine {
   /// CUDA counter (RSS peaks cannot be reset).
   std::int64_t peak_memory_bytes() const;
   void reset_peak_memory();
+  /// Measured device-memory copy bandwidth in bytes/s (reads + writes of a large on-device copy); what a decode step,
+  /// which must read every weight once, is bound by. Allocates ~2 GiB on a GPU, 256 MiB on the CPU, for a moment.
+  double measure_memory_bandwidth();
 
  private:
   struct Impl;

@@ -1,0 +1,109 @@
+// `lal bench generate` — prefill and decode throughput and peak memory of the LibTorch engine, on random prompt
+// ids (greedy, no early stop), so that the numbers depend on shapes only.
+#include <spdlog/spdlog.h>
+
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "command.hpp"
+#include "lal/lm/engine.hpp"
+
+namespace lal::cli {
+namespace {
+
+int run_bench_generate(const std::vector<std::string>& args) {
+  po::options_description desc("lal bench generate");
+  add_common_options(desc);
+  desc.add_options()("model_path", po::value<std::string>()->required(), "model directory or cached hub id")(
+      "batch", po::value<int>()->default_value(1), "prompts decoded together")(
+      "prompt_len", po::value<int>()->default_value(128), "prompt tokens per sequence")(
+      "new_tokens", po::value<int>()->default_value(128), "tokens generated per sequence")(
+      "warmup", po::value<int>()->default_value(1), "untimed warm-up runs")(
+      "repeat", po::value<int>()->default_value(1), "timed runs (the best is reported)")(
+      "bandwidth", po::bool_switch(), "also measure device memory bandwidth and the weight-read floor per step")(
+      "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
+      "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
+      "json", po::bool_switch(), "print one JSON object");
+  po::variables_map vm;
+  if (!parse_command_line("bench generate", "--model_path DIR [--batch N] [--prompt_len N] [--new_tokens N]", args,
+                          desc, {}, vm))
+    return 0;
+  const int batch = vm["batch"].as<int>(), prompt_len = vm["prompt_len"].as<int>(),
+            new_tokens = vm["new_tokens"].as<int>();
+  if (batch < 1 || prompt_len < 1 || new_tokens < 2) throw UsageError("need --batch >= 1, --prompt_len >= 1, --new_tokens >= 2");
+
+  lal::lm::ModelOptions mo;
+  mo.model_path = vm["model_path"].as<std::string>();
+  mo.device = vm["device"].as<std::string>();
+  mo.dtype = vm["dtype"].as<std::string>();
+  mo.load_tokenizer = true;
+  auto engine = lal::lm::Engine::load(mo);
+
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(engine->usable_vocab() - 1));
+  std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(batch));
+  for (auto& p : prompts)
+    for (int i = 0; i < prompt_len; ++i) p.push_back(pick(rng));
+  lal::lm::GenerateOptions go;
+  go.sampling.greedy = true;
+  go.stop_at_eos = false;
+  go.max_new_tokens = new_tokens;
+
+  for (int i = 0; i < vm["warmup"].as<int>(); ++i) engine->generate(prompts, go);
+  engine->reset_peak_memory();
+  lal::lm::GenerateStats best;
+  for (int i = 0; i < std::max(1, vm["repeat"].as<int>()); ++i) {
+    lal::lm::GenerateStats st;
+    engine->generate(prompts, go, {}, {}, &st);
+    if (i == 0 || st.decode_seconds < best.decode_seconds) best = st;
+  }
+  const double prefill_tps = best.prompt_tokens / best.prefill_seconds;
+  // The first new token comes from the prefill logits; the other new_tokens-1 each cost one decode step.
+  const double step_s = best.decode_seconds / static_cast<double>(std::max<std::int64_t>(1, best.decode_steps - 1));
+  const double decode_tps = batch / step_s;
+  nlohmann::json r = {{"model", engine->describe()},
+                      {"device", engine->device_name()},
+                      {"dtype", engine->dtype_name()},
+                      {"batch", batch},
+                      {"prompt_len", prompt_len},
+                      {"new_tokens", new_tokens},
+                      {"weight_bytes", engine->parameter_bytes()},
+                      {"prefill_seconds", best.prefill_seconds},
+                      {"prefill_tokens_per_s", prefill_tps},
+                      {"decode_ms_per_step", step_s * 1e3},
+                      {"decode_tokens_per_s", decode_tps},
+                      {"decode_tokens_per_s_per_sequence", 1.0 / step_s},
+                      {"peak_memory_bytes", engine->peak_memory_bytes()},
+                      {"peak_memory_kind", engine->device_name().rfind("cuda", 0) == 0 ? "cuda max allocated"
+                                                                                       : "process peak RSS"}};
+  if (vm["bandwidth"].as<bool>()) {
+    const double bw = engine->measure_memory_bandwidth();
+    r["memory_bandwidth_bytes_per_s"] = bw;
+    r["weight_read_floor_ms_per_step"] = 1e3 * static_cast<double>(engine->parameter_bytes()) / bw;
+  }
+  if (vm["json"].as<bool>()) {
+    std::cout << r.dump() << "\n";
+    return 0;
+  }
+  std::cout << std::fixed << std::setprecision(1) << r["model"].get<std::string>() << "\n"
+            << "  batch " << batch << ", prompt " << prompt_len << ", new " << new_tokens << "\n"
+            << "  prefill: " << prefill_tps << " tok/s (" << best.prefill_seconds * 1e3 << " ms)\n"
+            << "  decode:  " << decode_tps << " tok/s (" << step_s * 1e3 << " ms/step, " << 1.0 / step_s
+            << " tok/s per sequence)\n"
+            << "  peak memory: " << static_cast<double>(engine->peak_memory_bytes()) / (1 << 20) << " MiB ("
+            << r["peak_memory_kind"].get<std::string>() << "), weights "
+            << static_cast<double>(engine->parameter_bytes()) / (1 << 20) << " MiB\n";
+  if (r.contains("memory_bandwidth_bytes_per_s"))
+    std::cout << "  bandwidth: " << r["memory_bandwidth_bytes_per_s"].get<double>() / 1e9 << " GB/s, weight-read floor "
+              << r["weight_read_floor_ms_per_step"].get<double>() << " ms/step\n";
+  return 0;
+}
+
+}  // namespace
+
+LAL_COMMAND("bench generate", "prefill/decode tokens per second and peak memory of the LibTorch engine",
+            run_bench_generate);
+
+}  // namespace lal::cli
