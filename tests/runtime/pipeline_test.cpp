@@ -7,6 +7,7 @@
 
 #include "lal/runtime/pipeline.hpp"
 #include "lal/runtime/runtime.hpp"
+#include "pipeline_harness.hpp"
 
 using namespace lal;
 using namespace lal::runtime;
@@ -29,33 +30,10 @@ bool has_error(const PipelineLoad& l, int line, std::initializer_list<const char
   return false;
 }
 
-std::string dump(const PipelineLoad& l) {
-  std::string s;
-  for (const auto& e : l.errors) s += e.str() + "\n";
-  return s;
-}
+std::string dump(const PipelineLoad& l) { return lal::test::dump_errors(l); }
 
-/// Runs a pipeline and captures what output strategies write.
-struct Harness {
-  std::mutex mu;
-  std::string output;
-  std::unique_ptr<Runtime> rt;
-
-  explicit Harness(const std::string& yaml) {
-    auto l = load(yaml);
-    REQUIRE_MESSAGE(l.ok(), dump(l));
-    RuntimeOptions o;
-    o.output = [this](std::string_view s) {
-      std::lock_guard<std::mutex> lk(mu);
-      output += s;
-    };
-    rt = std::make_unique<Runtime>(std::move(l.spec), o);
-    rt->start();
-  }
-  std::string text() {
-    std::lock_guard<std::mutex> lk(mu);
-    return output;
-  }
+struct Harness : lal::test::PipelineHarness {
+  explicit Harness(const std::string& yaml) : PipelineHarness(yaml, kDirs) {}
 };
 
 const char* kHello = R"(

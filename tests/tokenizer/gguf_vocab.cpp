@@ -50,9 +50,7 @@ class GgufReader {
   std::vector<char> bytes_;
 };
 
-enum GgufType : std::uint32_t {
-  kU8 = 0, kI8, kU16, kI16, kU32, kI32, kF32, kBool, kString, kArray, kU64, kI64, kF64
-};
+enum GgufType : std::uint32_t { kU8 = 0, kI8, kU16, kI16, kU32, kI32, kF32, kBool, kString, kArray, kU64, kI64, kF64 };
 
 struct Value {
   std::vector<std::string> strings;
@@ -63,18 +61,30 @@ struct Value {
 
 double read_number(GgufReader& r, std::uint32_t type) {
   switch (type) {
-    case kU8: return r.scalar<std::uint8_t>();
-    case kI8: return r.scalar<std::int8_t>();
-    case kU16: return r.scalar<std::uint16_t>();
-    case kI16: return r.scalar<std::int16_t>();
-    case kU32: return r.scalar<std::uint32_t>();
-    case kI32: return r.scalar<std::int32_t>();
-    case kF32: return r.scalar<float>();
-    case kBool: return r.scalar<std::uint8_t>();
-    case kU64: return static_cast<double>(r.scalar<std::uint64_t>());
-    case kI64: return static_cast<double>(r.scalar<std::int64_t>());
-    case kF64: return r.scalar<double>();
-    default: r.fail("unknown value type " + std::to_string(type));
+    case kU8:
+      return r.scalar<std::uint8_t>();
+    case kI8:
+      return r.scalar<std::int8_t>();
+    case kU16:
+      return r.scalar<std::uint16_t>();
+    case kI16:
+      return r.scalar<std::int16_t>();
+    case kU32:
+      return r.scalar<std::uint32_t>();
+    case kI32:
+      return r.scalar<std::int32_t>();
+    case kF32:
+      return r.scalar<float>();
+    case kBool:
+      return r.scalar<std::uint8_t>();
+    case kU64:
+      return static_cast<double>(r.scalar<std::uint64_t>());
+    case kI64:
+      return static_cast<double>(r.scalar<std::int64_t>());
+    case kF64:
+      return r.scalar<double>();
+    default:
+      r.fail("unknown value type " + std::to_string(type));
   }
 }
 
@@ -159,15 +169,21 @@ nlohmann::json gguf_spm_to_tokenizer_json(const std::string& gguf_path) {
     std::sort(local.begin(), local.end());
     for (const auto& [l, rr] : local) rules.push_back(MergeRule{scores[i], rules.size(), tokens[l], tokens[rr]});
   }
-  std::stable_sort(rules.begin(), rules.end(), [](const MergeRule& a, const MergeRule& b) { return a.score > b.score; });
+  std::stable_sort(rules.begin(), rules.end(),
+                   [](const MergeRule& a, const MergeRule& b) { return a.score > b.score; });
   nlohmann::json merges = nlohmann::json::array();
   for (const auto& m : rules) merges.push_back(nlohmann::json::array({m.left, m.right}));
 
   nlohmann::json added = nlohmann::json::array();
   for (std::size_t i = 0; i < tokens.size(); ++i)
     if (types[i] == 2 || types[i] == 3)  // UNKNOWN, CONTROL
-      added.push_back({{"id", i}, {"content", tokens[i]}, {"single_word", false}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"special", true}});
+      added.push_back({{"id", i},
+                       {"content", tokens[i]},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", true}});
 
   const std::string space = "\xE2\x96\x81";
   return {
@@ -181,7 +197,8 @@ nlohmann::json gguf_spm_to_tokenizer_json(const std::string& gguf_path) {
       {"pre_tokenizer", nullptr},
       {"post_processor",
        {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", tokens[bos]}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"single",
+         {{{"SpecialToken", {{"id", tokens[bos]}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
         {"pair", nlohmann::json::array()},
         {"special_tokens", {{tokens[bos], {{"id", tokens[bos]}, {"ids", {bos}}, {"tokens", {tokens[bos]}}}}}}}},
       {"decoder",

@@ -107,21 +107,22 @@ TEST_CASE("Phi-4 <|im_sep|>") {
 }
 
 TEST_CASE("detection from tokenizer_config.json markers and config.json model_type") {
-  const std::filesystem::path qwen3_dir =
-      std::filesystem::path(lal::test::npm_tokenizer_path("qwen3")).parent_path();
+  const std::filesystem::path qwen3_dir = std::filesystem::path(lal::test::npm_tokenizer_path("qwen3")).parent_path();
   CHECK(ChatTemplate::detect(qwen3_dir.string()).name() == "qwen3");
-  const std::filesystem::path llama3_dir =
-      std::filesystem::path(lal::test::npm_tokenizer_path("llama3")).parent_path();
+  const std::filesystem::path llama3_dir = std::filesystem::path(lal::test::npm_tokenizer_path("llama3")).parent_path();
   const auto l3 = ChatTemplate::detect((llama3_dir / "tokenizer.json").string());
   CHECK(l3.name() == "llama3");
   CHECK(l3.bos_text() == "<|begin_of_text|>");
 
-  CHECK(ChatTemplate::detect(write_dir("phi", R"({"chat_template": "{{'<|im_start|>user<|im_sep|>'}}"})", ""))
-            .name() == "phi4");
-  CHECK(ChatTemplate::detect(write_dir("l2", R"({"chat_template": "{{ bos_token + '[INST] <<SYS>>' }}"})", ""))
-            .name() == "llama2");
+  CHECK(ChatTemplate::detect(write_dir("phi", R"({"chat_template": "{{'<|im_start|>user<|im_sep|>'}}"})", "")).name() ==
+        "phi4");
+  CHECK(
+      ChatTemplate::detect(write_dir("l2", R"({"chat_template": "{{ bos_token + '[INST] <<SYS>>' }}"})", "")).name() ==
+      "llama2");
   const auto think = ChatTemplate::detect(write_dir(
-      "think", R"({"chat_template": "<|im_start|>{{ 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}<think>"})", ""));
+      "think",
+      R"({"chat_template": "<|im_start|>{{ 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}<think>"})",
+      ""));
   CHECK(think.name() == "qwen2.5");
   CHECK(think.opens_thinking());
   CHECK(think.render({{"user", "q"}}).size() > 0);

