@@ -7,11 +7,10 @@
 // One output line per input line, flushed as it is written (usable as a co-process). With --jsonl every input line
 // is one JSON value (a string for tokenize, an array of ids for detokenize) and every output line one JSON value;
 // without it, tokenize reads plain text lines and writes space-separated ids, detokenize the reverse.
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -80,8 +79,7 @@ int detokenize(const std::vector<std::string>& args) {
       "jsonl", "each input line is a JSON array of ids; each output line a JSON string")(
       "skip_special_tokens", "leave special tokens out of the text");
   po::variables_map vm;
-  if (!parse_command_line("detokenize", "--tokenizer PATH [--jsonl] [--skip_special_tokens] < ids", args, desc, {},
-                          vm))
+  if (!parse_command_line("detokenize", "--tokenizer PATH [--jsonl] [--skip_special_tokens] < ids", args, desc, {}, vm))
     return 0;
   const auto tokenizer = load_tokenizer(vm);
   const bool jsonl = vm.count("jsonl") > 0, skip = vm.count("skip_special_tokens") > 0;
@@ -140,8 +138,7 @@ int bench_tokenize(const std::vector<std::string>& args) {
       "input", po::value<std::string>(), "UTF-8 text file; encoded line by line")(
       "repeat", po::value<int>()->default_value(1), "passes over the input");
   po::variables_map vm;
-  if (!parse_command_line("bench tokenize", "--tokenizer PATH --input FILE [--repeat N]", args, desc, {}, vm))
-    return 0;
+  if (!parse_command_line("bench tokenize", "--tokenizer PATH --input FILE [--repeat N]", args, desc, {}, vm)) return 0;
   if (!vm.count("input")) throw UsageError("--input FILE is required");
   const int repeat = vm["repeat"].as<int>();
   if (repeat < 1) throw UsageError("--repeat must be at least 1");
@@ -179,8 +176,8 @@ int bench_tokenize(const std::vector<std::string>& args) {
   std::cout << "tokenizer      " << tokenizer.source_path() << " (loaded in " << load_s << " s)\n"
             << "input          " << vm["input"].as<std::string>() << ": " << lines.size() << " lines, " << bytes
             << " bytes, x" << repeat << "\n"
-            << "encode         " << tokens << " tokens in " << encode_s << " s: " << tokens / encode_s
-            << " tokens/s, " << mb / encode_s << " MB/s\n"
+            << "encode         " << tokens << " tokens in " << encode_s << " s: " << tokens / encode_s << " tokens/s, "
+            << mb / encode_s << " MB/s\n"
             << "decode         " << decoded_bytes << " bytes in " << decode_s << " s: " << tokens / decode_s
             << " tokens/s\n";
   return 0;

@@ -1,8 +1,7 @@
 #include "bpe.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "pipeline.hpp"
 #include "unicode.hpp"
@@ -77,7 +76,8 @@ BpeModel::BpeModel(const json& model) {
   }
 
   const json& merges = member(model, "merges", "model");
-  if (!merges.is_array()) throw ConfigError(std::string("model.merges: expected an array, found ") + merges.type_name());
+  if (!merges.is_array())
+    throw ConfigError(std::string("model.merges: expected an array, found ") + merges.type_name());
   merges_.reserve(merges.size() * 2);
   const std::size_t prefix_len = continuing_subword_prefix_.size();
   for (std::size_t i = 0; i < merges.size(); ++i) {
@@ -100,9 +100,8 @@ BpeModel::BpeModel(const json& model) {
     const auto a = vocab_.find(left), b = vocab_.find(right);
     if (a == vocab_.end()) throw ConfigError(where + ": token \"" + left + "\" is not in the vocabulary");
     if (b == vocab_.end()) throw ConfigError(where + ": token \"" + right + "\" is not in the vocabulary");
-    const std::string merged = left + (right.compare(0, prefix_len, continuing_subword_prefix_) == 0
-                                           ? right.substr(prefix_len)
-                                           : right);
+    const std::string merged =
+        left + (right.compare(0, prefix_len, continuing_subword_prefix_) == 0 ? right.substr(prefix_len) : right);
     const auto c = vocab_.find(merged);
     if (c == vocab_.end()) throw ConfigError(where + ": merged token \"" + merged + "\" is not in the vocabulary");
     merges_[key(a->second, b->second)] = Merge{static_cast<std::int32_t>(i), c->second};  // later duplicates win

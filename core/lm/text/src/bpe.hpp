@@ -1,10 +1,9 @@
 // The BPE model of tokenizer.json: vocabulary, ranked merges, byte fallback. Internal; immutable after load.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <array>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>

@@ -1,9 +1,8 @@
 #include "lal/lm/chat_template.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace lal::lm {
 
@@ -45,8 +44,8 @@ std::string render_chatml(const std::vector<ChatMessage>& messages, const ChatRe
   for (const auto& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
   if (options.add_generation_prompt) {
     out += "<|im_start|>assistant\n";
-    const bool open = options.thinking == ThinkingMode::Open ||
-                      (options.thinking == ThinkingMode::TemplateDefault && opens_thinking);
+    const bool open =
+        options.thinking == ThinkingMode::Open || (options.thinking == ThinkingMode::TemplateDefault && opens_thinking);
     if (open) out += "<think>\n";
   }
   return out;
@@ -176,10 +175,18 @@ std::optional<std::string> token_text(const json& config, const char* key) {
 
 ChatTemplate::ChatTemplate(Family family, bool opens_thinking) : family_(family), opens_thinking_(opens_thinking) {
   switch (family) {
-    case Family::Llama2: bos_text_ = "<s>", eos_text_ = "</s>"; break;
-    case Family::Llama3: bos_text_ = "<|begin_of_text|>", eos_text_ = "<|eot_id|>"; break;
-    case Family::Phi4: eos_text_ = "<|im_end|>"; break;
-    default: eos_text_ = "<|im_end|>"; break;
+    case Family::Llama2:
+      bos_text_ = "<s>", eos_text_ = "</s>";
+      break;
+    case Family::Llama3:
+      bos_text_ = "<|begin_of_text|>", eos_text_ = "<|eot_id|>";
+      break;
+    case Family::Phi4:
+      eos_text_ = "<|im_end|>";
+      break;
+    default:
+      eos_text_ = "<|im_end|>";
+      break;
   }
 }
 
@@ -234,9 +241,8 @@ ChatTemplate ChatTemplate::detect(const std::string& model_path) {
     if (fs::exists(cfg_path, ec)) {
       const json cfg = read_json(cfg_path);
       const std::string type = cfg.value("model_type", "");
-      const long vocab = cfg.contains("vocab_size") && cfg["vocab_size"].is_number_integer()
-                             ? cfg["vocab_size"].get<long>()
-                             : 0;
+      const long vocab =
+          cfg.contains("vocab_size") && cfg["vocab_size"].is_number_integer() ? cfg["vocab_size"].get<long>() : 0;
       if (type == "qwen2") found = ChatTemplate(Family::Qwen2_5, false);
       if (type == "qwen3") found = ChatTemplate(Family::Qwen3, false);
       if (type == "llama") found = ChatTemplate(vocab >= 128000 ? Family::Llama3 : Family::Llama2, false);
@@ -257,33 +263,48 @@ ChatTemplate ChatTemplate::detect(const std::string& model_path) {
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, const ChatRenderOptions& options) const {
   switch (family_) {
-    case Family::ChatML: return render_chatml(messages, options, nullptr, opens_thinking_);
-    case Family::Qwen2_5: return render_chatml(messages, options, kQwen25DefaultSystem, opens_thinking_);
-    case Family::Qwen3: return render_qwen3(messages, options);
-    case Family::Llama2: return render_llama2(messages, bos_text_, eos_text_);
-    case Family::Llama3: return render_llama3(messages, options, bos_text_);
-    case Family::Phi4: return render_phi4(messages, options);
+    case Family::ChatML:
+      return render_chatml(messages, options, nullptr, opens_thinking_);
+    case Family::Qwen2_5:
+      return render_chatml(messages, options, kQwen25DefaultSystem, opens_thinking_);
+    case Family::Qwen3:
+      return render_qwen3(messages, options);
+    case Family::Llama2:
+      return render_llama2(messages, bos_text_, eos_text_);
+    case Family::Llama3:
+      return render_llama3(messages, options, bos_text_);
+    case Family::Phi4:
+      return render_phi4(messages, options);
   }
   return {};
 }
 
 std::string_view ChatTemplate::name() const {
   switch (family_) {
-    case Family::ChatML: return "chatml";
-    case Family::Qwen2_5: return "qwen2.5";
-    case Family::Qwen3: return "qwen3";
-    case Family::Llama2: return "llama2";
-    case Family::Llama3: return "llama3";
-    case Family::Phi4: return "phi4";
+    case Family::ChatML:
+      return "chatml";
+    case Family::Qwen2_5:
+      return "qwen2.5";
+    case Family::Qwen3:
+      return "qwen3";
+    case Family::Llama2:
+      return "llama2";
+    case Family::Llama3:
+      return "llama3";
+    case Family::Phi4:
+      return "phi4";
   }
   return "";
 }
 
 std::vector<std::string> ChatTemplate::stop_texts() const {
   switch (family_) {
-    case Family::Llama2: return {eos_text_};
-    case Family::Llama3: return {"<|eot_id|>", "<|end_of_text|>"};
-    default: return {"<|im_end|>", "<|endoftext|>"};
+    case Family::Llama2:
+      return {eos_text_};
+    case Family::Llama3:
+      return {"<|eot_id|>", "<|end_of_text|>"};
+    default:
+      return {"<|im_end|>", "<|endoftext|>"};
   }
 }
 

@@ -1,8 +1,7 @@
 #include "pipeline.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "regex.hpp"
 #include "unicode.hpp"
@@ -369,8 +368,7 @@ class MetaspaceDecoder final : public Decoder {
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       replace_all(tokens[i], replacement_, " ");
-      if (i == 0 && scheme_ != PrependScheme::Never && !tokens[i].empty() && tokens[i][0] == ' ')
-        tokens[i].erase(0, 1);
+      if (i == 0 && scheme_ != PrependScheme::Never && !tokens[i].empty() && tokens[i][0] == ' ') tokens[i].erase(0, 1);
     }
   }
 
@@ -415,8 +413,7 @@ class ByteFallbackDecoder final : public Decoder {
       pending_count = 0;
     };
     for (auto& t : tokens) {
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && hex_digit(t[3]) >= 0 &&
-          hex_digit(t[4]) >= 0) {
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && hex_digit(t[3]) >= 0 && hex_digit(t[4]) >= 0) {
         pending += static_cast<char>(hex_digit(t[3]) * 16 + hex_digit(t[4]));
         ++pending_count;
         continue;
@@ -491,8 +488,8 @@ class AffixProcessor final : public PostProcessor {
   AffixProcessor(std::vector<std::int32_t> prefix, std::vector<std::int32_t> suffix)
       : prefix_(std::move(prefix)), suffix_(std::move(suffix)) {}
   void process(std::vector<std::int32_t>& ids) const override {
-    const bool already = !prefix_.empty() && ids.size() >= prefix_.size() &&
-                         std::equal(prefix_.begin(), prefix_.end(), ids.begin());
+    const bool already =
+        !prefix_.empty() && ids.size() >= prefix_.size() && std::equal(prefix_.begin(), prefix_.end(), ids.begin());
     if (!already) ids.insert(ids.begin(), prefix_.begin(), prefix_.end());
     ids.insert(ids.end(), suffix_.begin(), suffix_.end());
   }
@@ -601,11 +598,9 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
     return std::make_unique<MetaspacePreTokenizer>(replacement_of(j, where), parse_prepend_scheme(j, where),
                                                    bool_member(j, "split", where, true));
   if (type == "Digits")
-    return std::make_unique<RegexPreTokenizer>(bool_member(j, "individual_digits", where, false) ? R"(\p{N})"
-                                                                                                 : R"(\p{N}+)",
-                                               SplitBehavior::Isolated, false);
-  if (type == "Whitespace")
-    return std::make_unique<RegexPreTokenizer>(R"(\w+|[^\w\s]+)", SplitBehavior::Removed, true);
+    return std::make_unique<RegexPreTokenizer>(
+        bool_member(j, "individual_digits", where, false) ? R"(\p{N})" : R"(\p{N}+)", SplitBehavior::Isolated, false);
+  if (type == "Whitespace") return std::make_unique<RegexPreTokenizer>(R"(\w+|[^\w\s]+)", SplitBehavior::Removed, true);
   if (type == "WhitespaceSplit") return std::make_unique<RegexPreTokenizer>(R"(\s+)", SplitBehavior::Removed, false);
   if (type == "Punctuation") {
     const SplitBehavior b =

@@ -4,10 +4,9 @@
 // ConfigError naming that path; the loader prefixes the file name. All stages are immutable after construction.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>

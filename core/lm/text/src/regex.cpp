@@ -47,8 +47,8 @@ Regex::Regex(const std::string& pattern) {
   code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
                              &error, &offset, nullptr);
   if (!code->code)
-    throw std::invalid_argument("regex /" + pattern + "/ does not compile at offset " + std::to_string(offset) +
-                                ": " + pcre2_message(error));
+    throw std::invalid_argument("regex /" + pattern + "/ does not compile at offset " + std::to_string(offset) + ": " +
+                                pcre2_message(error));
   code->jit = pcre2_jit_compile(code->code, PCRE2_JIT_COMPLETE) == 0;
   code_ = std::move(code);
 }

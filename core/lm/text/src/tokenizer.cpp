@@ -1,11 +1,10 @@
 #include "lal/lm/tokenizer.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <bitset>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 

@@ -124,10 +124,18 @@ std::string normalize_unicode(std::string_view s, NormalForm form) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* n = nullptr;
   switch (form) {
-    case NormalForm::NFC: n = icu::Normalizer2::getNFCInstance(status); break;
-    case NormalForm::NFD: n = icu::Normalizer2::getNFDInstance(status); break;
-    case NormalForm::NFKC: n = icu::Normalizer2::getNFKCInstance(status); break;
-    case NormalForm::NFKD: n = icu::Normalizer2::getNFKDInstance(status); break;
+    case NormalForm::NFC:
+      n = icu::Normalizer2::getNFCInstance(status);
+      break;
+    case NormalForm::NFD:
+      n = icu::Normalizer2::getNFDInstance(status);
+      break;
+    case NormalForm::NFKC:
+      n = icu::Normalizer2::getNFKCInstance(status);
+      break;
+    case NormalForm::NFKD:
+      n = icu::Normalizer2::getNFKDInstance(status);
+      break;
   }
   if (U_FAILURE(status)) throw std::runtime_error(std::string("ICU normalizer unavailable: ") + u_errorName(status));
   const icu::StringPiece piece(s.data(), static_cast<int32_t>(s.size()));
