@@ -40,6 +40,9 @@ struct GenerationRequest {
   float repetition_penalty = 1.0f;
   std::uint64_t seed = 0;
   std::vector<std::string> stop;  ///< stop strings (not included in the returned text)
+  /// When several modules wait for the same model, higher priority goes first (the right brain's quick
+  /// impression before the left brain's analysis). Does not preempt a generation already running.
+  int priority = 0;
 };
 
 /// One generated token, as streamed to the callback.
