@@ -167,3 +167,24 @@ TEST_CASE("added-token flags lstrip, rstrip, single_word and normalized behave a
   CHECK(two.encode("aabxab") == ids{0, 11, 10});
   CHECK(two.decode({0, 11, 10}, true) == "a abx");  // no decoder: tokens joined by spaces; special 10 skipped
 }
+
+TEST_CASE("Metaspace pre-tokenizer and decoder (Llama-2 legacy=false layout)") {
+  const auto load = [](const std::string& scheme) {
+    return lal::lm::Tokenizer::from_file(write_tokenizer(
+        R"({"model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3}, "merges": ["▁ a"]},
+            "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": ")" +
+        scheme + R"(", "split": true},
+            "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": ")" +
+        scheme + R"(", "split": true},
+            "added_tokens": [{"id": 4, "content": "<s>", "normalized": false, "special": true}]})"));
+  };
+  using ids = std::vector<std::int32_t>;
+  const auto first = load("first");
+  CHECK(first.encode("a b") == ids{3, 0, 2});
+  CHECK(first.encode("<s>a") == ids{4, 1});  // "first": only the split at offset 0 gets the prefix
+  CHECK(load("always").encode("<s>a") == ids{4, 3});
+  CHECK(load("never").encode("a b") == ids{1, 0, 2});
+  CHECK(first.decode({3, 0, 2}) == "a b");
+  CHECK(first.decode({0, 3}) == " a");  // as in Rust: every ▁ of the first token is dropped
+  CHECK(load("never").decode({0, 3}) == "  a");
+}

@@ -365,11 +365,11 @@ class MetaspaceDecoder final : public Decoder {
  public:
   MetaspaceDecoder(std::string replacement, PrependScheme scheme)
       : replacement_(std::move(replacement)), scheme_(scheme) {}
+  // As the Rust library: in the first token every replacement character is dropped (unless the scheme is never),
+  // elsewhere it becomes a space.
   void decode_chain(std::vector<std::string>& tokens) const override {
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-      replace_all(tokens[i], replacement_, " ");
-      if (i == 0 && scheme_ != PrependScheme::Never && !tokens[i].empty() && tokens[i][0] == ' ') tokens[i].erase(0, 1);
-    }
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+      replace_all(tokens[i], replacement_, i == 0 && scheme_ != PrependScheme::Never ? "" : " ");
   }
 
  private:
