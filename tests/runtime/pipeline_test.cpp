@@ -332,3 +332,36 @@ TEST_CASE("cancelling a scope stops work in that scope while the turn goes on") 
   CHECK_MESSAGE(h.text().find("cancelled after") != std::string::npos, h.text());
   CHECK_MESSAGE(h.text().find("(turn goes on)") != std::string::npos, h.text());
 }
+
+TEST_CASE("overrides change a pipeline before validation; bad ones are reported") {
+  auto l = load_pipeline_text(kHello, "test.yaml", kDirs,
+                              {{"modules.memory.config.capacity", "3"}, {"modules.speaker.config.labels", "en"}});
+  REQUIRE_MESSAGE(l.ok(), dump(l));
+  CHECK(l.spec.modules[0].config.at("capacity").as_int() == 3);
+  CHECK(l.spec.modules[2].config.at("labels").as_string() == "en");
+  auto bad = load_pipeline_text(kHello, "test.yaml", kDirs, {{"modules.speaker.plugin.x", "1"}});
+  REQUIRE(bad.errors.size() == 1);
+  CHECK(bad.errors[0].str().find("cannot set 'modules.speaker.plugin.x': 'plugin' is not a map") != std::string::npos);
+}
+
+TEST_CASE("the host can observe topics and make requests") {
+  Harness h(kHello);
+  std::vector<std::string> seen;
+  std::mutex mu;
+  h.rt->observe<ThoughtChunk>("thought.stream", [&](const Delivery<ThoughtChunk>& m) {
+    std::lock_guard<std::mutex> lk(mu);
+    seen.push_back(m->text);
+  });
+  h.rt->submit("東京の天気", "carol");
+  REQUIRE(h.rt->wait_idle(5s));
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    CHECK(seen.size() == 1);
+  }
+  RecallRequest req;
+  req.cue = "天気";
+  auto reply = h.rt->request<RecallRequest, RecallReply>("memory.recall", req, "carol", 1000ms);
+  REQUIRE(reply->items.size() == 1);
+  CHECK(reply->items[0].text == "東京の天気");
+  CHECK(h.rt->request<RecallRequest, RecallReply>("memory.recall", req, "dave", 1000ms)->items.empty());
+}

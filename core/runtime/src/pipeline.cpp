@@ -370,7 +370,8 @@ void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& 
 }  // namespace
 
 PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
-                                const std::vector<fs::path>& extra_plugin_dirs) {
+                                const std::vector<fs::path>& extra_plugin_dirs,
+                                const std::vector<Override>& overrides) {
   PipelineLoad out;
   out.spec.file = file;
   Validator v(out, file.string());
@@ -384,6 +385,33 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
   if (!root.IsMap()) {
     v.error(v.at(root), "a pipeline file must be a YAML map with at least `modules:`");
     return out;
+  }
+  for (const auto& o : overrides) {
+    const SourceLocation where{"<override " + o.path + "=" + o.yaml + ">", 1, 1};
+    YAML::Node value;
+    try {
+      value = YAML::Load(o.yaml);
+    } catch (const YAML::Exception& e) {
+      v.error(where, "override value is not valid YAML: " + e.msg);
+      continue;
+    }
+    std::vector<std::string> parts;
+    std::stringstream ss(o.path);
+    for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+    YAML::Node node = root;
+    bool ok = !parts.empty();
+    for (std::size_t i = 0; ok && i + 1 < parts.size(); ++i) {
+      YAML::Node next = node[parts[i]];
+      if (!next || next.IsNull()) next = YAML::Node(YAML::NodeType::Map);
+      if (!next.IsMap()) {
+        v.error(where, "cannot set '" + o.path + "': '" + parts[i] + "' is not a map");
+        ok = false;
+        break;
+      }
+      node[parts[i]] = next;
+      node.reset(next);
+    }
+    if (ok) node[parts.back()] = value;
   }
   v.check_keys(root, {"name", "description", "plugin_path", "input", "resources", "modules"}, "the pipeline");
   if (root["name"])
@@ -490,7 +518,8 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
   return out;
 }
 
-PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& extra_plugin_dirs) {
+PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& extra_plugin_dirs,
+                           const std::vector<Override>& overrides) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
     PipelineLoad out;
@@ -500,7 +529,7 @@ PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& ex
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  return load_pipeline_text(ss.str(), file, extra_plugin_dirs);
+  return load_pipeline_text(ss.str(), file, extra_plugin_dirs, overrides);
 }
 
 }  // namespace lal::runtime

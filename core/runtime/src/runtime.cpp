@@ -297,6 +297,31 @@ TurnId Runtime::submit(const std::string& text, const std::string& user) {
   return h.turn;
 }
 
+void Runtime::observe_erased(const std::string& topic, const char* type, Bus::Handler handler) {
+  auto member = impl_->bus->add_member("host:" + topic, [topic](const std::string&, const std::string&,
+                                                               const std::string& what) {
+    spdlog::error("host observer of '{}' failed: {}", topic, what);
+  });
+  impl_->bus->subscribe(member, impl_->bus->topic(topic, type), 4096, OverflowPolicy::block, std::move(handler));
+}
+
+std::shared_ptr<const void> Runtime::request_erased(const std::string& topic, const char* type,
+                                                    std::shared_ptr<const void> payload, const std::string& user,
+                                                    std::chrono::milliseconds deadline) {
+  auto member = impl_->bus->add_member("host:request");
+  auto done = std::make_shared<std::promise<std::pair<std::shared_ptr<const void>, std::string>>>();
+  auto fut = done->get_future();
+  MessageHeader h;
+  h.user = user;
+  impl_->bus->request(member, impl_->bus->topic(topic, type), std::move(payload), h, deadline,
+                      [done](std::shared_ptr<const void> rep, std::string err, bool) {
+                        done->set_value({std::move(rep), std::move(err)});
+                      });
+  auto [reply, error] = fut.get();
+  if (!reply) throw std::runtime_error("request on '" + topic + "' failed: " + error);
+  return reply;
+}
+
 void Runtime::cancel_turn(TurnId turn) { impl_->turn_state(turn)->flag.store(true); }
 void Runtime::cancel_scope(TurnId turn, const std::string& scope) { impl_->turn_state(turn, scope)->flag.store(true); }
 void Runtime::cancel_all() { impl_->cancel_everything.store(true); }

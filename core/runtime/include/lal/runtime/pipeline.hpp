@@ -87,13 +87,22 @@ struct PipelineLoad {
   bool ok() const { return errors.empty(); }
 };
 
+/// A value set on top of the file before validation: `path` is dotted ("modules.output.plugin",
+/// "resources.model.path"), `yaml` the value as YAML text ("jsonl", "true", "{a: 1}"). Missing maps are created.
+struct Override {
+  std::string path;
+  std::string yaml;
+};
+
 /// Parse and validate `file`. Plugins are looked up in `extra_plugin_dirs`, then the file's `plugin_path`
 /// (relative to the file), then `default_plugin_path()`. Never throws for bad input: problems are diagnostics.
-PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& extra_plugin_dirs = {});
+PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& extra_plugin_dirs = {},
+                           const std::vector<Override>& overrides = {});
 
 /// The same, from YAML text (for tests); `file` names it in diagnostics and anchors relative plugin paths.
 PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
-                                const std::vector<fs::path>& extra_plugin_dirs = {});
+                                const std::vector<fs::path>& extra_plugin_dirs = {},
+                                const std::vector<Override>& overrides = {});
 
 /// Render the wired pipeline as Graphviz DOT or Mermaid, with message types on the edges.
 std::string render_graph(const PipelineSpec& spec, const std::string& format);

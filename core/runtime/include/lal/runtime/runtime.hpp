@@ -48,6 +48,25 @@ class Runtime {
   /// already started are stopped again).
   void start();
 
+  /// Watch `topic` from the host (the CLI's /emotion, timing in `lal bench chat`). The handler runs on a bus
+  /// thread, one call at a time per observer. Call before or after start(). Throws if the topic has another type.
+  template <class T>
+  void observe(const std::string& topic, std::function<void(const Delivery<T>&)> handler) {
+    observe_erased(topic, type_name<T>(), [h = std::move(handler)](const ErasedMessage& m) {
+      h(Delivery<T>{m.header, std::static_pointer_cast<const T>(m.payload)});
+    });
+  }
+
+  /// Ask whoever serves `topic` from the host and wait for the reply (the CLI's /memory). Returns the reply or
+  /// throws std::runtime_error with the error (deadline, server failure, nobody serving). Not from a handler.
+  template <class Req, class Rep>
+  std::shared_ptr<const Rep> request(const std::string& topic, Req body, const std::string& user,
+                                     std::chrono::milliseconds deadline) {
+    return std::static_pointer_cast<const Rep>(request_erased(topic, type_name<Req>(),
+                                                              std::make_shared<const Req>(std::move(body)), user,
+                                                              deadline));
+  }
+
   /// Publish `text` as a new turn for `user` on the pipeline's input topic. Returns the turn id.
   TurnId submit(const std::string& text, const std::string& user = "default");
 
@@ -73,6 +92,10 @@ class Runtime {
   struct Impl;
 
  private:
+  void observe_erased(const std::string& topic, const char* type, Bus::Handler handler);
+  std::shared_ptr<const void> request_erased(const std::string& topic, const char* type,
+                                             std::shared_ptr<const void> payload, const std::string& user,
+                                             std::chrono::milliseconds deadline);
   std::unique_ptr<Impl> impl_;
 };
 
