@@ -46,16 +46,25 @@ struct Expected {
   }
 };
 
+/// LAL_LM_TEST_DEVICE=cuda runs the same checks on a GPU (default: cpu).
+std::string test_device() {
+  const char* d = std::getenv("LAL_LM_TEST_DEVICE");
+  return d && *d ? d : "cpu";
+}
+torch::Device device() { return torch::Device(test_device()); }
+
 torch::Tensor as_batch(const std::vector<std::int32_t>& ids) {
   return torch::tensor(std::vector<std::int64_t>(ids.begin(), ids.end()), torch::kLong).view({1, -1});
 }
 
-double max_abs(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.cpu() - b.cpu()).abs().max().item<double>();
+}
 
 std::unique_ptr<Engine> engine_for(const std::string& name, const std::string& dtype = "float32") {
   ModelOptions o;
   o.model_path = model_dir(name);
-  o.device = "cpu";
+  o.device = test_device();
   o.dtype = dtype;
   return Engine::load(o);
 }
@@ -74,7 +83,7 @@ TEST_CASE("float32 logits match the reference within 1e-4, for every family") {
     CAPTURE(name);
     const auto dir = model_dir(name);
     Expected ex(dir);
-    auto model = Transformer::load(dir, torch::kCPU, torch::kFloat32);
+    auto model = Transformer::load(dir, device(), torch::kFloat32);
     for (int p = 0; p < kPrompts; ++p) {
       CAPTURE(p);
       auto ids = as_batch(ex.ids("prompt." + std::to_string(p)));
@@ -90,11 +99,11 @@ TEST_CASE("KV-cached prefill + decode equals full recomputation") {
     CAPTURE(name);
     const auto dir = model_dir(name);
     Expected ex(dir);
-    auto model = Transformer::load(dir, torch::kCPU, torch::kFloat32);
+    auto model = Transformer::load(dir, device(), torch::kFloat32);
     auto ids = as_batch(ex.ids("prompt.2"));
     auto full = ex.get("logits.2");
     const auto T = ids.size(1);
-    auto cache = KVCache::allocate(model->config(), 1, T, torch::kFloat32, torch::kCPU);
+    auto cache = KVCache::allocate(model->config(), 1, T, torch::kFloat32, device());
     const std::int64_t split = 5;  // prefill 5 tokens, then chunks of 1, 1, then the rest at once
     auto pos = torch::arange(T, torch::kLong).view({1, -1});
     auto a = model->forward(ids.narrow(1, 0, split), pos.narrow(1, 0, split), {}, &cache, false)[0];
@@ -155,7 +164,7 @@ TEST_CASE("bfloat16 on the CPU tracks the bfloat16 reference") {
     CAPTURE(name);
     const auto dir = model_dir(name);
     Expected ex(dir);
-    auto model = Transformer::load(dir, torch::kCPU, torch::kBFloat16);
+    auto model = Transformer::load(dir, device(), torch::kBFloat16);
     for (int p = 0; p < kPrompts; ++p) {
       auto ids = as_batch(ex.ids("prompt." + std::to_string(p)));
       auto pos = torch::arange(ids.size(1), torch::kLong).view({1, -1});
@@ -186,7 +195,7 @@ TEST_CASE("streaming reports the raw distribution's log-probability and entropy"
     return true;
   });
   REQUIRE(steps.size() == 1);
-  auto logp = torch::log_softmax(ex.get("logits.0")[-1], -1);
+  auto logp = torch::log_softmax(ex.get("logits.0")[-1], -1);  // CPU
   CHECK(std::abs(steps[0].logprob - logp[steps[0].id].item<float>()) < 1e-4);
   const float entropy = -(logp.exp() * logp).sum().item<float>();
   CHECK(std::abs(steps[0].entropy - entropy) < 1e-4);
