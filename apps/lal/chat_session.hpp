@@ -1,0 +1,46 @@
+// Shared by `lal chat` and `lal bench chat`: find the pipeline and the model, apply command-line overrides, load
+// the language-model services the pipeline's `resources:` name, and start the runtime.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "lal/runtime/runtime.hpp"
+
+namespace lal::cli {
+
+struct ChatOptions {
+  std::string config;        ///< pipeline file; empty = the installed/bundled configs/chat.yaml
+  std::string model_path;    ///< overrides resources.model.path
+  std::string device;        ///< overrides resources.model.device
+  std::string dtype;         ///< overrides resources.model.dtype
+  std::string output;        ///< "text" | "jsonl" | "" (keep the pipeline's)
+  std::string memory_db;     ///< overrides config.path of every long_term / procedural module
+  bool hide_thoughts = false;
+  long long seed = -1;       ///< < 0: keep the pipeline's
+  std::vector<std::string> plugin_dirs;
+  std::vector<runtime::Override> extra_overrides;
+};
+
+/// Options shared by chat and bench chat, added to `desc`.
+void add_chat_options(po::options_description& desc);
+ChatOptions chat_options_from(const po::variables_map& vm);
+
+/// The directory holding lal's data files (configs/, models/): the installed share/lal, else the source tree.
+std::string data_dir();
+
+/// A started pipeline with its model services. Throws std::runtime_error with every validation error
+/// (file:line:col) or a model that cannot be found/loaded, saying what to pass.
+struct ChatSession {
+  std::unique_ptr<runtime::Runtime> runtime;
+  std::string config_file;
+  std::string model_description;
+  std::string emotion_topic;  ///< topic of the emotion module's `state` output, if any
+  std::string memory_topic;   ///< topic served by the long_term module's `recall`, if any
+};
+
+ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptions runtime_options = {});
+
+}  // namespace lal::cli

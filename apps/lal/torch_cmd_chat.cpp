@@ -1,0 +1,302 @@
+// lal chat — talk to the thinking pipeline: staged thoughts stream while the answer forms.
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+
+#include "chat_session.hpp"
+#include "lal/lm/engine.hpp"
+#include "lal/lm/torch_language_model.hpp"
+#include "lal/messages.hpp"
+
+namespace lal::cli {
+
+namespace fs = std::filesystem;
+
+void add_chat_options(po::options_description& desc) {
+  desc.add_options()("config", po::value<std::string>(), "pipeline YAML (default: configs/chat.yaml)")(
+      "model_path", po::value<std::string>(),
+      "model directory or hub id in the local HF cache (default: the pipeline's resources.model.path; "
+      "'default' = the bundled demo model)")("device", po::value<std::string>(), "auto | cpu | cuda | cuda:N")(
+      "dtype", po::value<std::string>(), "auto | float32 | bfloat16 | float16")(
+      "output", po::value<std::string>(), "text (stage-labelled thoughts, then the answer) | jsonl (one event per line)")(
+      "memory_db", po::value<std::string>(), "SQLite file for long-term and procedural memory")(
+      "hide_thoughts", "show only the answer")("seed", po::value<long long>(), "seed for every module that samples")(
+      "plugin_path", po::value<std::vector<std::string>>()->composing(), "extra plugin directory (repeatable)")(
+      "set", po::value<std::vector<std::string>>()->composing(),
+      "override a pipeline value: --set modules.left_brain.config.max_tokens=64 (repeatable)");
+}
+
+ChatOptions chat_options_from(const po::variables_map& vm) {
+  ChatOptions o;
+  auto str = [&](const char* key, std::string& out) {
+    if (vm.count(key)) out = vm[key].as<std::string>();
+  };
+  str("config", o.config);
+  str("model_path", o.model_path);
+  str("device", o.device);
+  str("dtype", o.dtype);
+  str("output", o.output);
+  str("memory_db", o.memory_db);
+  if (!o.output.empty() && o.output != "text" && o.output != "jsonl")
+    throw UsageError("--output must be text or jsonl, not '" + o.output + "'");
+  o.hide_thoughts = vm.count("hide_thoughts") != 0;
+  if (vm.count("seed")) {
+    o.seed = vm["seed"].as<long long>();
+    if (o.seed < 0) throw UsageError("--seed must be ≥ 0");
+  }
+  if (vm.count("plugin_path")) o.plugin_dirs = vm["plugin_path"].as<std::vector<std::string>>();
+  if (vm.count("set"))
+    for (const auto& s : vm["set"].as<std::vector<std::string>>()) {
+      const auto eq = s.find('=');
+      if (eq == std::string::npos || eq == 0) throw UsageError("--set wants PATH=VALUE, got '" + s + "'");
+      o.extra_overrides.push_back({s.substr(0, eq), s.substr(eq + 1)});
+    }
+  return o;
+}
+
+std::string data_dir() {
+  boost::dll::fs::error_code ec;
+  const auto exe = boost::dll::program_location(ec);
+  if (!ec) {
+    const fs::path share = fs::path(exe.parent_path().string()) / ".." / "share" / "lal";
+    if (fs::exists(share / "configs")) return fs::weakly_canonical(share).string();
+  }
+  return LAL_SOURCE_DIR;
+}
+
+namespace {
+
+std::string describe_errors(const runtime::PipelineLoad& load) {
+  std::string s;
+  for (const auto& e : load.errors) s += "\n  " + e.str();
+  return s;
+}
+
+/// The topic wired to `port` of the first module using `plugin`, or "".
+std::string topic_of(const runtime::PipelineSpec& spec, const std::string& plugin, const std::string& port) {
+  for (const auto& m : spec.modules)
+    if (m.plugin == plugin)
+      if (const auto* w = m.wire(port)) return w->topic;
+  return {};
+}
+
+std::string resolve_model(std::string path) {
+  if (path.empty() || path == "default") {
+    const fs::path bundled = fs::path(data_dir()) / "models" / "lal-demo";
+    if (!fs::exists(bundled / "config.json"))
+      throw std::runtime_error(
+          "no model: the bundled demo model is not at " + bundled.string() +
+          ". Pass --model_path DIR (a Hugging Face model directory, e.g. one saved by `lal distill`) or a hub id "
+          "already in your local Hugging Face cache, e.g. --model_path elyza/ELYZA-Thinking-1.0-Qwen-32B");
+    return bundled.string();
+  }
+  return path;
+}
+
+}  // namespace
+
+ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptions runtime_options) {
+  ChatSession session;
+  session.config_file = options.config.empty() ? (fs::path(data_dir()) / "configs" / "chat.yaml").string()
+                                               : options.config;
+  std::vector<runtime::fs::path> dirs(options.plugin_dirs.begin(), options.plugin_dirs.end());
+
+  // First pass: find which modules the options apply to (by plugin and by declared config keys).
+  auto first = runtime::load_pipeline(session.config_file, dirs, options.extra_overrides);
+  if (!first.ok()) throw std::runtime_error("invalid pipeline " + session.config_file + ":" + describe_errors(first));
+  std::vector<runtime::Override> overrides = options.extra_overrides;
+  bool has_output = false;
+  for (const auto& m : first.spec.modules) {
+    const auto& d = *m.loaded->descriptor;
+    const std::string base = "modules." + m.id + ".";
+    if (d.kind == ModuleKind::output_strategy) {
+      has_output = true;
+      if (options.output == "jsonl") overrides.push_back({base + "plugin", "jsonl"});
+      if (options.output == "text" && m.plugin != "think_aloud" && m.plugin != "answer_only")
+        overrides.push_back({base + "plugin", "think_aloud"});
+      if (options.hide_thoughts) overrides.push_back({base + "config.hide_thoughts", "true"});
+    }
+    if (!options.memory_db.empty() && d.find_config("path") && d.kind == ModuleKind::memory_tier)
+      overrides.push_back({base + "config.path", "\"" + options.memory_db + "\""});
+    if (options.seed >= 0 && d.find_config("seed"))
+      overrides.push_back({base + "config.seed", std::to_string(options.seed)});
+  }
+  if (!has_output) throw std::runtime_error(session.config_file + ": the pipeline has no output strategy module");
+  if (options.hide_thoughts && options.output == "jsonl")
+    throw UsageError("--hide_thoughts applies to --output text; jsonl always carries every event");
+
+  // The model resource: resources.model.{path,device,dtype}, with command-line overrides.
+  std::string model_path, device = "auto", dtype = "auto";
+  if (auto it = first.spec.resources.find("model"); it != first.spec.resources.end()) {
+    if (!it->second.is_map())
+      throw std::runtime_error(it->second.where().str() + ": resources.model must be a map {path, device, dtype}");
+    const auto& m = it->second.as_map();
+    auto get = [&](const char* key, std::string& out) {
+      if (auto f = m.find(key); f != m.end()) {
+        if (!f->second.is_string())
+          throw std::runtime_error(f->second.where().str() + ": resources.model." + key + " must be a string");
+        out = f->second.as_string();
+      }
+    };
+    get("path", model_path);
+    get("device", device);
+    get("dtype", dtype);
+  }
+  if (!options.model_path.empty()) model_path = options.model_path;
+  if (!options.device.empty()) device = options.device;
+  if (!options.dtype.empty()) dtype = options.dtype;
+
+  auto load = runtime::load_pipeline(session.config_file, dirs, overrides);
+  if (!load.ok()) throw std::runtime_error("invalid pipeline " + session.config_file + ":" + describe_errors(load));
+  session.emotion_topic = topic_of(load.spec, "emotion", "state");
+  session.memory_topic = topic_of(load.spec, "long_term", "recall");
+
+  lm::ModelOptions mo;
+  mo.model_path = resolve_model(model_path);
+  mo.device = device;
+  mo.dtype = dtype;
+  spdlog::info("loading model {} ({}, {})", mo.model_path, device, dtype);
+  auto model = lm::load_language_model(mo);
+  session.model_description = model->describe();
+
+  session.runtime = std::make_unique<runtime::Runtime>(std::move(load.spec), std::move(runtime_options));
+  session.runtime->register_service<LanguageModel>("model", model);
+  session.runtime->start();
+  return session;
+}
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupts = 0;
+extern "C" void on_chat_sigint(int) { g_interrupts = g_interrupts + 1; }
+
+const char* kHelpJa =
+    "/help     このヘルプ\n"
+    "/memory   長期記憶で活性の高いもの\n"
+    "/emotion  いまの感情状態\n"
+    "/exit     終了（Ctrl-D でも）\n"
+    "Ctrl-C    考えている途中のターンを中断（チャットは続きます）\n";
+
+void show_emotion(const std::shared_ptr<const EmotionState>& state) {
+  if (!state) {
+    std::cout << "（感情状態はまだありません）\n";
+    return;
+  }
+  std::cout << "感情: " << state->label << "  valence " << state->valence << ", arousal " << state->arousal
+            << ", dominance " << state->dominance << "\n";
+}
+
+int chat_command(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  add_common_options(desc);
+  add_chat_options(desc);
+  desc.add_options()("user", po::value<std::string>()->default_value("default"),
+                     "whose conversation this is: memories are kept per user");
+  po::variables_map vm;
+  if (!parse_command_line("chat",
+                          "[--config FILE] [--model_path DIR] [--output text|jsonl] [--memory_db FILE] "
+                          "[--user NAME] [--hide_thoughts] [--seed N] [--device auto|cpu|cuda]",
+                          args, desc, {}, vm))
+    return 0;
+  const ChatOptions options = chat_options_from(vm);
+  const std::string user = vm["user"].as<std::string>();
+  if (user.empty()) throw UsageError("--user must not be empty");
+
+  ChatSession session = start_chat_session(options);
+  runtime::Runtime& rt = *session.runtime;
+
+  std::mutex emotion_mu;
+  std::shared_ptr<const EmotionState> emotion;
+  if (!session.emotion_topic.empty())
+    rt.observe<EmotionState>(session.emotion_topic, [&](const Delivery<EmotionState>& m) {
+      std::lock_guard<std::mutex> lk(emotion_mu);
+      if (m.header.user == user) emotion = m.body;
+    });
+
+  const bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+  struct sigaction sa {};
+  sa.sa_handler = on_chat_sigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);  // no SA_RESTART: Ctrl-C interrupts the read at the prompt too
+
+  if (interactive)
+    std::cerr << "lal chat — " << session.model_description << "\n/help でコマンド一覧、/exit で終了\n";
+  int exit_code = 0;
+  while (true) {
+    if (interactive) std::cout << "\nあなた> " << std::flush;
+    std::string line;
+    g_interrupts = 0;
+    if (!std::getline(std::cin, line)) {
+      if (g_interrupts && interactive) {  // Ctrl-C at the prompt: keep chatting
+        std::cin.clear();
+        clearerr(stdin);
+        std::cout << "\n（/exit で終了します）";
+        continue;
+      }
+      break;  // EOF
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (line[0] == '/') {
+      const std::string cmd = line.substr(0, line.find(' '));
+      if (cmd == "/exit" || cmd == "/quit") break;
+      if (cmd == "/help") {
+        std::cout << kHelpJa;
+      } else if (cmd == "/emotion") {
+        std::lock_guard<std::mutex> lk(emotion_mu);
+        if (session.emotion_topic.empty())
+          std::cout << "このパイプラインには emotion モジュールがありません\n";
+        else
+          show_emotion(emotion);
+      } else if (cmd == "/memory") {
+        if (session.memory_topic.empty()) {
+          std::cout << "このパイプラインには long_term 記憶がありません\n";
+        } else {
+          RecallRequest req;  // an empty cue asks for the most active memories
+          req.limit = 10;
+          try {
+            auto reply = rt.request<RecallRequest, RecallReply>(session.memory_topic, req, user,
+                                                                std::chrono::seconds(5));
+            if (reply->items.empty()) std::cout << "（まだ何も覚えていません）\n";
+            for (const auto& item : reply->items)
+              std::cout << "- [" << item.kind << "] " << item.text << "  (activation " << item.activation << ")\n";
+          } catch (const std::exception& e) {
+            std::cout << "記憶を読めませんでした: " << e.what() << "\n";
+          }
+        }
+      } else {
+        std::cout << "知らないコマンドです: " << cmd << "（/help で一覧）\n";
+      }
+      continue;
+    }
+    const TurnId turn = rt.submit(line, user);
+    bool cancelled = false;
+    while (!rt.wait_idle(std::chrono::milliseconds(50))) {
+      if (g_interrupts && !cancelled) {
+        rt.cancel_turn(turn);
+        cancelled = true;
+        std::cout << "\n（中断しました）" << std::flush;
+      }
+    }
+    std::cout << std::flush;
+    if (rt.failed()) {
+      std::cerr << "lal chat: the pipeline stopped: " << rt.failure() << "\n";
+      exit_code = 1;
+      break;
+    }
+  }
+  if (interactive) std::cout << "\n";
+  rt.stop();
+  return exit_code;
+}
+
+}  // namespace
+
+LAL_COMMAND("chat", "chat with the thinking pipeline (staged thoughts, then the answer)", chat_command);
+
+}  // namespace lal::cli
