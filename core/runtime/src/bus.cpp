@@ -25,6 +25,27 @@ namespace lal::runtime {
 
 namespace {
 constexpr std::size_t kDrainBatch = 64;  // messages handled per strand turn before yielding to other members
+
+/// A mailbox lock. Its critical sections are a few dozen instructions, and on contention a futex sleep (what
+/// std::mutex does) costs far more than waiting them out; after a short spin it yields the CPU.
+class SpinLock {
+ public:
+  void lock() {
+    for (int spins = 0; flag_.exchange(true, std::memory_order_acquire); ++spins) {
+      while (flag_.load(std::memory_order_relaxed)) {
+        if (++spins < 64)
+          LAL_CPU_RELAX();
+        else
+          std::this_thread::yield();
+      }
+    }
+  }
+  bool try_lock() { return !flag_.exchange(true, std::memory_order_acquire); }
+  void unlock() { flag_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
 }
 
 struct ReplySlot;
@@ -62,8 +83,8 @@ struct Subscription : std::enable_shared_from_this<Subscription> {
   Bus::ServerHandler server;         // request server
   Bus::Impl* bus = nullptr;
 
-  std::mutex mutex;
-  std::condition_variable not_full;
+  SpinLock mutex;
+  std::condition_variable_any not_full;  // publishers waiting under the `block` policy
   std::deque<Item> queue;
   std::vector<Item> batch;  // drain's working set, only touched on the member's strand
   bool scheduled = false;
@@ -123,13 +144,18 @@ struct Bus::Impl {
   // Bumped after every drain we post; idle workers watch it instead of polling Asio's queue, whose mutex the
   // publisher needs too.
   std::atomic<std::uint64_t> posts{0};
+  // At most one idle worker spins at a time; the others sleep. Spinning workers beyond one only steal the CPU
+  // from publishers and handlers (this matters on small machines).
+  std::atomic<int> spinners{0};
 
   void worker_loop() {
     // Spin briefly before sleeping: a sleeping thread costs a futex wake-up (several µs) per burst.
     while (!io.stopped()) {
       std::uint64_t seen = posts.load(std::memory_order_acquire);
       if (io.poll_one() > 0) continue;
-      const auto until = std::chrono::steady_clock::now() + options.spin;
+      int expected = 0;
+      const bool may_spin = spinners.compare_exchange_strong(expected, 1);
+      const auto until = std::chrono::steady_clock::now() + (may_spin ? options.spin : std::chrono::microseconds(0));
       bool worked = false;
       while (!worked && std::chrono::steady_clock::now() < until) {
         for (int i = 0; i < 16; ++i) {
@@ -142,6 +168,7 @@ struct Bus::Impl {
           }
         }
       }
+      if (may_spin) spinners.store(0);
       if (!worked) io.run_one_for(std::chrono::milliseconds(100));
     }
   }
@@ -168,7 +195,7 @@ void Subscription::enqueue(const ErasedMessage& msg, const std::shared_ptr<Reply
     if (reply) bus->complete(reply, nullptr, "module '" + member->name + "' is disabled or stopping", false);
     return;
   }
-  std::unique_lock<std::mutex> lk(mutex);
+  std::unique_lock<SpinLock> lk(mutex);
   std::int64_t discarded = 0;
   if (policy == OverflowPolicy::keep_latest) {
     discarded = static_cast<std::int64_t>(queue.size());
@@ -223,7 +250,7 @@ void Subscription::drain() {
   // Take a batch under one lock: the publisher and this consumer then meet on the mutex once per batch, not once
   // per message. `batch` is touched only here, on the member's strand.
   {
-    std::lock_guard<std::mutex> lk(mutex);
+    std::lock_guard<SpinLock> lk(mutex);
     const std::size_t n = std::min<std::size_t>(queue.size(), kDrainBatch);
     for (std::size_t i = 0; i < n; ++i) {
       batch.push_back(std::move(queue.front()));
@@ -270,7 +297,7 @@ void Subscription::drain() {
 void Subscription::drop_all() {
   std::deque<Item> gone;
   {
-    std::lock_guard<std::mutex> lk(mutex);
+    std::lock_guard<SpinLock> lk(mutex);
     gone.swap(queue);
   }
   not_full.notify_all();
@@ -329,7 +356,7 @@ void Bus::shutdown() {
     subs = impl_->subscriptions;
   }
   for (auto& s : subs) {
-    std::lock_guard<std::mutex> lk(s->mutex);
+    std::lock_guard<SpinLock> lk(s->mutex);
     s->not_full.notify_all();
   }
   impl_->guard.reset();
@@ -471,7 +498,7 @@ std::vector<SubscriptionStats> Bus::stats() const {
     st.dropped = s->dropped.load();
     st.failed = s->failed.load();
     st.blocked = s->blocked.load();
-    std::lock_guard<std::mutex> qlk(s->mutex);
+    std::lock_guard<SpinLock> qlk(s->mutex);
     st.queued = s->queue.size();
     st.high_water = s->high_water;
     out.push_back(std::move(st));
