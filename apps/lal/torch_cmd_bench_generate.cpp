@@ -25,6 +25,7 @@ int run_bench_generate(const std::vector<std::string>& args) {
       "bandwidth", po::bool_switch(), "also measure device memory bandwidth and the weight-read floor per step")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
       "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
+      "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
       "json", po::bool_switch(), "print one JSON object");
   po::variables_map vm;
   if (!parse_command_line("bench generate", "--model_path DIR [--batch N] [--prompt_len N] [--new_tokens N]", args,
@@ -38,6 +39,7 @@ int run_bench_generate(const std::vector<std::string>& args) {
   mo.model_path = vm["model_path"].as<std::string>();
   mo.device = vm["device"].as<std::string>();
   mo.dtype = vm["dtype"].as<std::string>();
+  mo.decode_mode = vm["decode_mode"].as<std::string>();
   mo.load_tokenizer = true;
   auto engine = lal::lm::Engine::load(mo);
 
@@ -66,6 +68,7 @@ int run_bench_generate(const std::vector<std::string>& args) {
   nlohmann::json r = {{"model", engine->describe()},
                       {"device", engine->device_name()},
                       {"dtype", engine->dtype_name()},
+                      {"decode_mode", mo.decode_mode},
                       {"batch", batch},
                       {"prompt_len", prompt_len},
                       {"new_tokens", new_tokens},

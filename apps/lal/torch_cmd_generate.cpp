@@ -54,7 +54,8 @@ int run_generate(const std::vector<std::string>& args) {
       "chat", po::bool_switch(), "wrap --prompt as a user message in the model's chat template")(
       "ids", po::bool_switch(), "print the new token ids as one JSON array instead of text")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
-      "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16");
+      "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
+      "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)");
   po::variables_map vm;
   if (!parse_command_line("generate", "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]", args, desc,
                           {}, vm))
@@ -67,6 +68,7 @@ int run_generate(const std::vector<std::string>& args) {
   mo.model_path = vm["model_path"].as<std::string>();
   mo.device = vm["device"].as<std::string>();
   mo.dtype = vm["dtype"].as<std::string>();
+  mo.decode_mode = vm["decode_mode"].as<std::string>();
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
 

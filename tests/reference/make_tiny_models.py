@@ -83,7 +83,7 @@ def neox(cfg, g, std):
 
 
 BASE = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 112, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "max_position_embeddings": 256, "eos_token_id": 2, "bos_token_id": 1}
+        "num_attention_heads": 4, "max_position_embeddings": 256, "eos_token_id": 2, "bos_token_id": 1, "pad_token_id": 0}
 
 MODELS = {
     # Qwen2: GQA 4/2, q/k/v bias, tied embeddings

@@ -135,8 +135,19 @@ torch::Tensor process_scores(torch::Tensor scores, const SamplingOptions& s, con
 
 }  // namespace
 
+/// Buffers of the shape-static decode step, kept across generate() calls of the same batch size and capacity so
+/// that a captured CUDA graph is reused (capturing costs far more than one step).
+struct StaticDecode {
+  std::int64_t batch = 0, capacity = 0;
+  KVCache cache;
+  torch::Tensor ids, positions, slot, valid;  // inputs the step (and its graph) read
+  detail::DecodeGraph graph;
+};
+
 struct Engine::Impl {
   std::string dir;
+  std::string decode_mode;
+  std::unique_ptr<StaticDecode> static_decode;
   std::shared_ptr<Transformer> model;
   std::int64_t usable_vocab = 0;
   std::vector<std::int64_t> eos_ids;
@@ -151,9 +162,15 @@ Engine::~Engine() = default;
 std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->dir = resolve_model_path(options.model_path);
+  impl->decode_mode = options.decode_mode;
+  if (impl->decode_mode != "auto" && impl->decode_mode != "dynamic" && impl->decode_mode != "static" &&
+      impl->decode_mode != "graph")
+    throw std::invalid_argument("decode mode '" + impl->decode_mode + "': expected auto, dynamic, static or graph");
   const ModelConfig config = ModelConfig::from_dir(impl->dir);
   const auto device = parse_device(options.device);
   const auto dtype = parse_dtype(options.dtype, device, config);
+  if (impl->decode_mode == "graph" && !detail::DecodeGraph::supported(device))
+    throw std::invalid_argument("decode mode 'graph' needs a CUDA device");
   impl->model = Transformer::load(impl->dir, device, dtype);
   impl->usable_vocab = config.vocab_size;
   impl->eos_ids = config.eos_token_ids;
@@ -272,7 +289,32 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
   valid = valid.to(device);
   auto next_position = positions.select(1, L - 1).to(device) + 1;
 
-  KVCache cache = KVCache::allocate(cfg, B, capacity, model.dtype(), device);
+  const bool use_graph = impl_->decode_mode == "graph" ||
+                         (impl_->decode_mode == "auto" && detail::DecodeGraph::supported(device));
+  const bool use_static = use_graph || impl_->decode_mode == "static";
+  KVCache local_cache;
+  StaticDecode* st = nullptr;
+  if (use_static) {
+    auto& sd = impl_->static_decode;
+    if (!sd || sd->batch != B || sd->capacity != capacity) {
+      sd.reset();  // free the old cache and graph first
+      sd = std::make_unique<StaticDecode>();
+      sd->batch = B;
+      sd->capacity = capacity;
+      sd->cache = KVCache::allocate(cfg, B, capacity, model.dtype(), device);
+      const auto lopts = torch::TensorOptions().dtype(torch::kLong).device(device);
+      sd->ids = torch::zeros({B, 1}, lopts);
+      sd->positions = torch::zeros({B, 1}, lopts);
+      sd->slot = torch::zeros({1}, lopts);
+      sd->valid = torch::zeros({B, capacity}, torch::TensorOptions().dtype(torch::kBool).device(device));
+    }
+    st = sd.get();
+    st->cache.length = 0;
+    st->valid.copy_(valid);
+  } else {
+    local_cache = KVCache::allocate(cfg, B, capacity, model.dtype(), device);
+  }
+  KVCache& cache = st ? st->cache : local_cache;
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   auto logits = model.forward(ids, positions.to(device), padded ? valid.narrow(1, 0, L) : torch::Tensor(), &cache,
@@ -356,9 +398,23 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     if (step + 1 == options.max_new_tokens) break;
     history.select(1, L + step).copy_(next);
-    if (padded) valid.select(1, L + step).fill_(true);
-    logits = model.forward(next.view({B, 1}), next_position.view({B, 1}),
-                           padded ? valid.narrow(1, 0, L + step + 1) : torch::Tensor(), &cache, true);
+    if (st) {
+      st->ids.copy_(next.view({B, 1}));
+      st->positions.copy_(next_position.view({B, 1}));
+      st->slot.fill_(L + step);
+      st->valid.select(1, L + step).fill_(true);
+      auto run = [&] { return model.decode_static(st->ids, st->positions, st->slot, st->valid, st->cache); };
+      if (!use_graph) {
+        logits = run();
+      } else {
+        if (!st->graph.captured()) st->graph.capture(run, device);
+        logits = st->graph.replay();
+      }
+    } else {
+      if (padded) valid.select(1, L + step).fill_(true);
+      logits = model.forward(next.view({B, 1}), next_position.view({B, 1}),
+                             padded ? valid.narrow(1, 0, L + step + 1) : torch::Tensor(), &cache, true);
+    }
     next_position += 1;
   }
   for (std::int64_t b = 0; b < B; ++b) out[b].text = texts[b].all.substr(0, texts[b].emitted);

@@ -198,7 +198,8 @@ torch::Tensor Transformer::norm(const torch::Tensor& x, const torch::Tensor& w, 
 
 torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, const torch::Tensor& x,
                                            const torch::Tensor& cos, const torch::Tensor& sin,
-                                           const torch::Tensor& mask, bool causal, KVCache* cache) const {
+                                           const torch::Tensor& mask, bool causal, KVCache* cache,
+                                           const torch::Tensor& slot) const {
   const auto& c = config_;
   const auto B = x.size(0), T = x.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
   torch::Tensor q, k, v;
@@ -228,7 +229,12 @@ torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, co
   q = apply_rotary(q.transpose(1, 2), cos, sin, c.rotary_dim);
   k = apply_rotary(k.transpose(1, 2), cos, sin, c.rotary_dim);
   v = v.transpose(1, 2);
-  if (cache) {
+  if (slot.defined()) {  // static decode: write at a device-side slot, attend over the full capacity
+    cache->keys[index].index_copy_(2, slot, k);
+    cache->values[index].index_copy_(2, slot, v);
+    k = cache->keys[index];
+    v = cache->values[index];
+  } else if (cache) {
     const auto past = cache->length;
     cache->keys[index].narrow(2, past, T).copy_(k);
     cache->values[index].narrow(2, past, T).copy_(v);
@@ -262,6 +268,49 @@ torch::Tensor Transformer::mlp_block(const Layer& l, const torch::Tensor& x) con
   return {};
 }
 
+torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask,
+                                      bool causal, KVCache* cache, const torch::Tensor& slot) const {
+  const auto& c = config_;
+  // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype.
+  auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1);
+  auto cos = emb.cos().to(dtype_).unsqueeze(1);
+  auto sin = emb.sin().to(dtype_).unsqueeze(1);
+
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    if (c.family == Family::GptNeoX) {
+      auto attn = attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache, slot);
+      if (c.parallel_residual) {
+        auto mlp = mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
+        h = mlp + attn + h;
+      } else {
+        attn = attn + h;
+        h = mlp_block(l, norm(attn, l.mlp_norm_w, l.mlp_norm_b)) + attn;
+      }
+    } else {
+      h = h + attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache, slot);
+      h = h + mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
+    }
+  }
+  return h;
+}
+
+torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::Tensor& positions,
+                                         const torch::Tensor& slot, const torch::Tensor& key_mask,
+                                         KVCache& cache) const {
+  torch::NoGradGuard no_grad;
+  if (config_.sliding_window > 0 && cache.capacity > config_.sliding_window)
+    throw std::runtime_error(config_.source + ": cache of " + std::to_string(cache.capacity) +
+                             " tokens exceeds \"sliding_window\" " + std::to_string(config_.sliding_window) +
+                             ", which this engine does not implement");
+  const auto B = ids.size(0);
+  auto mask = key_mask.view({B, 1, 1, cache.capacity});
+  auto h = run_layers(torch::embedding(embed_, ids), positions, mask, false, &cache, slot);
+  h = norm(h, final_norm_w_, final_norm_b_);
+  return torch::linear(h, lm_head_).to(torch::kFloat32);
+}
+
 torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor& positions,
                                    const torch::Tensor& key_mask, KVCache* cache, bool last_only) const {
   torch::NoGradGuard no_grad;
@@ -275,12 +324,6 @@ torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor
   if (c.sliding_window > 0 && S > c.sliding_window)
     throw std::runtime_error(c.source + ": sequence of " + std::to_string(S) + " tokens exceeds \"sliding_window\" " +
                              std::to_string(c.sliding_window) + ", which this engine does not implement");
-
-  // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype.
-  auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1);
-  auto cos = emb.cos().to(dtype_).unsqueeze(1);
-  auto sin = emb.sin().to(dtype_).unsqueeze(1);
 
   torch::Tensor mask;
   bool causal = false;
@@ -297,23 +340,7 @@ torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor
     causal = T > 1;
   }
 
-  auto h = torch::embedding(embed_, ids.to(device_));
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layers_[i];
-    if (c.family == Family::GptNeoX) {
-      auto attn = attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache);
-      if (c.parallel_residual) {
-        auto mlp = mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
-        h = mlp + attn + h;
-      } else {
-        attn = attn + h;
-        h = mlp_block(l, norm(attn, l.mlp_norm_w, l.mlp_norm_b)) + attn;
-      }
-    } else {
-      h = h + attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache);
-      h = h + mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
-    }
-  }
+  auto h = run_layers(torch::embedding(embed_, ids.to(device_)), positions, mask, causal, cache, {});
   if (cache) cache->length = S;
   if (last_only) h = h.narrow(1, T - 1, 1);
   h = norm(h, final_norm_w_, final_norm_b_);

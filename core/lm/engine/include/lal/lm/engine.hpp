@@ -29,6 +29,10 @@ struct ModelOptions {
   std::string device = "auto";  ///< auto (CUDA if available) | cpu | cuda | cuda:N
   std::string dtype = "auto";   ///< auto (float32 on CPU, bfloat16 or config's float16 on CUDA) | float32 | bfloat16 | float16
   bool load_tokenizer = true;   ///< load tokenizer.json when present
+  /// How decode steps run: "auto" (CUDA graphs on a GPU, "dynamic" elsewhere), "dynamic" (cache grows, attention
+  /// over the filled part), "static" (fixed-shape step over the whole cache: what a CUDA graph captures), "graph"
+  /// (static + CUDA graph; GPU only). All give the same tokens up to floating-point rounding.
+  std::string decode_mode = "auto";
 };
 
 struct SamplingOptions {

@@ -55,6 +55,13 @@ class Transformer {
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& key_mask,
                         KVCache* cache, bool last_only) const;
 
+  /// Shape-static decode step (CUDA-graph capturable): one token per row, `ids`/`positions` [B,1], keys/values
+  /// written at cache slot `slot` (int64 [1] tensor on the device), attention over the whole cache capacity with
+  /// `key_mask` [B, capacity] (true = a real token, `slot` included). Leaves cache.length alone. Returns float32
+  /// logits [B, 1, vocab].
+  torch::Tensor decode_static(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& slot,
+                              const torch::Tensor& key_mask, KVCache& cache) const;
+
   const ModelConfig& config() const { return config_; }
   torch::Device device() const { return device_; }
   torch::ScalarType dtype() const { return dtype_; }
@@ -65,7 +72,9 @@ class Transformer {
   Transformer() = default;
   torch::Tensor attention_block(const Layer& l, std::size_t index, const torch::Tensor& x, const torch::Tensor& cos,
                                 const torch::Tensor& sin, const torch::Tensor& mask, bool causal,
-                                KVCache* cache) const;
+                                KVCache* cache, const torch::Tensor& slot = {}) const;
+  torch::Tensor run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
+                           KVCache* cache, const torch::Tensor& slot) const;
   torch::Tensor mlp_block(const Layer& l, const torch::Tensor& x) const;
   torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
 

@@ -11,8 +11,14 @@
 #include <limits>
 
 #if defined(LAL_LM_HAVE_CUDA)
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
+
+#include <functional>
+#include <memory>
 
 #define LAL_TORCH_HAS_SDPA (TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1))
 
@@ -68,5 +74,52 @@ inline void cuda_reset_peak(const at::Device& device) {
 #endif
   (void)device;
 }
+
+/// A captured CUDA graph of one decode step (one launch instead of hundreds: kernel-launch overhead, not memory
+/// bandwidth, dominates small-batch decode otherwise). `step` must be shape-static and read its inputs from tensors
+/// that stay alive; replay() re-runs it and returns the same output tensor, overwritten.
+class DecodeGraph {
+ public:
+  static bool supported(const at::Device& device) {
+#if defined(LAL_LM_HAVE_CUDA)
+    return device.is_cuda();
+#else
+    (void)device;
+    return false;
+#endif
+  }
+  void capture(const std::function<at::Tensor()>& step, const at::Device& device) {
+#if defined(LAL_LM_HAVE_CUDA)
+    auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index() < 0 ? 0 : device.index());
+    {
+      c10::cuda::CUDAStreamGuard guard(stream);
+      step();  // warm-up outside the capture (lazy initialisation, workspace allocation)
+      stream.synchronize();
+      graph_ = std::make_unique<at::cuda::CUDAGraph>();
+      graph_->capture_begin();
+      output_ = step();
+      graph_->capture_end();
+    }
+    stream.synchronize();
+#else
+    (void)step;
+    (void)device;
+    throw std::runtime_error("CUDA graphs need a LibTorch with CUDA");
+#endif
+  }
+  bool captured() const { return output_.defined(); }
+  at::Tensor replay() {
+#if defined(LAL_LM_HAVE_CUDA)
+    graph_->replay();
+#endif
+    return output_;
+  }
+
+ private:
+#if defined(LAL_LM_HAVE_CUDA)
+  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+#endif
+  at::Tensor output_;
+};
 
 }  // namespace lal::lm::detail
