@@ -27,6 +27,7 @@ class WorkingMemory final : public lal::Module {
     if (capacity < 1) throw lal::ConfigError("capacity must be at least 1, got " + std::to_string(capacity));
     capacity_ = static_cast<std::size_t>(capacity);
     decay_ = ctx.config().get<double>("decay");
+    if (decay_ <= 0.0) throw lal::ConfigError("decay must be positive, got " + std::to_string(decay_));
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { encode(m); });
     ctx.serve<lal::RecallRequest, lal::RecallReply>(
         "recall", [this](const lal::Delivery<lal::RecallRequest>& m) { return recall(m); });
@@ -63,6 +64,8 @@ class WorkingMemory final : public lal::Module {
     if (it == by_user_.end()) return reply;
     const auto cue = lal::plugins::match_keys(m->cue);
     const std::int64_t now = m.header.timestamp_ns;
+    // An empty cue asks what is held right now (the /memory view): every chunk by activation, without rehearsing.
+    const bool introspect = m->cue.find_first_not_of(" \t\r\n") == std::string::npos;
     struct Scored {
       double score;
       double act;
@@ -70,10 +73,14 @@ class WorkingMemory final : public lal::Module {
     };
     std::vector<Scored> scored;
     for (auto& c : it->second) {
+      const double act = activation(c, now);
+      if (introspect) {
+        scored.push_back({act, act, &c});
+        continue;
+      }
       if (c.text == m->cue) continue;  // the cue itself is not a memory of it
       const double relevance = lal::plugins::key_overlap(c.keys, cue);
       if (relevance <= 0.0) continue;
-      const double act = activation(c, now);
       // Relevance dominates; activation breaks ties between equally relevant chunks.
       scored.push_back({relevance + 0.05 * act, act, &c});
     }
@@ -82,7 +89,7 @@ class WorkingMemory final : public lal::Module {
     });
     for (const auto& s : scored) {
       if (static_cast<int>(reply.items.size()) >= m->limit) break;
-      s.chunk->uses_ns.push_back(now);  // retrieval is rehearsal
+      if (!introspect) s.chunk->uses_ns.push_back(now);  // retrieval is rehearsal
       lal::MemoryItem item;
       item.id = std::to_string(s.chunk->id);
       item.tier = "working";
@@ -107,7 +114,8 @@ lal::PluginDescriptor describe() {
   lal::PluginDescriptor d{"working_memory", lal::ModuleKind::memory_tier, "0.1.0",
                           "Working memory: a few chunks per user, displaced by ACT-R activation"};
   d.input<lal::Percept>("percept", "each perceived line becomes a chunk")
-      .serves<lal::RecallRequest, lal::RecallReply>("recall", "chunks sharing words/bigrams with the cue, best first")
+      .serves<lal::RecallRequest, lal::RecallReply>(
+          "recall", "chunks sharing words/bigrams with the cue, best first; empty cue = every chunk by activation")
       .config_int("capacity", 7, "chunks held per user before the least active is displaced (7±2 is human-like)")
       .config_number("decay", 0.5, "ACT-R decay d in B = ln(Σ t^-d)");
   return d;

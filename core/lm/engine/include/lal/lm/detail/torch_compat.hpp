@@ -10,8 +10,11 @@
 #include <cstdint>
 #include <limits>
 
-#if defined(LAL_LM_HAVE_CUDA)
+#if defined(LAL_LM_HAVE_CUDA) && !defined(LAL_LM_DISABLE_CUDA_GRAPHS)
+#define LAL_LM_CUDA_GRAPHS 1
 #include <ATen/cuda/CUDAGraph.h>
+#endif
+#if defined(LAL_LM_HAVE_CUDA)
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -81,7 +84,7 @@ inline void cuda_reset_peak(const at::Device& device) {
 class DecodeGraph {
  public:
   static bool supported(const at::Device& device) {
-#if defined(LAL_LM_HAVE_CUDA)
+#if LAL_LM_CUDA_GRAPHS
     return device.is_cuda();
 #else
     (void)device;
@@ -89,7 +92,7 @@ class DecodeGraph {
 #endif
   }
   void capture(const std::function<at::Tensor()>& step, const at::Device& device) {
-#if defined(LAL_LM_HAVE_CUDA)
+#if LAL_LM_CUDA_GRAPHS
     auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index() < 0 ? 0 : device.index());
     {
       c10::cuda::CUDAStreamGuard guard(stream);
@@ -109,14 +112,14 @@ class DecodeGraph {
   }
   bool captured() const { return output_.defined(); }
   at::Tensor replay() {
-#if defined(LAL_LM_HAVE_CUDA)
+#if LAL_LM_CUDA_GRAPHS
     graph_->replay();
 #endif
     return output_;
   }
 
  private:
-#if defined(LAL_LM_HAVE_CUDA)
+#if LAL_LM_CUDA_GRAPHS
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
 #endif
   at::Tensor output_;
