@@ -99,7 +99,9 @@ Stats stats(std::vector<double> us) {
   s.n = us.size();
   if (us.empty()) return s;
   std::sort(us.begin(), us.end());
-  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<std::size_t>(q * static_cast<double>(us.size())))]; };
+  auto at = [&](double q) {
+    return us[std::min(us.size() - 1, static_cast<std::size_t>(q * static_cast<double>(us.size())))];
+  };
   s.p50_us = at(0.50);
   s.p99_us = at(0.99);
   s.max_us = us.back();
@@ -123,14 +125,16 @@ class Corpus {
  public:
   explicit Corpus(unsigned seed) : rng_(seed) {}
   std::string sentence() {
-    static const char* places[] = {"東京", "大阪", "京都", "札幌", "福岡", "名古屋", "横浜", "神戸", "仙台", "広島",
-                                   "Osaka", "Tokyo", "Kyoto", "Paris", "London"};
-    static const char* foods[] = {"ラーメン", "寿司", "カレー", "うどん", "そば", "天ぷら", "焼き鳥", "パン",
-                                  "ピザ", "餃子", "pasta", "coffee", "tea"};
-    static const char* events[] = {"会議", "旅行", "誕生日", "試験", "引っ越し", "映画", "買い物", "散歩",
-                                   "読書", "料理", "meeting", "concert"};
+    static const char* places[] = {"東京", "大阪", "京都",  "札幌",  "福岡",  "名古屋", "横浜",  "神戸",
+                                   "仙台", "広島", "Osaka", "Tokyo", "Kyoto", "Paris",  "London"};
+    static const char* foods[] = {"ラーメン", "寿司", "カレー", "うどん", "そば",   "天ぷら", "焼き鳥",
+                                  "パン",     "ピザ", "餃子",   "pasta",  "coffee", "tea"};
+    static const char* events[] = {"会議",   "旅行", "誕生日", "試験", "引っ越し", "映画",
+                                   "買い物", "散歩", "読書",   "料理", "meeting",  "concert"};
     static const char* days[] = {"月曜日", "火曜日", "水曜日", "木曜日", "金曜日", "週末", "昨日", "明日", "来週"};
-    auto pick = [&](const auto& arr) { return arr[std::uniform_int_distribution<std::size_t>(0, std::size(arr) - 1)(rng_)]; };
+    auto pick = [&](const auto& arr) {
+      return arr[std::uniform_int_distribution<std::size_t>(0, std::size(arr) - 1)(rng_)];
+    };
     switch (std::uniform_int_distribution<int>(0, 5)(rng_)) {
       case 0: return std::string(pick(days)) + "は" + pick(places) + "で" + pick(foods) + "を食べた";
       case 1: return std::string(pick(days)) + "の" + pick(events) + "は" + pick(places) + "で";
@@ -187,7 +191,8 @@ int bench_memory_command(const std::vector<std::string>& args) {
   const std::string yaml = R"(modules:
   long_term:
     plugin: long_term
-    config: {path: ")" + db.string() + R"(", synchronous: )" + sync + R"(}
+    config: {path: ")" + db.string() +
+                           R"(", synchronous: )" + sync + R"(}
     inputs: {recall: memory.long.recall}
   working:
     plugin: working_memory
@@ -258,14 +263,14 @@ int bench_memory_command(const std::vector<std::string>& args) {
       req.cue = cue;
       req.limit = 5;
       const auto t0 = std::chrono::steady_clock::now();
-      bus.request(member, bus.topic(topic, type_name<RecallRequest>()), std::make_shared<const RecallRequest>(req), h,
-                  std::chrono::seconds(30), [&](std::shared_ptr<const void> rep, std::string err, bool) {
-                    if (rep)
-                      done.set_value(micros_since(t0));
-                    else
-                      done.set_exception(std::make_exception_ptr(
-                          std::runtime_error("recall on " + topic + " failed: " + err)));
-                  });
+      bus.request(
+          member, bus.topic(topic, type_name<RecallRequest>()), std::make_shared<const RecallRequest>(req), h,
+          std::chrono::seconds(30), [&](std::shared_ptr<const void> rep, std::string err, bool) {
+            if (rep)
+              done.set_value(micros_since(t0));
+            else
+              done.set_exception(std::make_exception_ptr(std::runtime_error("recall on " + topic + " failed: " + err)));
+          });
       return fut.get();
     };
     out["long_term"]["first_recall_ms"] = ask("memory.long.recall", cues[0]) / 1000.0;

@@ -22,11 +22,13 @@ modules:
     outputs: {consolidate: memory.consolidate}
   long:
     plugin: long_term
-    config: {path: ")" + db + R"("}
+    config: {path: ")" +
+         db + R"("}
     inputs: {episode: memory.consolidate, recall: memory.long.recall}
   skills:
     plugin: procedural
-    config: {path: ")" + db + R"(", direct_after: 2}
+    config: {path: ")" +
+         db + R"(", direct_after: 2}
     inputs: {episode: memory.episode, recall: memory.procedural.recall}
   hippocampus:
     plugin: hippocampus

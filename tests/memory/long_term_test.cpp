@@ -20,7 +20,8 @@ modules:
     outputs: {episode: memory.consolidate}
   ltm:
     plugin: long_term
-    config: {path: ")" + path + "\"" + extra + R"(}
+    config: {path: ")" +
+         path + "\"" + extra + R"(}
     inputs: {episode: memory.consolidate, recall: memory.long.recall}
 )";
 }
@@ -238,8 +239,9 @@ TEST_CASE("a corrupt database file is refused at load with its name, and left un
   CHECK(read_file(db) == before);  // nothing written: the file can still be rescued
 }
 
-TEST_CASE("a database locked by another program: a clear error at load; during chat the write is refused, "
-          "recall goes on, and nothing committed is lost") {
+TEST_CASE(
+    "a database locked by another program: a clear error at load; during chat the write is refused, "
+    "recall goes on, and nothing committed is lost") {
   TempDir dir("locked");
   const std::string db = dir.file("memory.db");
   SUBCASE("locked when the pipeline loads") {

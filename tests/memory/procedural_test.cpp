@@ -14,7 +14,8 @@ modules:
     outputs: {episode: memory.episode}
   proc:
     plugin: procedural
-    config: {path: ")" + path + "\"" + extra + R"(}
+    config: {path: ")" +
+         path + "\"" + extra + R"(}
     inputs: {episode: memory.episode, recall: memory.procedural.recall}
 )";
 }
@@ -52,7 +53,7 @@ TEST_CASE("after repeated confident deep answers to one kind of request, procedu
     CHECK(s2.first == "direct");  // familiar: skip deep analysis
     CHECK(s2.second == doctest::Approx(0.85));
     CHECK(suggestion(p, "alice", "東京の天気は？").first.empty());  // another request entirely
-    CHECK(suggestion(p, "bob", "7+8は？").first.empty());         // another user
+    CHECK(suggestion(p, "bob", "7+8は？").first.empty());           // another user
     p.stop();
   }
   {

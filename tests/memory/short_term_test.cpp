@@ -19,7 +19,8 @@ modules:
     outputs: {episode: memory.episode}
   stm:
     plugin: short_term
-    config: )" + config + R"(
+    config: )" +
+         config + R"(
     inputs: {episode: memory.episode, recall: memory.short.recall}
     outputs: {consolidate: memory.consolidate}
 )";
@@ -58,8 +59,8 @@ TEST_CASE("short-term strength halves every half-life, and a faded episode is fo
 }
 
 TEST_CASE("recalling an episode rehearses it: it outlives one encoded at the same time") {
-  MemoryPipeline p(short_term_pipeline(
-      "{half_life_s: 1, time_scale: 10, forget_below: 0.05, rehearsals_to_consolidate: 1000}"));
+  MemoryPipeline p(
+      short_term_pipeline("{half_life_s: 1, time_scale: 10, forget_below: 0.05, rehearsals_to_consolidate: 1000}"));
   const auto encoded = std::chrono::steady_clock::now();
   p.publish("memory.episode", episode("ラーメンが好き"), "alice");
   p.publish("memory.episode", episode("週末は山に登る"), "alice");

@@ -49,9 +49,8 @@ class Hippocampus final : public lal::Module {
     if (rank_constant_ < 0) throw lal::ConfigError("rank_constant must not be negative");
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { recall(m); });
     ctx.on<lal::TurnDone>("done", [this](const lal::Delivery<lal::TurnDone>& m) { encode(m); });
-    ctx.on<lal::EmotionState>("emotion", [this](const lal::Delivery<lal::EmotionState>& m) {
-      emotion_[m.header.user] = m.body;
-    });
+    ctx.on<lal::EmotionState>("emotion",
+                              [this](const lal::Delivery<lal::EmotionState>& m) { emotion_[m.header.user] = m.body; });
   }
 
  private:
@@ -101,7 +100,8 @@ class Hippocampus final : public lal::Module {
       for (std::size_t r = 0; r < it->second.size(); ++r) {
         const auto& item = it->second[r];
         const double contribution = w / (rank_constant_ + static_cast<double>(r + 1));
-        auto same = std::find_if(merged.begin(), merged.end(), [&](const Merged& x) { return x.item.text == item.text; });
+        auto same =
+            std::find_if(merged.begin(), merged.end(), [&](const Merged& x) { return x.item.text == item.text; });
         if (same != merged.end()) {
           same->fused += contribution;
           continue;

@@ -75,9 +75,12 @@ double hashed_overlap(const std::vector<std::uint64_t>& memory, const std::vecto
   if (cue.empty()) return 0.0;
   std::size_t i = 0, j = 0, common = 0;
   while (i < memory.size() && j < cue.size()) {
-    if (memory[i] < cue[j]) ++i;
-    else if (cue[j] < memory[i]) ++j;
-    else ++common, ++i, ++j;
+    if (memory[i] < cue[j])
+      ++i;
+    else if (cue[j] < memory[i])
+      ++j;
+    else
+      ++common, ++i, ++j;
   }
   return static_cast<double>(common) / static_cast<double>(cue.size());
 }
@@ -86,7 +89,7 @@ double hashed_overlap(const std::vector<std::uint64_t>& memory, const std::vecto
 struct Entry {
   std::int64_t id = 0;
   bool semantic = false;
-  std::string text;    // what recall shows
+  std::string text;                 // what recall shows
   std::vector<std::uint64_t> keys;  // hash_keys(match_keys(text))
   lal::memory::Embedding embedding{};
   double importance = 0.5;
@@ -105,7 +108,8 @@ class LongTermMemory final : public lal::Module {
     o.busy_timeout_ms = static_cast<int>(c.get<std::int64_t>("busy_timeout_ms"));
     o.quick_check = c.get<bool>("check_on_open");
     const auto sync = c.get<std::string>("synchronous");
-    if (sync != "normal" && sync != "full") throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
+    if (sync != "normal" && sync != "full")
+      throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
     o.synchronous_full = sync == "full";
     decay_ = c.get<double>("decay");
     relevance_weight_ = c.get<double>("relevance_weight");
@@ -132,7 +136,7 @@ class LongTermMemory final : public lal::Module {
   }
 
   void stop() override {
-    update_uses_.reset();  // an open statement would keep the connection (and the file) open
+    update_uses_.reset();   // an open statement would keep the connection (and the file) open
     if (db_) db_->close();  // checkpoints the WAL into the main file and releases the file for the next process
   }
 
@@ -207,8 +211,8 @@ class LongTermMemory final : public lal::Module {
   void encode(const lal::Delivery<lal::Episode>& m) {
     if (m->user_text.empty()) return;
     if (db_->read_only()) {
-      if (!warned_read_only_) ctx_->log(lal::LogLevel::warn, "database '" + db_->path() +
-                                                                 "' is read-only: episodes are not being stored");
+      if (!warned_read_only_)
+        ctx_->log(lal::LogLevel::warn, "database '" + db_->path() + "' is read-only: episodes are not being stored");
       warned_read_only_ = true;
       return;
     }
@@ -252,8 +256,8 @@ class LongTermMemory final : public lal::Module {
         for (const auto& fact : lal::memory::self_statements(m->user_text)) {
           auto known = std::find_if(entries.begin(), entries.end(),
                                     [&](const Entry& e) { return e.semantic && e.text == fact; });
-          const bool added_now = std::any_of(added.begin(), added.end(),
-                                             [&](const Entry& e) { return e.semantic && e.text == fact; });
+          const bool added_now =
+              std::any_of(added.begin(), added.end(), [&](const Entry& e) { return e.semantic && e.text == fact; });
           if (added_now) continue;  // said twice in one breath: one fact
           if (known == entries.end()) {
             add(true, fact, {});
@@ -268,7 +272,8 @@ class LongTermMemory final : public lal::Module {
       tx.commit();
     } catch (const DbError& e) {
       // Rolled back: the database holds exactly what it held before this episode. Keep serving recall.
-      ctx_->log(lal::LogLevel::error, std::string(e.what()) + " — this episode was not stored; stored memories are intact");
+      ctx_->log(lal::LogLevel::error,
+                std::string(e.what()) + " — this episode was not stored; stored memories are intact");
       return;
     }
     for (auto& [entry, h] : rehearsed) entry->uses = std::move(h);
@@ -276,10 +281,14 @@ class LongTermMemory final : public lal::Module {
   }
 
   void store_uses(std::int64_t id, const std::string& user, const lal::memory::UseHistory& h) {
-    if (!update_uses_) update_uses_.emplace(db_->prepare(
-        "UPDATE long_term_memories SET use_count = ?1, recent_uses = ?2 WHERE id = ?3 AND user = ?4"));
+    if (!update_uses_)
+      update_uses_.emplace(
+          db_->prepare("UPDATE long_term_memories SET use_count = ?1, recent_uses = ?2 WHERE id = ?3 AND user = ?4"));
     update_uses_->reset();
-    update_uses_->bind(1, h.count).bind_blob(2, lal::memory::encode_times(h.recent)).bind(3, id).bind(4, std::string_view(user));
+    update_uses_->bind(1, h.count)
+        .bind_blob(2, lal::memory::encode_times(h.recent))
+        .bind(3, id)
+        .bind(4, std::string_view(user));
     update_uses_->step("recording a recall");
   }
 
@@ -310,10 +319,9 @@ class LongTermMemory final : public lal::Module {
       scored.push_back({b + importance_weight_ * e.importance + relevance_weight_ * relevance, b, &e});
     }
     const std::size_t n = std::min(scored.size(), static_cast<std::size_t>(m->limit));
-    std::partial_sort(scored.begin(), scored.begin() + static_cast<long>(n), scored.end(),
-                      [](const Scored& a, const Scored& b) {
-                        return a.score != b.score ? a.score > b.score : a.e->id > b.e->id;
-                      });
+    std::partial_sort(
+        scored.begin(), scored.begin() + static_cast<long>(n), scored.end(),
+        [](const Scored& a, const Scored& b) { return a.score != b.score ? a.score > b.score : a.e->id > b.e->id; });
     scored.resize(n);
     for (const auto& s : scored) {
       lal::MemoryItem item;

@@ -59,7 +59,8 @@ inline bool is_question(std::string_view s) {
 }
 
 inline bool is_japanese_self_statement(std::string_view s) {
-  static const char* kFirstPerson[] = {"私", "わたし", "わたくし", "僕", "ぼく", "俺", "おれ", "あたし", "自分", "うち"};
+  static const char* kFirstPerson[] = {"私", "わたし", "わたくし", "僕",   "ぼく",
+                                       "俺", "おれ",   "あたし",   "自分", "うち"};
   static const char* kParticles[] = {"は", "の", "が", "も", "って"};
   for (const char* fp : kFirstPerson) {
     if (!starts_with(s, fp)) continue;
@@ -78,13 +79,13 @@ inline bool is_english_self_statement(std::string_view raw) {
   for (const char* p : {"my ", "i'm ", "i am ", "call me ", "i was born"})
     if (starts_with(s, p)) return true;
   if (!starts_with(s, "i ")) return false;
-  static const char* kVerbs[] = {"live", "work", "like", "love", "hate", "dislike", "have", "was", "study",
-                                 "prefer", "come", "speak", "enjoy", "own", "grew", "moved", "play", "use", "teach"};
+  static const char* kVerbs[] = {"live", "work",  "like",  "love", "hate", "dislike", "have", "was", "study", "prefer",
+                                 "come", "speak", "enjoy", "own",  "grew", "moved",   "play", "use", "teach"};
   const std::string_view rest = std::string_view(s).substr(2);
   for (const char* v : kVerbs) {
     const std::string_view verb(v);
-    if (starts_with(rest, verb) && (rest.size() == verb.size() || rest[verb.size()] == ' ' || rest[verb.size()] == 's' ||
-                                    rest[verb.size()] == '.' || rest[verb.size()] == '!'))
+    if (starts_with(rest, verb) && (rest.size() == verb.size() || rest[verb.size()] == ' ' ||
+                                    rest[verb.size()] == 's' || rest[verb.size()] == '.' || rest[verb.size()] == '!'))
       return true;
   }
   return false;

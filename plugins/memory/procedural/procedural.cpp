@@ -37,8 +37,8 @@ std::string request_template(const std::string& text) {
   for (std::size_t i = 0; i < cps.size(); ++i) {
     const char32_t c = cps[i];
     const bool digit = c >= '0' && c <= '9';
-    const bool decimal_point = in_number && (c == '.' || c == ',') && i + 1 < cps.size() && cps[i + 1] >= '0' &&
-                               cps[i + 1] <= '9';
+    const bool decimal_point =
+        in_number && (c == '.' || c == ',') && i + 1 < cps.size() && cps[i + 1] >= '0' && cps[i + 1] <= '9';
     if (digit || decimal_point) {
       if (!in_number) out += '#';
       in_number = true;
@@ -94,12 +94,14 @@ class ProceduralMemory final : public lal::Module {
     o.busy_timeout_ms = static_cast<int>(c.get<std::int64_t>("busy_timeout_ms"));
     o.quick_check = c.get<bool>("check_on_open");
     const auto sync = c.get<std::string>("synchronous");
-    if (sync != "normal" && sync != "full") throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
+    if (sync != "normal" && sync != "full")
+      throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
     o.synchronous_full = sync == "full";
     success_confidence_ = c.get<double>("success_confidence");
     direct_after_ = c.get<std::int64_t>("direct_after");
     similarity_ = c.get<double>("similarity");
-    if (direct_after_ < 1) throw lal::ConfigError("direct_after must be at least 1, got " + std::to_string(direct_after_));
+    if (direct_after_ < 1)
+      throw lal::ConfigError("direct_after must be at least 1, got " + std::to_string(direct_after_));
     db_.emplace(o);
     if (db_->read_only())
       ctx.log(o.read_only ? lal::LogLevel::info : lal::LogLevel::error,
@@ -267,7 +269,8 @@ class ProceduralMemory final : public lal::Module {
       up.step("storing an outcome");
       tx.commit();
     } catch (const DbError& e) {
-      ctx_->log(lal::LogLevel::error, std::string(e.what()) + " — this outcome was not learned; stored ones are intact");
+      ctx_->log(lal::LogLevel::error,
+                std::string(e.what()) + " — this outcome was not learned; stored ones are intact");
       return;
     }
     if (!pattern) {

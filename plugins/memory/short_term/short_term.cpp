@@ -20,8 +20,8 @@ namespace {
 struct StoredEpisode {
   std::uint64_t id = 0;
   std::shared_ptr<const lal::Episode> episode;
-  std::vector<std::string> keys;       // of the user's words: cues are user words too
-  std::vector<std::int64_t> uses_ns;   // encoding, then each recall
+  std::vector<std::string> keys;      // of the user's words: cues are user words too
+  std::vector<std::int64_t> uses_ns;  // encoding, then each recall
   int recalls = 0;
   bool consolidated = false;
 };
@@ -63,7 +63,8 @@ class ShortTermMemory final : public lal::Module {
     episodes.erase(std::remove_if(episodes.begin(), episodes.end(),
                                   [&](const StoredEpisode& e) {
                                     const bool gone = strength(e, now_ns) < forget_below_;
-                                    if (gone) ctx_->log(lal::LogLevel::debug, "forgot episode #" + std::to_string(e.id));
+                                    if (gone)
+                                      ctx_->log(lal::LogLevel::debug, "forgot episode #" + std::to_string(e.id));
                                     return gone;
                                   }),
                    episodes.end());
@@ -163,7 +164,8 @@ lal::PluginDescriptor describe() {
       .config_number("forget_below", 0.05, "strength under which an episode is forgotten")
       .config_int("capacity", 64, "episodes kept per user; the weakest goes first when full")
       .config_int("rehearsals_to_consolidate", 3, "recalls after which an episode is consolidated")
-      .config_number("importance_to_consolidate", 0.8, "importance at or above which an episode is consolidated at once")
+      .config_number("importance_to_consolidate", 0.8,
+                     "importance at or above which an episode is consolidated at once")
       .config_number("min_relevance", 0.2, "share of the cue's keys an episode must match to be recalled");
   return d;
 }

@@ -21,8 +21,8 @@ constexpr std::size_t kExactUses = 8;
 /// The use history of one memory. Times are nanoseconds on one clock (the tier decides which).
 struct UseHistory {
   std::int64_t created_ns = 0;
-  std::int64_t count = 1;             ///< total uses, the encoding included
-  std::vector<std::int64_t> recent;   ///< the most recent uses (oldest first), at most kExactUses
+  std::int64_t count = 1;            ///< total uses, the encoding included
+  std::vector<std::int64_t> recent;  ///< the most recent uses (oldest first), at most kExactUses
 
   static UseHistory created_at(std::int64_t t) { return UseHistory{t, 1, {t}}; }
 

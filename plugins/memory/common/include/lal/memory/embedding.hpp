@@ -31,7 +31,7 @@ inline std::vector<char32_t> normalise_for_matching(std::string_view text) {
   bool space = true;  // drops leading space
   for (char32_t c : plugins::utf8_decode(text)) {
     if (c >= 0xFF01 && c <= 0xFF5E) c -= 0xFEE0;  // full-width ASCII → ASCII
-    if (c == 0x3000) c = ' ';                      // ideographic space
+    if (c == 0x3000) c = ' ';                     // ideographic space
     if (c >= 'A' && c <= 'Z') c = c - 'A' + 'a';
     const bool is_space = c == ' ' || c == '\t' || c == '\n' || c == '\r';
     if (is_space) {

@@ -56,8 +56,8 @@ inline std::string expand_home(const std::string& path) {
   if (path.empty() || path[0] != '~' || (path.size() > 1 && path[1] != '/')) return path;
   const char* home = std::getenv("HOME");
   if (!home || !*home)
-    throw DbError(DbErrorKind::cannot_open, "cannot expand '~' in memory database path '" + path +
-                                                "': $HOME is not set; give an absolute path");
+    throw DbError(DbErrorKind::cannot_open,
+                  "cannot expand '~' in memory database path '" + path + "': $HOME is not set; give an absolute path");
   return std::string(home) + path.substr(1);
 }
 
@@ -98,24 +98,26 @@ class Database {
   /// A DbError for result code `rc` while doing `what`, with the file name and the fix.
   DbError error(int rc, const std::string& what, const std::string& sqlite_message = {}) const {
     const int primary = rc & 0xFF;
-    const std::string detail = sqlite_message.empty() ? (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc)) : sqlite_message;
+    const std::string detail =
+        sqlite_message.empty() ? (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc)) : sqlite_message;
     const std::string head = options_.owner + " database '" + path_ + "': " + what + " failed (" + detail + "): ";
     switch (primary) {
       case SQLITE_BUSY:
       case SQLITE_LOCKED:
-        return DbError(DbErrorKind::locked,
-                       head + "the file is locked by another connection and stayed locked for " +
-                           std::to_string(options_.busy_timeout_ms) +
-                           " ms; close the other program using it, or raise busy_timeout_ms");
+        return DbError(DbErrorKind::locked, head + "the file is locked by another connection and stayed locked for " +
+                                                std::to_string(options_.busy_timeout_ms) +
+                                                " ms; close the other program using it, or raise busy_timeout_ms");
       case SQLITE_CORRUPT:
       case SQLITE_NOTADB:
         return DbError(DbErrorKind::corrupt,
-                       head + "the file is not a SQLite database or is damaged; nothing was written to it. Move it "
-                              "aside (or restore a backup) and start again to begin an empty memory");
+                       head +
+                           "the file is not a SQLite database or is damaged; nothing was written to it. Move it "
+                           "aside (or restore a backup) and start again to begin an empty memory");
       case SQLITE_READONLY:
         return DbError(DbErrorKind::read_only,
-                       head + "the file or its directory is read-only; make both writable, or set read_only: true to "
-                              "recall without storing");
+                       head +
+                           "the file or its directory is read-only; make both writable, or set read_only: true to "
+                           "recall without storing");
       case SQLITE_CANTOPEN:
       case SQLITE_PERM:
       case SQLITE_AUTH:
@@ -123,8 +125,7 @@ class Database {
                        head + "cannot open the file; check that the directory exists and is accessible");
       case SQLITE_FULL:
         return DbError(DbErrorKind::full, head + "the disk is full; free space, the memory was not changed");
-      default:
-        return DbError(DbErrorKind::other, head + "see the SQLite message");
+      default: return DbError(DbErrorKind::other, head + "see the SQLite message");
     }
   }
 
@@ -168,8 +169,7 @@ class Database {
                                                     "': " + ec.message());
     }
     if (options_.read_only) read_only_reason_ = "read_only: true in the config";
-    open_connection(options_.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE),
-                    path_);
+    open_connection(options_.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE), path_);
     if (!options_.read_only && sqlite3_db_readonly(db_, "main") == 1) {
       // SQLite falls back to read-only when the file is not writable.
       read_only_reason_ = "the file is not writable";
@@ -195,8 +195,8 @@ class Database {
         read_only_reason_ = e.what();
       }
     }
-    if (!read_only_) exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                          "setting synchronous");
+    if (!read_only_)
+      exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", "setting synchronous");
   }
 
   void open_connection(int flags, const std::string& name) {
@@ -313,8 +313,8 @@ inline void Database::check() {
     if (n++ < 3) problems += (problems.empty() ? "" : "; ") + line;
   }
   if (n > 0)
-    throw DbError(DbErrorKind::corrupt, options_.owner + " database '" + path_ + "' is damaged (PRAGMA quick_check: " +
-                                            problems + (n > 3 ? "; ..." : "") +
+    throw DbError(DbErrorKind::corrupt, options_.owner + " database '" + path_ +
+                                            "' is damaged (PRAGMA quick_check: " + problems + (n > 3 ? "; ..." : "") +
                                             "); nothing was written to it. Move it aside (or restore a backup) and "
                                             "start again to begin an empty memory, or try `sqlite3 FILE .recover`");
 }
