@@ -1,0 +1,65 @@
+// Helpers shared by the output strategies (think_aloud, answer_only, jsonl): stage labels as people read them, and
+// holding a turn's TurnDone back until the turn's answer stream has closed.
+#pragma once
+
+#include <functional>
+#include <map>
+
+#include "lal/messages.hpp"
+
+namespace lal::plugins {
+
+/// The label of a stage: Japanese (as `transcript` writes them) or the English stage name.
+inline const char* stage_label(Stage s, bool ja) {
+  if (!ja) return to_string(s);
+  switch (s) {
+    case Stage::intuition: return "直感";
+    case Stage::exploration: return "探索";
+    case Stage::analysis: return "分析";
+    case Stage::insight: return "ひらめき";
+    case Stage::conclusion: return "結論";
+    case Stage::recall: return "想起";
+    case Stage::emotion: return "感情";
+  }
+  return "";
+}
+
+/// The answer and the TurnDone travel on different topics, so an output can receive them out of order (a long
+/// answer is drained in batches). This keeps a turn's "done" until every answer stream of the turn has closed.
+/// Use on the output's strand only.
+class DoneAfterAnswer {
+ public:
+  using Emit = std::function<void()>;
+
+  /// Call for every answer chunk.
+  void answer_chunk(TurnId turn, bool last) {
+    auto& t = turns_[turn];
+    t.open = !last;
+    if (last) {
+      if (t.pending) {
+        Emit e = std::move(t.pending);
+        turns_.erase(turn);
+        e();
+      }
+    }
+  }
+  /// Call when the turn's TurnDone arrives: `emit` runs now, or when the answer closes.
+  void done(TurnId turn, Emit emit) {
+    auto it = turns_.find(turn);
+    if (it != turns_.end() && it->second.open) {
+      it->second.pending = std::move(emit);
+      return;
+    }
+    turns_.erase(turn);
+    emit();
+  }
+
+ private:
+  struct Turn {
+    bool open = false;
+    Emit pending;
+  };
+  std::map<TurnId, Turn> turns_;
+};
+
+}  // namespace lal::plugins

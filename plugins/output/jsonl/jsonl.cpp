@@ -1,0 +1,116 @@
+// jsonl — machine-readable output: one JSON object per line for every chunk and one closing line per turn. Tests,
+// UIs and `lal bench` read it; the schema is in README.md and is part of the contract.
+//
+// Time: `t_ms` is when the line was written — when the event became visible — in milliseconds since the turn's
+// percept was published (monotonic clock). Lines are written one at a time on this module's strand, so t_ms never
+// decreases, even where messages from different topics arrive in another order than they were published. The
+// percept's time comes from the optional `percept` input; unwired, the turn's first message seen stands in for it.
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "lal/plugin.hpp"
+#include "lal/plugins/output_support.hpp"
+#include "lal/plugins/uncertainty.hpp"
+
+namespace {
+
+namespace lp = lal::plugins;
+using nlohmann::json;
+
+double round_ms(std::int64_t ns) { return std::round(static_cast<double>(ns) / 1e5) / 10.0; }  // 0.1 ms
+
+class Jsonl final : public lal::Module {
+ public:
+  void start(lal::Context& ctx) override {
+    ctx_ = &ctx;
+    include_empty_ = ctx.config().get<bool>("include_empty");
+    ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
+      origins_[m.header.turn] = m.header.timestamp_ns;  // the true origin, even if a chunk came first
+    });
+    auto on_chunk = [this](const lal::Delivery<lal::ThoughtChunk>& m) { chunk(m); };
+    ctx.on<lal::ThoughtChunk>("thought", on_chunk);
+    ctx.on<lal::ThoughtChunk>("insight", on_chunk);
+    ctx.on<lal::ThoughtChunk>("answer", on_chunk);
+    ctx.on<lal::TurnDone>("done", [this](const lal::Delivery<lal::TurnDone>& m) {
+      closing_.done(m.header.turn, [this, m] { turn_done(m); });
+    });
+  }
+
+ private:
+  // The turn's time origin: the percept when known, else the first message seen (see the file comment).
+  std::int64_t origin_ns(lal::TurnId turn, std::int64_t ts) {
+    auto it = origins_.find(turn);
+    if (it != origins_.end()) return it->second;
+    if (origins_.size() >= 256) origins_.erase(origins_.begin());  // turns that never ended
+    return origins_.emplace(turn, ts).first->second;
+  }
+
+  void chunk(const lal::Delivery<lal::ThoughtChunk>& m) {
+    const lal::ThoughtChunk& c = *m;
+    if (c.kind == lal::ChunkKind::answer) closing_.answer_chunk(m.header.turn, c.last);
+    if (c.text.empty() && !c.last && !include_empty_) return;  // a token still inside a UTF-8 character
+    json j;
+    j["t_ms"] = round_ms(lal::monotonic_ns() - origin_ns(m.header.turn, m.header.timestamp_ns));
+    j["turn"] = m.header.turn;
+    j["user"] = m.header.user;
+    j["stage"] = lal::to_string(c.stage);
+    j["kind"] = lal::to_string(c.kind);
+    j["text"] = c.text;
+    j["origin"] = c.origin;
+    j["last"] = c.last;
+    if (lp::measured(c)) {
+      j["confidence"] = c.confidence;
+      j["mean_logprob"] = c.mean_logprob;
+      j["mean_entropy"] = c.mean_entropy;
+    }
+    write(j);
+  }
+
+  void turn_done(const lal::Delivery<lal::TurnDone>& m) {
+    const lal::TurnDone& d = *m;
+    const std::int64_t origin = origin_ns(m.header.turn, m.header.timestamp_ns);
+    json j;
+    j["t_ms"] = round_ms(lal::monotonic_ns() - origin);
+    j["turn"] = m.header.turn;
+    j["user"] = m.header.user;
+    j["stage"] = "conclusion";
+    j["kind"] = "state";
+    j["event"] = "turn_done";
+    j["text"] = d.answer;
+    j["user_text"] = d.user_text;
+    j["strategy"] = d.strategy;
+    j["confidence"] = d.confidence;
+    j["cancelled"] = d.cancelled;
+    j["first_output_ms"] = d.first_output_ns ? json(round_ms(d.first_output_ns - origin)) : json(nullptr);
+    j["answer_done_ms"] = d.answer_done_ns ? json(round_ms(d.answer_done_ns - origin)) : json(nullptr);
+    write(j);
+    origins_.erase(m.header.turn);
+  }
+
+  void write(const json& j) {
+    // Invalid UTF-8 from a model (a cut character) is replaced, never allowed to throw and lose the line.
+    ctx_->write_output(j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  }
+
+  lal::Context* ctx_ = nullptr;
+  bool include_empty_ = false;
+  std::map<lal::TurnId, std::int64_t> origins_;
+  lp::DoneAfterAnswer closing_;
+};
+
+lal::PluginDescriptor describe() {
+  lal::PluginDescriptor d{"jsonl", lal::ModuleKind::output_strategy, "0.1.0",
+                          "One JSON object per line per chunk, and a turn_done line per turn"};
+  d.input<lal::ThoughtChunk>("thought", "the regions' thoughts")
+      .optional_input<lal::ThoughtChunk>("insight", "insight chunks")
+      .optional_input<lal::ThoughtChunk>("answer", "the answer, streamed")
+      .optional_input<lal::TurnDone>("done", "end of turn: the turn_done line")
+      .optional_input<lal::Percept>("percept", "the turn's percept: the time origin of t_ms")
+      .config_bool("include_empty", false, "also write chunks whose text is empty (a token inside a character)");
+  return d;
+}
+
+}  // namespace
+
+LAL_PLUGIN(Jsonl, describe)

@@ -1,0 +1,197 @@
+// think_aloud — the chat output: the regions' thoughts as stage-labelled lines ([直感] ..., [分析] ...), then the
+// answer, hedged by its measured uncertainty.
+//
+// One line at a time: several regions stream at once (intuition and analysis overlap), and interleaving their tokens
+// would be unreadable. The first stream to speak owns the screen until its `last` chunk; the others are buffered and
+// written, in the order they began, as soon as the screen is free — still streaming live once they own it.
+//
+// Hedging: the answer's first `hedge_after_tokens` tokens are held back, then written behind a hedge chosen from the
+// answer's measured confidence at that point (lal/plugins/uncertainty.hpp): below `strong_hedge_below` a strong
+// hedge (間違っているかもしれませんが、/ "I might be wrong, but"), below `hedge_below` a mild one (たぶん、/
+// "Probably,"), otherwise none. Holding a few tokens keeps the answer streaming while the hedge still reflects it.
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <optional>
+#include <tuple>
+
+#include "lal/plugin.hpp"
+#include "lal/plugins/output_support.hpp"
+#include "lal/plugins/uncertainty.hpp"
+
+namespace {
+
+namespace lp = lal::plugins;
+
+using StreamKey = std::tuple<lal::TurnId, int, int, std::string>;  // turn, stage, kind, origin
+
+struct Stream {
+  std::string label;     // "[直感] ", or empty
+  std::string buffered;  // text waiting for the screen
+  bool closed = false;
+  bool is_answer = false;
+  // The hedge gate of an answer stream.
+  bool gate_open = false;
+  std::string held;
+  std::size_t held_tokens = 0;
+  float confidence = -1.0f;
+};
+
+/// In English, a hedge before a sentence-initial function word reads better with the word lower-cased.
+std::string after_english_hedge(std::string text) {
+  static const char* kStarters[] = {"The", "It",   "This", "That", "There", "These", "Those", "A",  "An", "Yes", "No",
+                                    "My",  "Your", "We",   "You",  "They",  "He",    "She",   "In", "On", "At"};
+  for (const char* w : kStarters) {
+    const std::string word = w;
+    if (text.compare(0, word.size(), word) == 0 &&
+        (text.size() == word.size() || text[word.size()] == ' ' || text[word.size()] == ',')) {
+      text[0] = static_cast<char>(text[0] - 'A' + 'a');
+      break;
+    }
+  }
+  return text;
+}
+
+class ThinkAloud final : public lal::Module {
+ public:
+  void start(lal::Context& ctx) override {
+    ctx_ = &ctx;
+    const auto& c = ctx.config();
+    const auto labels = c.get<std::string>("labels");
+    if (labels != "ja" && labels != "en") throw lal::ConfigError("labels must be ja or en, got '" + labels + "'");
+    ja_ = labels == "ja";
+    hide_thoughts_ = c.get<bool>("hide_thoughts");
+    hedge_below_ = c.get<double>("hedge_below");
+    strong_hedge_below_ = c.get<double>("strong_hedge_below");
+    if (strong_hedge_below_ > hedge_below_) throw lal::ConfigError("strong_hedge_below must not exceed hedge_below");
+    hedge_after_tokens_ = c.get<std::size_t>("hedge_after_tokens");
+    show_confidence_ = c.get<bool>("show_confidence");
+    auto on_chunk = [this](const lal::Delivery<lal::ThoughtChunk>& m) { chunk(m); };
+    ctx.on<lal::ThoughtChunk>("thought", on_chunk);
+    ctx.on<lal::ThoughtChunk>("insight", on_chunk);
+    ctx.on<lal::ThoughtChunk>("answer", on_chunk);
+    ctx.on<lal::TurnDone>("done", [this](const lal::Delivery<lal::TurnDone>& m) {
+      closing_.done(m.header.turn, [this, m] { turn_done(*m); });
+    });
+  }
+
+ private:
+  void chunk(const lal::Delivery<lal::ThoughtChunk>& m) {
+    const lal::ThoughtChunk& c = *m;
+    const bool answer = c.kind == lal::ChunkKind::answer;
+    if (hide_thoughts_ && !answer) return;
+    const StreamKey key{m.header.turn, static_cast<int>(c.stage), static_cast<int>(c.kind), c.origin};
+    auto [it, is_new] = streams_.try_emplace(key);
+    Stream& s = it->second;
+    if (is_new) {
+      s.is_answer = answer;
+      if (!(answer && hide_thoughts_))
+        s.label = std::string("[") + (answer ? (ja_ ? "答え" : "answer") : lp::stage_label(c.stage, ja_)) + "] ";
+      if (current_) {
+        waiting_.push_back(key);
+      } else {
+        current_ = key;
+        ctx_->write_output(s.label);
+      }
+    }
+    const std::string visible = answer ? through_hedge_gate(s, c) : c.text;
+    if (current_ == key) {
+      std::string out = visible;
+      if (c.last) out += "\n";
+      if (!out.empty()) ctx_->write_output(out);
+      if (c.last) finish_current();
+    } else {
+      s.buffered += visible;
+      s.closed = c.last;
+    }
+    if (answer) closing_.answer_chunk(m.header.turn, c.last);
+  }
+
+  std::string through_hedge_gate(Stream& s, const lal::ThoughtChunk& c) {
+    if (s.gate_open) return c.text;
+    s.held += c.text;
+    if (lp::measured(c)) {
+      s.confidence = c.confidence;
+      if (!c.last) ++s.held_tokens;
+    }
+    if (s.held_tokens < hedge_after_tokens_ && !c.last) return {};
+    s.gate_open = true;
+    std::string text = s.held;
+    s.held.clear();
+    text.erase(0, text.find_first_not_of(" \n"));
+    switch (lp::hedge_for(s.confidence, hedge_below_, strong_hedge_below_)) {
+      case lp::Hedge::none: return text;
+      case lp::Hedge::mild: return ja_ ? "たぶん、" + text : "Probably, " + after_english_hedge(text);
+      case lp::Hedge::strong:
+        return ja_ ? "間違っているかもしれませんが、" + text : "I might be wrong, but " + after_english_hedge(text);
+    }
+    return text;
+  }
+
+  // The stream on screen closed: give the screen to the streams that began meanwhile, in order.
+  void finish_current() {
+    streams_.erase(*current_);
+    current_.reset();
+    while (!waiting_.empty()) {
+      const StreamKey key = waiting_.front();
+      waiting_.pop_front();
+      Stream& s = streams_.at(key);
+      std::string out = s.label + s.buffered;
+      s.buffered.clear();
+      if (!s.closed) {
+        current_ = key;
+        ctx_->write_output(out);
+        return;
+      }
+      ctx_->write_output(out + "\n");
+      streams_.erase(key);
+    }
+  }
+
+  void turn_done(const lal::TurnDone& d) {
+    if (d.cancelled && d.answer.empty()) {
+      ctx_->write_output(ja_ ? "（考えるのを中断しました）\n" : "(stopped thinking)\n");
+      return;
+    }
+    if (!show_confidence_) return;
+    char buf[128];
+    if (ja_)
+      std::snprintf(buf, sizeof buf, "（確信度 %.2f・%s）\n", d.confidence,
+                    d.strategy == "deep" ? "じっくり考えて" : "すぐに");
+    else
+      std::snprintf(buf, sizeof buf, "(confidence %.2f, %s)\n", d.confidence,
+                    d.strategy == "deep" ? "after deep thought" : "answered directly");
+    ctx_->write_output(buf);
+  }
+
+  lal::Context* ctx_ = nullptr;
+  bool ja_ = true;
+  bool hide_thoughts_ = false;
+  double hedge_below_ = 0.7, strong_hedge_below_ = 0.45;
+  std::size_t hedge_after_tokens_ = 8;
+  bool show_confidence_ = false;
+  std::map<StreamKey, Stream> streams_;
+  std::optional<StreamKey> current_;
+  std::deque<StreamKey> waiting_;
+  lp::DoneAfterAnswer closing_;
+};
+
+lal::PluginDescriptor describe() {
+  lal::PluginDescriptor d{"think_aloud", lal::ModuleKind::output_strategy, "0.1.0",
+                          "Stage-labelled thoughts, then the answer, hedged by its measured uncertainty"};
+  d.input<lal::ThoughtChunk>("thought", "the regions' thoughts")
+      .optional_input<lal::ThoughtChunk>("insight", "insight chunks")
+      .optional_input<lal::ThoughtChunk>("answer", "the answer, streamed")
+      .optional_input<lal::TurnDone>("done", "end of turn: confidence line, cancellation notice")
+      .config_string("labels", "ja", "language of labels and hedges: ja or en")
+      .config_bool("hide_thoughts", false, "write only the answer")
+      .config_number("hedge_below", 0.7, "answer confidence below which a mild hedge is added")
+      .config_number("strong_hedge_below", 0.45, "answer confidence below which a strong hedge is added")
+      .config_int("hedge_after_tokens", 8, "answer tokens held back to measure confidence before the hedge")
+      .config_bool("show_confidence", false, "after each answer, write its measured confidence and strategy");
+  return d;
+}
+
+}  // namespace
+
+LAL_PLUGIN(ThinkAloud, describe)
