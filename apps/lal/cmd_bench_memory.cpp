@@ -78,6 +78,7 @@ class BenchContext final : public Context {
   }
   CancellationToken cancellation_scoped(TurnId, const std::string&) override { return {}; }
   void cancel_scoped(TurnId, const std::string&) override {}
+  std::shared_ptr<void> busy_guard() override { return nullptr; }
   std::shared_ptr<void> find_service(const std::string&, const char*) override { return nullptr; }
   void register_service(const std::string&, const char*, std::shared_ptr<void>) override {}
 

@@ -116,7 +116,11 @@ ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptio
     const std::string base = "modules." + m.id + ".";
     if (d.kind == ModuleKind::output_strategy) {
       has_output = true;
-      if (options.output == "jsonl") overrides.push_back({base + "plugin", "jsonl"});
+      if (options.output == "jsonl" && m.plugin != "jsonl") {
+        overrides.push_back({base + "plugin", "jsonl"});
+        // jsonl times events from the turn's percept (t_ms); other outputs have no such port.
+        overrides.push_back({base + "inputs.percept", first.spec.input_topic});
+      }
       if (options.output == "text" && m.plugin != "think_aloud" && m.plugin != "answer_only")
         overrides.push_back({base + "plugin", "think_aloud"});
       if (options.hide_thoughts) overrides.push_back({base + "config.hide_thoughts", "true"});

@@ -480,6 +480,14 @@ void Bus::request(const Member& requester, const Topic& topic, std::shared_ptr<c
   });
 }
 
+std::shared_ptr<void> Bus::hold() {
+  impl_->add_pending(1);
+  std::weak_ptr<Impl> weak = impl_;
+  return std::shared_ptr<void>(nullptr, [weak](void*) {
+    if (auto impl = weak.lock()) impl->done_pending(1);
+  });
+}
+
 bool Bus::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lk(impl_->idle_mutex);
   return impl_->idle_cv.wait_for(lk, timeout, [&] {

@@ -187,6 +187,8 @@ class ModuleHost final : public Context {
                      std::move(on_reply));
   }
 
+  std::shared_ptr<void> busy_guard() override { return rt_.bus->hold(); }
+
   CancellationToken cancellation_scoped(TurnId turn, const std::string& scope) override {
     return CancellationToken(rt_.turn_state(turn, scope));
   }

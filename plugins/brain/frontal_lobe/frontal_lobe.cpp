@@ -90,7 +90,8 @@ class FrontalLobe final : public lal::Module {
                   [this](const lal::TurnId& turn, const std::exception& e) {
                     // The host cannot see this (no strand runs it). conduct() already ended the turn if it could.
                     ctx_->log(lal::LogLevel::error, "turn " + std::to_string(turn) + ": " + e.what());
-                  });
+                  },
+                  [this] { return ctx_->busy_guard(); });
   }
 
   void stop() override { worker_.stop(); }

@@ -56,7 +56,8 @@ class LeftBrain final : public lal::Module {
                   [this](const Job& job, const std::exception& e) {
                     // The host cannot see this (no strand runs it): log it; the streams closed themselves.
                     ctx_->log(lal::LogLevel::error, "turn " + std::to_string(job.header.turn) + ": " + e.what());
-                  });
+                  },
+                  [this] { return ctx_->busy_guard(); });
   }
 
   void stop() override { worker_.stop(); }

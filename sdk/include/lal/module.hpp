@@ -107,6 +107,11 @@ class Context {
   /// Cancel one scope of a turn (see cancellation(turn, scope)).
   void cancel_scope(TurnId turn, const std::string& scope) { cancel_scoped(turn, scope); }
 
+  /// While the returned guard is alive, the pipeline counts as busy: `lal run`, `lal chat` and Runtime::wait_idle()
+  /// wait for it. Take one for work that continues outside a handler (a module's own worker thread) and drop it when
+  /// that work has published its last message. Cheap; thread-safe; may outlive stop() harmlessly.
+  virtual std::shared_ptr<void> busy_guard() = 0;
+
   /// A shared service registered by the host or another plugin under `name` ("model", "memory"), or null.
   /// `S::kServiceName` is checked against what was registered, so a wrong type is refused, not reinterpreted.
   template <class S>

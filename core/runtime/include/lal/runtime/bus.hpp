@@ -116,6 +116,9 @@ class Bus {
   /// Returns true when idle. Do not call from a handler.
   bool wait_idle(std::chrono::milliseconds timeout = std::chrono::hours(24));
 
+  /// Count as busy (for wait_idle) until the returned guard is destroyed. Thread-safe.
+  std::shared_ptr<void> hold();
+
   /// Stop accepting work; wake blocked publishers. Idempotent. Handlers already running complete.
   void shutdown();
 

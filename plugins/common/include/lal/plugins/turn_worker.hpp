@@ -4,13 +4,16 @@
 // The module's handlers and the jobs share mutex() and cv(): handlers record what arrives under the mutex and notify;
 // a job waits on cv() for what it needs (checking stopping()). Exceptions from a job are not seen by the host (no bus
 // strand runs it), so they go to `on_error`. Call stop() from Module::stop(); it is also called on destruction, so
-// declare the worker after the state its jobs touch.
+// declare the worker after the state its jobs touch. Each queued or running job holds a busy guard
+// (Context::busy_guard) so the host does not consider the pipeline idle while the worker still has work.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
+#include <utility>
 #include <mutex>
 #include <thread>
 
@@ -27,15 +30,19 @@ class TurnWorker {
   TurnWorker& operator=(const TurnWorker&) = delete;
   ~TurnWorker() { stop(); }
 
-  void start(Work work, OnError on_error) {
+  /// `busy`: returns a guard that keeps the pipeline busy (pass `[ctx] { return ctx->busy_guard(); }`).
+  void start(Work work, OnError on_error, std::function<std::shared_ptr<void>()> busy = {}) {
+    busy_ = std::move(busy);
     thread_ = std::thread([this, work = std::move(work), on_error = std::move(on_error)] {
       for (;;) {
         Job job;
+        std::shared_ptr<void> guard;  // released when this job is done
         {
           std::unique_lock<std::mutex> lk(mutex_);
           cv_.wait(lk, [&] { return stopping_ || !jobs_.empty(); });
           if (stopping_) return;
-          job = std::move(jobs_.front());
+          job = std::move(jobs_.front().first);
+          guard = std::move(jobs_.front().second);
           jobs_.pop_front();
         }
         try {
@@ -49,7 +56,7 @@ class TurnWorker {
 
   /// Queue a job. Call with mutex() held.
   void push_locked(Job job) {
-    jobs_.push_back(std::move(job));
+    jobs_.emplace_back(std::move(job), busy_ ? busy_() : nullptr);
     cv_.notify_all();
   }
 
@@ -71,7 +78,8 @@ class TurnWorker {
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<Job> jobs_;
+  std::deque<std::pair<Job, std::shared_ptr<void>>> jobs_;
+  std::function<std::shared_ptr<void>()> busy_;
   bool stopping_ = false;
   std::thread thread_;
 };
