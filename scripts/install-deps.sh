@@ -6,6 +6,8 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
       libboost1.81-dev libboost-program-options1.81-dev libboost-filesystem1.81-dev
       libyaml-cpp-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
       libpcre2-dev libicu-dev libsqlite3-dev nodejs npm)
+# OpenBLAS: Debian's LibTorch calls the system BLAS; the reference libblas is ~20x slower for fp32 matmuls.
+if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libopenblas0-pthread); fi
 if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libtorch-dev python3-torch); fi
 missing=()
 for p in "${pkgs[@]}"; do
