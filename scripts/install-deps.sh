@@ -7,8 +7,7 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
       libyaml-cpp-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
       libpcre2-dev libicu-dev libsqlite3-dev nodejs npm)
 # OpenBLAS: Debian's LibTorch calls the system BLAS; the reference libblas is ~20x slower for fp32 matmuls.
-if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libopenblas0-pthread); fi
-if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libtorch-dev python3-torch); fi
+if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libtorch-dev python3-torch libopenblas0-pthread); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
