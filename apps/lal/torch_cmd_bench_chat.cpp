@@ -52,14 +52,19 @@ Measure run_config(ChatOptions options, int turns) {
   };
   for (const auto& m : rt.spec().modules) {
     if (m.loaded->descriptor->kind != ModuleKind::output_strategy) continue;
+    // What this output shows: answer_only and hide_thoughts show only the answer.
+    const bool shows_thoughts = m.plugin != "answer_only" && !(m.config.count("hide_thoughts") &&
+                                                                m.config.at("hide_thoughts").is_bool() &&
+                                                                m.config.at("hide_thoughts").as_bool());
     for (const auto& w : m.wires) {
       const PortSpec* p = m.loaded->descriptor->find_port(w.port);
       if (!p || p->type != ThoughtChunk::kTypeName) continue;
-      rt.observe<ThoughtChunk>(w.topic, [&](const Delivery<ThoughtChunk>& d) {
+      rt.observe<ThoughtChunk>(w.topic, [&, shows_thoughts](const Delivery<ThoughtChunk>& d) {
         std::lock_guard<std::mutex> lk(mu);
         auto& t = times[d.header.turn];
         const double ms = ms_since(d.header.turn, d.header.timestamp_ns);
-        if (t.first_visible_ms < 0 && !d->text.empty()) t.first_visible_ms = ms;
+        const bool visible = shows_thoughts || d->kind == ChunkKind::answer;
+        if (t.first_visible_ms < 0 && visible && !d->text.empty()) t.first_visible_ms = ms;
         if (d->stage == Stage::analysis && d->last) t.analysis_done_ms = ms;
         if (d->kind == ChunkKind::answer) {
           if (t.answer_first_ms < 0 && !d->text.empty()) t.answer_first_ms = ms;

@@ -94,7 +94,18 @@ check("これは読まれない" not in text.stdout, "input after /exit was proc
 hidden = chat(["こんにちは"], "--memory_db", db, "--hide_thoughts")
 check("[直感]" not in hidden.stdout and hidden.stdout.strip(), "--hide_thoughts still shows thoughts (or nothing)")
 
-# 4. Bad input: clear errors, non-zero exit, nothing lost.
+# 4. Swapping modules in YAML changes behaviour without a rebuild.
+CONFIGS = os.path.join(HERE, "..", "..", "configs")
+minimal = chat(["こんにちは！とても嬉しいです！"], "--config", os.path.join(CONFIGS, "minimal.yaml"), "--output", "jsonl",
+               "--memory_db", db)
+check(not [e for e in events(minimal.stdout) if e["stage"] == "emotion"], "minimal.yaml (no emotion module) emitted emotion")
+baseline = chat(["こんにちは"], "--config", os.path.join(CONFIGS, "think-then-answer.yaml"), "--memory_db", db)
+check("[直感]" not in baseline.stdout and baseline.stdout.strip(), "think-then-answer showed an intuition (or nothing)")
+for name in ("chat.yaml", "minimal.yaml", "fast.yaml", "think-then-answer.yaml"):
+    v = subprocess.run([LAL, "validate", os.path.join(CONFIGS, name)], capture_output=True, text=True)
+    check(v.returncode == 0, f"{name} does not validate: {v.stderr}")
+
+# 5. Bad input: clear errors, non-zero exit, nothing lost.
 bad = subprocess.run([LAL, "chat", "--model_path", os.path.join(WORK, "nope")], input="", capture_output=True,
                      text=True)
 check(bad.returncode != 0 and "nope" in bad.stderr, f"missing model: rc={bad.returncode} {bad.stderr[-300:]}")
