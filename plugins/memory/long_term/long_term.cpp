@@ -101,16 +101,8 @@ class LongTermMemory final : public lal::Module {
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
     const auto& c = ctx.config();
-    lal::memory::DbOptions o;
-    o.path = c.get<std::string>("path");
-    o.owner = "long_term memory (module '" + ctx.module_id() + "')";
-    o.read_only = c.get<bool>("read_only");
-    o.busy_timeout_ms = static_cast<int>(c.get<std::int64_t>("busy_timeout_ms"));
-    o.quick_check = c.get<bool>("check_on_open");
-    const auto sync = c.get<std::string>("synchronous");
-    if (sync != "normal" && sync != "full")
-      throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
-    o.synchronous_full = sync == "full";
+    const lal::memory::DbOptions o =
+        lal::memory::db_options_from(c, "long_term memory (module '" + ctx.module_id() + "')");
     decay_ = c.get<double>("decay");
     relevance_weight_ = c.get<double>("relevance_weight");
     keyword_weight_ = c.get<double>("keyword_weight");
