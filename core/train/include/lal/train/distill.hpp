@@ -1,0 +1,55 @@
+// lal::train — `lal distill` / `lal train` as stages over one work directory. Torch-free header.
+//
+// Layout (run = <output_dir>/<hf_model_name>):
+//   <run>-work/questions.jsonl      (a) the prompts (generated from templates when no --questions file exists)
+//   <run>-work/data.jsonl           (b) teacher answers (prompt ids, completion ids, text), appended per batch
+//                                       — or, for corpus training, the tokenized corpus
+//   <run>-work/topk.jsonl           (b') the teacher's top-k log-probabilities per answer position (--store_topk)
+//   <run>-work/vocab_map.json       kept token ids when --trim_vocab
+//   <run>-work/checkpoints/step-N/  (c) model + optimizer + trainer state, written to a temp dir and renamed
+//   <run>-work/checkpoints/best/    the checkpoint with the lowest validation loss
+//   <run>-work/metrics.jsonl, loss.svg, options.yaml, summary.json
+//   <run>/                          (d) the Hugging Face export (config.json, model.safetensors, tokenizer, card)
+// Every stage can be killed at any point and re-run: (a) and (b) continue where their files end (a torn last line
+// is dropped); (c) continues from `--resume_from` (the work dir or one checkpoint) and then equals an
+// uninterrupted run; (d) writes to a temp dir and renames.
+// ERRORS: std::runtime_error / OptionError naming the file, key or option; the CLI turns them into exit code 1/2.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "lal/train/options.hpp"
+
+namespace lal::train {
+
+struct RunPaths {
+  std::string work, questions, data, topk, vocab_map, checkpoints, metrics, loss_svg, options, summary, export_dir;
+  static RunPaths of(const DistillOptions& o);
+};
+
+struct TrainSummary {
+  std::int64_t steps = 0, train_examples = 0, val_examples = 0, student_parameters = 0;
+  double final_train_loss = 0, best_val_loss = 0, val_ce = 0, val_ppl = 0, val_kl = -1;
+  std::int64_t best_step = -1;
+  double seconds = 0, tokens_per_second = 0;
+};
+
+/// All stages in order; returns the process exit code (0). With dry_run, prints the plan only.
+int run_distill(const DistillOptions& o);
+/// The plan (stages, paths, architectures, step counts, memory estimate) as text.
+std::string describe_plan(const DistillOptions& o);
+
+// The stages, individually (run_distill calls them in this order).
+void stage_questions(const DistillOptions& o, const RunPaths& p);
+void stage_teacher_data(const DistillOptions& o, const RunPaths& p);
+void stage_corpus_data(const DistillOptions& o, const RunPaths& p);
+void stage_teacher_topk(const DistillOptions& o, const RunPaths& p);              // LibTorch
+TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p);  // LibTorch
+
+/// "cuda" when a GPU is visible and not --use_cpu_only, else "cpu" (or --device when given).
+std::string resolve_device(const DistillOptions& o);
+/// --quantize auto resolved for `device`: int4 on CUDA, none on CPU.
+std::string resolve_quantize(const DistillOptions& o, const std::string& device);
+
+}  // namespace lal::train

@@ -1,0 +1,146 @@
+// lal::train — the differentiable student (and frozen teacher) decoder, the distillation loss, and weight-only
+// quantization.
+//
+// THIS HEADER INCLUDES LIBTORCH. Include it from core/train sources and tests only; the CLI uses distill.hpp.
+//
+// CausalLM is a Qwen2/Llama decoder written over explicit, checkpoint-named parameter tensors. Its forward is the
+// engine's (lal::lm::Transformer) operation for operation — RMSNorm in float32 then cast before the weight,
+// rotate-half rotary, grouped-query attention through lal::lm::detail::attention, float32 logits — so a model
+// exported from here gives the engine the same logits (tests/train checks <= 1e-4 in float32). Unlike the engine,
+// it runs with autograd and lets each linear weight be int8/int4-quantized or kept in CPU memory (teacher use).
+//
+// OWNERSHIP: a CausalLM owns its tensors. THREADING: forward() is const; one trainer thread uses a model.
+// ERRORS: std::runtime_error naming the checkpoint and tensor (missing tensor, wrong shape, unsupported family).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lal/lm/detail/torch_compat.hpp"
+#include "lal/lm/model_config.hpp"
+#include "lal/lm/safetensors.hpp"
+
+namespace lal::train {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Weight-only quantization (symmetric, group-wise along the input dimension).
+
+struct QuantizedTensor {
+  torch::Tensor data;    ///< int8 [out, in] for 8 bits; uint8 [out, in/2] (two nibbles, low first) for 4 bits
+  torch::Tensor scales;  ///< float16 [out, in/group]
+  int bits = 8;
+  std::int64_t group = 64;
+  std::vector<std::int64_t> shape;  ///< [out, in]
+  std::int64_t bytes() const;
+};
+
+/// Quantize a 2-D weight. `in` must be divisible by `group` (else the whole row is one group).
+QuantizedTensor quantize_weight(const torch::Tensor& w, int bits, std::int64_t group);
+/// Back to `dtype` on `device` (the weights travel quantized, the dequantization runs on the device).
+torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The distillation loss.
+
+struct LossParts {
+  torch::Tensor total;  ///< alpha * T^2 * kd + (1 - alpha) * ce (ce alone without teacher)
+  torch::Tensor kd;     ///< mean over positions of KL(teacher_T || student_T); undefined without teacher
+  torch::Tensor ce;     ///< mean cross-entropy of the targets (the teacher's tokens)
+};
+
+/// `student_logits` [N, V] float32; `teacher_logits` [N, V] (already aligned to the student's vocabulary; -inf for
+/// tokens the teacher cannot produce) or undefined; `targets` [N] int64.
+LossParts distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                            const torch::Tensor& targets, double temperature, double alpha);
+
+/// The same with the teacher known only by its top-k log-probabilities (at temperature 1): `topk_ids` [N, K] int64
+/// in the student's vocabulary (-1 = unused slot), `topk_logprobs` [N, K]. The teacher distribution at temperature
+/// T is renormalised over the k tokens; the student's log-softmax over its full vocabulary is gathered at them.
+LossParts distillation_loss_topk(const torch::Tensor& student_logits, const torch::Tensor& topk_ids,
+                                 const torch::Tensor& topk_logprobs, const torch::Tensor& targets, double temperature,
+                                 double alpha);
+
+/// Mean over positions of KL(softmax(teacher) || softmax(student)) at temperature 1 (the held-out metric).
+torch::Tensor mean_kl(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The decoder.
+
+struct LoadOptions {
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat32;  ///< storage dtype of dense weights
+  bool trainable = false;                     ///< parameters require grad (float32 masters)
+  std::string quantize = "none";              ///< none | int8 | int4 (decoder-layer linears only)
+  std::int64_t quantize_group = 64;
+  bool cpu_offload = false;          ///< weights stay in CPU memory; each use copies them to `device`
+  std::vector<std::int64_t> layers;  ///< which checkpoint layers to load (empty = all)
+  const std::vector<std::int32_t>* vocab_rows = nullptr;  ///< keep only these embedding/lm_head rows (trimming)
+};
+
+class CausalLM {
+ public:
+  /// A randomly initialised trainable model (normal(0, 0.02), residual projections scaled by 1/sqrt(2 layers),
+  /// norms 1, biases 0), created with a generator seeded by `seed` (same seed, same weights, on any device).
+  static CausalLM random(const lal::lm::ModelConfig& config, std::uint64_t seed, torch::Device device);
+  /// Load a qwen2/llama Hugging Face directory. The returned config reflects `layers` and `vocab_rows`.
+  static CausalLM load(const std::string& dir, const LoadOptions& options);
+
+  /// Logits [B, T, V] float32 for right-padded `ids` [B, T] (causal attention; positions 0..T-1). Linear layers
+  /// compute in `compute_dtype` (bfloat16 on CUDA: float32 masters are cast per use, norms/softmax stay float32).
+  torch::Tensor forward(const torch::Tensor& ids, torch::ScalarType compute_dtype = torch::kFloat32) const;
+
+  const lal::lm::ModelConfig& config() const { return config_; }
+  lal::lm::ModelConfig& mutable_config() { return config_; }
+  torch::Device device() const { return device_; }
+  /// Trainable tensors with their checkpoint names (tied lm_head not repeated), in a fixed order.
+  const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
+  std::int64_t parameter_count() const;
+  /// Bytes the weights occupy as stored (quantized weights at their packed size).
+  std::int64_t weight_bytes() const;
+
+  /// Overwrite parameters from `tensors` (name -> tensor); every parameter must be present with its shape.
+  void load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& source);
+  /// Write the parameters as a safetensors file with checkpoint names, converted to `dtype` (F32 or BF16).
+  void save_safetensors(const std::string& path, lal::lm::DType dtype,
+                        const std::map<std::string, std::string>& metadata = {}) const;
+
+ private:
+  struct Linear {
+    torch::Tensor weight, bias;  // dense weight (undefined when quantized)
+    QuantizedTensor quantized;
+    bool is_quantized = false;
+  };
+  struct Layer {
+    torch::Tensor attn_norm, mlp_norm;
+    Linear q, k, v, o, gate, up, down;
+  };
+  CausalLM() = default;
+  torch::Tensor linear(const Linear& l, const torch::Tensor& x) const;
+  torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w) const;
+  torch::Tensor attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin) const;
+  torch::Tensor on_device(const torch::Tensor& t, torch::ScalarType dtype) const;
+  void collect_parameters();
+
+  lal::lm::ModelConfig config_;
+  torch::Device device_{torch::kCPU};
+  bool offload_ = false;
+  torch::Tensor inv_freq_;
+  torch::Tensor embed_, final_norm_, lm_head_;
+  std::vector<Layer> layers_;
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+};
+
+/// Rotary inverse frequencies with rope scaling, computed exactly as the engine does.
+torch::Tensor rotary_inverse_frequencies(const lal::lm::ModelConfig& c);
+
+/// Safetensors dtype <-> torch dtype, and reading a whole safetensors file into CPU tensors (copies).
+torch::ScalarType to_torch_dtype(lal::lm::DType t);
+std::map<std::string, torch::Tensor> read_safetensors(const std::string& path);
+/// Write CPU copies of `tensors` (kept in the given order) atomically.
+void write_tensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                   const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace lal::train

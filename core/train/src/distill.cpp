@@ -1,0 +1,409 @@
+// The distillation pipeline's torch-free stages: plan, questions, teacher generation, corpus tokenization.
+#include "lal/train/distill.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "lal/lm/chat_template.hpp"
+#include "lal/lm/engine.hpp"
+#include "lal/lm/model_path.hpp"
+#include "lal/lm/tokenizer.hpp"
+#include "lal/train/files.hpp"
+#include "lal/train/questions.hpp"
+#include "lal/train/report.hpp"
+#include "lal/train/student_config.hpp"
+
+namespace lal::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+RunPaths RunPaths::of(const DistillOptions& o) {
+  RunPaths p;
+  const fs::path out = o.output_dir;
+  p.export_dir = (out / o.hf_model_name).string();
+  p.work = (out / (o.hf_model_name + "-work")).string();
+  const fs::path w = p.work;
+  p.questions = o.questions.empty() ? (w / "questions.jsonl").string() : o.questions;
+  p.data = (w / "data.jsonl").string();
+  p.topk = (w / "topk.jsonl").string();
+  p.vocab_map = (w / "vocab_map.json").string();
+  p.checkpoints = (w / "checkpoints").string();
+  p.metrics = (w / "metrics.jsonl").string();
+  p.loss_svg = (w / "loss.svg").string();
+  p.options = (w / "options.yaml").string();
+  p.summary = (w / "summary.json").string();
+  return p;
+}
+
+std::string resolve_quantize(const DistillOptions& o, const std::string& device) {
+  if (o.quantize != "auto") return o.quantize;
+  return device.rfind("cuda", 0) == 0 ? "int4" : "none";
+}
+
+namespace {
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f %s", b, units[u]);
+  return s;
+}
+
+std::string human_count(double n) {
+  char s[32];
+  if (n >= 1e9)
+    std::snprintf(s, sizeof s, "%.2fB", n / 1e9);
+  else if (n >= 1e6)
+    std::snprintf(s, sizeof s, "%.1fM", n / 1e6);
+  else
+    std::snprintf(s, sizeof s, "%.0fk", n / 1e3);
+  return s;
+}
+
+}  // namespace
+
+std::string describe_plan(const DistillOptions& o) {
+  const RunPaths p = RunPaths::of(o);
+  const std::string device = resolve_device(o);
+  const std::string quant = resolve_quantize(o, device);
+  std::ostringstream s;
+  s << "lal distill plan\n";
+  std::optional<lal::lm::ModelConfig> teacher;
+  std::string teacher_dir;
+  if (!o.teacher_model.empty()) {
+    teacher_dir = lal::lm::resolve_model_path(o.teacher_model);
+    teacher = lal::lm::ModelConfig::from_dir(teacher_dir);
+  }
+  std::int64_t vocab = teacher ? teacher->vocab_size : 0;
+  if (!teacher && !o.tokenizer.empty())
+    vocab = static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size());
+  bool teacher_init = false;
+  const auto student = student_config(o.student_config, teacher ? &*teacher : nullptr, vocab, &teacher_init);
+  const std::int64_t examples = teacher ? o.num_examples : 0;
+  s << "  device            " << device << (o.cpu_offload ? " (teacher layers offloaded to CPU memory)" : "") << "\n";
+  if (teacher) {
+    s << "  teacher           " << teacher_dir << ": " << teacher->model_type << ", " << teacher->num_layers
+      << " layers, hidden " << teacher->hidden_size << ", vocab " << teacher->vocab_size << ", "
+      << human_count(static_cast<double>(parameter_count(*teacher))) << " parameters\n";
+    s << "  (a) questions     " << p.questions << (fs::exists(p.questions) ? " (exists, reused)" : " (generated)")
+      << ", " << o.num_examples << " examples\n";
+    s << "  (b) teacher data  " << p.data << ": batches of " << o.generation_batch_size << ", max_length "
+      << o.max_length << ", T=" << o.generation_temperature << " top_p=" << o.generation_top_p << "\n";
+    if (o.store_topk > 0) s << "      top-k         " << p.topk << ": k=" << o.store_topk << "\n";
+  } else {
+    s << "  corpus            ";
+    for (const auto& c : o.corpus) s << c << " ";
+    s << "(tokenizer " << o.tokenizer << ")\n";
+  }
+  const auto student_params = parameter_count(student);
+  s << "  student           " << o.student_config << ": " << student.model_type << ", " << student.num_layers
+    << " layers, hidden " << student.hidden_size << ", heads " << student.num_heads << "/" << student.num_kv_heads
+    << ", vocab " << student.vocab_size << (o.trim_vocab ? " before trimming" : "") << ", "
+    << human_count(static_cast<double>(student_params)) << " parameters, init "
+    << (o.student_init == "auto" ? (teacher_init ? "teacher layers" : "random") : o.student_init) << "\n";
+  if (examples > 0) {
+    const auto train_ex =
+        static_cast<std::int64_t>(std::ceil(static_cast<double>(examples) * (1 - o.validation_fraction)));
+    const auto micro = (train_ex + o.batch_size - 1) / o.batch_size;
+    const auto steps = ((micro + o.gradient_accumulation - 1) / o.gradient_accumulation) * o.num_epochs;
+    s << "  (c) training      ~" << train_ex << " examples, " << micro << " micro-batches of " << o.batch_size
+      << " per epoch, " << o.num_epochs << " epochs, accumulation " << o.gradient_accumulation << " -> ~"
+      << (o.max_steps > 0 ? std::min(steps, o.max_steps) : steps) << " optimizer steps\n";
+  } else {
+    s << "  (c) training      " << o.num_epochs << " epochs, batch " << o.batch_size << " x accumulation "
+      << o.gradient_accumulation << "\n";
+  }
+  s << "      loss          " << o.alpha << " * T^2 * KL(teacher_T || student_T) + " << 1 - o.alpha
+    << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits << "\n";
+  s << "      schedule      AdamW lr " << o.learning_rate << " -> " << o.min_learning_rate << " (warmup "
+    << o.warmup_ratio * 100 << " %, cosine), weight decay " << o.weight_decay << ", clip " << o.max_grad_norm
+    << ", checkpoints every " << o.checkpoint_every << " steps in " << p.checkpoints << "\n";
+  s << "  (d) export        " << (o.save_hf_format ? p.export_dir + " (" + o.export_dtype + ")" : "off") << "\n";
+
+  // Memory: teacher weights (+ logits), student weights + grads + AdamW (float32), activations, logits.
+  const double L = static_cast<double>(o.max_length), B = static_cast<double>(o.batch_size);
+  double teacher_bytes = 0;
+  if (teacher) {
+    const double n = static_cast<double>(parameter_count(*teacher));
+    const double emb =
+        static_cast<double>(teacher->vocab_size * teacher->hidden_size) * (teacher->tie_word_embeddings ? 1 : 2);
+    const double dense_bytes = device == "cpu" ? 4 : 2;
+    const double per_weight = quant == "int4"   ? 0.5 + 2.0 / static_cast<double>(o.quantize_group)
+                              : quant == "int8" ? 1 + 2.0 / static_cast<double>(o.quantize_group)
+                                                : dense_bytes;
+    teacher_bytes = (n - emb) * per_weight + emb * dense_bytes;
+  }
+  const double sp = static_cast<double>(student_params);
+  const double student_bytes = sp * 16;  // fp32 weights, grads, Adam m and v
+  const double act_bytes = B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) *
+                           (device == "cpu" ? 4 : 2) * 34;
+  const double logit_bytes = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
+  s << "  memory estimate   teacher " << human_bytes(teacher_bytes) << " (" << (teacher ? quant : "-")
+    << (o.cpu_offload ? ", in CPU memory" : "") << "), student+optimizer " << human_bytes(student_bytes)
+    << ", activations " << human_bytes(act_bytes) << ", logits " << human_bytes(logit_bytes) << "\n";
+  s << "                    peak during training ~"
+    << human_bytes((o.cpu_offload ? 0 : teacher_bytes) + student_bytes + act_bytes + logit_bytes)
+    << (o.cpu_offload ? " on the device + teacher in CPU memory" : "") << "\n";
+  s << "                    (teacher generation uses the engine in " << (device == "cpu" ? "float32" : "bfloat16")
+    << ": " << human_bytes(teacher ? static_cast<double>(parameter_count(*teacher)) * (device == "cpu" ? 4 : 2) : 0)
+    << " + KV cache)\n";
+  return s.str();
+}
+
+// ------------------------------------------------------------------------------------------------ (a) questions
+
+void stage_questions(const DistillOptions& o, const RunPaths& p) {
+  if (fs::exists(p.questions)) {
+    const auto n = read_questions(p.questions).size();
+    spdlog::info("questions: {} from {}", n, p.questions);
+    return;
+  }
+  const auto qs = generate_questions(o.num_examples, static_cast<std::uint64_t>(o.seed));
+  if (!fs::path(p.questions).parent_path().empty()) fs::create_directories(fs::path(p.questions).parent_path());
+  write_questions(p.questions, qs);
+  spdlog::info("questions: generated {} ({} distinct templates available) into {}", qs.size(), question_capacity(),
+               p.questions);
+}
+
+// ------------------------------------------------------------------------------------------------ (b) teacher data
+
+namespace {
+
+// Indices already present in data.jsonl; a malformed complete line is an error naming its line number.
+std::set<std::int64_t> done_indices(const std::string& path) {
+  std::set<std::int64_t> done;
+  std::size_t line_no = 0;
+  for (const auto& line : read_complete_lines(path)) {
+    ++line_no;
+    try {
+      done.insert(json::parse(line).at("index").get<std::int64_t>());
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ":" + std::to_string(line_no) + ": not a data record (" + e.what() +
+                               "); remove the line or the file to regenerate it");
+    }
+  }
+  return done;
+}
+
+lal::lm::ChatTemplate chat_template_for(const DistillOptions& o, const std::string& model_dir) {
+  return o.chat_template.empty() ? lal::lm::ChatTemplate::detect(model_dir)
+                                 : lal::lm::ChatTemplate::by_name(o.chat_template);
+}
+
+std::vector<std::int32_t> render_prompt(const lal::lm::ChatTemplate& chat, const lal::lm::Tokenizer& tok,
+                                        const DistillOptions& o, const std::string& question) {
+  std::vector<lal::lm::ChatMessage> msgs;
+  if (!o.system_prompt.empty()) msgs.push_back({"system", o.system_prompt});
+  msgs.push_back({"user", question});
+  return tok.encode(chat.render(msgs), /*add_special_tokens=*/true);
+}
+
+}  // namespace
+
+void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
+  const auto questions = read_questions(p.questions);
+  const auto n = std::min<std::int64_t>(o.num_examples, static_cast<std::int64_t>(questions.size()));
+  auto done = done_indices(p.data);
+  if (static_cast<std::int64_t>(done.size()) >= n) {
+    spdlog::info("teacher data: {} examples already in {}", done.size(), p.data);
+    return;
+  }
+  lal::lm::ModelOptions mo;
+  mo.model_path = o.teacher_model;
+  mo.device = resolve_device(o);
+  auto engine = lal::lm::Engine::load(mo);
+  const auto* tok = engine->tokenizer();
+  if (!tok) throw std::runtime_error(engine->model_dir() + ": the teacher has no tokenizer.json");
+  const auto chat = chat_template_for(o, engine->model_dir());
+  spdlog::info("teacher: {} ({} chat template{})", engine->describe(), std::string(chat.name()),
+               chat.opens_thinking() ? ", thinking" : "");
+  if (resolve_quantize(o, mo.device) != "none")
+    spdlog::warn(
+        "teacher generation runs unquantized: the engine has no int8/int4 path yet (quantization applies "
+        "to the teacher's scoring and online logits)");
+  JsonlAppender out(p.data);
+  ProgressBar bar("teacher", n, "ex", o.progress, static_cast<std::int64_t>(done.size()));
+  std::int64_t new_tokens = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::int64_t start = 0; start < n; start += o.generation_batch_size) {
+    // A window of questions is always generated whole (batch composition and the sampling seed fixed), so a
+    // resumed run writes exactly what an uninterrupted one would; records already present are not rewritten.
+    const auto end = std::min(n, start + o.generation_batch_size);
+    bool complete = true;
+    for (auto i = start; i < end; ++i) complete = complete && done.count(i);
+    if (complete) continue;
+    std::vector<std::int64_t> idx;
+    std::vector<std::vector<std::int32_t>> prompts;
+    std::size_t longest = 0;
+    for (auto i = start; i < end; ++i) {
+      auto ids = render_prompt(chat, *tok, o, questions[static_cast<std::size_t>(i)].text);
+      if (static_cast<std::int64_t>(ids.size()) >= o.max_length / 2) {
+        spdlog::warn("{}: question {} is {} tokens, over half of --max_length {}; skipped", p.questions, i + 1,
+                     ids.size(), o.max_length);
+        continue;
+      }
+      longest = std::max(longest, ids.size());
+      idx.push_back(i);
+      prompts.push_back(std::move(ids));
+    }
+    if (idx.empty()) continue;
+    lal::lm::GenerateOptions go;
+    go.max_new_tokens = static_cast<int>(
+        o.max_new_tokens > 0 ? std::min(o.max_new_tokens, o.max_length - static_cast<std::int64_t>(longest))
+                             : o.max_length - static_cast<std::int64_t>(longest));
+    go.sampling.temperature = static_cast<float>(o.generation_temperature);
+    go.sampling.top_p = static_cast<float>(o.generation_top_p);
+    go.sampling.seed = static_cast<std::uint64_t>(o.seed) * 1000003ULL + static_cast<std::uint64_t>(start);
+    for (const auto& s : chat.stop_texts()) {
+      const auto id = tok->token_to_id(s);
+      if (id >= 0) go.stop_ids.push_back(id);
+    }
+    const auto outs = engine->generate(prompts, go);
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      if (done.count(idx[k])) continue;
+      const auto& q = questions[static_cast<std::size_t>(idx[k])];
+      out.add(json{{"index", idx[k]},
+                   {"question", q.text},
+                   {"area", q.area},
+                   {"prompt_ids", prompts[k]},
+                   {"completion_ids", outs[k].ids},
+                   {"text", outs[k].text},
+                   {"finish_reason", outs[k].finish_reason}}
+                  .dump(-1, ' ', false, json::error_handler_t::replace));
+      new_tokens += static_cast<std::int64_t>(outs[k].ids.size());
+      done.insert(idx[k]);
+    }
+    out.flush();  // one write + fsync per batch: a kill loses at most the batch in flight
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char extra[64];
+    std::snprintf(extra, sizeof extra, "%.1f tok/s", secs > 0 ? static_cast<double>(new_tokens) / secs : 0.0);
+    bar.update(static_cast<std::int64_t>(done.size()), extra);
+  }
+  bar.finish();
+}
+
+// ------------------------------------------------------------------------------------------------ corpus data
+
+void stage_corpus_data(const DistillOptions& o, const RunPaths& p) {
+  if (fs::exists(p.data)) {
+    spdlog::info("corpus data: reusing {}", p.data);
+    return;
+  }
+  const auto tok = lal::lm::Tokenizer::from_file(o.tokenizer);
+  const std::string tok_dir =
+      fs::is_directory(o.tokenizer) ? o.tokenizer : fs::path(o.tokenizer).parent_path().string();
+  const auto eos = tok.eos_id();
+  if (!eos) throw std::runtime_error(o.tokenizer + ": the tokenizer has no eos token (tokenizer_config.json)");
+  std::string text_out;
+  std::int64_t index = 0, tokens = 0;
+  std::vector<std::int32_t> stream;  // plain text, documents separated by eos, cut into max_length pieces
+  auto emit = [&](const std::vector<std::int32_t>& prompt, const std::vector<std::int32_t>& completion) {
+    text_out += json{{"index", index++}, {"prompt_ids", prompt}, {"completion_ids", completion}}.dump() + "\n";
+    tokens += static_cast<std::int64_t>(prompt.size() + completion.size());
+  };
+  auto flush_stream = [&](bool all) {
+    const auto L = static_cast<std::size_t>(o.max_length);
+    while (stream.size() >= L || (all && !stream.empty())) {
+      const auto n = std::min(L, stream.size());
+      emit({}, std::vector<std::int32_t>(stream.begin(), stream.begin() + static_cast<long>(n)));
+      stream.erase(stream.begin(), stream.begin() + static_cast<long>(n));
+    }
+  };
+  std::optional<lal::lm::ChatTemplate> chat;
+  for (const auto& file : o.corpus) {
+    const bool jsonl = fs::path(file).extension() == ".jsonl";
+    std::size_t line_no = 0;
+    if (!jsonl) {
+      std::istringstream in(read_file(file));
+      std::string line, para;
+      auto end_para = [&] {
+        if (para.find_first_not_of(" \n\t") == std::string::npos) return para.clear();
+        auto ids = tok.encode(para);
+        stream.insert(stream.end(), ids.begin(), ids.end());
+        stream.push_back(*eos);
+        para.clear();
+        flush_stream(false);
+      };
+      while (std::getline(in, line))
+        (line.find_first_not_of(" \t\r") == std::string::npos) ? end_para() : void(para += line + "\n");
+      end_para();
+      continue;
+    }
+    for (const auto& line : read_complete_lines(file)) {
+      ++line_no;
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(file + ":" + std::to_string(line_no) + ": not JSON: " + e.what());
+      }
+      if (j.contains("question") && j.contains("answer")) {
+        if (!chat) chat = chat_template_for(o, tok_dir);
+        auto prompt = render_prompt(*chat, tok, o, j["question"].get<std::string>());
+        auto completion = tok.encode(j["answer"].get<std::string>());
+        const auto stop = tok.token_to_id(chat->stop_texts().front());
+        completion.push_back(stop >= 0 ? stop : *eos);
+        if (static_cast<std::int64_t>(prompt.size() + completion.size()) > o.max_length)
+          completion.resize(static_cast<std::size_t>(
+              std::max<std::int64_t>(1, o.max_length - static_cast<std::int64_t>(prompt.size()))));
+        emit(prompt, completion);
+      } else if (j.contains("text") && j["text"].is_string()) {
+        auto ids = tok.encode(j["text"].get<std::string>());
+        stream.insert(stream.end(), ids.begin(), ids.end());
+        stream.push_back(*eos);
+        flush_stream(false);
+      } else {
+        throw std::runtime_error(file + ":" + std::to_string(line_no) +
+                                 ": expected {\"text\": ...} or {\"question\": ..., \"answer\": ...}");
+      }
+    }
+  }
+  flush_stream(true);
+  if (index == 0) throw std::runtime_error("--corpus: no text in the given files");
+  fs::create_directories(p.work);
+  write_file_atomic(p.data, text_out);
+  spdlog::info("corpus data: {} sequences, {} tokens into {}", index, tokens, p.data);
+}
+
+// ------------------------------------------------------------------------------------------------ all stages
+
+int run_distill(const DistillOptions& o) {
+  validate(o);
+  if (o.dry_run) {
+    std::cout << describe_plan(o);
+    return 0;
+  }
+  const RunPaths p = RunPaths::of(o);
+  fs::create_directories(p.work);
+  write_file_atomic(p.options, to_yaml(o));
+  if (!o.teacher_model.empty()) {
+    stage_questions(o, p);
+    stage_teacher_data(o, p);
+    if (o.store_topk > 0) stage_teacher_topk(o, p);
+  } else {
+    stage_corpus_data(o, p);
+  }
+  const auto summary = stage_train_and_export(o, p);
+  std::cout << "trained " << summary.steps << " steps in " << ProgressBar::format_duration(summary.seconds)
+            << ": train loss " << summary.final_train_loss << ", validation loss " << summary.best_val_loss
+            << " (best at step " << summary.best_step << "), perplexity " << summary.val_ppl;
+  if (summary.val_kl >= 0) std::cout << ", KL to teacher " << summary.val_kl;
+  std::cout << "\n";
+  if (o.save_hf_format) std::cout << "model: " << p.export_dir << "\n";
+  std::cout << "metrics: " << p.metrics << ", curve: " << p.loss_svg << "\n";
+  return 0;
+}
+
+}  // namespace lal::train

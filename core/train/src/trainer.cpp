@@ -1,0 +1,876 @@
+// Stages (b') teacher top-k, (c) training, (d) export — the LibTorch side of `lal distill`.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <set>
+
+#include "lal/lm/model_path.hpp"
+#include "lal/lm/tokenizer.hpp"
+#include "lal/lm/transformer.hpp"
+#include "lal/train/distill.hpp"
+#include "lal/train/files.hpp"
+#include "lal/train/model.hpp"
+#include "lal/train/report.hpp"
+#include "lal/train/student_config.hpp"
+#include "lal/train/vocab_trim.hpp"
+
+namespace lal::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string resolve_device(const DistillOptions& o) {
+  if (o.use_cpu_only) return "cpu";
+  if (o.device != "auto") return o.device;
+  return torch::cuda::is_available() ? "cuda" : "cpu";
+}
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------ the teacher
+
+/// Teacher logits for right-padded ids: the trainable decoder's code path (int8/int4, CPU offload) for qwen2/llama,
+/// the engine's Transformer for the other families.
+class Teacher {
+ public:
+  Teacher(const DistillOptions& o, torch::Device device) {
+    dir_ = lal::lm::resolve_model_path(o.teacher_model);
+    const auto cfg = lal::lm::ModelConfig::from_dir(dir_);
+    const auto dtype = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+    compute_ = dtype;
+    const std::string quant = resolve_quantize(o, device.is_cuda() ? "cuda" : "cpu");
+    if (cfg.family == lal::lm::Family::Qwen2 || cfg.family == lal::lm::Family::Llama) {
+      LoadOptions lo;
+      lo.device = device, lo.dtype = dtype, lo.quantize = quant, lo.quantize_group = o.quantize_group;
+      lo.cpu_offload = o.cpu_offload;
+      model_ = std::make_unique<CausalLM>(CausalLM::load(dir_, lo));
+      vocab_ = model_->config().vocab_size;
+      spdlog::info("teacher scorer: {} layers, {} weights ({}, {})", model_->config().num_layers,
+                   model_->weight_bytes(), quant, o.cpu_offload ? "offloaded" : "resident");
+    } else {
+      if (quant != "none" || o.cpu_offload)
+        spdlog::warn("teacher {} is {}: quantization/offload need qwen2 or llama; scoring it unquantized", dir_,
+                     cfg.model_type);
+      engine_model_ = lal::lm::Transformer::load(dir_, device, dtype);
+      vocab_ = cfg.vocab_size;
+    }
+  }
+  torch::Tensor logits(const torch::Tensor& ids) const {
+    torch::NoGradGuard no_grad;
+    if (model_) return model_->forward(ids, compute_);
+    const auto T = ids.size(1);
+    auto pos = torch::arange(T, torch::kInt64).view({1, T}).expand({ids.size(0), T}).to(ids.device());
+    return engine_model_->forward(ids, pos, torch::Tensor(), nullptr, false);
+  }
+  std::int64_t vocab() const { return vocab_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::unique_ptr<CausalLM> model_;
+  std::shared_ptr<lal::lm::Transformer> engine_model_;
+  torch::ScalarType compute_ = torch::kFloat32;
+  std::int64_t vocab_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------ data
+
+struct Example {
+  std::vector<std::int64_t> ids;  // prompt + completion, teacher/tokenizer ids, cut to max_length
+  std::int64_t prompt_len = 0;
+  std::vector<std::vector<std::int64_t>> topk_ids;  // per predicted completion position
+  std::vector<std::vector<float>> topk_logprobs;
+};
+
+std::vector<Example> load_examples(const DistillOptions& o, const RunPaths& p, bool with_topk) {
+  std::vector<Example> out;
+  std::size_t line_no = 0;
+  for (const auto& line : read_complete_lines(p.data)) {
+    ++line_no;
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(p.data + ":" + std::to_string(line_no) + ": not JSON: " + e.what());
+    }
+    Example e;
+    for (auto id : j.at("prompt_ids")) e.ids.push_back(id.get<std::int64_t>());
+    e.prompt_len = static_cast<std::int64_t>(e.ids.size());
+    for (auto id : j.at("completion_ids")) e.ids.push_back(id.get<std::int64_t>());
+    if (static_cast<std::int64_t>(e.ids.size()) > o.max_length) e.ids.resize(static_cast<std::size_t>(o.max_length));
+    // Need at least one predicted token: the first prediction is at position prompt_len - 1.
+    if (static_cast<std::int64_t>(e.ids.size()) < 2 || e.prompt_len >= static_cast<std::int64_t>(e.ids.size()))
+      continue;
+    out.push_back(std::move(e));
+  }
+  if (with_topk) {
+    std::size_t k = 0;
+    line_no = 0;
+    for (const auto& line : read_complete_lines(p.topk)) {
+      ++line_no;
+      const json j = json::parse(line);
+      if (k >= out.size()) break;
+      out[k].topk_ids = j.at("ids").get<std::vector<std::vector<std::int64_t>>>();
+      out[k].topk_logprobs = j.at("logprobs").get<std::vector<std::vector<float>>>();
+      ++k;
+    }
+    if (k != out.size())
+      throw std::runtime_error(p.topk + ": has " + std::to_string(k) + " records for " + std::to_string(out.size()) +
+                               " examples; delete it to recompute");
+  }
+  if (out.empty()) throw std::runtime_error(p.data + ": no usable examples (each needs at least one answer token)");
+  return out;
+}
+
+/// The predicted positions of an example: position t predicts ids[t+1], for answer tokens (t+1 >= prompt_len).
+std::int64_t first_predicted(const Example& e) { return std::max<std::int64_t>(e.prompt_len, 1) - 1; }
+
+// Teacher vocabulary -> student vocabulary.
+struct VocabAlign {
+  std::int64_t student_vocab = 0;
+  std::int64_t usable = 0;  // student ids >= usable are never produced by the tokenizer (padding rows)
+  torch::Tensor kept;       // [Vs] teacher ids (trimming), or undefined (identity)
+  std::vector<std::int32_t> old_to_new;
+
+  std::int64_t to_student(std::int64_t id) const {
+    if (!kept.defined()) return id;
+    return id < static_cast<std::int64_t>(old_to_new.size()) ? old_to_new[static_cast<std::size_t>(id)] : -1;
+  }
+  /// teacher logits [N, Vt] -> [N, Vs], -inf where the teacher has no (usable) logit.
+  torch::Tensor teacher_to_student(const torch::Tensor& t) const {
+    if (kept.defined()) return t.index_select(1, kept.to(t.device()));
+    const auto n = std::min(usable, t.size(1));
+    auto out = torch::full({t.size(0), student_vocab}, -std::numeric_limits<float>::infinity(), t.options());
+    out.narrow(1, 0, n).copy_(t.narrow(1, 0, n));
+    return out;
+  }
+};
+
+struct Batch {
+  torch::Tensor student_ids, teacher_ids;  // [B, T] right-padded
+  torch::Tensor rows;                      // [N] flat positions b*T + t that predict an answer token
+  torch::Tensor targets;                   // [N] student ids
+  torch::Tensor topk_ids, topk_logprobs;   // [N, K] (student ids, -1 unused), or undefined
+  std::int64_t tokens = 0;
+};
+
+Batch make_batch(const std::vector<Example>& data, const std::vector<std::int64_t>& which, const VocabAlign& va,
+                 torch::Device device) {
+  std::int64_t T = 0;
+  for (auto i : which)
+    T = std::max<std::int64_t>(T, static_cast<std::int64_t>(data[static_cast<std::size_t>(i)].ids.size()));
+  const auto B = static_cast<std::int64_t>(which.size());
+  auto sid = torch::zeros({B, T}, torch::kInt64), tid = torch::zeros({B, T}, torch::kInt64);
+  std::vector<std::int64_t> rows, targets, kid;
+  std::vector<float> klp;
+  std::size_t K = 0;
+  for (auto i : which)
+    K = std::max(K, data[static_cast<std::size_t>(i)].topk_ids.empty()
+                        ? 0
+                        : data[static_cast<std::size_t>(i)].topk_ids[0].size());
+  auto sa = sid.accessor<std::int64_t, 2>(), ta = tid.accessor<std::int64_t, 2>();
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto& e = data[static_cast<std::size_t>(which[static_cast<std::size_t>(b)])];
+    const auto n = static_cast<std::int64_t>(e.ids.size());
+    for (std::int64_t t = 0; t < n; ++t) {
+      ta[b][t] = e.ids[static_cast<std::size_t>(t)];
+      const auto s = va.to_student(e.ids[static_cast<std::size_t>(t)]);
+      if (s < 0)
+        throw std::runtime_error("token id " + std::to_string(e.ids[static_cast<std::size_t>(t)]) +
+                                 " is missing from the trimmed vocabulary");
+      sa[b][t] = s;
+    }
+    for (std::int64_t t = first_predicted(e); t + 1 < n; ++t) {
+      rows.push_back(b * T + t);
+      targets.push_back(sa[b][t + 1]);
+      if (K) {
+        const auto pos = static_cast<std::size_t>(t - first_predicted(e));
+        for (std::size_t k = 0; k < K; ++k) {
+          const bool have = pos < e.topk_ids.size() && k < e.topk_ids[pos].size();
+          kid.push_back(have ? va.to_student(e.topk_ids[pos][k]) : -1);
+          klp.push_back(have ? e.topk_logprobs[pos][k] : 0.0f);
+        }
+      }
+    }
+  }
+  Batch batch;
+  batch.student_ids = sid.to(device), batch.teacher_ids = tid.to(device);
+  batch.rows = torch::tensor(rows, torch::kInt64).to(device);
+  batch.targets = torch::tensor(targets, torch::kInt64).to(device);
+  batch.tokens = static_cast<std::int64_t>(rows.size());
+  if (K) {
+    const auto N = static_cast<std::int64_t>(rows.size()), KK = static_cast<std::int64_t>(K);
+    batch.topk_ids = torch::tensor(kid, torch::kInt64).view({N, KK}).to(device);
+    batch.topk_logprobs = torch::tensor(klp, torch::kFloat32).view({N, KK}).to(device);
+  }
+  return batch;
+}
+
+// ------------------------------------------------------------------------------------------------ optimisation
+
+/// AdamW exactly as torch.optim.AdamW (decoupled decay), over explicit tensors so its state checkpoints plainly.
+class AdamW {
+ public:
+  AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, double weight_decay)
+      : params_(params), weight_decay_(weight_decay) {
+    for (const auto& [name, p] : params_) {
+      m_.push_back(torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach());
+      v_.push_back(torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach());
+    }
+  }
+  void step(double lr) {
+    torch::NoGradGuard no_grad;
+    ++t_;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1 - std::pow(b1, static_cast<double>(t_)), c2 = 1 - std::pow(b2, static_cast<double>(t_));
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto& p = params_[i].second;
+      if (!p.grad().defined()) continue;
+      const auto& g = p.grad();
+      if (p.dim() >= 2 && weight_decay_ > 0) p.mul_(1 - lr * weight_decay_);  // matrices only, not norms/biases
+      m_[i].mul_(b1).add_(g, 1 - b1);
+      v_[i].mul_(b2).addcmul_(g, g, 1 - b2);
+      auto denom = (v_[i] / c2).sqrt_().add_(eps);
+      p.addcdiv_(m_[i], denom, -lr / c1);
+    }
+  }
+  void zero_grad() {
+    for (auto& [name, p] : params_)
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> state() const {
+    std::vector<std::pair<std::string, torch::Tensor>> s;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      s.emplace_back("exp_avg." + params_[i].first, m_[i]);
+      s.emplace_back("exp_avg_sq." + params_[i].first, v_[i]);
+    }
+    s.emplace_back("step", torch::tensor({t_}, torch::kInt64));
+    return s;
+  }
+  void load(const std::map<std::string, torch::Tensor>& s, const std::string& source) {
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      for (auto [prefix, dst] : {std::pair<const char*, torch::Tensor*>{"exp_avg.", &m_[i]}, {"exp_avg_sq.", &v_[i]}}) {
+        auto it = s.find(prefix + params_[i].first);
+        if (it == s.end())
+          throw std::runtime_error(source + ": no optimizer tensor '" + prefix + params_[i].first + "'");
+        dst->copy_(it->second);
+      }
+    }
+    t_ = s.at("step").item<std::int64_t>();
+  }
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::vector<torch::Tensor> m_, v_;
+  double weight_decay_;
+  std::int64_t t_ = 0;
+};
+
+/// Linear warmup to the peak, then cosine decay to min_learning_rate at the last step.
+double learning_rate(const DistillOptions& o, std::int64_t step, std::int64_t total) {
+  const auto warmup =
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(std::round(o.warmup_ratio * static_cast<double>(total))));
+  if (step < warmup) return o.learning_rate * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const double progress = total > warmup ? static_cast<double>(step - warmup) /
+                                               static_cast<double>(std::max<std::int64_t>(1, total - warmup - 1))
+                                         : 1.0;
+  return o.min_learning_rate +
+         0.5 * (o.learning_rate - o.min_learning_rate) * (1 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+/// Scale gradients so that their global L2 norm is at most max_norm; returns the norm before clipping.
+double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& [name, p] : params)
+    if (p.grad().defined()) norms.push_back(p.grad().pow(2).sum());
+  if (norms.empty()) return 0.0;
+  const double norm = std::sqrt(torch::stack(norms).sum().item<double>());
+  if (max_norm > 0 && norm > max_norm)
+    for (const auto& [name, p] : params)
+      if (p.grad().defined()) p.grad().mul_(max_norm / (norm + 1e-6));
+  return norm;
+}
+
+// ------------------------------------------------------------------------------------------------ checkpoints
+
+struct TrainState {
+  std::int64_t step = 0, epoch = 0, cursor = 0;  // data position: micro-batch `cursor` of `epoch`
+  double best_val = std::numeric_limits<double>::infinity();
+  std::int64_t best_step = -1;
+  double last_train_loss = 0;
+};
+
+json state_json(const TrainState& s) {
+  return {{"step", s.step},           {"epoch", s.epoch},
+          {"cursor", s.cursor},       {"best_val", std::isfinite(s.best_val) ? json(s.best_val) : json(nullptr)},
+          {"best_step", s.best_step}, {"last_train_loss", s.last_train_loss}};
+}
+
+TrainState state_from_json(const json& j) {
+  TrainState s;
+  s.step = j.at("step"), s.epoch = j.at("epoch"), s.cursor = j.at("cursor"), s.best_step = j.at("best_step");
+  s.best_val = j.at("best_val").is_null() ? std::numeric_limits<double>::infinity() : j.at("best_val").get<double>();
+  s.last_train_loss = j.value("last_train_loss", 0.0);
+  return s;
+}
+
+/// Write `name` under `checkpoints/` atomically: everything goes to a temp dir that is renamed into place.
+void save_checkpoint(const RunPaths& p, const std::string& name, const CausalLM& model, const AdamW* opt,
+                     const TrainState& st) {
+  const fs::path dir = fs::path(p.checkpoints) / name;
+  const fs::path tmp = fs::path(p.checkpoints) / ("." + name + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  model.save_safetensors((tmp / "model.safetensors").string(), lal::lm::DType::F32);
+  if (opt) {
+    auto state = opt->state();
+    state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    write_tensors((tmp / "optimizer.safetensors").string(), state);
+  }
+  write_file_atomic((tmp / "trainer_state.json").string(), state_json(st).dump(1) + "\n");
+  fsync_directory(tmp.string());
+  const fs::path old = fs::path(p.checkpoints) / ("." + name + ".old-" + std::to_string(::getpid()));
+  if (fs::exists(dir)) fs::rename(dir, old);
+  fs::rename(tmp, dir);
+  fsync_directory(p.checkpoints);
+  fs::remove_all(old);
+}
+
+std::vector<std::pair<std::int64_t, fs::path>> step_checkpoints(const std::string& dir) {
+  std::vector<std::pair<std::int64_t, fs::path>> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0) out.emplace_back(std::stoll(n.substr(5)), e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void prune_checkpoints(const RunPaths& p, std::int64_t keep) {
+  auto all = step_checkpoints(p.checkpoints);
+  for (std::size_t i = 0; i + static_cast<std::size_t>(std::max<std::int64_t>(keep, 1)) < all.size(); ++i)
+    fs::remove_all(all[i].second);
+}
+
+/// The checkpoint `resume_from` names: a checkpoint dir, or a work dir (its newest step checkpoint).
+fs::path find_resume_checkpoint(const std::string& resume_from) {
+  if (fs::exists(fs::path(resume_from) / "trainer_state.json")) return resume_from;
+  auto all = step_checkpoints((fs::path(resume_from) / "checkpoints").string());
+  if (all.empty())
+    throw std::runtime_error("--resume_from " + resume_from + ": no checkpoint there (expected trainer_state.json or " +
+                             "checkpoints/step-N/)");
+  return all.back().second;
+}
+
+TrainState load_checkpoint(const fs::path& dir, CausalLM& model, AdamW& opt) {
+  model.load_state(read_safetensors((dir / "model.safetensors").string()), (dir / "model.safetensors").string());
+  auto opt_state = read_safetensors((dir / "optimizer.safetensors").string());
+  opt.load(opt_state, (dir / "optimizer.safetensors").string());
+  if (opt_state.count("rng.cpu")) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(opt_state.at("rng.cpu"));
+  }
+  return state_from_json(json::parse(read_file((dir / "trainer_state.json").string())));
+}
+
+// ------------------------------------------------------------------------------------------------ metrics
+
+void append_metrics(const RunPaths& p, const json& record) {
+  JsonlAppender m(p.metrics);
+  m.add(record.dump());
+  m.flush();
+}
+
+/// Keep only the metric records up to `step` (a resumed run rewrites what came after its checkpoint).
+void rewind_metrics(const RunPaths& p, std::int64_t step) {
+  std::size_t keep = 0;
+  for (const auto& line : read_complete_lines(p.metrics)) {
+    if (json::parse(line).value("step", std::int64_t{0}) > step) break;
+    ++keep;
+  }
+  JsonlAppender::truncate_lines(p.metrics, keep);
+}
+
+void draw_loss_curve(const RunPaths& p) {
+  CurveSeries train{"train loss", "#1f77b4", {}}, val{"validation loss", "#d62728", {}}, kl{"val KL", "#2ca02c", {}};
+  for (const auto& line : read_complete_lines(p.metrics)) {
+    const auto j = json::parse(line);
+    const double step = j.value("step", 0.0);
+    if (j.contains("loss")) train.points.emplace_back(step, j["loss"].get<double>());
+    if (j.contains("val_loss")) val.points.emplace_back(step, j["val_loss"].get<double>());
+    if (j.contains("val_kl") && j["val_kl"].is_number()) kl.points.emplace_back(step, j["val_kl"].get<double>());
+  }
+  std::vector<CurveSeries> series{train, val};
+  if (!kl.points.empty()) series.push_back(kl);
+  write_curve_svg(p.loss_svg, "lal distill: loss", series, /*log_y=*/true);
+}
+
+// ------------------------------------------------------------------------------------------------ export
+
+std::string tokenizer_source(const DistillOptions& o) {
+  if (!o.tokenizer.empty())
+    return fs::is_directory(o.tokenizer) ? (fs::path(o.tokenizer) / "tokenizer.json").string() : o.tokenizer;
+  return (fs::path(lal::lm::resolve_model_path(o.teacher_model)) / "tokenizer.json").string();
+}
+
+const char* kChatMLTemplate =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+std::string model_card(const DistillOptions& o, const lal::lm::ModelConfig& c, const TrainSummary& s,
+                       std::int64_t params) {
+  std::ostringstream r;
+  r << "---\nlibrary_name: transformers\npipeline_tag: text-generation\ntags: [lal, distillation]\n---\n\n# "
+    << o.hf_model_name << "\n\n";
+  if (!o.model_card_note.empty()) r << o.model_card_note << "\n\n";
+  r << "A " << c.model_type << " decoder (" << c.num_layers << " layers, hidden " << c.hidden_size << ", "
+    << c.num_heads << " heads / " << c.num_kv_heads << " kv heads, vocabulary " << c.vocab_size << ", " << params
+    << " parameters) ";
+  if (!o.teacher_model.empty())
+    r << "distilled from `" << o.teacher_model << "` with `lal distill` (loss " << o.alpha
+      << " x T^2 x KL(teacher || student) + " << 1 - o.alpha << " x cross-entropy, T = " << o.distillation_temperature
+      << ").\n\n";
+  else {
+    r << "trained on text with `lal train` (cross-entropy) from:\n\n";
+    for (const auto& f : o.corpus) r << "- `" << fs::path(f).filename().string() << "`\n";
+    r << "\n";
+  }
+  r << "## Evaluation (held-out split, " << s.val_examples << " sequences)\n\n| metric | value |\n|---|---|\n"
+    << "| validation cross-entropy (nats/token) | " << s.val_ce << " |\n| validation perplexity | " << s.val_ppl
+    << " |\n";
+  if (s.val_kl >= 0) r << "| KL(teacher || student) per token | " << s.val_kl << " |\n";
+  r << "| optimizer steps | " << s.steps << " (best at " << s.best_step << ") |\n\n";
+  r << "## Use\n\n```sh\nlal generate --model_path " << o.output_dir << "/" << o.hf_model_name
+    << " --chat --prompt \"こんにちは\"\n```\n\n```python\nfrom transformers import AutoModelForCausalLM, "
+       "AutoTokenizer\n"
+    << "tok = AutoTokenizer.from_pretrained(\"" << o.hf_model_name
+    << "\")\nmodel = AutoModelForCausalLM.from_pretrained(\"" << o.hf_model_name
+    << "\")\n```\n\n## Training settings\n\n```yaml\n"
+    << to_yaml(o) << "```\n";
+  return r.str();
+}
+
+void export_model(const DistillOptions& o, const RunPaths& p, const CausalLM& model, const VocabMap* trim,
+                  const TrainSummary& summary) {
+  const fs::path dst = p.export_dir;
+  const fs::path tmp = dst.string() + ".tmp-" + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::string tok_src = tokenizer_source(o);
+  lal::lm::ModelConfig c = model.config();
+  // Special ids in the student's numbering.
+  const auto tok = lal::lm::Tokenizer::from_file(tok_src);
+  auto map_id = [&](std::int64_t id) -> std::int64_t {
+    if (id < 0) return -1;
+    if (!trim) return id;
+    return id < static_cast<std::int64_t>(trim->old_to_new.size()) ? trim->old_to_new[static_cast<std::size_t>(id)]
+                                                                   : -1;
+  };
+  std::vector<std::int64_t> eos;
+  std::vector<std::int64_t> candidates = c.eos_token_ids;
+  if (tok.eos_id()) candidates.push_back(*tok.eos_id());
+  for (const char* s : {"<|im_end|>", "<|endoftext|>", "<|eot_id|>"})
+    if (tok.token_to_id(s) >= 0) candidates.push_back(tok.token_to_id(s));
+  for (auto id : candidates) {
+    const auto m = map_id(id);
+    if (m >= 0 && std::find(eos.begin(), eos.end(), m) == eos.end()) eos.push_back(m);
+  }
+  c.eos_token_ids = eos;
+  c.bos_token_id = map_id(tok.bos_id() ? *tok.bos_id() : c.bos_token_id);
+  c.pad_token_id = map_id(tok.pad_id() ? *tok.pad_id() : c.pad_token_id);
+  write_file_atomic((tmp / "config.json").string(), hf_config_json(c, o.export_dtype));
+  model.save_safetensors((tmp / "model.safetensors").string(),
+                         o.export_dtype == "float32" ? lal::lm::DType::F32 : lal::lm::DType::BF16,
+                         {{"producer", "lal distill"}});
+  if (trim) {
+    write_trimmed_tokenizer(tok_src, tmp.string(), *trim);
+  } else {
+    fs::copy_file(tok_src, tmp / "tokenizer.json", fs::copy_options::overwrite_existing);
+    const auto cfg = fs::path(tok_src).parent_path() / "tokenizer_config.json";
+    if (fs::exists(cfg)) fs::copy_file(cfg, tmp / "tokenizer_config.json", fs::copy_options::overwrite_existing);
+  }
+  if (o.chat_template == "chatml" && fs::exists(tmp / "tokenizer_config.json")) {
+    auto tc = nlohmann::ordered_json::parse(read_file((tmp / "tokenizer_config.json").string()));
+    tc["chat_template"] = kChatMLTemplate;
+    write_file_atomic((tmp / "tokenizer_config.json").string(), tc.dump(2) + "\n");
+  }
+  json gen = {{"bos_token_id", c.bos_token_id >= 0 ? json(c.bos_token_id) : json(nullptr)},
+              {"eos_token_id", eos},
+              {"do_sample", true},
+              {"temperature", 0.7},
+              {"top_p", 0.9},
+              {"transformers_version", "4.45.0"}};
+  if (c.pad_token_id >= 0) gen["pad_token_id"] = c.pad_token_id;
+  write_file_atomic((tmp / "generation_config.json").string(), gen.dump(2) + "\n");
+  write_file_atomic((tmp / "README.md").string(), model_card(o, c, summary, model.parameter_count()));
+  fsync_directory(tmp.string());
+  const fs::path old = dst.string() + ".old-" + std::to_string(::getpid());
+  if (fs::exists(dst)) fs::rename(dst, old);
+  fs::rename(tmp, dst);
+  fs::remove_all(old);
+  fsync_directory(dst.parent_path().string());
+}
+
+// ------------------------------------------------------------------------------------------------ the student
+
+VocabMap load_or_build_vocab_map(const DistillOptions& o, const RunPaths& p, const std::vector<Example>& data) {
+  if (fs::exists(p.vocab_map)) {
+    VocabMap m;
+    const auto j = json::parse(read_file(p.vocab_map));
+    m.kept = j.at("kept").get<std::vector<std::int32_t>>();
+    m.old_to_new.assign(static_cast<std::size_t>(j.at("old_vocab").get<std::int64_t>()), -1);
+    for (std::size_t i = 0; i < m.kept.size(); ++i)
+      m.old_to_new[static_cast<std::size_t>(m.kept[i])] = static_cast<std::int32_t>(i);
+    return m;
+  }
+  std::vector<std::int32_t> used;
+  for (const auto& e : data)
+    for (auto id : e.ids) used.push_back(static_cast<std::int32_t>(id));
+  auto m = build_vocab_map(tokenizer_source(o), used);
+  write_file_atomic(p.vocab_map, json{{"kept", m.kept}, {"old_vocab", m.old_to_new.size()}}.dump() + "\n");
+  return m;
+}
+
+CausalLM make_student(const DistillOptions& o, const lal::lm::ModelConfig* teacher_cfg, std::int64_t vocab,
+                      const VocabMap* trim, torch::Device device) {
+  bool prefers_teacher = false;
+  auto cfg = student_config(o.student_config, teacher_cfg, vocab, &prefers_teacher);
+  const bool from_teacher = o.student_init == "teacher" || (o.student_init == "auto" && prefers_teacher);
+  if (!from_teacher) return CausalLM::random(cfg, static_cast<std::uint64_t>(o.seed), device);
+  if (!teacher_cfg) throw std::runtime_error("--student_init teacher needs a teacher");
+  if (teacher_cfg->hidden_size != cfg.hidden_size || teacher_cfg->intermediate_size != cfg.intermediate_size ||
+      teacher_cfg->num_heads != cfg.num_heads || teacher_cfg->num_kv_heads != cfg.num_kv_heads)
+    throw std::runtime_error(
+        "--student_init teacher: the student's widths must equal the teacher's (hidden, "
+        "intermediate, heads); only the layer count may differ");
+  LoadOptions lo;
+  lo.device = device, lo.trainable = true;
+  lo.layers = teacher_layer_subset(teacher_cfg->num_layers, cfg.num_layers);
+  std::vector<std::int32_t> rows;
+  if (trim)
+    rows = trim->kept;
+  else if (cfg.vocab_size != teacher_cfg->vocab_size) {
+    if (cfg.vocab_size > teacher_cfg->vocab_size)
+      throw std::runtime_error("the student's vocabulary is larger than the teacher's");
+    for (std::int32_t i = 0; i < cfg.vocab_size; ++i) rows.push_back(i);
+  }
+  if (!rows.empty()) lo.vocab_rows = &rows;
+  auto m = CausalLM::load(lal::lm::resolve_model_path(o.teacher_model), lo);
+  spdlog::info("student initialised from teacher layers {}", json(lo.layers).dump());
+  return m;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------ (b') top-k
+
+void stage_teacher_topk(const DistillOptions& o, const RunPaths& p) {
+  auto data = load_examples(o, p, false);
+  const auto done = read_complete_lines(p.topk).size();
+  if (done >= data.size()) return;
+  const torch::Device device(resolve_device(o));
+  Teacher teacher(o, device);
+  const auto tok = lal::lm::Tokenizer::from_file(tokenizer_source(o));
+  const auto usable = std::min<std::int64_t>(teacher.vocab(), static_cast<std::int64_t>(tok.vocab_size()));
+  JsonlAppender out(p.topk);
+  ProgressBar bar("top-k", static_cast<std::int64_t>(data.size()), "ex", o.progress, static_cast<std::int64_t>(done));
+  for (std::size_t i = done; i < data.size(); ++i) {
+    const auto& e = data[i];
+    auto ids = torch::tensor(e.ids, torch::kInt64).view({1, -1}).to(device);
+    auto logits = teacher.logits(ids)[0].narrow(1, 0, usable);
+    const auto from = first_predicted(e), n = static_cast<std::int64_t>(e.ids.size()) - 1 - from;
+    auto lp = torch::log_softmax(logits.narrow(0, from, n).to(torch::kFloat32), -1);
+    auto top = lp.topk(std::min<std::int64_t>(o.store_topk, usable), -1);
+    auto vals = std::get<0>(top).cpu(), idx = std::get<1>(top).cpu();
+    json rec = {{"index", i}, {"ids", json::array()}, {"logprobs", json::array()}};
+    for (std::int64_t t = 0; t < n; ++t) {
+      std::vector<std::int64_t> row_ids(idx[t].data_ptr<std::int64_t>(), idx[t].data_ptr<std::int64_t>() + idx.size(1));
+      std::vector<float> row_lp(vals[t].data_ptr<float>(), vals[t].data_ptr<float>() + vals.size(1));
+      rec["ids"].push_back(row_ids);
+      rec["logprobs"].push_back(row_lp);
+    }
+    out.add(rec.dump());
+    if ((i + 1) % 8 == 0 || i + 1 == data.size()) out.flush();
+    bar.update(static_cast<std::int64_t>(i + 1));
+  }
+  bar.finish();
+}
+
+// ------------------------------------------------------------------------------------------------ (c) training
+
+namespace {
+
+struct Trainer {
+  const DistillOptions& o;
+  const RunPaths& p;
+  torch::Device device;
+  torch::ScalarType compute;
+  std::vector<Example>& data;
+  std::vector<std::int64_t> train_idx, val_idx;
+  VocabAlign va;
+  const Teacher* teacher;  // null: no online logits
+  bool use_topk;
+  CausalLM& student;
+
+  /// The micro-batches of `epoch` in a fixed pseudo-random order (a function of seed and epoch only).
+  std::vector<std::vector<std::int64_t>> epoch_batches(std::int64_t epoch) const {
+    auto order = train_idx;
+    std::mt19937_64 rng(static_cast<std::uint64_t>(o.seed) * 1000003ULL + static_cast<std::uint64_t>(epoch));
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<std::vector<std::int64_t>> out;
+    for (std::size_t i = 0; i < order.size(); i += static_cast<std::size_t>(o.batch_size))
+      out.emplace_back(
+          order.begin() + static_cast<long>(i),
+          order.begin() + static_cast<long>(std::min(order.size(), i + static_cast<std::size_t>(o.batch_size))));
+    return out;
+  }
+  std::int64_t steps_per_epoch() const {
+    const auto micro = static_cast<std::int64_t>((train_idx.size() + static_cast<std::size_t>(o.batch_size) - 1) /
+                                                 static_cast<std::size_t>(o.batch_size));
+    return (micro + o.gradient_accumulation - 1) / o.gradient_accumulation;
+  }
+
+  /// The loss of one batch: student forward, teacher logits (online or stored top-k), KD + CE.
+  LossParts batch_loss(const Batch& b, torch::Tensor* kl_metric = nullptr) const {
+    auto logits = student.forward(b.student_ids, compute);
+    auto s = logits.view({-1, logits.size(-1)}).index_select(0, b.rows);
+    torch::Tensor t;
+    if (teacher) {
+      auto tl = teacher->logits(b.teacher_ids);
+      t = va.teacher_to_student(tl.view({-1, tl.size(-1)}).index_select(0, b.rows).to(torch::kFloat32));
+      if (kl_metric) *kl_metric = mean_kl(s.detach(), t);
+    }
+    if (use_topk && !t.defined()) {
+      if (kl_metric)
+        *kl_metric = distillation_loss_topk(s.detach(), b.topk_ids, b.topk_logprobs, b.targets, 1.0, 1.0).kd;
+      return distillation_loss_topk(s, b.topk_ids, b.topk_logprobs, b.targets, o.distillation_temperature, o.alpha);
+    }
+    if (o.teacher_logits == "none") t = torch::Tensor();
+    if (t.defined() && o.alpha == 0) {  // hard labels only, teacher kept for the metric
+      auto parts = distillation_loss(s, torch::Tensor(), b.targets, 1, 0);
+      torch::NoGradGuard g;
+      parts.kd = distillation_loss(s.detach(), t, b.targets, o.distillation_temperature, 1).kd;
+      return parts;
+    }
+    return distillation_loss(s, t, b.targets, o.distillation_temperature, o.alpha);
+  }
+
+  /// Token-weighted validation means: loss, ce, kl (-1 without teacher information).
+  json validate() const {
+    torch::NoGradGuard no_grad;
+    double loss = 0, ce = 0, kl = 0;
+    std::int64_t tokens = 0;
+    bool have_kl = false;
+    for (std::size_t i = 0; i < val_idx.size(); i += static_cast<std::size_t>(o.batch_size)) {
+      std::vector<std::int64_t> which(
+          val_idx.begin() + static_cast<long>(i),
+          val_idx.begin() + static_cast<long>(std::min(val_idx.size(), i + static_cast<std::size_t>(o.batch_size))));
+      const auto b = make_batch(data, which, va, device);
+      torch::Tensor klm;
+      const auto parts = batch_loss(b, &klm);
+      const auto n = static_cast<double>(b.tokens);
+      loss += parts.total.item<double>() * n, ce += parts.ce.item<double>() * n, tokens += b.tokens;
+      if (klm.defined()) kl += klm.item<double>() * n, have_kl = true;
+    }
+    const double N = static_cast<double>(std::max<std::int64_t>(tokens, 1));
+    return {{"val_loss", loss / N},
+            {"val_ce", ce / N},
+            {"val_ppl", std::exp(ce / N)},
+            {"val_kl", have_kl ? json(kl / N) : json(nullptr)},
+            {"val_tokens", tokens}};
+  }
+};
+
+}  // namespace
+
+TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) {
+  if (o.threads > 0) torch::set_num_threads(static_cast<int>(o.threads));
+  const torch::Device device(resolve_device(o));
+  const auto compute = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  const bool use_topk = o.teacher_logits == "topk" || (o.teacher_logits == "auto" && o.store_topk > 0);
+  const bool online = !o.teacher_model.empty() && !use_topk && o.teacher_logits != "none";
+  auto data = load_examples(o, p, use_topk);
+
+  // Vocabulary: trimmed, or the teacher's / tokenizer's.
+  std::optional<lal::lm::ModelConfig> teacher_cfg;
+  if (!o.teacher_model.empty())
+    teacher_cfg = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
+  const auto tok = lal::lm::Tokenizer::from_file(tokenizer_source(o));
+  std::optional<VocabMap> trim;
+  if (o.trim_vocab) trim = load_or_build_vocab_map(o, p, data);
+  VocabAlign va;
+  std::int64_t vocab = trim ? trim->size() : 0;
+  if (!trim) {
+    bool dummy = false;
+    vocab = student_config(o.student_config, teacher_cfg ? &*teacher_cfg : nullptr,
+                           teacher_cfg ? teacher_cfg->vocab_size : static_cast<std::int64_t>(tok.vocab_size()), &dummy)
+                .vocab_size;
+  }
+  va.student_vocab = vocab;
+  va.usable = trim ? vocab : std::min<std::int64_t>(vocab, static_cast<std::int64_t>(tok.vocab_size()));
+  if (trim)
+    va.kept = torch::tensor(std::vector<std::int64_t>(trim->kept.begin(), trim->kept.end()), torch::kInt64),
+    va.old_to_new = trim->old_to_new;
+
+  CausalLM student = make_student(o, teacher_cfg ? &*teacher_cfg : nullptr, vocab, trim ? &*trim : nullptr, device);
+  std::unique_ptr<Teacher> teacher;
+  if (online) teacher = std::make_unique<Teacher>(o, device);
+
+  // Validation split: a fixed pseudo-random subset (at least one example when the fraction is positive).
+  std::vector<std::int64_t> all(data.size());
+  std::iota(all.begin(), all.end(), 0);
+  std::mt19937_64 split_rng(static_cast<std::uint64_t>(o.seed) ^ 0x5eedULL);
+  std::shuffle(all.begin(), all.end(), split_rng);
+  const auto n_val =
+      o.validation_fraction > 0
+          ? std::max<std::size_t>(1, static_cast<std::size_t>(o.validation_fraction * static_cast<double>(data.size())))
+          : 0;
+  Trainer tr{o,
+             p,
+             device,
+             compute,
+             data,
+             {all.begin() + static_cast<long>(n_val), all.end()},
+             {all.begin(), all.begin() + static_cast<long>(n_val)},
+             va,
+             teacher.get(),
+             use_topk,
+             student};
+  if (tr.train_idx.empty()) throw std::runtime_error(p.data + ": too few examples to hold out a validation split");
+  std::sort(tr.train_idx.begin(), tr.train_idx.end());
+
+  AdamW opt(student.named_parameters(), o.weight_decay);
+  TrainState st;
+  // The global generator is part of the checkpoint; seed it here so that its state does not depend on what earlier
+  // stages in this process drew from it (teacher sampling does).
+  torch::manual_seed(static_cast<std::uint64_t>(o.seed));
+  if (!o.resume_from.empty()) {
+    const auto ck = find_resume_checkpoint(o.resume_from);
+    st = load_checkpoint(ck, student, opt);
+    rewind_metrics(p, st.step);
+    spdlog::info("resumed from {} at step {} (epoch {}, micro-batch {})", ck.string(), st.step, st.epoch, st.cursor);
+  } else if (!step_checkpoints(p.checkpoints).empty()) {
+    throw std::runtime_error(p.checkpoints + " holds checkpoints of an earlier run: continue it with --resume_from " +
+                             p.work + ", or remove " + p.work + " to start over");
+  } else {
+    fs::remove(p.metrics);
+  }
+  const auto total = o.max_steps > 0 ? std::min(o.max_steps, tr.steps_per_epoch() * o.num_epochs)
+                                     : tr.steps_per_epoch() * o.num_epochs;
+  const auto eval_every = o.eval_every > 0 ? o.eval_every : o.checkpoint_every;
+  spdlog::info("training: {} train / {} validation examples, {} steps, student {} parameters on {}",
+               tr.train_idx.size(), tr.val_idx.size(), total, student.parameter_count(), device.str());
+
+  ProgressBar bar("train", total, "step", o.progress, st.step);
+  const auto t_start = std::chrono::steady_clock::now();
+  std::int64_t run_tokens = 0;
+  auto batches = tr.epoch_batches(st.epoch);
+  while (st.step < total) {
+    // One optimizer step: the next `gradient_accumulation` micro-batches of this epoch (fewer at its end).
+    if (st.cursor >= static_cast<std::int64_t>(batches.size()))
+      st.epoch++, st.cursor = 0, batches = tr.epoch_batches(st.epoch);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<Batch> micro;
+    std::int64_t step_tokens = 0;
+    for (std::int64_t k = 0; k < o.gradient_accumulation && st.cursor < static_cast<std::int64_t>(batches.size());
+         ++k, ++st.cursor) {
+      micro.push_back(make_batch(data, batches[static_cast<std::size_t>(st.cursor)], va, device));
+      step_tokens += micro.back().tokens;
+    }
+    const double lr = learning_rate(o, st.step, total);
+    double loss = 0, kd = 0, ce = 0;
+    for (const auto& b : micro) {
+      const auto parts = tr.batch_loss(b);
+      const double w = static_cast<double>(b.tokens) / static_cast<double>(step_tokens);
+      (parts.total * w).backward();
+      loss += parts.total.item<double>() * w, ce += parts.ce.item<double>() * w;
+      if (parts.kd.defined()) kd += parts.kd.item<double>() * w;
+    }
+    const double grad_norm = clip_gradients(student.named_parameters(), o.max_grad_norm);
+    opt.step(lr);
+    opt.zero_grad();
+    ++st.step;
+    st.last_train_loss = loss;
+    run_tokens += step_tokens;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json rec = {{"step", st.step},
+                {"epoch", st.epoch},
+                {"loss", loss},
+                {"ce", ce},
+                {"lr", lr},
+                {"grad_norm", grad_norm},
+                {"tokens", step_tokens},
+                {"tokens_per_s", static_cast<double>(step_tokens) / secs}};
+    if (teacher || use_topk) rec["kd"] = kd;
+    append_metrics(p, rec);
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr,
+                  static_cast<double>(step_tokens) / secs);
+    bar.update(st.step, extra);
+
+    const bool last = st.step == total;
+    if ((st.step % eval_every == 0 || last) && !tr.val_idx.empty()) {
+      auto v = tr.validate();
+      v["step"] = st.step;
+      append_metrics(p, v);
+      if (v["val_loss"].get<double>() < st.best_val) {
+        st.best_val = v["val_loss"].get<double>(), st.best_step = st.step;
+        save_checkpoint(p, "best", student, nullptr, st);
+      }
+    }
+    if (st.step % o.checkpoint_every == 0 || last) {
+      save_checkpoint(p,
+                      "step-" + std::string(8 - std::min<std::size_t>(8, std::to_string(st.step).size()), '0') +
+                          std::to_string(st.step),
+                      student, &opt, st);
+      prune_checkpoints(p, o.keep_checkpoints);
+      draw_loss_curve(p);
+    }
+  }
+  bar.finish();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+
+  // The exported model is the best validated checkpoint (the last one without a validation split).
+  TrainSummary s;
+  s.steps = st.step, s.train_examples = static_cast<std::int64_t>(tr.train_idx.size());
+  s.val_examples = static_cast<std::int64_t>(tr.val_idx.size()), s.student_parameters = student.parameter_count();
+  s.final_train_loss = st.last_train_loss, s.best_step = st.best_step, s.best_val_loss = st.best_val;
+  s.seconds = seconds, s.tokens_per_second = seconds > 0 ? static_cast<double>(run_tokens) / seconds : 0;
+  const fs::path best = fs::path(p.checkpoints) / "best" / "model.safetensors";
+  if (st.best_step > 0 && fs::exists(best)) student.load_state(read_safetensors(best.string()), best.string());
+  if (!tr.val_idx.empty()) {
+    const auto v = tr.validate();
+    s.val_ce = v["val_ce"], s.val_ppl = v["val_ppl"], s.best_val_loss = v["val_loss"];
+    s.val_kl = v["val_kl"].is_null() ? -1.0 : v["val_kl"].get<double>();
+  }
+  draw_loss_curve(p);
+  write_file_atomic(p.summary, json{{"steps", s.steps},
+                                    {"train_examples", s.train_examples},
+                                    {"val_examples", s.val_examples},
+                                    {"student_parameters", s.student_parameters},
+                                    {"final_train_loss", s.final_train_loss},
+                                    {"best_step", s.best_step},
+                                    {"val_loss", s.best_val_loss},
+                                    {"val_ce", s.val_ce},
+                                    {"val_ppl", s.val_ppl},
+                                    {"val_kl", s.val_kl >= 0 ? json(s.val_kl) : json(nullptr)},
+                                    {"seconds", s.seconds},
+                                    {"tokens_per_second", s.tokens_per_second},
+                                    {"device", device.str()}}
+                                       .dump(1) +
+                                   "\n");
+  if (o.save_hf_format) export_model(o, p, student, trim ? &*trim : nullptr, s);
+  return s;
+}
+
+}  // namespace lal::train

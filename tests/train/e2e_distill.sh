@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End to end: lal distill on a tiny teacher (questions -> teacher data -> training -> export), then the export is
+# loaded by lal generate and by the independent Python reference, which must agree token for token.
+# Second run: --trim_vocab with stored top-k teacher log-probabilities, reusing the first run's teacher data.
+set -euo pipefail
+LAL=$1 FX=$2 OUT=$3 PY=$4
+HERE=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$OUT" && mkdir -p "$OUT"
+common=(--teacher_model "$FX/teacher" --num_examples 24 --generation_batch_size 8 --max_length 256 --batch_size 4
+        --gradient_accumulation 2 --num_epochs 2 --checkpoint_every 3 --export_dtype float32 --threads 1
+        --no_progress --learning_rate 3e-3)
+
+echo "== dry run"
+"$LAL" distill "${common[@]}" --output_dir "$OUT" --dry_run | tee "$OUT/plan.txt"
+grep -q "memory estimate" "$OUT/plan.txt"
+grep -q "student           half-teacher: qwen2, 2 layers" "$OUT/plan.txt"
+
+echo "== distill (half-teacher student initialised from teacher layers 0 and 3)"
+"$LAL" distill "${common[@]}" --output_dir "$OUT" --log_level info
+M=$OUT/lal-brain-model W=$OUT/lal-brain-model-work
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json README.md; do
+  test -s "$M/$f" || { echo "missing $M/$f"; exit 1; }
+done
+for f in questions.jsonl data.jsonl metrics.jsonl loss.svg summary.json options.yaml checkpoints/best/model.safetensors; do
+  test -s "$W/$f" || { echo "missing $W/$f"; exit 1; }
+done
+test "$(wc -l < "$W/data.jsonl")" -eq 24
+grep -q '"val_kl"' "$W/metrics.jsonl"
+grep -q '<svg' "$W/loss.svg"
+
+echo "== export parity: lal generate vs the Python reference"
+ids=$("$LAL" generate --model_path "$M" --prompt_ids 5,17,33,2,100 --greedy --ids --max_new_tokens 12 --device cpu)
+"$PY" "$HERE/check_export.py" "$M" 5,17,33,2,100 "$ids"
+"$LAL" generate --model_path "$M" --chat --prompt "オームの法則とは？" --greedy --max_new_tokens 8 --device cpu > /dev/null
+
+echo "== trimmed vocabulary + stored top-k (reusing the teacher data)"
+W2=$OUT/trimmed-work
+mkdir -p "$W2" && cp "$W/questions.jsonl" "$W/data.jsonl" "$W2/"
+"$LAL" distill "${common[@]}" --output_dir "$OUT" --hf_model_name trimmed --trim_vocab --store_topk 8 \
+  --student_config tiny --student_init random --log_level info
+test "$(wc -l < "$W2/topk.jsonl")" -eq 24
+vocab=$(grep -o '"vocab_size": [0-9]*' "$OUT/trimmed/config.json" | grep -o '[0-9]*$')
+echo "trimmed vocabulary: $vocab tokens (teacher: 384)"
+test "$vocab" -lt 321
+ids=$("$LAL" generate --model_path "$OUT/trimmed" --prompt_ids 5,17,33,2,100 --greedy --ids --max_new_tokens 12 --device cpu)
+"$PY" "$HERE/check_export.py" "$OUT/trimmed" 5,17,33,2,100 "$ids"
+"$LAL" generate --model_path "$OUT/trimmed" --chat --prompt "オームの法則とは？" --greedy --max_new_tokens 8 --device cpu > /dev/null
+
+echo "== errors name what and where"
+if "$LAL" distill --teacher_model "$FX/teacher" --batch_size x 2> "$OUT/err.txt"; then exit 1; fi
+grep -q "batch_size: 'x' is not an integer" "$OUT/err.txt"
+if "$LAL" distill --teacher_model "$FX/nowhere" --output_dir "$OUT/x" --no_progress 2> "$OUT/err.txt"; then exit 1; fi
+cat "$OUT/err.txt"
+echo "e2e OK"

@@ -1,0 +1,284 @@
+// core/train unit tests: KD loss + gradient vs the Python reference, student == engine logits after export,
+// quantization error, vocabulary trimming, options, questions, progress/curve output.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "lal/lm/tokenizer.hpp"
+#include "lal/lm/transformer.hpp"
+#include "lal/train/files.hpp"
+#include "lal/train/model.hpp"
+#include "lal/train/options.hpp"
+#include "lal/train/questions.hpp"
+#include "lal/train/report.hpp"
+#include "lal/train/student_config.hpp"
+#include "lal/train/vocab_trim.hpp"
+
+// After LibTorch: its glog defines CHECK too, and doctest's must win.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+namespace fs = std::filesystem;
+using namespace lal::train;
+
+namespace {
+
+std::string fixtures() {
+  const char* d = std::getenv("LAL_TRAIN_FIXTURES");
+  REQUIRE_MESSAGE(d, "LAL_TRAIN_FIXTURES is not set (ctest sets it; see tests/train/CMakeLists.txt)");
+  return d;
+}
+
+fs::path scratch(const std::string& name) {
+  auto p = fs::temp_directory_path() / ("lal-train-test-" + std::to_string(::getpid())) / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+/// Export `m` as a HF directory the engine can load (config.json + model.safetensors).
+void export_for_engine(const CausalLM& m, const fs::path& dir) {
+  write_file_atomic((dir / "config.json").string(), hf_config_json(m.config(), "float32"));
+  m.save_safetensors((dir / "model.safetensors").string(), lal::lm::DType::F32);
+}
+
+torch::Tensor engine_logits(const fs::path& dir, const torch::Tensor& ids) {
+  auto t = lal::lm::Transformer::load(dir.string(), torch::kCPU, torch::kFloat32);
+  const auto T = ids.size(1);
+  auto pos = torch::arange(T, torch::kInt64).view({1, T}).expand({ids.size(0), T});
+  return t->forward(ids, pos, torch::Tensor(), nullptr, false);
+}
+
+}  // namespace
+
+TEST_CASE("KD loss and its gradient match the Python reference") {
+  const auto ref = read_safetensors(fixtures() + "/kd_reference.safetensors");
+  const double T = ref.at("T").item<double>(), alpha = ref.at("alpha").item<double>();
+  auto s = ref.at("student").clone().requires_grad_(true);
+  auto parts = distillation_loss(s, ref.at("teacher"), ref.at("targets"), T, alpha);
+  parts.total.backward();
+  CHECK(parts.total.item<double>() == doctest::Approx(ref.at("total").item<double>()).epsilon(1e-5));
+  CHECK(parts.kd.item<double>() == doctest::Approx(ref.at("kl").item<double>()).epsilon(1e-5));
+  CHECK(parts.ce.item<double>() == doctest::Approx(ref.at("ce").item<double>()).epsilon(1e-5));
+  CHECK(max_abs_diff(s.grad(), ref.at("grad")) < 1e-6);
+
+  auto s2 = ref.at("student").clone().requires_grad_(true);
+  auto topk = distillation_loss_topk(s2, ref.at("topk_ids"), ref.at("topk_logprobs"), ref.at("targets"), T, alpha);
+  topk.total.backward();
+  CHECK(topk.total.item<double>() == doctest::Approx(ref.at("topk_total").item<double>()).epsilon(1e-5));
+  CHECK(topk.kd.item<double>() == doctest::Approx(ref.at("topk_kl").item<double>()).epsilon(1e-5));
+  CHECK(max_abs_diff(s2.grad(), ref.at("topk_grad")) < 1e-6);
+
+  // Without a teacher the loss is plain cross-entropy; identical distributions have zero KL.
+  auto ce_only = distillation_loss(ref.at("student"), torch::Tensor(), ref.at("targets"), T, alpha);
+  CHECK(!ce_only.kd.defined());
+  CHECK(ce_only.total.item<double>() == doctest::Approx(ref.at("ce").item<double>()).epsilon(1e-5));
+  CHECK(mean_kl(ref.at("student"), ref.at("student")).item<double>() == doctest::Approx(0.0).epsilon(1e-6));
+}
+
+TEST_CASE("an exported student gives the engine the same logits (float32, <= 1e-4)") {
+  torch::manual_seed(0);
+  auto ids = torch::randint(0, 96, {2, 13}, torch::kInt64);
+  SUBCASE("qwen2, tied, GQA 4/2") {
+    auto cfg = student_config("tiny", nullptr, 96);
+    auto m = CausalLM::random(cfg, 1, torch::kCPU);
+    // make the biases and norms non-trivial so that every weight matters
+    {
+      torch::NoGradGuard g;
+      for (auto& [name, p] : m.named_parameters()) p.add_(torch::randn_like(p) * 0.05);
+    }
+    const auto dir = scratch("parity-qwen2");
+    export_for_engine(m, dir);
+    torch::NoGradGuard g;
+    CHECK(max_abs_diff(m.forward(ids), engine_logits(dir, ids)) <= 1e-4);
+  }
+  SUBCASE("llama, untied, GQA 4/1, head_dim != hidden/heads, llama3 rope scaling") {
+    auto cfg = student_config("tiny", nullptr, 96);
+    cfg.family = lal::lm::Family::Llama, cfg.model_type = "llama", cfg.qkv_bias = false;
+    cfg.num_kv_heads = 1, cfg.head_dim = cfg.rotary_dim = 24, cfg.tie_word_embeddings = false;
+    cfg.rope_scaling.type = "llama3", cfg.rope_scaling.factor = 8,
+    cfg.rope_scaling.original_max_position_embeddings = 64;
+    auto m = CausalLM::random(cfg, 2, torch::kCPU);
+    const auto dir = scratch("parity-llama");
+    export_for_engine(m, dir);
+    torch::NoGradGuard g;
+    CHECK(max_abs_diff(m.forward(ids), engine_logits(dir, ids)) <= 1e-4);
+  }
+}
+
+TEST_CASE("the student is differentiable and a few steps of training lower the loss") {
+  auto m = CausalLM::random(student_config("tiny", nullptr, 50), 3, torch::kCPU);
+  auto ids = torch::randint(0, 50, {2, 9}, torch::kInt64);
+  std::vector<torch::Tensor> params;
+  for (auto& [n, p] : m.named_parameters()) params.push_back(p);
+  torch::optim::SGD opt(params, 0.05);
+  double first = 0, last = 0;
+  for (int i = 0; i < 8; ++i) {
+    auto logits = m.forward(ids.narrow(1, 0, 8));
+    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, 50}), ids.narrow(1, 1, 8).reshape({-1}));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    (i == 0 ? first : last) = loss.item<double>();
+  }
+  CHECK(last < first);
+}
+
+TEST_CASE("teacher loading: the decoder's forward equals the engine's; a layer subset and vocabulary rows load") {
+  const auto dir = fs::path(fixtures()) / "teacher";
+  auto ids = torch::randint(0, 300, {2, 11}, torch::kInt64);
+  auto teacher = CausalLM::load(dir.string(), LoadOptions{});
+  torch::NoGradGuard g;
+  const auto ref = engine_logits(dir, ids);
+  CHECK(max_abs_diff(teacher.forward(ids), ref) <= 1e-4);
+
+  std::vector<std::int32_t> rows = {0, 5, 7, 300};
+  LoadOptions sub;
+  sub.layers = {0, 3};
+  sub.vocab_rows = &rows;
+  auto small = CausalLM::load(dir.string(), sub);
+  CHECK(small.config().num_layers == 2);
+  CHECK(small.config().vocab_size == 4);
+  CHECK(small.forward(torch::tensor({{1, 2, 3}}, torch::kInt64)).size(-1) == 4);
+  CHECK((teacher_layer_subset(4, 2) == std::vector<std::int64_t>{0, 3}));
+  CHECK((teacher_layer_subset(28, 3) == std::vector<std::int64_t>{0, 14, 27}));
+}
+
+TEST_CASE("int8/int4 group-wise quantization: bounded error, less memory, teacher logits close") {
+  torch::manual_seed(1);
+  auto w = torch::randn({64, 128});
+  for (int bits : {8, 4}) {
+    CAPTURE(bits);
+    const auto q = quantize_weight(w, bits, 32);
+    const auto back = dequantize_weight(q, torch::kFloat32, torch::kCPU);
+    // Each element is off by at most half a quantization step of its group.
+    const auto step = q.scales.to(torch::kFloat32).repeat_interleave(32, 1);
+    CHECK(((back - w).abs() <= step * 0.5 + 1e-6).all().item<bool>());
+    CHECK(q.bytes() < w.numel() * 4 / (bits == 8 ? 3 : 6));
+  }
+  const auto dir = fs::path(fixtures()) / "teacher";
+  auto ids = torch::randint(0, 300, {1, 16}, torch::kInt64);
+  torch::NoGradGuard g;
+  const auto full = CausalLM::load(dir.string(), LoadOptions{});
+  const auto ref = full.forward(ids);
+  double err8 = 0;
+  for (const char* quant : {"int8", "int4"}) {
+    LoadOptions lo;
+    lo.quantize = quant, lo.quantize_group = 32;
+    const auto qm = CausalLM::load(dir.string(), lo);
+    CHECK(qm.weight_bytes() < full.weight_bytes());
+    const auto logits = qm.forward(ids);
+    const double err = max_abs_diff(logits, ref) / ref.abs().max().item<double>();
+    const double kl = mean_kl(logits.view({-1, logits.size(-1)}), ref.view({-1, ref.size(-1)})).item<double>();
+    MESSAGE(std::string(quant) << ": weights " << qm.weight_bytes() << " B vs " << full.weight_bytes()
+                               << " B float32; max logit error " << err << " of the largest logit; KL(fp32 || "
+                               << std::string(quant) << ") " << kl << " nats/token");
+    if (std::string(quant) == "int8") {
+      err8 = err;
+      CHECK(err < 0.05);
+      CHECK(kl < 5e-3);
+    } else {
+      CHECK(err < 0.6);
+      CHECK(err > err8);
+      CHECK(kl < 1.0);  // random Gaussian weights and sharp logits: the hard case for 4 bits (BENCHMARKS.md)
+    }
+  }
+}
+
+TEST_CASE("vocabulary trimming keeps the data's tokenization exact and any text encodable") {
+  const auto src = fs::path(fixtures()) / "teacher";
+  const auto tok = lal::lm::Tokenizer::from_file((src / "tokenizer.json").string());
+  const std::string data = "オームの法則は電圧と電流の関係です。Binary search is fast.";
+  const auto ids = tok.encode(data);
+  const auto map = build_vocab_map(src.string(), ids);
+  CHECK(map.size() < static_cast<std::int64_t>(tok.vocab_size()));
+  CHECK(map.size() >= 256 + 5);  // bytes + added tokens
+  const auto dst = scratch("trimmed");
+  write_trimmed_tokenizer(src.string(), dst.string(), map);
+  const auto trimmed = lal::lm::Tokenizer::from_file((dst / "tokenizer.json").string());
+  std::vector<std::int32_t> mapped;
+  for (auto id : ids) mapped.push_back(map.to_new(id));
+  CHECK(trimmed.encode(data) == mapped);
+  CHECK(trimmed.decode(mapped) == data);
+  const std::string other = "キルヒホッフ and Pythonのリスト";
+  CHECK(trimmed.decode(trimmed.encode(other)) == other);
+  CHECK(trimmed.token_to_id("<|im_end|>") == map.to_new(tok.token_to_id("<|im_end|>")));
+  CHECK_THROWS_AS(map.to_new(100000), std::out_of_range);
+}
+
+TEST_CASE("options: YAML and command-line values, errors that say where") {
+  DistillOptions o;
+  const auto dir = scratch("options");
+  const auto yaml = (dir / "d.yaml").string();
+  std::ofstream(yaml) << "teacher_model: /models/t\nnum_examples: 12\nquantize: int8\ncorpus: [a.txt, b.txt]\n";
+  load_yaml(o, yaml);
+  CHECK(o.teacher_model == "/models/t");
+  CHECK(o.num_examples == 12);
+  CHECK((o.corpus == std::vector<std::string>{"a.txt", "b.txt"}));
+  set_option(o, "num_examples", "40", "--num_examples");
+  CHECK(o.num_examples == 40);
+  CHECK_NOTHROW(validate(o));
+  CHECK(to_yaml(o).find("num_examples: 40") != std::string::npos);
+
+  std::ofstream(yaml) << "teacher_model: t\nnum_exampels: 3\n";
+  try {
+    load_yaml(o, yaml);
+    FAIL("expected an error");
+  } catch (const OptionError& e) {
+    CHECK(std::string(e.what()) == yaml + ":2:1: unknown option 'num_exampels' (did you mean 'num_examples'?)");
+  }
+  CHECK_THROWS_WITH_AS(set_option(o, "batch_size", "two", "--batch_size"),
+                       "--batch_size: batch_size: 'two' is not an integer", OptionError);
+  DistillOptions bad;
+  bad.teacher_model = "t";
+  bad.quantize = "int3";
+  CHECK_THROWS_AS(validate(bad), OptionError);
+  DistillOptions none;
+  CHECK_THROWS_WITH_AS(validate(none), doctest::Contains("nothing to learn from"), OptionError);
+}
+
+TEST_CASE("questions: deterministic, distinct, mostly Japanese, across the focus areas") {
+  const auto a = generate_questions(2000, 7), b = generate_questions(2000, 7);
+  REQUIRE(a.size() == 2000);
+  CHECK(a[0].text == b[0].text);
+  std::set<std::string> distinct, areas;
+  std::size_t ja = 0;
+  for (const auto& q : a) distinct.insert(q.text), areas.insert(q.area), ja += q.language == "ja";
+  CHECK(distinct.size() == 2000);
+  CHECK((areas == std::set<std::string>{"electrical", "high_school", "it"}));
+  CHECK(ja > 1600);
+  CHECK(question_capacity() >= 5000);
+  const auto path = (scratch("questions") / "q.jsonl").string();
+  write_questions(path, a);
+  CHECK(read_questions(path).size() == 2000);
+}
+
+TEST_CASE("progress line and loss-curve SVG") {
+  ProgressBar bar("train", 100, "step", false);
+  const auto line = bar.render(40, 16.0, "loss 2.5");
+  CHECK(line.find("40/100 step") != std::string::npos);
+  CHECK(line.find("2.50 step/s ETA 24s") != std::string::npos);
+  CHECK(ProgressBar::format_duration(3725) == "1h02m");
+  const auto svg = (scratch("svg") / "loss.svg").string();
+  write_curve_svg(svg, "loss", {{"train", "#000", {{1, 3.0}, {2, 2.0}, {3, 1.5}}}}, true);
+  const auto text = read_file(svg);
+  CHECK(text.rfind("<svg", 0) == 0);
+  CHECK(text.find("<polyline") != std::string::npos);
+}
+
+TEST_CASE("crash-safe JSONL: a torn last line is dropped on open") {
+  const auto path = (scratch("jsonl") / "d.jsonl").string();
+  std::ofstream(path) << "{\"a\":1}\n{\"a\":2}\n{\"a\":";
+  CHECK(read_complete_lines(path).size() == 2);
+  {
+    JsonlAppender app(path);
+    app.add("{\"a\":3}");
+    app.flush();
+  }
+  CHECK(read_file(path) == "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+}
