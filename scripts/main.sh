@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The README's main command: install what is missing, build, and run the main job.
-# Until `lal chat` and the bundled model land, the main job is the hello pipeline on a few sample lines.
+# The README's main command: install what is missing, build, and chat with the thinking pipeline on the bundled
+# demo model (models/lal-demo). Extra arguments go to `lal chat` (e.g. --model_path DIR for a real model,
+# --output jsonl, --user NAME). Reads the conversation from the terminal, or one turn per line from a pipe.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
-"$root/scripts/build.sh" -DLAL_BUILD_TESTS=OFF
-lal="${LAL_BUILD_DIR:-$root/build}/bin/lal"
-[ -t 0 ] && echo "lal: hello pipeline — type a line and press Enter (Ctrl-D to quit)" >&2
-exec "$lal" run "$root/configs/hello.yaml"
+"$root/scripts/build.sh" -DLAL_BUILD_TESTS=OFF >&2
+exec "${LAL_BUILD_DIR:-$root/build}/bin/lal" chat "$@"
