@@ -3,16 +3,18 @@
 // recompute, batched vs one-by-one, bf16 on the CPU, sampling controls, stops, cancellation, errors.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
+#include <cstring>
 
 #include "lal/lm/engine.hpp"
 #include "lal/lm/safetensors.hpp"
+#include "lal/lm/sampling.hpp"
 #include "lal/lm/transformer.hpp"
 
-namespace fs = std::filesystem;
 using namespace lal::lm;
 
 namespace {
@@ -24,7 +26,7 @@ constexpr int kPrompts = 3;
 std::string model_dir(const std::string& name) {
   const char* root = std::getenv("LAL_LM_TINY_MODELS");
   REQUIRE_MESSAGE(root, "set LAL_LM_TINY_MODELS (ctest does; the lm.make_tiny_models test writes them)");
-  return (fs::path(root) / name).string();
+  return std::string(root) + "/" + name;
 }
 
 /// expected.safetensors of one model, as torch tensors.
@@ -319,44 +321,152 @@ TEST_CASE("stop ids, callback stop and cancellation") {
   CHECK_THROWS_WITH_AS(engine->generate({{1, 500}}, g), doctest::Contains("token id 500"), std::invalid_argument);
 }
 
-TEST_CASE("load errors name the file and the key or tensor") {
-  const auto src = model_dir("qwen2_tied_gqa");
-  const auto dir = fs::temp_directory_path() / "lal_lm_broken_model";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  {  // plain stream copy (fs::copy crashed in a binary linked with a PyTorch wheel's LibTorch; cause not established)
-    std::ifstream from(src + "/model.safetensors", std::ios::binary);
-    std::ofstream to(dir / "model.safetensors", std::ios::binary);
-    to << from.rdbuf();
+/// A scratch copy of a tiny model whose config.json a test rewrites. Plain POSIX/stdio file handling on purpose: this
+/// binary also links a PyTorch wheel's LibTorch, and std::filesystem / iostream calls on paths made here must not be
+/// the reason a test dies (see BENCHMARKS.md, "load errors" on the GPU build).
+class ScratchModel {
+ public:
+  explicit ScratchModel(const std::string& src) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/lal_lm_broken_model.XXXXXX";
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    REQUIRE_MESSAGE(::mkdtemp(buf.data()) != nullptr, "mkdtemp " << pattern << ": " << std::strerror(errno));
+    dir_ = buf.data();
+    write("model.safetensors", read(src + "/model.safetensors"));
+    config_ = read(src + "/config.json");
   }
-  std::ifstream in(src + "/config.json");
-  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto write_config = [&](const std::string& text) { std::ofstream(dir / "config.json") << text; };
-  // (plain find/replace: std::regex crashes when linked with some PyTorch-wheel LibTorch builds)
-  auto replaced = [&](const std::string& from, const std::string& to) {
-    std::string s = config;
-    const auto at = s.find(from);
-    REQUIRE(at != std::string::npos);
-    return s.replace(at, from.size(), to);
-  };
+  ~ScratchModel() {
+    for (const char* f : {"model.safetensors", "config.json"}) ::unlink((dir_ + "/" + f).c_str());
+    ::rmdir(dir_.c_str());
+  }
+  const std::string& dir() const { return dir_; }
+  const std::string& original_config() const { return config_; }
+  /// config.json = the original with the first `from` replaced by `to` (which must occur).
+  void write_config(const std::string& from = {}, const std::string& to = {}) {
+    std::string text = config_;
+    if (!from.empty()) {
+      const auto at = text.find(from);
+      REQUIRE_MESSAGE(at != std::string::npos, "config.json has no " << from);
+      text.replace(at, from.size(), to);
+    }
+    write("config.json", text);
+  }
 
-  write_config(replaced("\"qwen2\"", "\"rwkv\""));
+ private:
+  static std::string read(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    REQUIRE_MESSAGE(f, "cannot open " << path);
+    std::string data;
+    char chunk[1 << 16];
+    for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, f)) > 0;) data.append(chunk, n);
+    std::fclose(f);
+    return data;
+  }
+  void write(const std::string& name, const std::string& data) const {
+    const std::string path = dir_ + "/" + name;
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    REQUIRE_MESSAGE(f, "cannot create " << path);
+    const bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+    REQUIRE_MESSAGE((std::fclose(f) == 0 && ok), "cannot write " << path);
+  }
+  std::string dir_, config_;
+};
+
+TEST_CASE("load errors name the file and the key or tensor") {
+  ScratchModel m(model_dir("qwen2_tied_gqa"));
   ModelOptions o;
-  o.model_path = dir.string();
+  o.model_path = m.dir();
   o.device = "cpu";
+
+  m.write_config("\"qwen2\"", "\"rwkv\"");
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("config.json: key \"model_type\""));
 
-  write_config(replaced("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"));
+  m.write_config("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("no tensor named 'model.layers.2.input_layernorm.weight'"));
 
-  write_config(replaced("\"intermediate_size\": 112", "\"intermediate_size\": 100"));
+  m.write_config("\"intermediate_size\": 112", "\"intermediate_size\": 100");
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("but config.json implies"));
 
-  write_config(config);
+  m.write_config();
   o.dtype = "int8";
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("dtype 'int8'"));
   o.dtype = "float32";
   o.device = "tpu";
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("device 'tpu'"));
-  fs::remove_all(dir);
+  o.device = "cpu";
+  CHECK(Engine::load(o)->config().num_layers == 2);  // the untouched copy loads
+}
+
+TEST_CASE("sampling noise: the tensor hash equals its scalar definition, on the test device") {
+  CHECK(splitmix64(0) == 0xe220a8397b1dcdafull);  // the published first output of splitmix64 seeded with 0
+  const std::int64_t rows = 3, vocab = 1000;
+  for (std::uint64_t seed : {std::uint64_t{0}, std::uint64_t{7}, ~std::uint64_t{0} - 5}) {
+    for (std::int64_t column : {0, 1, 4095}) {
+      auto opts = torch::TensorOptions().dtype(torch::kLong).device(device());
+      auto u = counter_uniform(torch::full({1}, static_cast<std::int64_t>(seed), opts), torch::full({1}, column, opts),
+                               rows, vocab)
+                   .cpu();
+      REQUIRE(u.sizes() == torch::IntArrayRef({rows, vocab}));
+      auto a = u.accessor<double, 2>();
+      int mismatches = 0;
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t i = 0; i < vocab; ++i)
+          mismatches += a[r][i] != counter_uniform_value(seed, column, r, i, vocab);
+      CAPTURE(seed);
+      CAPTURE(column);
+      CHECK(mismatches == 0);
+      CHECK(u.min().item<double>() > 0.0);
+      CHECK(u.max().item<double>() < 1.0);
+      CHECK(std::abs(u.mean().item<double>() - 0.5) < 0.03);
+    }
+  }
+}
+
+TEST_CASE("Gumbel-max sampling draws from softmax(logits / temperature)") {
+  // 40000 rows of the same logits: each row gets its own noise, so the rows are 40000 independent draws.
+  const std::int64_t rows = 40000;
+  auto logits = torch::tensor({2.0f, 1.0f, 0.5f, -1.0f, 3.0f, -20.0f}).to(device());
+  SamplingOptions s;
+  s.temperature = 1.5f;
+  auto opts = torch::TensorOptions().dtype(torch::kLong).device(device());
+  auto history = torch::zeros({rows, 1}, opts);
+  auto choice = choose_tokens(logits.view({1, -1}).repeat({rows, 1}), /*usable_vocab=*/5, s, history,
+                              torch::full({1}, 11, opts), torch::full({1}, 3, opts));
+  auto counts = torch::bincount(choice.ids.cpu(), {}, 6).to(torch::kDouble) / rows;
+  auto want = torch::softmax(logits.cpu().narrow(0, 0, 5).to(torch::kDouble) / 1.5, 0);
+  CAPTURE(counts);
+  CHECK(counts[5].item<double>() == 0.0);  // past usable_vocab: never
+  for (int i = 0; i < 5; ++i) CHECK(std::abs(counts[i].item<double>() - want[i].item<double>()) < 0.01);
+}
+
+TEST_CASE("sampled tokens are the same in every decode mode (the noise is a function of seed and position)") {
+  Expected ex(model_dir("llama_llama3_headdim"));
+  std::vector<std::vector<std::int32_t>> prompts = {ex.ids("prompt.0"), ex.ids("prompt.2")};
+  GenerateOptions s;
+  s.max_new_tokens = 12;
+  s.stop_at_eos = false;
+  s.sampling.temperature = 1.3f;
+  s.sampling.top_k = 30;
+  s.sampling.top_p = 0.95f;
+  s.sampling.repetition_penalty = 1.1f;
+  s.sampling.seed = 1234;
+  auto dynamic = engine_for("llama_llama3_headdim", "float32", "dynamic")->generate(prompts, s);
+  for (const char* mode : {"static", "auto"}) {
+    CAPTURE(mode);
+    auto engine = engine_for("llama_llama3_headdim", "float32", mode);
+    for (int run = 0; run < 2; ++run) {  // the second run replays the graph captured by the first
+      auto out = engine->generate(prompts, s);
+      for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(out[p].ids == dynamic[p].ids);
+    }
+    auto other_seed = s;
+    other_seed.sampling.seed = 99;  // same graph, new seed: must not replay the old noise
+    auto changed = engine->generate(prompts, other_seed);
+    CHECK((changed[0].ids != dynamic[0].ids || changed[1].ids != dynamic[1].ids));
+    auto greedy_now = greedy(12);  // other processing: the graph is captured again
+    greedy_now.stop_at_eos = false;
+    auto g = engine->generate(prompts, greedy_now);
+    auto g_dynamic = engine_for("llama_llama3_headdim", "float32", "dynamic")->generate(prompts, greedy_now);
+    for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(g[p].ids == g_dynamic[p].ids);
+  }
 }

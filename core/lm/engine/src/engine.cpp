@@ -2,7 +2,6 @@
 // seeded sampling, stop tokens/strings, streaming; and the SDK LanguageModel service on top.
 #include "lal/lm/engine.hpp"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <stdexcept>
 
 #include "lal/lm/model_path.hpp"
+#include "lal/lm/sampling.hpp"
 #include "lal/lm/torch_language_model.hpp"
 #include "lal/lm/transformer.hpp"
 #if LAL_LM_HAVE_TOKENIZER
@@ -31,7 +31,8 @@ torch::Device parse_device(const std::string& s) {
   if (s == "cpu") return torch::kCPU;
   if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
     if (!detail::cuda_available())
-      throw std::runtime_error("device '" + s + "': CUDA is not available (this LibTorch " TORCH_VERSION
+      throw std::runtime_error("device '" + s +
+                               "': CUDA is not available (this LibTorch " TORCH_VERSION
                                " has no CUDA support or no GPU is visible); use --device cpu");
     return s == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(s);
   }
@@ -103,51 +104,61 @@ std::int64_t peak_rss_bytes() {
   return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
 }
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-/// Logits processors and warpers, in the order transformers' generate() applies them.
-torch::Tensor process_scores(torch::Tensor scores, const SamplingOptions& s, const torch::Tensor& history) {
-  if (s.repetition_penalty != 1.0f) {
-    auto seen = scores.gather(1, history);
-    seen = torch::where(seen < 0, seen * s.repetition_penalty, seen / s.repetition_penalty);
-    scores = scores.scatter(1, history, seen);
-  }
-  if (s.greedy || s.temperature <= 0.0f) return scores;
-  if (s.temperature != 1.0f) scores = scores / s.temperature;
-  if (s.top_k > 0 && s.top_k < scores.size(1)) {
-    auto kth = std::get<0>(scores.topk(s.top_k, -1)).narrow(1, s.top_k - 1, 1);
-    scores = scores.masked_fill(scores < kth, kNegInf);
-  }
-  if (s.top_p < 1.0f) {
-    auto sorted = scores.sort(-1, /*descending=*/false);
-    auto cumulative = torch::softmax(std::get<0>(sorted), -1).cumsum(-1);
-    auto remove = cumulative <= (1.0f - s.top_p);
-    remove.narrow(1, remove.size(1) - 1, 1).fill_(false);  // keep at least the most likely token
-    scores = scores.masked_fill(remove.scatter(1, std::get<1>(sorted), remove), kNegInf);
-  }
-  if (s.min_p > 0.0f) {
-    auto probs = torch::softmax(scores, -1);
-    auto threshold = probs.amax(-1, /*keepdim=*/true) * s.min_p;
-    scores = scores.masked_fill(probs < threshold, kNegInf);
-  }
-  return scores;
+/// The graph bakes these in; the seed it reads from a tensor.
+bool same_processing(const SamplingOptions& a, const SamplingOptions& b) {
+  return a.greedy == b.greedy && a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p &&
+         a.min_p == b.min_p && a.repetition_penalty == b.repetition_penalty;
 }
 
 }  // namespace
 
-/// Buffers of the shape-static decode step, kept across generate() calls of the same batch size and capacity so
-/// that a captured CUDA graph is reused (capturing costs far more than one step).
-struct StaticDecode {
+/// The device-side state of a decode loop: what the next step reads, and what choosing a token advances. One
+/// decode step = forward of `ids` (one token per row, at cache slot `slot`) -> choose the next token at column
+/// slot + 1 -> write it to `ids`, `history` and `valid`, advance `positions` and `slot`. No host value is involved,
+/// so the whole step is one CUDA graph, and token t+1 can be computed before the host has looked at token t.
+/// Kept across generate() calls of the same batch size and capacity (with the graph, which is reused while the
+/// sampling settings it baked in stay the same; the seed is a tensor it reads).
+struct DecodeLoop {
   std::int64_t batch = 0, capacity = 0;
   KVCache cache;
-  torch::Tensor ids, positions, slot, valid;  // inputs the step (and its graph) read
+  torch::Tensor ids, positions;  // int64 [B, 1]: the last chosen token and its rotary position
+  torch::Tensor slot;            // int64 [1]: its column = its cache slot
+  torch::Tensor valid;           // bool [B, capacity]: real (non-padding) tokens
+  torch::Tensor history;         // int64 [B, capacity]: every row's ids; unfilled columns repeat the first id
+  torch::Tensor seed;            // int64 [1]: the sampling seed's bits
   detail::DecodeGraph graph;
+  SamplingOptions graph_sampling;  // the processing the graph has baked in
+
+  DecodeLoop(const ModelConfig& cfg, std::int64_t b, std::int64_t cap, torch::ScalarType dtype, torch::Device device)
+      : batch(b), capacity(cap), cache(KVCache::allocate(cfg, b, cap, dtype, device)) {
+    const auto lopts = torch::TensorOptions().dtype(torch::kLong).device(device);
+    ids = torch::zeros({b, 1}, lopts);
+    positions = torch::zeros({b, 1}, lopts);
+    slot = torch::zeros({1}, lopts);
+    valid = torch::zeros({b, cap}, lopts.dtype(torch::kBool));
+    history = torch::zeros({b, cap}, lopts);
+    seed = torch::zeros({1}, lopts);
+  }
+
+  /// Choose the token at column slot + 1 from `logits` [B, V] and advance; returns [3, B] float64 (id, logprob,
+  /// entropy), the one tensor the host reads per step.
+  torch::Tensor choose_and_advance(const torch::Tensor& logits, std::int64_t usable, const SamplingOptions& s) {
+    slot.add_(1);
+    auto choice = choose_tokens(logits, usable, s, history, seed, slot);
+    auto next = choice.ids.view({batch, 1});
+    history.index_copy_(1, slot, next);
+    valid.index_fill_(1, slot, true);
+    ids.copy_(next);
+    positions.add_(1);
+    return torch::stack(
+        {choice.ids.to(torch::kFloat64), choice.logprob.to(torch::kFloat64), choice.entropy.to(torch::kFloat64)});
+  }
 };
 
 struct Engine::Impl {
   std::string dir;
   std::string decode_mode;
-  std::unique_ptr<StaticDecode> static_decode;
+  std::unique_ptr<DecodeLoop> static_loop;  // reused by static/graph decoding
   std::shared_ptr<Transformer> model;
   std::int64_t usable_vocab = 0;
   std::vector<std::int64_t> eos_ids;
@@ -179,7 +190,8 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   if (options.load_tokenizer && fs::exists(fs::path(impl->dir) / "tokenizer.json")) {
     impl->tokenizer = Tokenizer::from_file((fs::path(impl->dir) / "tokenizer.json").string());
     // Embedding matrices are often padded (Qwen: 152064 rows for 151665 tokens): never sample the padding.
-    impl->usable_vocab = std::min<std::int64_t>(config.vocab_size, static_cast<std::int64_t>(impl->tokenizer->vocab_size()));
+    impl->usable_vocab =
+        std::min<std::int64_t>(config.vocab_size, static_cast<std::int64_t>(impl->tokenizer->vocab_size()));
     if (impl->eos_ids.empty() && impl->tokenizer->eos_id()) impl->eos_ids.push_back(*impl->tokenizer->eos_id());
   }
 #else
@@ -259,8 +271,8 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
   const std::int64_t capacity = L + std::max(options.max_new_tokens, 1);
   const auto device = model.device();
 
-  // Left-padded prompt ids, positions, validity mask; history (for the repetition penalty) pads with the row's
-  // first token, which is in the prompt anyway, so the padding adds no penalty of its own.
+  // Left-padded prompt ids, positions, validity mask; the history (for the repetition penalty) is padded with the
+  // row's first token, which is in the prompt anyway, so the padding adds no penalty of its own.
   auto ids = torch::empty({B, L}, torch::kLong);
   auto positions = torch::zeros({B, L}, torch::kLong);
   auto history = torch::empty({B, capacity}, torch::kLong);
@@ -277,54 +289,78 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
     auto pa = positions.accessor<std::int64_t, 2>();
     auto ha = history.accessor<std::int64_t, 2>();
     auto va = valid.accessor<bool, 2>();
-    for (std::int64_t j = 0; j < L; ++j) {
-      const auto id = j < pad ? p[0] : p[static_cast<std::size_t>(j - pad)];
-      ia[b][j] = ha[b][j] = id;
+    for (std::int64_t j = 0; j < capacity; ++j) {
+      const auto id = j < pad || j >= L ? p[0] : p[static_cast<std::size_t>(j - pad)];
+      ha[b][j] = id;
+      if (j >= L) continue;
+      ia[b][j] = id;
       pa[b][j] = j < pad ? 0 : j - pad;
       va[b][j] = j >= pad;
     }
   }
-  ids = ids.to(device);
-  history = history.to(device);
-  valid = valid.to(device);
-  auto next_position = positions.select(1, L - 1).to(device) + 1;
 
-  const bool use_graph = impl_->decode_mode == "graph" ||
-                         (impl_->decode_mode == "auto" && detail::DecodeGraph::supported(device));
+  const bool use_graph =
+      impl_->decode_mode == "graph" || (impl_->decode_mode == "auto" && detail::DecodeGraph::supported(device));
   const bool use_static = use_graph || impl_->decode_mode == "static";
-  KVCache local_cache;
-  StaticDecode* st = nullptr;
+  std::unique_ptr<DecodeLoop> local_loop;
+  DecodeLoop* loop = nullptr;
   if (use_static) {
-    auto& sd = impl_->static_decode;
-    if (!sd || sd->batch != B || sd->capacity != capacity) {
-      sd.reset();  // free the old cache and graph first
-      sd = std::make_unique<StaticDecode>();
-      sd->batch = B;
-      sd->capacity = capacity;
-      sd->cache = KVCache::allocate(cfg, B, capacity, model.dtype(), device);
-      const auto lopts = torch::TensorOptions().dtype(torch::kLong).device(device);
-      sd->ids = torch::zeros({B, 1}, lopts);
-      sd->positions = torch::zeros({B, 1}, lopts);
-      sd->slot = torch::zeros({1}, lopts);
-      sd->valid = torch::zeros({B, capacity}, torch::TensorOptions().dtype(torch::kBool).device(device));
+    auto& kept = impl_->static_loop;
+    if (!kept || kept->batch != B || kept->capacity != capacity) {
+      kept.reset();  // free the old cache and graph first
+      kept = std::make_unique<DecodeLoop>(cfg, B, capacity, model.dtype(), device);
     }
-    st = sd.get();
-    st->cache.length = 0;
-    st->valid.copy_(valid);
+    loop = kept.get();
   } else {
-    local_cache = KVCache::allocate(cfg, B, capacity, model.dtype(), device);
+    local_loop = std::make_unique<DecodeLoop>(cfg, B, capacity, model.dtype(), device);
+    loop = local_loop.get();
   }
-  KVCache& cache = st ? st->cache : local_cache;
+  loop->cache.length = 0;
+  loop->valid.copy_(valid);
+  loop->history.copy_(history);
+  loop->positions.copy_(positions.narrow(1, L - 1, 1));
+  loop->slot.fill_(L - 1);
+  loop->seed.fill_(static_cast<std::int64_t>(s.seed));  // the uint64's bits
+  if (use_graph && loop->graph.captured() && !same_processing(loop->graph_sampling, s)) loop->graph.reset();
+
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
-  auto logits = model.forward(ids, positions.to(device), padded ? valid.narrow(1, 0, L) : torch::Tensor(), &cache,
+  auto logits = model.forward(ids.to(device), positions.to(device),
+                              padded ? loop->valid.narrow(1, 0, L) : torch::Tensor(), &loop->cache,
                               /*last_only=*/true);
   detail::synchronize(device);
   const auto t1 = clock::now();
 
+  const auto usable = impl_->usable_vocab;
+  auto decode_step = [&, loop](std::int64_t step) -> torch::Tensor {  // computes the token of step + 1
+    if (!use_static) {
+      auto next_logits =
+          model.forward(loop->ids, loop->positions, padded ? loop->valid.narrow(1, 0, L + step + 1) : torch::Tensor(),
+                        &loop->cache, /*last_only=*/true);
+      return loop->choose_and_advance(next_logits.select(1, 0), usable, s);
+    }
+    auto run = [&, loop] {
+      auto step_logits = model.decode_static(loop->ids, loop->positions, loop->slot, loop->valid, loop->cache);
+      return loop->choose_and_advance(step_logits.select(1, 0), usable, s);
+    };
+    if (!use_graph) return run();
+    if (!loop->graph.captured()) {
+      // Capturing runs the step once for real; undo its advance so that the first replay takes this step.
+      auto saved = std::vector<torch::Tensor>{loop->ids.clone(), loop->positions.clone(), loop->slot.clone(),
+                                              loop->valid.clone(), loop->history.clone()};
+      loop->graph.capture(run, device);
+      loop->graph_sampling = s;
+      loop->ids.copy_(saved[0]);
+      loop->positions.copy_(saved[1]);
+      loop->slot.copy_(saved[2]);
+      loop->valid.copy_(saved[3]);
+      loop->history.copy_(saved[4]);
+    }
+    return loop->graph.replay();
+  };
+
   std::set<std::int64_t> stop_ids(options.stop_ids.begin(), options.stop_ids.end());
   if (options.stop_at_eos) stop_ids.insert(impl_->eos_ids.begin(), impl_->eos_ids.end());
-  auto generator = at::detail::createCPUGenerator(s.seed);
 
   std::vector<SequenceOutput> out(static_cast<std::size_t>(B));
   std::vector<StopText> texts(static_cast<std::size_t>(B));
@@ -337,8 +373,11 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
   if (options.max_new_tokens == 0)
     for (auto& o : out) o.finish_reason = "length";
 
-  const auto V = cfg.vocab_size;
-  const auto usable = impl_->usable_vocab;
+  // The device runs one step ahead of the host: the step that computes token t+1 is queued before token t is read
+  // back (asynchronously), so the host's streaming work overlaps the device's and no step waits on a round-trip.
+  // When a sequence stops, at most one step was computed for nothing.
+  detail::HostReader reader(device, /*depth=*/2);
+  if (options.max_new_tokens > 0) reader.push(loop->choose_and_advance(logits.select(1, 0), usable, s));
   std::int64_t steps = 0, generated = 0;
   for (int step = 0; step < options.max_new_tokens; ++step) {
     if (cancelled && cancelled()) {
@@ -349,22 +388,8 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
         }
       break;
     }
-    auto scores = logits.select(1, 0);  // [B, V] float32
-    if (usable < V) scores.narrow(1, usable, V - usable).fill_(kNegInf);
-    auto logp = torch::log_softmax(scores, -1);
-    auto probs = logp.exp();
-    auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
-    auto processed = process_scores(scores, s, history.narrow(1, 0, L + step));
-    torch::Tensor next;
-    if (s.greedy || s.temperature <= 0.0f) {
-      next = processed.argmax(-1);
-    } else {
-      auto p = torch::softmax(processed, -1).to(torch::kCPU);
-      next = torch::multinomial(p, 1, /*replacement=*/false, generator).squeeze(1).to(device);
-    }
-    auto chosen_logp = logp.gather(1, next.unsqueeze(1)).squeeze(1);
-    auto packed = torch::stack({next.to(torch::kDouble), chosen_logp.to(torch::kDouble), entropy.to(torch::kDouble)})
-                      .to(torch::kCPU);
+    if (step + 1 < options.max_new_tokens) reader.push(decode_step(step));
+    auto packed = reader.pop();
     auto pk = packed.accessor<double, 2>();
     ++steps;
     for (std::int64_t b = 0; b < B; ++b) {
@@ -396,26 +421,6 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
       if (finish) done[b] = true;
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
-    if (step + 1 == options.max_new_tokens) break;
-    history.select(1, L + step).copy_(next);
-    if (st) {
-      st->ids.copy_(next.view({B, 1}));
-      st->positions.copy_(next_position.view({B, 1}));
-      st->slot.fill_(L + step);
-      st->valid.select(1, L + step).fill_(true);
-      auto run = [&] { return model.decode_static(st->ids, st->positions, st->slot, st->valid, st->cache); };
-      if (!use_graph) {
-        logits = run();
-      } else {
-        if (!st->graph.captured()) st->graph.capture(run, device);
-        logits = st->graph.replay();
-      }
-    } else {
-      if (padded) valid.select(1, L + step).fill_(true);
-      logits = model.forward(next.view({B, 1}), next_position.view({B, 1}),
-                             padded ? valid.narrow(1, 0, L + step + 1) : torch::Tensor(), &cache, true);
-    }
-    next_position += 1;
   }
   for (std::int64_t b = 0; b < B; ++b) out[b].text = texts[b].all.substr(0, texts[b].emitted);
   detail::synchronize(device);

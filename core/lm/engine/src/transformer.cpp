@@ -28,7 +28,8 @@ struct WeightLoader {
   torch::ScalarType dtype;
   std::int64_t bytes = 0;
 
-  torch::Tensor get(const std::string& name, std::vector<std::int64_t> shape) {
+  /// The checkpoint tensor `name`, checked against `shape`, as a CPU tensor over the mapped bytes (no copy).
+  torch::Tensor mapped(const std::string& name, const std::vector<std::int64_t>& shape) {
     const TensorInfo& info = ckpt.at(name);
     if (info.shape != shape) {
       auto fmt = [](const std::vector<std::int64_t>& v) {
@@ -39,28 +40,51 @@ struct WeightLoader {
       throw std::runtime_error(info.file + ": tensor '" + name + "' (byte " + std::to_string(info.file_offset) +
                                ") has shape " + fmt(info.shape) + " but config.json implies " + fmt(shape));
     }
-    auto src = torch::from_blob(const_cast<std::byte*>(info.data), shape,
-                                torch::TensorOptions().dtype(to_torch(info.dtype, info)));
-    auto t = src.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+    return torch::from_blob(const_cast<std::byte*>(info.data), shape,
+                            torch::TensorOptions().dtype(to_torch(info.dtype, info)));
+  }
+  torch::Tensor get(const std::string& name, std::vector<std::int64_t> shape) {
+    auto t = mapped(name, shape).to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
     bytes += t.numel() * static_cast<std::int64_t>(t.element_size());
     return t;
+  }
+  /// Tensors concatenated along dim 0 into one device tensor (fused projections), written in place: no second copy.
+  torch::Tensor concat(const std::vector<std::pair<std::string, std::vector<std::int64_t>>>& parts) {
+    auto shape = parts.at(0).second;
+    shape[0] = 0;
+    for (const auto& p : parts) shape[0] += p.second.at(0);
+    auto out = torch::empty(shape, torch::TensorOptions().dtype(dtype).device(device));
+    std::int64_t row = 0;
+    for (const auto& [name, part_shape] : parts) {
+      out.narrow(0, row, part_shape[0]).copy_(mapped(name, part_shape));
+      row += part_shape[0];
+    }
+    bytes += out.numel() * static_cast<std::int64_t>(out.element_size());
+    return out;
   }
   torch::Tensor maybe(const std::string& name, bool wanted, std::vector<std::int64_t> shape) {
     return wanted ? get(name, std::move(shape)) : torch::Tensor();
   }
 };
 
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const auto half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+/// [x1 | x2] -> [x2 | x1] along the last dimension, in one kernel (a flip of a [..., 2, d/2] view).
+torch::Tensor swap_halves(const torch::Tensor& x) {
+  auto split = x.sizes().vec();
+  const auto d = split.back();
+  split.back() = 2;
+  split.push_back(d / 2);
+  return x.view(split).flip(-2).reshape(x.sizes());
 }
 
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+/// Rotate-half rotary embedding, x * cos + rotate_half(x) * sin, written as x * cos + swap_halves(x) * signed_sin
+/// with signed_sin = [-sin | sin]: the same products (a sign moves from one factor to the other, exactly) in four
+/// kernels instead of six.
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin,
                            std::int64_t rotary_dim) {
-  if (rotary_dim == x.size(-1)) return x * cos + rotate_half(x) * sin;
+  if (rotary_dim == x.size(-1)) return x * cos + swap_halves(x) * signed_sin;
   auto rot = x.narrow(-1, 0, rotary_dim);
   auto pass = x.narrow(-1, rotary_dim, x.size(-1) - rotary_dim);
-  return torch::cat({rot * cos + rotate_half(rot) * sin, pass}, -1);
+  return torch::cat({rot * cos + swap_halves(rot) * signed_sin, pass}, -1);
 }
 
 torch::Tensor activation(const std::string& act, const torch::Tensor& x) {
@@ -98,8 +122,8 @@ torch::Tensor inverse_frequencies(const ModelConfig& c) {
 
 }  // namespace
 
-KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity,
-                          torch::ScalarType dtype, torch::Device device) {
+KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity, torch::ScalarType dtype,
+                          torch::Device device) {
   KVCache c;
   c.capacity = capacity;
   const auto opts = torch::TensorOptions().dtype(dtype).device(device);
@@ -110,8 +134,7 @@ KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::in
   return c;
 }
 
-std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::Device device,
-                                               torch::ScalarType dtype) {
+std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::Device device, torch::ScalarType dtype) {
   std::shared_ptr<Transformer> m(new Transformer());
   m->config_ = ModelConfig::from_dir(dir);
   m->device_ = device;
@@ -132,22 +155,22 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
     l.mlp_norm_w = w.get(p + "post_attention_layernorm.weight", {E});
     switch (c.family) {
       case Family::Llama:
-      case Family::Qwen2:
-        l.q_w = w.get(p + "self_attn.q_proj.weight", {H * D, E});
-        l.k_w = w.get(p + "self_attn.k_proj.weight", {KV * D, E});
-        l.v_w = w.get(p + "self_attn.v_proj.weight", {KV * D, E});
-        l.q_b = w.maybe(p + "self_attn.q_proj.bias", c.qkv_bias, {H * D});
-        l.k_b = w.maybe(p + "self_attn.k_proj.bias", c.qkv_bias, {KV * D});
-        l.v_b = w.maybe(p + "self_attn.v_proj.bias", c.qkv_bias, {KV * D});
-        l.o_w = w.get(p + "self_attn.o_proj.weight", {E, H * D});
-        l.o_b = w.maybe(p + "self_attn.o_proj.bias", c.o_bias, {E});
-        l.gate_w = w.get(p + "mlp.gate_proj.weight", {I, E});
-        l.up_w = w.get(p + "mlp.up_proj.weight", {I, E});
-        l.down_w = w.get(p + "mlp.down_proj.weight", {E, I});
-        l.gate_b = w.maybe(p + "mlp.gate_proj.bias", c.mlp_bias, {I});
-        l.up_b = w.maybe(p + "mlp.up_proj.bias", c.mlp_bias, {I});
-        l.down_b = w.maybe(p + "mlp.down_proj.bias", c.mlp_bias, {E});
+      case Family::Qwen2: {
+        const std::string a = p + "self_attn.", m = p + "mlp.";
+        l.qkv_w = w.concat({{a + "q_proj.weight", {H * D, E}},
+                            {a + "k_proj.weight", {KV * D, E}},
+                            {a + "v_proj.weight", {KV * D, E}}});
+        if (c.qkv_bias)
+          l.qkv_b =
+              w.concat({{a + "q_proj.bias", {H * D}}, {a + "k_proj.bias", {KV * D}}, {a + "v_proj.bias", {KV * D}}});
+        l.o_w = w.get(a + "o_proj.weight", {E, H * D});
+        l.o_b = w.maybe(a + "o_proj.bias", c.o_bias, {E});
+        l.gate_up_w = w.concat({{m + "gate_proj.weight", {I, E}}, {m + "up_proj.weight", {I, E}}});
+        if (c.mlp_bias) l.gate_up_b = w.concat({{m + "gate_proj.bias", {I}}, {m + "up_proj.bias", {I}}});
+        l.down_w = w.get(m + "down_proj.weight", {E, I});
+        l.down_b = w.maybe(m + "down_proj.bias", c.mlp_bias, {E});
         break;
+      }
       case Family::Phi3:
         l.qkv_w = w.get(p + "self_attn.qkv_proj.weight", {(H + 2 * KV) * D, E});
         l.o_w = w.get(p + "self_attn.o_proj.weight", {E, H * D});
@@ -202,33 +225,21 @@ torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, co
                                            const torch::Tensor& slot) const {
   const auto& c = config_;
   const auto B = x.size(0), T = x.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  torch::Tensor q, k, v;
-  switch (c.family) {
-    case Family::Llama:
-    case Family::Qwen2:
-      q = linear(x, l.q_w, l.q_b).view({B, T, H, D});
-      k = linear(x, l.k_w, l.k_b).view({B, T, KV, D});
-      v = linear(x, l.v_w, l.v_b).view({B, T, KV, D});
-      break;
-    case Family::Phi3: {
-      auto qkv = linear(x, l.qkv_w, l.qkv_b);
-      q = qkv.narrow(-1, 0, H * D).view({B, T, H, D});
-      k = qkv.narrow(-1, H * D, KV * D).view({B, T, KV, D});
-      v = qkv.narrow(-1, (H + KV) * D, KV * D).view({B, T, KV, D});
-      break;
-    }
-    case Family::GptNeoX: {
-      // Fused per head: [q_h | k_h | v_h] for each head h.
-      auto qkv = linear(x, l.qkv_w, l.qkv_b).view({B, T, H, 3 * D});
-      q = qkv.narrow(-1, 0, D);
-      k = qkv.narrow(-1, D, D);
-      v = qkv.narrow(-1, 2 * D, D);
-      break;
-    }
+  torch::Tensor q, k, v;  // [B, heads, T, D]
+  if (c.family == Family::GptNeoX) {
+    // Fused per head: [q_h | k_h | v_h] for each head h.
+    auto qkv = linear(x, l.qkv_w, l.qkv_b).view({B, T, H, 3 * D}).transpose(1, 2);
+    q = apply_rotary(qkv.narrow(-1, 0, D), cos, sin, c.rotary_dim);
+    k = apply_rotary(qkv.narrow(-1, D, D), cos, sin, c.rotary_dim);
+    v = qkv.narrow(-1, 2 * D, D);
+  } else {
+    // [q heads | k heads | v heads]: the query and key heads are rotated together, in one pass.
+    auto qkv = linear(x, l.qkv_w, l.qkv_b).view({B, T, H + 2 * KV, D}).transpose(1, 2);
+    auto qk = apply_rotary(qkv.narrow(1, 0, H + KV), cos, sin, c.rotary_dim);
+    q = qk.narrow(1, 0, H);
+    k = qk.narrow(1, H, KV);
+    v = qkv.narrow(1, H + KV, KV);
   }
-  q = apply_rotary(q.transpose(1, 2), cos, sin, c.rotary_dim);
-  k = apply_rotary(k.transpose(1, 2), cos, sin, c.rotary_dim);
-  v = v.transpose(1, 2);
   if (slot.defined()) {  // static decode: write at a device-side slot, attend over the full capacity
     cache->keys[index].index_copy_(2, slot, k);
     cache->values[index].index_copy_(2, slot, v);
@@ -253,29 +264,22 @@ torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, co
 
 torch::Tensor Transformer::mlp_block(const Layer& l, const torch::Tensor& x) const {
   const auto& act = config_.hidden_act;
-  switch (config_.family) {
-    case Family::Llama:
-    case Family::Qwen2:
-      return linear(activation(act, linear(x, l.gate_w, l.gate_b)) * linear(x, l.up_w, l.up_b), l.down_w, l.down_b);
-    case Family::Phi3: {
-      auto gate_up = linear(x, l.gate_up_w, torch::Tensor());
-      const auto I = config_.intermediate_size;
-      return linear(gate_up.narrow(-1, I, I) * activation(act, gate_up.narrow(-1, 0, I)), l.down_w, l.down_b);
-    }
-    case Family::GptNeoX:
-      return linear(activation(act, linear(x, l.fc_in_w, l.fc_in_b)), l.fc_out_w, l.fc_out_b);
-  }
-  return {};
+  if (config_.family == Family::GptNeoX)
+    return linear(activation(act, linear(x, l.fc_in_w, l.fc_in_b)), l.fc_out_w, l.fc_out_b);
+  auto gate_up = linear(x, l.gate_up_w, l.gate_up_b);
+  const auto I = config_.intermediate_size;
+  return linear(activation(act, gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), l.down_w, l.down_b);
 }
 
 torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask,
                                       bool causal, KVCache* cache, const torch::Tensor& slot) const {
   const auto& c = config_;
-  // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype.
+  // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype; sin with the sign of
+  // rotate_half folded in ([-sin | sin], see apply_rotary).
   auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1);
-  auto cos = emb.cos().to(dtype_).unsqueeze(1);
-  auto sin = emb.sin().to(dtype_).unsqueeze(1);
+  auto cos = torch::cat({freqs, freqs}, -1).cos().to(dtype_).unsqueeze(1);
+  auto half_sin = freqs.sin();
+  auto sin = torch::cat({-half_sin, half_sin}, -1).to(dtype_).unsqueeze(1);
 
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];

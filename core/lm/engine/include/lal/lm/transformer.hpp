@@ -25,20 +25,22 @@ struct KVCache {
   std::vector<torch::Tensor> keys, values;
   std::int64_t length = 0;
   std::int64_t capacity = 0;
-  static KVCache allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity,
-                          torch::ScalarType dtype, torch::Device device);
+  static KVCache allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity, torch::ScalarType dtype,
+                          torch::Device device);
 };
 
-/// One decoder layer's weights, named after the checkpoint tensors they come from. Unused fields stay undefined:
-/// llama/qwen2 use q/k/v and gate/up, phi3 the fused qkv_proj and gate_up_proj, gpt_neox query_key_value and
-/// dense_h_to_4h/dense_4h_to_h with LayerNorm biases.
+/// One decoder layer's weights, named after the checkpoint tensors they come from. Unused fields stay undefined.
+/// The attention input projection is always one fused matrix `qkv_w` (and `qkv_b`): phi3's self_attn.qkv_proj and
+/// gpt_neox's attention.query_key_value as stored; llama/qwen2's q_proj, k_proj, v_proj concatenated at load in
+/// that order (rows [q | k | v]), so a step runs one matmul instead of three. Likewise the gated MLP's input is one
+/// `gate_up_w` (rows [gate | up]): phi3's mlp.gate_up_proj as stored, llama/qwen2's gate_proj and up_proj
+/// concatenated. gpt_neox uses dense_h_to_4h/dense_4h_to_h (fc_in/fc_out) and LayerNorm biases.
 struct TransformerLayer {
   torch::Tensor attn_norm_w, attn_norm_b;  // input_layernorm
-  torch::Tensor q_w, q_b, k_w, k_b, v_w, v_b;
-  torch::Tensor qkv_w, qkv_b;  // phi3 self_attn.qkv_proj, gpt_neox attention.query_key_value
-  torch::Tensor o_w, o_b;      // o_proj / attention.dense
-  torch::Tensor mlp_norm_w, mlp_norm_b;  // post_attention_layernorm
-  torch::Tensor gate_w, gate_b, up_w, up_b, gate_up_w, down_w, down_b;
+  torch::Tensor qkv_w, qkv_b;              // [q | k | v] rows (gpt_neox: per head [q_h | k_h | v_h])
+  torch::Tensor o_w, o_b;                  // o_proj / attention.dense
+  torch::Tensor mlp_norm_w, mlp_norm_b;    // post_attention_layernorm
+  torch::Tensor gate_up_w, gate_up_b, down_w, down_b;
   torch::Tensor fc_in_w, fc_in_b, fc_out_w, fc_out_b;  // gpt_neox mlp.dense_h_to_4h / dense_4h_to_h
 };
 
@@ -71,8 +73,8 @@ class Transformer {
   using Layer = TransformerLayer;
   Transformer() = default;
   torch::Tensor attention_block(const Layer& l, std::size_t index, const torch::Tensor& x, const torch::Tensor& cos,
-                                const torch::Tensor& sin, const torch::Tensor& mask, bool causal,
-                                KVCache* cache, const torch::Tensor& slot = {}) const;
+                                const torch::Tensor& sin, const torch::Tensor& mask, bool causal, KVCache* cache,
+                                const torch::Tensor& slot = {}) const;
   torch::Tensor run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
                            KVCache* cache, const torch::Tensor& slot) const;
   torch::Tensor mlp_block(const Layer& l, const torch::Tensor& x) const;

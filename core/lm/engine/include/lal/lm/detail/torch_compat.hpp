@@ -14,14 +14,20 @@
 #define LAL_LM_CUDA_GRAPHS 1
 #include <ATen/cuda/CUDAGraph.h>
 #endif
+#if defined(LAL_LM_HAVE_CUDA) && !defined(LAL_LM_DISABLE_ASYNC_READ)
+#define LAL_LM_ASYNC_READ 1
+#include <ATen/cuda/CUDAEvent.h>
+#endif
 #if defined(LAL_LM_HAVE_CUDA)
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <deque>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 
 #define LAL_TORCH_HAS_SDPA (TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1))
 
@@ -80,7 +86,9 @@ inline void cuda_reset_peak(const at::Device& device) {
 
 /// A captured CUDA graph of one decode step (one launch instead of hundreds: kernel-launch overhead, not memory
 /// bandwidth, dominates small-batch decode otherwise). `step` must be shape-static and read its inputs from tensors
-/// that stay alive; replay() re-runs it and returns the same output tensor, overwritten.
+/// that stay alive; replay() re-runs it on the current stream and returns the same output tensor, overwritten.
+/// capture() runs `step` once for real first (lazy initialisation, workspaces): a step that updates its own inputs
+/// must be undone by the caller afterwards.
 class DecodeGraph {
  public:
   static bool supported(const at::Device& device) {
@@ -93,6 +101,7 @@ class DecodeGraph {
   }
   void capture(const std::function<at::Tensor()>& step, const at::Device& device) {
 #if LAL_LM_CUDA_GRAPHS
+    synchronize(device);  // the side stream must see what the current stream wrote
     auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index() < 0 ? 0 : device.index());
     {
       c10::cuda::CUDAStreamGuard guard(stream);
@@ -111,6 +120,12 @@ class DecodeGraph {
 #endif
   }
   bool captured() const { return output_.defined(); }
+  void reset() {
+#if LAL_LM_CUDA_GRAPHS
+    graph_.reset();
+#endif
+    output_ = at::Tensor();
+  }
   at::Tensor replay() {
 #if LAL_LM_CUDA_GRAPHS
     graph_->replay();
@@ -123,6 +138,61 @@ class DecodeGraph {
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
 #endif
   at::Tensor output_;
+};
+
+/// Device-to-host transfer of small per-step results without stalling the device: push() queues a copy of a device
+/// tensor into pinned host memory behind the work already queued on the current stream and records an event; pop()
+/// waits for the oldest such copy only. The host thus reads step t while the device already runs step t+1. On the
+/// CPU (or a LibTorch without CUDA) push() keeps the tensor and pop() returns it. Results must be popped in order;
+/// a popped tensor stays valid until `depth` more pushes.
+class HostReader {
+ public:
+  HostReader(const at::Device& device, int depth) : device_(device), depth_(depth) {}
+  void push(const at::Tensor& value) {
+    if (static_cast<int>(pending_.size()) >= depth_) throw std::logic_error("HostReader: more than depth pending");
+#if LAL_LM_ASYNC_READ
+    if (device_.is_cuda()) {
+      if (buffers_.empty()) {  // every pushed tensor has the first one's shape and type
+        for (int i = 0; i < depth_; ++i)
+          buffers_.push_back(at::empty(value.sizes(), value.options().device(at::kCPU).pinned_memory(true)));
+        events_.resize(static_cast<std::size_t>(depth_));
+      }
+      const auto k = static_cast<std::size_t>(next_++ % depth_);
+      buffers_[k].copy_(value, /*non_blocking=*/true);
+      events_[k].record(c10::cuda::getCurrentCUDAStream(device_.index() < 0 ? 0 : device_.index()));
+      pending_.push_back(k);
+      return;
+    }
+#endif
+    cpu_.push_back(value.to(at::kCPU));
+    pending_.push_back(0);
+  }
+  at::Tensor pop() {
+    if (pending_.empty()) throw std::logic_error("HostReader: nothing pending");
+    const auto k = pending_.front();
+    pending_.pop_front();
+#if LAL_LM_ASYNC_READ
+    if (device_.is_cuda()) {
+      events_[k].synchronize();
+      return buffers_[k];
+    }
+#endif
+    (void)k;
+    auto v = cpu_.front();
+    cpu_.pop_front();
+    return v;
+  }
+
+ private:
+  at::Device device_;
+  int depth_;
+  std::int64_t next_ = 0;
+  std::deque<std::size_t> pending_;
+  std::deque<at::Tensor> cpu_;
+  std::vector<at::Tensor> buffers_;
+#if LAL_LM_ASYNC_READ
+  std::vector<at::cuda::CUDAEvent> events_;
+#endif
 };
 
 }  // namespace lal::lm::detail

@@ -1,0 +1,95 @@
+// Token selection as device-side tensor code (see sampling.hpp): no host synchronisation, shape-static, so that the
+// engine can capture it in the decode step's CUDA graph.
+#include "lal/lm/sampling.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace lal::lm {
+
+namespace {
+
+constexpr std::uint64_t kGolden = 0x9e3779b97f4a7c15ull, kMix1 = 0xbf58476d1ce4e5b9ull, kMix2 = 0x94d049bb133111ebull;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// int64 tensors hold uint64 bit patterns: + and * wrap modulo 2^64 on every backend, as unsigned arithmetic does;
+// only the right shift needs care (it is arithmetic on int64), hence the mask.
+std::int64_t bits(std::uint64_t v) { return static_cast<std::int64_t>(v); }
+torch::Tensor logical_shift_right(const torch::Tensor& z, int k) {
+  return at::bitwise_right_shift(z, k) & bits((std::uint64_t{1} << (64 - k)) - 1);
+}
+torch::Tensor mix(torch::Tensor z) {
+  z = z + bits(kGolden);
+  z = (z ^ logical_shift_right(z, 30)) * bits(kMix1);
+  z = (z ^ logical_shift_right(z, 27)) * bits(kMix2);
+  return z ^ logical_shift_right(z, 31);
+}
+
+}  // namespace
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  std::uint64_t z = x + kGolden;
+  z = (z ^ (z >> 30)) * kMix1;
+  z = (z ^ (z >> 27)) * kMix2;
+  return z ^ (z >> 31);
+}
+
+double counter_uniform_value(std::uint64_t seed, std::int64_t column, std::int64_t row, std::int64_t index,
+                             std::int64_t vocab) {
+  const std::uint64_t stream = splitmix64(seed + splitmix64(static_cast<std::uint64_t>(column)));
+  const std::uint64_t h = splitmix64(stream + static_cast<std::uint64_t>(row * vocab + index));
+  return (static_cast<double>(h >> 11) + 0.5) * std::ldexp(1.0, -53);
+}
+
+torch::Tensor counter_uniform(const torch::Tensor& seed, const torch::Tensor& column, std::int64_t rows,
+                              std::int64_t vocab) {
+  auto stream = mix(seed + mix(column));  // [1]
+  auto h = mix(torch::arange(rows * vocab, seed.options()).view({rows, vocab}) + stream);
+  return (logical_shift_right(h, 11).to(torch::kFloat64) + 0.5) * std::ldexp(1.0, -53);
+}
+
+torch::Tensor process_scores(torch::Tensor scores, const SamplingOptions& s, const torch::Tensor& history) {
+  if (s.repetition_penalty != 1.0f) {
+    auto seen = scores.gather(1, history);
+    seen = torch::where(seen < 0, seen * s.repetition_penalty, seen / s.repetition_penalty);
+    scores = scores.scatter(1, history, seen);
+  }
+  if (s.greedy || s.temperature <= 0.0f) return scores;
+  if (s.temperature != 1.0f) scores = scores / s.temperature;
+  if (s.top_k > 0 && s.top_k < scores.size(1)) {
+    auto kth = std::get<0>(scores.topk(s.top_k, -1)).narrow(1, s.top_k - 1, 1);
+    scores = scores.masked_fill(scores < kth, kNegInf);
+  }
+  if (s.top_p < 1.0f) {
+    auto sorted = scores.sort(-1, /*descending=*/false);
+    auto cumulative = torch::softmax(std::get<0>(sorted), -1).cumsum(-1);
+    auto remove = cumulative <= (1.0f - s.top_p);
+    remove.narrow(1, remove.size(1) - 1, 1).fill_(false);  // keep at least the most likely token
+    scores = scores.masked_fill(remove.scatter(1, std::get<1>(sorted), remove), kNegInf);
+  }
+  if (s.min_p > 0.0f) {
+    auto probs = torch::softmax(scores, -1);
+    auto threshold = probs.amax(-1, /*keepdim=*/true) * s.min_p;
+    scores = scores.masked_fill(probs < threshold, kNegInf);
+  }
+  return scores;
+}
+
+TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab, const SamplingOptions& s,
+                          const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column) {
+  const auto B = logits.size(0), V = logits.size(1);
+  if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
+  auto logp = torch::log_softmax(logits, -1);
+  auto probs = logp.exp();
+  auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
+  auto processed = process_scores(logits, s, history);
+  torch::Tensor ids;
+  if (s.greedy || s.temperature <= 0.0f) {
+    ids = processed.argmax(-1);
+  } else {  // Gumbel-max: argmax(scores - log(-log(u))) is a draw from softmax(scores)
+    ids = (processed.to(torch::kFloat64) - torch::log(-torch::log(counter_uniform(seed, column, B, V)))).argmax(-1);
+  }
+  return {ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1), entropy};
+}
+
+}  // namespace lal::lm
