@@ -40,11 +40,11 @@ int run_generate(const std::vector<std::string>& args) {
   po::options_description desc("lal generate");
   add_common_options(desc);
   desc.add_options()("model_path", po::value<std::string>()->required(), "model directory or cached hub id (org/name)")(
-      "prompt", po::value<std::string>(), "prompt text (needs tokenizer.json)")(
-      "prompt_ids", po::value<std::string>(), "prompt as comma-separated token ids")(
+      "prompt", po::value<std::string>(), "prompt text (needs tokenizer.json)")("prompt_ids", po::value<std::string>(),
+                                                                                "prompt as comma-separated token ids")(
       "max_new_tokens", po::value<int>()->default_value(128), "tokens to generate at most")(
-      "greedy", po::bool_switch(), "argmax decoding")(
-      "temperature", po::value<float>()->default_value(0.7f), "sampling temperature (<= 0: greedy)")(
+      "greedy", po::bool_switch(), "argmax decoding")("temperature", po::value<float>()->default_value(0.7f),
+                                                      "sampling temperature (<= 0: greedy)")(
       "top_p", po::value<float>()->default_value(1.0f), "nucleus sampling mass (1 = off)")(
       "top_k", po::value<int>()->default_value(0), "keep the k most likely tokens (0 = off)")(
       "min_p", po::value<float>()->default_value(0.0f), "drop tokens below min_p x top probability (0 = off)")(
@@ -57,8 +57,8 @@ int run_generate(const std::vector<std::string>& args) {
       "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)");
   po::variables_map vm;
-  if (!parse_command_line("generate", "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]", args, desc,
-                          {}, vm))
+  if (!parse_command_line("generate", "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]", args, desc, {},
+                          vm))
     return 0;
   if (vm.count("prompt") == vm.count("prompt_ids")) throw UsageError("give exactly one of --prompt and --prompt_ids");
   if (vm.count("prompt_ids") && vm["chat"].as<bool>()) throw UsageError("--chat needs --prompt, not --prompt_ids");
@@ -100,6 +100,8 @@ int run_generate(const std::vector<std::string>& args) {
   }
   if (!want_ids && !tok)
     throw std::runtime_error(engine->model_dir() + " has no tokenizer.json, so text cannot be shown: add --ids");
+
+  spdlog::debug("prompt ids ({}): {}", prompt.size(), nlohmann::json(prompt).dump());
 
   lal::lm::GenerateStats stats;
   auto out = engine->generate(
