@@ -5,7 +5,9 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
+#include <sstream>
 
 #include "command.hpp"
 #include "lal/lm/engine.hpp"
@@ -13,12 +15,16 @@
 namespace lal::cli {
 namespace {
 
+void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::variables_map& vm, int batch,
+               int prompt_len, int new_tokens, std::optional<double>& bandwidth);
+
 int run_bench_generate(const std::vector<std::string>& args) {
   po::options_description desc("lal bench generate");
   add_common_options(desc);
   desc.add_options()("model_path", po::value<std::string>()->required(), "model directory or cached hub id")(
-      "batch", po::value<int>()->default_value(1), "prompts decoded together")(
-      "prompt_len", po::value<int>()->default_value(128), "prompt tokens per sequence")(
+      "batch", po::value<std::string>()->default_value("1"),
+      "prompts decoded together; a list (1,8) runs each in turn")("prompt_len", po::value<int>()->default_value(128),
+                                                                  "prompt tokens per sequence")(
       "new_tokens", po::value<int>()->default_value(128), "tokens generated per sequence")(
       "warmup", po::value<int>()->default_value(1), "untimed warm-up runs")(
       "repeat", po::value<int>()->default_value(1), "timed runs (the best is reported)")(
@@ -31,9 +37,25 @@ int run_bench_generate(const std::vector<std::string>& args) {
   if (!parse_command_line("bench generate", "--model_path DIR [--batch N] [--prompt_len N] [--new_tokens N]", args,
                           desc, {}, vm))
     return 0;
-  const int batch = vm["batch"].as<int>(), prompt_len = vm["prompt_len"].as<int>(),
-            new_tokens = vm["new_tokens"].as<int>();
-  if (batch < 1 || prompt_len < 1 || new_tokens < 2) throw UsageError("need --batch >= 1, --prompt_len >= 1, --new_tokens >= 2");
+  std::vector<int> batches;
+  {
+    std::stringstream list(vm["batch"].as<std::string>());
+    for (std::string item; std::getline(list, item, ',');) {
+      std::size_t used = 0;
+      int b = 0;
+      try {
+        b = std::stoi(item, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != item.size() || b < 1)
+        throw UsageError("--batch: '" + item + "' is not a batch size >= 1 (expected e.g. 1 or 1,8)");
+      batches.push_back(b);
+    }
+    if (batches.empty()) throw UsageError("--batch: no batch size");
+  }
+  const int prompt_len = vm["prompt_len"].as<int>(), new_tokens = vm["new_tokens"].as<int>();
+  if (prompt_len < 1 || new_tokens < 2) throw UsageError("need --prompt_len >= 1, --new_tokens >= 2");
 
   lal::lm::ModelOptions mo;
   mo.model_path = vm["model_path"].as<std::string>();
@@ -42,7 +64,15 @@ int run_bench_generate(const std::vector<std::string>& args) {
   mo.decode_mode = vm["decode_mode"].as<std::string>();
   mo.load_tokenizer = true;
   auto engine = lal::lm::Engine::load(mo);
+  std::optional<double> bandwidth;
+  for (const int batch : batches) bench_one(*engine, mo, vm, batch, prompt_len, new_tokens, bandwidth);
+  return 0;
+}
 
+/// One batch size: warm-up, timed runs, one report (JSON line or text).
+void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::variables_map& vm, int batch,
+               int prompt_len, int new_tokens, std::optional<double>& bandwidth) {
+  auto* engine = &e;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(engine->usable_vocab() - 1));
   std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(batch));
@@ -65,30 +95,31 @@ int run_bench_generate(const std::vector<std::string>& args) {
   // The first new token comes from the prefill logits; the other new_tokens-1 each cost one decode step.
   const double step_s = best.decode_seconds / static_cast<double>(std::max<std::int64_t>(1, best.decode_steps - 1));
   const double decode_tps = batch / step_s;
-  nlohmann::json r = {{"model", engine->describe()},
-                      {"device", engine->device_name()},
-                      {"dtype", engine->dtype_name()},
-                      {"decode_mode", mo.decode_mode},
-                      {"batch", batch},
-                      {"prompt_len", prompt_len},
-                      {"new_tokens", new_tokens},
-                      {"weight_bytes", engine->parameter_bytes()},
-                      {"prefill_seconds", best.prefill_seconds},
-                      {"prefill_tokens_per_s", prefill_tps},
-                      {"decode_ms_per_step", step_s * 1e3},
-                      {"decode_tokens_per_s", decode_tps},
-                      {"decode_tokens_per_s_per_sequence", 1.0 / step_s},
-                      {"peak_memory_bytes", engine->peak_memory_bytes()},
-                      {"peak_memory_kind", engine->device_name().rfind("cuda", 0) == 0 ? "cuda max allocated"
-                                                                                       : "process peak RSS"}};
+  nlohmann::json r = {
+      {"model", engine->describe()},
+      {"device", engine->device_name()},
+      {"dtype", engine->dtype_name()},
+      {"decode_mode", mo.decode_mode},
+      {"batch", batch},
+      {"prompt_len", prompt_len},
+      {"new_tokens", new_tokens},
+      {"weight_bytes", engine->parameter_bytes()},
+      {"prefill_seconds", best.prefill_seconds},
+      {"prefill_tokens_per_s", prefill_tps},
+      {"decode_ms_per_step", step_s * 1e3},
+      {"decode_tokens_per_s", decode_tps},
+      {"decode_tokens_per_s_per_sequence", 1.0 / step_s},
+      {"peak_memory_bytes", engine->peak_memory_bytes()},
+      {"peak_memory_kind", engine->device_name().rfind("cuda", 0) == 0 ? "cuda max allocated" : "process peak RSS"}};
   if (vm["bandwidth"].as<bool>()) {
-    const double bw = engine->measure_memory_bandwidth();
+    if (!bandwidth) bandwidth = engine->measure_memory_bandwidth();
+    const double bw = *bandwidth;
     r["memory_bandwidth_bytes_per_s"] = bw;
     r["weight_read_floor_ms_per_step"] = 1e3 * static_cast<double>(engine->parameter_bytes()) / bw;
   }
   if (vm["json"].as<bool>()) {
-    std::cout << r.dump() << "\n";
-    return 0;
+    std::cout << r.dump() << std::endl;
+    return;
   }
   std::cout << std::fixed << std::setprecision(1) << r["model"].get<std::string>() << "\n"
             << "  batch " << batch << ", prompt " << prompt_len << ", new " << new_tokens << "\n"
@@ -101,7 +132,6 @@ int run_bench_generate(const std::vector<std::string>& args) {
   if (r.contains("memory_bandwidth_bytes_per_s"))
     std::cout << "  bandwidth: " << r["memory_bandwidth_bytes_per_s"].get<double>() / 1e9 << " GB/s, weight-read floor "
               << r["weight_read_floor_ms_per_step"].get<double>() << " ms/step\n";
-  return 0;
 }
 
 }  // namespace
