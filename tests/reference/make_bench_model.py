@@ -3,7 +3,7 @@
 
     python3 tests/reference/make_bench_model.py qwen2.5-0.5b OUT_DIR [--dtype bf16] [--device cuda]
 
-Shapes: qwen2.5-0.5b, qwen2.5-7b, llama-2-7b (config values as published on the Hugging Face hub).
+Shapes: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama-2-7b (config values as published on the Hugging Face hub).
 """
 import argparse
 import json
@@ -18,6 +18,9 @@ import st_io  # noqa: E402
 SHAPES = {
     "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+                         rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768),
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
                          rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768),
     "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,

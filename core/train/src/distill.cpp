@@ -223,16 +223,16 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   lal::lm::ModelOptions mo;
   mo.model_path = o.teacher_model;
   mo.device = resolve_device(o);
+  mo.quantize = resolve_quantize(o, mo.device);
+  mo.quantize_group = o.quantize_group;
+  mo.cpu_offload = o.cpu_offload;
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
   if (!tok) throw std::runtime_error(engine->model_dir() + ": the teacher has no tokenizer.json");
   const auto chat = chat_template_for(o, engine->model_dir());
   spdlog::info("teacher: {} ({} chat template{})", engine->describe(), std::string(chat.name()),
                chat.opens_thinking() ? ", thinking" : "");
-  if (resolve_quantize(o, mo.device) != "none")
-    spdlog::warn(
-        "teacher generation runs unquantized: the engine has no int8/int4 path yet (quantization applies "
-        "to the teacher's scoring and online logits)");
+  spdlog::info("teacher weights: {:.1f} MiB as stored", static_cast<double>(engine->parameter_bytes()) / (1 << 20));
   JsonlAppender out(p.data);
   ProgressBar bar("teacher", n, "ex", o.progress, static_cast<std::int64_t>(done.size()));
   std::int64_t new_tokens = 0;
@@ -292,6 +292,10 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
     bar.update(static_cast<std::int64_t>(done.size()), extra);
   }
   bar.finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("teacher data: {} new tokens in {:.1f} s ({:.1f} tok/s), peak memory {:.2f} GiB", new_tokens, secs,
+               secs > 0 ? static_cast<double>(new_tokens) / secs : 0.0,
+               static_cast<double>(engine->peak_memory_bytes()) / (1 << 30));
 }
 
 // ------------------------------------------------------------------------------------------------ corpus data

@@ -75,49 +75,7 @@ void write_tensors(const std::string& path, const std::vector<std::pair<std::str
 
 // ----------------------------------------------------------------------------------------------- quantization
 
-std::int64_t QuantizedTensor::bytes() const {
-  return data.numel() * static_cast<std::int64_t>(data.element_size()) +
-         scales.numel() * static_cast<std::int64_t>(scales.element_size());
-}
-
-QuantizedTensor quantize_weight(const torch::Tensor& w, int bits, std::int64_t group) {
-  if (w.dim() != 2) throw std::invalid_argument("quantize_weight: expected a 2-D weight");
-  if (bits != 8 && bits != 4) throw std::invalid_argument("quantize_weight: bits must be 8 or 4");
-  torch::NoGradGuard no_grad;
-  const auto out = w.size(0), in = w.size(1);
-  if (bits == 4 && in % 2) throw std::invalid_argument("quantize_weight: int4 needs an even input dimension");
-  const auto g = (group > 0 && in % group == 0) ? group : in;
-  const double qmax = bits == 8 ? 127.0 : 7.0;
-  auto grouped = w.detach().to(torch::kFloat32).contiguous().view({out, in / g, g});
-  // The scale is rounded to float16 first, so quantization and dequantization use the same value.
-  auto scale = (grouped.abs().amax(-1, /*keepdim=*/true) / qmax).clamp_min(1e-10).to(torch::kFloat16);
-  auto q = (grouped / scale.to(torch::kFloat32)).round().clamp(-qmax, qmax).view({out, in});
-  QuantizedTensor r;
-  r.bits = bits, r.group = g, r.shape = {out, in};
-  r.scales = scale.squeeze(-1).contiguous();
-  if (bits == 8) {
-    r.data = q.to(torch::kInt8).contiguous();
-  } else {
-    auto u = (q + 8).to(torch::kUInt8);
-    auto lo = u.slice(1, 0, in, 2), hi = u.slice(1, 1, in, 2);
-    r.data = lo.bitwise_or(hi.mul(16)).contiguous();
-  }
-  return r;
-}
-
-torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device) {
-  const auto out = q.shape[0], in = q.shape[1];
-  auto data = q.data.to(device, /*non_blocking=*/true);
-  torch::Tensor values;
-  if (q.bits == 8) {
-    values = data.to(torch::kFloat32);
-  } else {
-    auto lo = data.bitwise_and(15).to(torch::kFloat32), hi = data.div(16, "floor").to(torch::kFloat32);
-    values = torch::stack({lo, hi}, -1).view({out, in}) - 8.0;
-  }
-  auto scales = q.scales.to(device, /*non_blocking=*/true).to(torch::kFloat32).unsqueeze(-1);
-  return (values.view({out, in / q.group, q.group}) * scales).view({out, in}).to(dtype);
-}
+// quantize_weight / dequantize_weight: lal/lm/quantize.hpp (core/lm/engine/src/quantize.cpp).
 
 // ----------------------------------------------------------------------------------------------- losses
 

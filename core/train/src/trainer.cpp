@@ -1,5 +1,6 @@
 // Stages (b') teacher top-k, (c) training, (d) export — the LibTorch side of `lal distill`.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -55,10 +56,11 @@ class Teacher {
       spdlog::info("teacher scorer: {} layers, {} weights ({}, {})", model_->config().num_layers,
                    model_->weight_bytes(), quant, o.cpu_offload ? "offloaded" : "resident");
     } else {
-      if (quant != "none" || o.cpu_offload)
-        spdlog::warn("teacher {} is {}: quantization/offload need qwen2 or llama; scoring it unquantized", dir_,
-                     cfg.model_type);
-      engine_model_ = lal::lm::Transformer::load(dir_, device, dtype);
+      // Other families score through the engine's Transformer, which quantizes and offloads the same way.
+      engine_model_ = lal::lm::Transformer::load(dir_, device, dtype,
+                                                 lal::lm::WeightOptions{quant, o.quantize_group, o.cpu_offload});
+      spdlog::info("teacher scorer (engine): {} layers, {} weights ({}, {})", cfg.num_layers,
+                   engine_model_->parameter_bytes(), quant, engine_model_->offloaded() ? "offloaded" : "resident");
       vocab_ = cfg.vocab_size;
     }
   }

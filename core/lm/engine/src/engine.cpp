@@ -182,7 +182,12 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   const auto dtype = parse_dtype(options.dtype, device, config);
   if (impl->decode_mode == "graph" && !detail::DecodeGraph::supported(device))
     throw std::invalid_argument("decode mode 'graph' needs a CUDA device");
-  impl->model = Transformer::load(impl->dir, device, dtype);
+  const bool offload = options.cpu_offload && !device.is_cpu();
+  if (offload && impl->decode_mode == "graph")
+    throw std::invalid_argument("decode mode 'graph' cannot stream offloaded weights; use static or auto");
+  if (offload && impl->decode_mode == "auto") impl->decode_mode = "static";  // weight copies stay out of graphs
+  impl->model = Transformer::load(impl->dir, device, dtype,
+                                  WeightOptions{options.quantize, options.quantize_group, options.cpu_offload});
   impl->usable_vocab = config.vocab_size;
   impl->eos_ids = config.eos_token_ids;
 #if LAL_LM_HAVE_TOKENIZER
@@ -215,8 +220,14 @@ std::string Engine::dtype_name() const { return scalar_name(impl_->model->dtype(
 std::int64_t Engine::parameter_bytes() const { return impl_->model->parameter_bytes(); }
 std::string Engine::describe() const {
   const auto& c = config();
+  const auto& w = impl_->model->weight_options();
+  std::string storage;
+  if (quantize_bits(w.quantize)) storage += ", " + w.quantize + " (group " + std::to_string(w.quantize_group) + ")";
+  if (w.cpu_offload)
+    storage += impl_->model->offloaded() ? ", layers streamed from pinned host memory"
+                                         : ", cpu_offload ignored (weights are in host memory already)";
   return std::string(family_name(c.family)) + " (" + std::to_string(c.num_layers) + " layers, hidden " +
-         std::to_string(c.hidden_size) + ") from " + impl_->dir + ", " + device_name() + "/" + dtype_name();
+         std::to_string(c.hidden_size) + ") from " + impl_->dir + ", " + device_name() + "/" + dtype_name() + storage;
 }
 std::int64_t Engine::peak_memory_bytes() const {
   const auto d = impl_->model->device();

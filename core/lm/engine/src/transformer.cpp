@@ -94,6 +94,13 @@ torch::Tensor activation(const std::string& act, const torch::Tensor& x) {
   return torch::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh, gelu_fast
 }
 
+/// The decoder-layer weights that WeightOptions quantize and offload: every linear layer's matrix.
+constexpr torch::Tensor TransformerLayer::*kLinearWeights[] = {
+    &TransformerLayer::qkv_w,  &TransformerLayer::o_w,     &TransformerLayer::gate_up_w,
+    &TransformerLayer::down_w, &TransformerLayer::fc_in_w, &TransformerLayer::fc_out_w};
+
+std::int64_t tensor_bytes(const torch::Tensor& t) { return t.numel() * static_cast<std::int64_t>(t.element_size()); }
+
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
 }
@@ -134,11 +141,19 @@ KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::in
   return c;
 }
 
-std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::Device device, torch::ScalarType dtype) {
+std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::Device device, torch::ScalarType dtype,
+                                               const WeightOptions& weights) {
+  const int bits = quantize_bits(weights.quantize, "quantize");
+  if (bits && (weights.quantize_group < 2 || weights.quantize_group % 2))
+    throw std::invalid_argument("quantize group size " + std::to_string(weights.quantize_group) +
+                                ": expected an even number >= 2");
   std::shared_ptr<Transformer> m(new Transformer());
   m->config_ = ModelConfig::from_dir(dir);
   m->device_ = device;
   m->dtype_ = dtype;
+  m->weights_ = weights;
+  // Host memory is where CPU weights live anyway: offloading there is a no-op (Engine::describe() says so).
+  m->offload_ = weights.cpu_offload && !device.is_cpu();
   const ModelConfig& c = m->config_;
   const Checkpoint ckpt = Checkpoint::open_dir(dir);
   torch::NoGradGuard no_grad;
@@ -190,6 +205,25 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
         l.fc_out_b = w.get(p + "mlp.dense_4h_to_h.bias", {E});
         break;
     }
+    // Quantize / offload this layer's linear weights now, so that the device holds one dense layer at most.
+    for (auto field : kLinearWeights) {
+      torch::Tensor& dense = l.*field;
+      if (!dense.defined()) continue;
+      if (bits) {
+        QuantizedTensor q = quantize_weight(dense, bits, weights.quantize_group);
+        w.bytes += q.bytes() - tensor_bytes(dense);
+        if (m->offload_) {
+          q.data = q.data.to(torch::kCPU).pin_memory();
+          q.scales = q.scales.to(torch::kCPU).pin_memory();
+          m->offloaded_bytes_ += q.bytes();
+        }
+        l.quantized.emplace_back(field, std::move(q));
+        dense = torch::Tensor();
+      } else if (m->offload_) {
+        dense = dense.to(torch::kCPU).pin_memory();
+        m->offloaded_bytes_ += tensor_bytes(dense);
+      }
+    }
     m->layers_.push_back(std::move(l));
   }
   if (neox) {
@@ -210,6 +244,17 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
   m->parameter_bytes_ = w.bytes;
   m->inv_freq_ = inverse_frequencies(c).to(device);
   return m;
+}
+
+const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch) const {
+  const Layer& stored = layers_[i];
+  if (!offload_ && stored.quantized.empty()) return stored;
+  scratch = stored;  // shallow: tensors are shared, the previous layer's device copies are released
+  if (offload_)
+    for (auto field : kLinearWeights)
+      if ((scratch.*field).defined()) scratch.*field = (scratch.*field).to(device_, /*non_blocking=*/true);
+  for (const auto& [field, q] : stored.quantized) scratch.*field = dequantize_weight(q, dtype_, device_);
+  return scratch;
 }
 
 torch::Tensor Transformer::norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const {
@@ -281,8 +326,9 @@ torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& posi
   auto half_sin = freqs.sin();
   auto sin = torch::cat({-half_sin, half_sin}, -1).to(dtype_).unsqueeze(1);
 
+  Layer scratch;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layers_[i];
+    const Layer& l = layer_for_use(i, scratch);
     if (c.family == Family::GptNeoX) {
       auto attn = attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache, slot);
       if (c.parallel_residual) {

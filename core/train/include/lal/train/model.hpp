@@ -20,6 +20,7 @@
 
 #include "lal/lm/detail/torch_compat.hpp"
 #include "lal/lm/model_config.hpp"
+#include "lal/lm/quantize.hpp"
 #include "lal/lm/safetensors.hpp"
 
 namespace lal::train {
@@ -27,19 +28,10 @@ namespace lal::train {
 // ---------------------------------------------------------------------------------------------------------------
 // Weight-only quantization (symmetric, group-wise along the input dimension).
 
-struct QuantizedTensor {
-  torch::Tensor data;    ///< int8 [out, in] for 8 bits; uint8 [out, in/2] (two nibbles, low first) for 4 bits
-  torch::Tensor scales;  ///< float16 [out, in/group]
-  int bits = 8;
-  std::int64_t group = 64;
-  std::vector<std::int64_t> shape;  ///< [out, in]
-  std::int64_t bytes() const;
-};
-
-/// Quantize a 2-D weight. `in` must be divisible by `group` (else the whole row is one group).
-QuantizedTensor quantize_weight(const torch::Tensor& w, int bits, std::int64_t group);
-/// Back to `dtype` on `device` (the weights travel quantized, the dequantization runs on the device).
-torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device);
+// The one implementation lives in the engine (lal/lm/quantize.hpp: format, error bound); re-exported here.
+using lal::lm::dequantize_weight;
+using lal::lm::quantize_weight;
+using lal::lm::QuantizedTensor;
 
 // ---------------------------------------------------------------------------------------------------------------
 // The distillation loss.

@@ -33,6 +33,15 @@ struct ModelOptions {
   /// over the filled part), "static" (fixed-shape step over the whole cache: what a CUDA graph captures), "graph"
   /// (static + CUDA graph; GPU only). All give the same tokens up to floating-point rounding.
   std::string decode_mode = "auto";
+  /// Weight-only quantization of the decoder layers' linear weights: "none" | "int8" | "int4", symmetric, one
+  /// float16 scale per `quantize_group` input columns (lal/lm/quantize.hpp). Dequantized per layer on use, so the
+  /// device holds the packed weights plus one dense layer; parameter_bytes() reports the packed size.
+  std::string quantize = "none";
+  std::int64_t quantize_group = 64;
+  /// Decoder layers' linear weights in pinned host memory, streamed to the GPU layer by layer in every forward.
+  /// Trades speed (each decode step copies every weight over PCIe) for device memory. Decoding then runs "static"
+  /// under "auto"; "graph" is refused. On the CPU it is accepted and does nothing (describe() says so).
+  bool cpu_offload = false;
 };
 
 struct SamplingOptions {

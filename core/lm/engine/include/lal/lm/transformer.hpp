@@ -17,6 +17,7 @@
 
 #include "lal/lm/detail/torch_compat.hpp"
 #include "lal/lm/model_config.hpp"
+#include "lal/lm/quantize.hpp"
 
 namespace lal::lm {
 
@@ -42,12 +43,31 @@ struct TransformerLayer {
   torch::Tensor mlp_norm_w, mlp_norm_b;    // post_attention_layernorm
   torch::Tensor gate_up_w, gate_up_b, down_w, down_b;
   torch::Tensor fc_in_w, fc_in_b, fc_out_w, fc_out_b;  // gpt_neox mlp.dense_h_to_4h / dense_4h_to_h
+  /// With WeightOptions::quantize: the quantized linear weights, each naming the field it stands for (that field
+  /// then stays undefined until forward() dequantizes it for the layer's use).
+  std::vector<std::pair<torch::Tensor TransformerLayer::*, QuantizedTensor>> quantized;
+};
+
+/// How the decoder layers' weights are stored. Embeddings, lm_head, norms and biases are always dense and resident.
+struct WeightOptions {
+  /// none | int8 | int4: the linear weights of every decoder layer (q/k/v, o, gate/up, down; gpt_neox's four)
+  /// quantized group-wise (quantize.hpp) at load, from the weights as converted to the model dtype. forward()
+  /// dequantizes one layer at a time into the model dtype and multiplies densely, so only one layer's dense weights
+  /// exist at once; logits equal those of a dense model holding the dequantized weights (tested).
+  std::string quantize = "none";
+  std::int64_t quantize_group = 64;
+  /// Keep the decoder layers' linear weights (dense or quantized) in pinned host memory and copy each layer to the
+  /// device just before it runs (copies queued on the compute stream; the device holds one layer at a time, plus
+  /// what the caching allocator keeps). A no-op on the CPU, where the weights are in host memory already.
+  bool cpu_offload = false;
 };
 
 class Transformer {
  public:
-  /// Load `dir` (config.json + safetensors) onto `device` in `dtype` (float32, bfloat16 or float16).
-  static std::shared_ptr<Transformer> load(const std::string& dir, torch::Device device, torch::ScalarType dtype);
+  /// Load `dir` (config.json + safetensors) onto `device` in `dtype` (float32, bfloat16 or float16), decoder
+  /// weights stored as `weights` says. Throws std::invalid_argument for a bad quantize mode or group size.
+  static std::shared_ptr<Transformer> load(const std::string& dir, torch::Device device, torch::ScalarType dtype,
+                                           const WeightOptions& weights = {});
 
   /// Run `ids` [B,T] (int64) at `positions` [B,T] (rotary positions; with left padding they start at 0 at each
   /// row's first real token). `key_mask` [B, S] bool, S = cached length + T, marks real (non-padding) tokens, or is
@@ -67,7 +87,13 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   torch::Device device() const { return device_; }
   torch::ScalarType dtype() const { return dtype_; }
+  /// Bytes of all weights as stored (quantized ones at their packed size with scales; tied lm_head counted once),
+  /// wherever they are. offloaded_bytes() of them live in host memory (cpu_offload on a GPU), the rest on device().
   std::int64_t parameter_bytes() const { return parameter_bytes_; }
+  std::int64_t offloaded_bytes() const { return offloaded_bytes_; }
+  const WeightOptions& weight_options() const { return weights_; }
+  /// Whether weights are streamed from host memory (cpu_offload on a non-CPU device).
+  bool offloaded() const { return offload_; }
 
  private:
   using Layer = TransformerLayer;
@@ -79,11 +105,16 @@ class Transformer {
                            KVCache* cache, const torch::Tensor& slot) const;
   torch::Tensor mlp_block(const Layer& l, const torch::Tensor& x) const;
   torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
+  /// Layer `i` ready to run: itself when dense and resident, else `scratch` filled with device copies and
+  /// dequantized weights (freed when scratch is overwritten by the next layer).
+  const Layer& layer_for_use(std::size_t i, Layer& scratch) const;
 
   ModelConfig config_;
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_ = torch::kFloat32;
-  std::int64_t parameter_bytes_ = 0;
+  std::int64_t parameter_bytes_ = 0, offloaded_bytes_ = 0;
+  WeightOptions weights_;
+  bool offload_ = false;
   torch::Tensor inv_freq_;  // [rotary_dim/2] float32, rope scaling applied
   torch::Tensor embed_, final_norm_w_, final_norm_b_, lm_head_;
   std::vector<Layer> layers_;

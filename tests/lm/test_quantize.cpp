@@ -1,0 +1,236 @@
+// Weight-only int8/int4 quantization and CPU offload in the engine (ModelOptions::quantize / cpu_offload), on the
+// tiny models of make_tiny_models.py ($LAL_LM_TINY_MODELS): a quantized engine's logits against a dense engine that
+// holds the dequantized weights (an independent path: the checkpoint is rewritten with dequantize(quantize(w)) per
+// tensor, before any q/k/v fusion), parameter_bytes() against the format's arithmetic, generation, offload, errors,
+// and that generation leaves LibTorch's global CPU generator alone.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "lal/lm/engine.hpp"
+#include "lal/lm/quantize.hpp"
+#include "lal/lm/safetensors.hpp"
+#include "lal/lm/transformer.hpp"
+// LibTorch (built with glog) defines glog's CHECK macros, which abort instead of counting a failed assertion:
+// drop them so that doctest's own are the ones used below.
+#undef CHECK
+#undef CHECK_EQ
+#undef CHECK_NE
+#undef CHECK_LT
+#undef CHECK_LE
+#undef CHECK_GT
+#undef CHECK_GE
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+using namespace lal::lm;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kModels[] = {"qwen2_tied_gqa",      "llama_llama3_headdim", "llama_bias_linear_sharded",
+                         "phi3_partial_rotary", "neox_parallel",        "neox_sequential"};
+constexpr std::int64_t kGroup = 16;
+
+std::string model_dir(const std::string& name) {
+  const char* root = std::getenv("LAL_LM_TINY_MODELS");
+  REQUIRE_MESSAGE(root, "set LAL_LM_TINY_MODELS (ctest does; the lm.make_tiny_models test writes them)");
+  return std::string(root) + "/" + name;
+}
+std::string test_device() {
+  const char* d = std::getenv("LAL_LM_TEST_DEVICE");
+  return d && *d ? d : "cpu";
+}
+torch::Device device() { return torch::Device(test_device()); }
+
+bool is_layer_linear(const TensorInfo& t) {
+  return t.name.find(".layers.") != std::string::npos && t.shape.size() == 2;
+}
+
+torch::Tensor as_float32(const TensorInfo& t) {
+  const auto type = t.dtype == DType::BF16  ? torch::kBFloat16
+                    : t.dtype == DType::F16 ? torch::kFloat16
+                                            : torch::kFloat32;
+  return torch::from_blob(const_cast<std::byte*>(t.data), t.shape, type).to(torch::kFloat32).contiguous();
+}
+
+/// `name` rewritten as float32 with every decoder-layer linear weight replaced by dequantize(quantize(w)), tensor
+/// by tensor (q, k, v separately): the dense reference a quantized engine must equal.
+std::string dequantized_copy(const std::string& name, int bits) {
+  const auto src = model_dir(name);
+  const auto dst = fs::temp_directory_path() /
+                   ("lal_lm_deq_" + name + "_" + std::to_string(bits) + "_" + std::to_string(::getpid()));
+  fs::create_directories(dst);
+  fs::copy_file(fs::path(src) / "config.json", dst / "config.json", fs::copy_options::overwrite_existing);
+  const auto ckpt = Checkpoint::open_dir(src);
+  std::vector<torch::Tensor> keep;
+  std::vector<TensorToWrite> out;
+  for (const auto& n : ckpt.names()) {
+    const auto& info = ckpt.at(n);
+    auto t = as_float32(info);
+    if (is_layer_linear(info)) t = dequantize_weight(quantize_weight(t, bits, kGroup), torch::kFloat32, torch::kCPU);
+    keep.push_back(t.contiguous());
+    out.push_back({n, DType::F32, info.shape, keep.back().data_ptr(), static_cast<std::size_t>(t.numel()) * 4});
+  }
+  write_safetensors((dst / "model.safetensors").string(), out);
+  return dst.string();
+}
+
+/// parameter_bytes() the format implies for `name` loaded in float32 with `bits` (0 = dense).
+std::int64_t expected_bytes(const std::string& name, int bits) {
+  const auto ckpt = Checkpoint::open_dir(model_dir(name));
+  std::int64_t n = 0;
+  for (const auto& tn : ckpt.names()) {
+    const auto& info = ckpt.at(tn);
+    if (bits && is_layer_linear(info)) {
+      const auto out = info.shape[0], in = info.shape[1], g = in % kGroup == 0 ? kGroup : in;
+      n += out * in * bits / 8 + out * (in / g) * 2;  // packed values + float16 scales
+    } else {
+      n += info.numel() * 4;
+    }
+  }
+  return n;
+}
+
+torch::Tensor logits_of(const Transformer& m, const std::vector<std::int64_t>& prompt) {
+  auto ids = torch::tensor(prompt, torch::kLong).view({1, -1});
+  auto pos = torch::arange(ids.size(1), torch::kLong).view({1, -1});
+  return m.forward(ids.to(m.device()), pos.to(m.device()), {}, nullptr, false)[0].cpu();
+}
+
+const std::vector<std::int64_t> kPrompt = {1, 5, 9, 2, 77, 13, 40, 8, 3, 61, 22};
+
+std::unique_ptr<Engine> engine(const std::string& path, const std::string& quantize, bool offload = false,
+                               const std::string& decode_mode = "auto") {
+  ModelOptions o;
+  o.model_path = path;
+  o.device = test_device();
+  o.dtype = "float32";
+  o.quantize = quantize;
+  o.quantize_group = kGroup;
+  o.cpu_offload = offload;
+  o.decode_mode = decode_mode;
+  return Engine::load(o);
+}
+
+}  // namespace
+
+TEST_CASE("quantized logits equal a dense model holding the dequantized weights, for every family") {
+  for (const std::string name : kModels)
+    for (int bits : {8, 4}) {
+      CAPTURE(name);
+      CAPTURE(bits);
+      const auto ref_dir = dequantized_copy(name, bits);
+      auto quant = Transformer::load(model_dir(name), device(), torch::kFloat32,
+                                     WeightOptions{bits == 8 ? "int8" : "int4", kGroup, false});
+      auto ref = Transformer::load(ref_dir, device(), torch::kFloat32);
+      auto dense = Transformer::load(model_dir(name), device(), torch::kFloat32);
+      const auto q = logits_of(*quant, kPrompt), r = logits_of(*ref, kPrompt), d = logits_of(*dense, kPrompt);
+      const double err = (q - r).abs().max().item<double>();
+      const double vs_dense = (q - d).abs().max().item<double>() / d.abs().max().item<double>();
+      MESSAGE(name << " int" << bits << ": |quantized - dequantized reference| " << err
+                   << ", max error vs unquantized / max logit " << vs_dense);
+      CHECK(err <= 1e-5);
+      CHECK(vs_dense > 0);                         // the weights really were quantized
+      CHECK(vs_dense < (bits == 8 ? 0.05 : 1.0));  // random tiny models: int4 is coarse (BENCHMARKS.md)
+      fs::remove_all(ref_dir);
+    }
+}
+
+TEST_CASE("parameter_bytes() counts quantized weights at their packed size") {
+  for (const std::string name : kModels) {
+    CAPTURE(name);
+    const auto dense = engine(model_dir(name), "none");
+    const auto int8 = engine(model_dir(name), "int8");
+    const auto int4 = engine(model_dir(name), "int4");
+    CHECK(dense->parameter_bytes() == expected_bytes(name, 0));
+    CHECK(int8->parameter_bytes() == expected_bytes(name, 8));
+    CHECK(int4->parameter_bytes() == expected_bytes(name, 4));
+    CHECK(int4->parameter_bytes() < int8->parameter_bytes());
+    CHECK(int8->parameter_bytes() < dense->parameter_bytes());
+    CHECK(int4->describe().find("int4 (group 16)") != std::string::npos);
+  }
+}
+
+TEST_CASE("int8/int4 generation runs and equals the dequantized reference's, in dynamic and static decoding") {
+  GenerateOptions g;
+  g.sampling.greedy = true;
+  g.max_new_tokens = 10;
+  g.stop_at_eos = false;
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 2, 77}, {3, 4}};
+  for (const std::string name : {"qwen2_tied_gqa", "llama_bias_linear_sharded", "neox_parallel"})
+    for (int bits : {8, 4})
+      for (const std::string mode : {"dynamic", "static"}) {
+        CAPTURE(name);
+        CAPTURE(bits);
+        CAPTURE(mode);
+        const auto ref_dir = dequantized_copy(name, bits);
+        const auto q = engine(model_dir(name), bits == 8 ? "int8" : "int4", false, mode)->generate(prompts, g);
+        const auto r = engine(ref_dir, "none", false, mode)->generate(prompts, g);
+        REQUIRE(q.size() == 2);
+        for (std::size_t b = 0; b < 2; ++b) {
+          CHECK(q[b].ids.size() == 10);
+          CHECK(q[b].ids == r[b].ids);
+        }
+        fs::remove_all(ref_dir);
+      }
+}
+
+TEST_CASE("cpu_offload: same logits; a no-op on the CPU, streamed layer by layer on a GPU") {
+  for (const std::string quant : {"none", "int4"}) {
+    CAPTURE(quant);
+    const auto dir = model_dir("llama_llama3_headdim");
+    auto resident = Transformer::load(dir, device(), torch::kFloat32, WeightOptions{quant, kGroup, false});
+    auto offloaded = Transformer::load(dir, device(), torch::kFloat32, WeightOptions{quant, kGroup, true});
+    CHECK((logits_of(*resident, kPrompt) - logits_of(*offloaded, kPrompt)).abs().max().item<double>() <= 1e-6);
+    CHECK(offloaded->parameter_bytes() == resident->parameter_bytes());
+    if (device().is_cpu()) {
+      CHECK_FALSE(offloaded->offloaded());
+      CHECK(offloaded->offloaded_bytes() == 0);
+      CHECK(engine(dir, quant, true)->describe().find("cpu_offload ignored") != std::string::npos);
+    } else {
+      CHECK(offloaded->offloaded());
+      CHECK(offloaded->offloaded_bytes() > 0);
+      CHECK_THROWS_WITH_AS(engine(dir, quant, true, "graph"), doctest::Contains("offloaded"), std::invalid_argument);
+      GenerateOptions g;
+      g.sampling.greedy = true;
+      g.max_new_tokens = 6;
+      g.stop_at_eos = false;
+      CHECK(engine(dir, quant, true)->generate({{1, 2, 3}}, g)[0].ids ==
+            engine(dir, quant, false, "static")->generate({{1, 2, 3}}, g)[0].ids);
+    }
+  }
+}
+
+TEST_CASE("bad quantize options are refused naming the option") {
+  const auto dir = model_dir("qwen2_tied_gqa");
+  CHECK_THROWS_WITH_AS(engine(dir, "int3"), doctest::Contains("quantize 'int3'"), std::invalid_argument);
+  ModelOptions o;
+  o.model_path = dir;
+  o.device = test_device();
+  o.quantize = "int8";
+  o.quantize_group = 7;
+  CHECK_THROWS_WITH_AS(Engine::load(o), doctest::Contains("group size 7"), std::invalid_argument);
+  CHECK_THROWS_AS(quantize_weight(torch::zeros({4, 3}), 4, 2), std::invalid_argument);  // odd input dim for int4
+}
+
+TEST_CASE("generation does not draw from LibTorch's global CPU generator") {
+  // Sampling noise is a hash of (seed, position); nothing else in load/prefill/decode may be random. The trainer
+  // relies on this: stage (b) must leave the global generator as it found it.
+  torch::manual_seed(1234);
+  auto gen = at::detail::getDefaultCPUGenerator();
+  const auto before = gen.get_state().clone();
+  GenerateOptions g;
+  g.sampling.temperature = 0.9f;
+  g.sampling.top_p = 0.9f;
+  g.sampling.seed = 5;
+  g.max_new_tokens = 8;
+  for (const std::string quant : {"none", "int4"})
+    for (const std::string mode : {"dynamic", "static"}) {
+      auto e = engine(model_dir("qwen2_tied_gqa"), quant, false, mode);
+      e->generate({{1, 5, 9}, {2, 3, 4, 5}}, g);
+      e->generate({{7}}, g);
+    }
+  CHECK(torch::equal(gen.get_state(), before));
+}
