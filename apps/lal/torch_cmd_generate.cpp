@@ -43,6 +43,7 @@ int run_generate(const std::vector<std::string>& args) {
       "prompt", po::value<std::string>(), "prompt text (needs tokenizer.json)")("prompt_ids", po::value<std::string>(),
                                                                                 "prompt as comma-separated token ids")(
       "max_new_tokens", po::value<int>()->default_value(128), "tokens to generate at most")(
+      "min_new_tokens", po::value<int>()->default_value(0), "no end-of-sequence/stop token before this many tokens")(
       "greedy", po::bool_switch(), "argmax decoding")("temperature", po::value<float>()->default_value(0.7f),
                                                       "sampling temperature (<= 0: greedy)")(
       "top_p", po::value<float>()->default_value(1.0f), "nucleus sampling mass (1 = off)")(
@@ -74,6 +75,8 @@ int run_generate(const std::vector<std::string>& args) {
 
   lal::lm::GenerateOptions go;
   go.max_new_tokens = vm["max_new_tokens"].as<int>();
+  go.min_new_tokens = vm["min_new_tokens"].as<int>();
+  if (go.min_new_tokens < 0) throw UsageError("--min_new_tokens must be ≥ 0");
   go.sampling.greedy = vm["greedy"].as<bool>();
   go.sampling.temperature = vm["temperature"].as<float>();
   go.sampling.top_p = vm["top_p"].as<float>();

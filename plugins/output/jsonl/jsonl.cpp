@@ -26,6 +26,7 @@ class Jsonl final : public lal::Module {
     ctx_ = &ctx;
     include_empty_ = ctx.config().get<bool>("include_empty");
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
+      if (origins_.size() >= 256) origins_.erase(origins_.begin());  // keep the last 256 turns
       origins_[m.header.turn] = m.header.timestamp_ns;  // the true origin, even if a chunk came first
     });
     auto on_chunk = [this](const lal::Delivery<lal::ThoughtChunk>& m) { chunk(m); };
@@ -42,7 +43,7 @@ class Jsonl final : public lal::Module {
   std::int64_t origin_ns(lal::TurnId turn, std::int64_t ts) {
     auto it = origins_.find(turn);
     if (it != origins_.end()) return it->second;
-    if (origins_.size() >= 256) origins_.erase(origins_.begin());  // turns that never ended
+    if (origins_.size() >= 256) origins_.erase(origins_.begin());  // keep the last 256 turns
     return origins_.emplace(turn, ts).first->second;
   }
 
@@ -85,7 +86,8 @@ class Jsonl final : public lal::Module {
     j["first_output_ms"] = d.first_output_ns ? json(round_ms(d.first_output_ns - origin)) : json(nullptr);
     j["answer_done_ms"] = d.answer_done_ns ? json(round_ms(d.answer_done_ns - origin)) : json(nullptr);
     write(j);
-    origins_.erase(m.header.turn);
+    // The origin is kept: modules may still speak for this turn after it is done (emotion appraises the outcome),
+    // and their t_ms must keep counting from the same percept. The map is bounded in origin_ns().
   }
 
   void write(const json& j) {

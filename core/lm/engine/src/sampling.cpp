@@ -76,13 +76,15 @@ torch::Tensor process_scores(torch::Tensor scores, const SamplingOptions& s, con
 }
 
 TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab, const SamplingOptions& s,
-                          const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column) {
+                          const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column,
+                          const torch::Tensor& suppress) {
   const auto B = logits.size(0), V = logits.size(1);
   if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
   auto logp = torch::log_softmax(logits, -1);
   auto probs = logp.exp();
   auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
   auto processed = process_scores(logits, s, history);
+  if (suppress.defined()) processed = processed + suppress;
   torch::Tensor ids;
   if (s.greedy || s.temperature <= 0.0f) {
     ids = processed.argmax(-1);

@@ -32,6 +32,9 @@ struct GenerationRequest {
   std::string prompt;
   bool thinking = false;          ///< chat templates that support it open a <think> block
   int max_new_tokens = 128;
+  /// End-of-sequence and stop tokens are not chosen before this many tokens (as transformers' min_new_tokens).
+  /// Keeps a small or unfamiliar model from ending a thought before it starts.
+  int min_new_tokens = 0;
   bool greedy = false;
   float temperature = 0.7f;
   int top_k = 0;                  ///< 0 = off

@@ -121,6 +121,7 @@ struct ModelSettings {
   Language language = Language::ja;
   std::string persona;
   int max_tokens = 64;
+  int min_tokens = 4;
   double temperature = 0.7;
   double top_p = 0.95;
   int priority = 0;
@@ -134,6 +135,7 @@ inline void declare_model_config(PluginDescriptor& d, int max_tokens, double tem
       .config_string("language", "ja", "persona language: ja or en")
       .config_string("persona", "", "system prompt persona; empty = the built-in one for `language`")
       .config_int("max_tokens", max_tokens, "most tokens to generate")
+      .config_int("min_tokens", 4, "no end-of-sequence before this many tokens (GenerationRequest::min_new_tokens)")
       .config_number("temperature", temperature, "sampling temperature before emotion modulation")
       .config_number("top_p", 0.95, "nucleus sampling threshold (1 = off)")
       .config_int("priority", priority, "GenerationRequest::priority: higher is served first by a shared model")
@@ -148,6 +150,8 @@ inline ModelSettings read_model_config(const Config& c) {
   s.persona = c.get<std::string>("persona");
   s.max_tokens = c.get<int>("max_tokens");
   if (s.max_tokens < 1) throw ConfigError("max_tokens must be at least 1, got " + std::to_string(s.max_tokens));
+  s.min_tokens = c.get<int>("min_tokens");
+  if (s.min_tokens < 0) throw ConfigError("min_tokens must be ≥ 0, got " + std::to_string(s.min_tokens));
   s.temperature = c.get<double>("temperature");
   s.top_p = c.get<double>("top_p");
   s.priority = c.get<int>("priority");
@@ -174,6 +178,7 @@ inline GenerationRequest make_request(const ModelSettings& s, Role role, const s
   const std::string tone = emotion ? tone_for(emotion->label, s.language) : std::string();
   r.messages = {{"system", system_prompt(role, s.language, s.persona, tone)}, {"user", user_content}};
   r.max_new_tokens = max_tokens;
+  r.min_new_tokens = std::min(s.min_tokens, max_tokens);
   const double arousal = emotion ? emotion->arousal : 0.0;
   r.temperature = static_cast<float>(std::clamp(s.temperature + s.emotion_temperature_gain * arousal, 0.05, 1.5));
   r.top_p = static_cast<float>(s.top_p);

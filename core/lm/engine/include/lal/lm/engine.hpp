@@ -57,6 +57,7 @@ struct SamplingOptions {
 struct GenerateOptions {
   SamplingOptions sampling;
   int max_new_tokens = 128;
+  int min_new_tokens = 0;                  ///< stop tokens (eos + stop_ids) are suppressed before this many tokens
   bool stop_at_eos = true;                 ///< stop on the config's/generation_config's eos ids
   std::vector<std::int32_t> stop_ids;      ///< more stop tokens
   std::vector<std::string> stop_strings;   ///< needs a tokenizer; the stop string is not part of the text

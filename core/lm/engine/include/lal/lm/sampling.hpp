@@ -53,8 +53,11 @@ struct TokenChoice {
 
 /// Choose one token per row from `logits` (float32 [B, V]; entries at and past `usable_vocab` are never chosen):
 /// greedy argmax when s.greedy or s.temperature <= 0, else a sample with the noise at (seed, column) described
-/// above. Overwrites logits' padding entries with -inf.
+/// above. Overwrites logits' padding entries with -inf. `suppress` (optional, float32 [1, V]) is added to the
+/// processed scores only — 0 or -inf per token, e.g. stop tokens before min_new_tokens — so the reported
+/// log-probability and entropy stay those of the raw distribution.
 TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab, const SamplingOptions& s,
-                          const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column);
+                          const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column,
+                          const torch::Tensor& suppress = {});
 
 }  // namespace lal::lm
