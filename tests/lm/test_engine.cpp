@@ -470,3 +470,28 @@ TEST_CASE("sampled tokens are the same in every decode mode (the noise is a func
     for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(g[p].ids == g_dynamic[p].ids);
   }
 }
+
+TEST_CASE("min_new_tokens keeps stop tokens out of the first tokens, in every decode mode") {
+  const auto dir = model_dir("qwen2_tied_gqa");
+  Expected ex(dir);
+  const auto prompt = ex.ids("prompt.0");
+  for (const char* mode : {"dynamic", "static"}) {
+    CAPTURE(mode);
+    auto engine = engine_for("qwen2_tied_gqa", "float32", mode);
+    auto g = greedy(6);
+    g.stop_at_eos = false;
+    const auto free_run = engine->generate({prompt}, g)[0].ids;
+    REQUIRE(free_run.size() == 6);
+    auto stop = g;
+    stop.stop_ids = {free_run[0]};  // greedy would stop at once
+    CHECK(engine->generate({prompt}, stop)[0].ids.size() == 1);
+    stop.min_new_tokens = 3;
+    const auto out = engine->generate({prompt}, stop)[0];
+    REQUIRE(out.ids.size() >= 3);
+    for (std::size_t i = 0; i < 3; ++i) CHECK(out.ids[i] != free_run[0]);
+    // The reported log-probabilities stay those of the raw distribution (≤ 0, finite).
+    for (float lp : out.logprobs) CHECK(std::isfinite(lp));
+    // After min_new_tokens the stop token may end the sequence again.
+    if (out.ids.size() < 6) CHECK(out.ids.back() == free_run[0]);
+  }
+}

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -126,6 +127,7 @@ struct DecodeLoop {
   torch::Tensor valid;           // bool [B, capacity]: real (non-padding) tokens
   torch::Tensor history;         // int64 [B, capacity]: every row's ids; unfilled columns repeat the first id
   torch::Tensor seed;            // int64 [1]: the sampling seed's bits
+  torch::Tensor suppress;        // float32 [1, V]: -inf on tokens that may not be chosen yet (min_new_tokens)
   detail::DecodeGraph graph;
   SamplingOptions graph_sampling;  // the processing the graph has baked in
 
@@ -138,13 +140,14 @@ struct DecodeLoop {
     valid = torch::zeros({b, cap}, lopts.dtype(torch::kBool));
     history = torch::zeros({b, cap}, lopts);
     seed = torch::zeros({1}, lopts);
+    suppress = torch::zeros({1, cfg.vocab_size}, lopts.dtype(torch::kFloat32));
   }
 
   /// Choose the token at column slot + 1 from `logits` [B, V] and advance; returns [3, B] float64 (id, logprob,
   /// entropy), the one tensor the host reads per step.
   torch::Tensor choose_and_advance(const torch::Tensor& logits, std::int64_t usable, const SamplingOptions& s) {
     slot.add_(1);
-    auto choice = choose_tokens(logits, usable, s, history, seed, slot);
+    auto choice = choose_tokens(logits, usable, s, history, seed, slot, suppress);
     auto next = choice.ids.view({batch, 1});
     history.index_copy_(1, slot, next);
     valid.index_fill_(1, slot, true);
@@ -384,10 +387,25 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
   if (options.max_new_tokens == 0)
     for (auto& o : out) o.finish_reason = "length";
 
+  // min_new_tokens: stop tokens get -inf in the choice (not in the reported distribution) until token number
+  // min_new_tokens. The mask is device state read by each step (and by a captured graph) when it runs.
+  loop->suppress.zero_();
+  torch::Tensor stop_index;
+  if (options.min_new_tokens > 0 && !stop_ids.empty())
+    stop_index = torch::tensor(std::vector<std::int64_t>(stop_ids.begin(), stop_ids.end()),
+                               torch::TensorOptions().dtype(torch::kLong))
+                     .to(device);
+  auto suppress_for = [&](std::int64_t token_index) {
+    if (!stop_index.defined()) return;
+    if (token_index == 0) loop->suppress.index_fill_(1, stop_index, -std::numeric_limits<float>::infinity());
+    if (token_index == options.min_new_tokens) loop->suppress.zero_();
+  };
+
   // The device runs one step ahead of the host: the step that computes token t+1 is queued before token t is read
   // back (asynchronously), so the host's streaming work overlaps the device's and no step waits on a round-trip.
   // When a sequence stops, at most one step was computed for nothing.
   detail::HostReader reader(device, /*depth=*/2);
+  suppress_for(0);
   if (options.max_new_tokens > 0) reader.push(loop->choose_and_advance(logits.select(1, 0), usable, s));
   std::int64_t steps = 0, generated = 0;
   for (int step = 0; step < options.max_new_tokens; ++step) {
@@ -399,7 +417,10 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
         }
       break;
     }
-    if (step + 1 < options.max_new_tokens) reader.push(decode_step(step));
+    if (step + 1 < options.max_new_tokens) {
+      suppress_for(step + 1);
+      reader.push(decode_step(step));
+    }
     auto packed = reader.pop();
     auto pk = packed.accessor<double, 2>();
     ++steps;
@@ -486,6 +507,8 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
 
   GenerateOptions opts;
   opts.max_new_tokens = request.max_new_tokens;
+  if (request.min_new_tokens < 0) throw std::invalid_argument("generate: min_new_tokens < 0");
+  opts.min_new_tokens = request.min_new_tokens;
   opts.stop_strings = stops;
   opts.sampling.greedy = request.greedy;
   opts.sampling.temperature = request.temperature;
