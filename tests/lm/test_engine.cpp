@@ -1,8 +1,6 @@
 // The engine against the independent Python reference (tests/reference/), on the tiny random models that
 // make_tiny_models.py writes to $LAL_LM_TINY_MODELS: logits parity, greedy generations, KV-cached decode vs full
 // recompute, batched vs one-by-one, bf16 on the CPU, sampling controls, stops, cancellation, errors.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +12,10 @@
 #include "lal/lm/safetensors.hpp"
 #include "lal/lm/sampling.hpp"
 #include "lal/lm/transformer.hpp"
+
+// After LibTorch: its logging header (glog) defines CHECK too, and the last definition wins; ours must be doctest's.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
 
 using namespace lal::lm;
 
