@@ -14,26 +14,14 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 import st_io  # noqa: E402
-
-
-def byte_level_alphabet():
-    # GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100.. in order.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
+from byte_level import bytes_to_unicode  # noqa: E402
 
 
 def main():
     out = sys.argv[1]
     peak = float(sys.argv[sys.argv.index("--peak") + 1]) if "--peak" in sys.argv else 1.0
     os.makedirs(out, exist_ok=True)
-    alphabet = byte_level_alphabet()
+    alphabet = bytes_to_unicode()
     vocab = {alphabet[b]: b for b in range(256)}
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     added = [{"id": 256 + i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,

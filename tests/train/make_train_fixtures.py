@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 import st_io  # noqa: E402
+from byte_level import bytes_to_unicode  # noqa: E402
 
 TEXT = """
 電気回路ではオームの法則が基本です。電圧は電流と抵抗の積に等しい。
@@ -29,18 +30,6 @@ Pythonのリスト内包表記は、短く読みやすいコードを書くた�
 The quick brown fox jumps over the lazy dog. Ohm's law relates voltage, current and resistance.
 Binary search halves the interval at every step, so it needs O(log n) comparisons.
 """
-
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def make_tokenizer(n_merges=60):
