@@ -122,27 +122,6 @@ torch::Tensor mean_kl(const torch::Tensor& student_logits, const torch::Tensor& 
 
 // ----------------------------------------------------------------------------------------------- the decoder
 
-torch::Tensor rotary_inverse_frequencies(const ModelConfig& c) {
-  // Same arithmetic as lal::lm::Transformer (transformers' float32 rope init).
-  const auto dim = c.rotary_dim;
-  auto exponents = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
-  auto inv_freq = 1.0 / torch::pow(c.rope_theta, exponents);
-  const auto& s = c.rope_scaling;
-  if (s.type == "linear") {
-    inv_freq = inv_freq / s.factor;
-  } else if (s.type == "llama3") {
-    const double old_len = static_cast<double>(s.original_max_position_embeddings);
-    const double low_wavelen = old_len / s.low_freq_factor, high_wavelen = old_len / s.high_freq_factor;
-    auto wavelen = 2 * M_PI / inv_freq;
-    auto scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
-    auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-    auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-    auto medium = (wavelen < high_wavelen).logical_not() & (wavelen > low_wavelen).logical_not();
-    inv_freq = torch::where(medium, smoothed, scaled);
-  }
-  return inv_freq;
-}
-
 namespace {
 torch::Tensor rotate_half(const torch::Tensor& x) {
   const auto half = x.size(-1) / 2;

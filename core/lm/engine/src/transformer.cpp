@@ -105,8 +105,10 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
 }
 
+}  // namespace
+
 // Rotary inverse frequencies with rope_scaling applied, computed as transformers does (float32 arithmetic).
-torch::Tensor inverse_frequencies(const ModelConfig& c) {
+torch::Tensor rotary_inverse_frequencies(const ModelConfig& c) {
   const auto dim = c.rotary_dim;
   auto exponents = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
   auto inv_freq = 1.0 / torch::pow(c.rope_theta, exponents);
@@ -126,8 +128,6 @@ torch::Tensor inverse_frequencies(const ModelConfig& c) {
   }
   return inv_freq;
 }
-
-}  // namespace
 
 KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity, torch::ScalarType dtype,
                           torch::Device device) {
@@ -242,7 +242,7 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
     m->lm_head_ = w.get(head, {V, E});
   }
   m->parameter_bytes_ = w.bytes;
-  m->inv_freq_ = inverse_frequencies(c).to(device);
+  m->inv_freq_ = rotary_inverse_frequencies(c).to(device);
   return m;
 }
 

@@ -22,6 +22,7 @@
 #include "lal/lm/model_config.hpp"
 #include "lal/lm/quantize.hpp"
 #include "lal/lm/safetensors.hpp"
+#include "lal/lm/transformer.hpp"
 
 namespace lal::train {
 
@@ -125,8 +126,8 @@ class CausalLM {
   std::vector<std::pair<std::string, torch::Tensor>> params_;
 };
 
-/// Rotary inverse frequencies with rope scaling, computed exactly as the engine does.
-torch::Tensor rotary_inverse_frequencies(const lal::lm::ModelConfig& c);
+/// Rotary inverse frequencies with rope scaling: the engine's own function (one implementation for both).
+using lal::lm::rotary_inverse_frequencies;
 
 /// Safetensors dtype <-> torch dtype, and reading a whole safetensors file into CPU tensors (copies).
 torch::ScalarType to_torch_dtype(lal::lm::DType t);

@@ -62,6 +62,10 @@ struct WeightOptions {
   bool cpu_offload = false;
 };
 
+/// Rotary inverse frequencies [rotary_dim/2] (float32) with rope_scaling applied, computed as transformers does.
+/// Shared with core/train's student so both rotate identically.
+torch::Tensor rotary_inverse_frequencies(const ModelConfig& c);
+
 class Transformer {
  public:
   /// Load `dir` (config.json + safetensors) onto `device` in `dtype` (float32, bfloat16 or float16), decoder
