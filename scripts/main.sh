@@ -4,6 +4,6 @@
 # --output jsonl, --user NAME). Reads the conversation from the terminal, or one turn per line from a pipe.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" >&2
 "$root/scripts/build.sh" -DLAL_BUILD_TESTS=OFF >&2
 exec "${LAL_BUILD_DIR:-$root/build}/bin/lal" chat "$@"
