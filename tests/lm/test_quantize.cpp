@@ -3,10 +3,12 @@
 // holds the dequantized weights (an independent path: the checkpoint is rewritten with dequantize(quantize(w)) per
 // tensor, before any q/k/v fusion), parameter_bytes() against the format's arithmetic, generation, offload, errors,
 // and that generation leaves LibTorch's global CPU generator alone.
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 
 #include "lal/lm/engine.hpp"
 #include "lal/lm/quantize.hpp"
@@ -25,7 +27,6 @@
 #include <doctest/doctest.h>
 
 using namespace lal::lm;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -57,12 +58,32 @@ torch::Tensor as_float32(const TensorInfo& t) {
 
 /// `name` rewritten as float32 with every decoder-layer linear weight replaced by dequantize(quantize(w)), tensor
 /// by tensor (q, k, v separately): the dense reference a quantized engine must equal.
+void copy_plain(const std::string& from, const std::string& to) {
+  std::FILE* in = std::fopen(from.c_str(), "rb");
+  REQUIRE(in != nullptr);
+  std::FILE* out = std::fopen(to.c_str(), "wb");
+  REQUIRE(out != nullptr);
+  char buf[1 << 14];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, in)) > 0;) REQUIRE(std::fwrite(buf, 1, n, out) == n);
+  std::fclose(in);
+  REQUIRE(std::fclose(out) == 0);
+}
+
+/// Remove what dequantized_copy wrote.
+void remove_copy(const std::string& dir) {
+  std::remove((dir + "/config.json").c_str());
+  std::remove((dir + "/model.safetensors").c_str());
+  ::rmdir(dir.c_str());
+}
+
 std::string dequantized_copy(const std::string& name, int bits) {
   const auto src = model_dir(name);
-  const auto dst = fs::temp_directory_path() /
-                   ("lal_lm_deq_" + name + "_" + std::to_string(bits) + "_" + std::to_string(::getpid()));
-  fs::create_directories(dst);
-  fs::copy_file(fs::path(src) / "config.json", dst / "config.json", fs::copy_options::overwrite_existing);
+  // Plain POSIX/stdio file handling: std::filesystem crashed in the GPU build (LibTorch from the PyTorch wheel),
+  // as it did in test_engine.cpp's load-errors case.
+  const std::string dst =
+      "/tmp/lal_lm_deq_" + name + "_" + std::to_string(bits) + "_" + std::to_string(::getpid());
+  REQUIRE((::mkdir(dst.c_str(), 0755) == 0 || errno == EEXIST));
+  copy_plain(src + "/config.json", dst + "/config.json");
   const auto ckpt = Checkpoint::open_dir(src);
   std::vector<torch::Tensor> keep;
   std::vector<TensorToWrite> out;
@@ -73,8 +94,8 @@ std::string dequantized_copy(const std::string& name, int bits) {
     keep.push_back(t.contiguous());
     out.push_back({n, DType::F32, info.shape, keep.back().data_ptr(), static_cast<std::size_t>(t.numel()) * 4});
   }
-  write_safetensors((dst / "model.safetensors").string(), out);
-  return dst.string();
+  write_safetensors(dst + "/model.safetensors", out);
+  return dst;
 }
 
 /// parameter_bytes() the format implies for `name` loaded in float32 with `bits` (0 = dense).
@@ -134,7 +155,7 @@ TEST_CASE("quantized logits equal a dense model holding the dequantized weights,
       CHECK(err <= 1e-5);
       CHECK(vs_dense > 0);                         // the weights really were quantized
       CHECK(vs_dense < (bits == 8 ? 0.05 : 1.0));  // random tiny models: int4 is coarse (BENCHMARKS.md)
-      fs::remove_all(ref_dir);
+      remove_copy(ref_dir);
     }
 }
 
@@ -173,7 +194,7 @@ TEST_CASE("int8/int4 generation runs and equals the dequantized reference's, in 
           CHECK(q[b].ids.size() == 10);
           CHECK(q[b].ids == r[b].ids);
         }
-        fs::remove_all(ref_dir);
+        remove_copy(ref_dir);
       }
 }
 
