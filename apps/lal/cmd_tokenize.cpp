@@ -28,6 +28,14 @@ lal::lm::Tokenizer load_tokenizer(const po::variables_map& vm) {
 
 std::string where(std::size_t line) { return "stdin line " + std::to_string(line); }
 
+nlohmann::json parse_json_line(const std::string& line, std::size_t n) {
+  try {
+    return nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::runtime_error(where(n) + ": invalid JSON: " + e.what());
+  }
+}
+
 int tokenize(const std::vector<std::string>& args) {
   po::options_description desc("Options");
   add_common_options(desc);
@@ -44,12 +52,7 @@ int tokenize(const std::vector<std::string>& args) {
   for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
     std::string text;
     if (jsonl) {
-      nlohmann::json value;
-      try {
-        value = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
-        throw std::runtime_error(where(n) + ": invalid JSON: " + e.what());
-      }
+      const nlohmann::json value = parse_json_line(line, n);
       if (!value.is_string())
         throw std::runtime_error(where(n) + ": expected a JSON string, found " + std::string(value.type_name()));
       text = value.get<std::string>();
@@ -88,12 +91,7 @@ int detokenize(const std::vector<std::string>& args) {
   for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
     std::vector<std::int32_t> ids;
     if (jsonl) {
-      nlohmann::json value;
-      try {
-        value = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
-        throw std::runtime_error(where(n) + ": invalid JSON: " + e.what());
-      }
+      const nlohmann::json value = parse_json_line(line, n);
       if (!value.is_array()) throw std::runtime_error(where(n) + ": expected a JSON array of token ids");
       for (std::size_t i = 0; i < value.size(); ++i) {
         if (!value[i].is_number_integer() || value[i].get<std::int64_t>() < INT32_MIN ||
