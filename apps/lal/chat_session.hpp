@@ -8,6 +8,7 @@
 
 #include "command.hpp"
 #include "lal/runtime/runtime.hpp"
+#include "lal/services/language_model.hpp"
 
 namespace lal::cli {
 
@@ -22,6 +23,8 @@ struct ChatOptions {
   long long seed = -1;       ///< < 0: keep the pipeline's
   std::vector<std::string> plugin_dirs;
   std::vector<runtime::Override> extra_overrides;
+  /// A model already loaded, used instead of loading resources.model (`lal serve` shares one among its sessions).
+  std::shared_ptr<LanguageModel> model;
 };
 
 /// Options shared by chat and bench chat, added to `desc`.
@@ -40,6 +43,10 @@ struct ChatSession {
   std::string emotion_topic;  ///< topic of the emotion module's `state` output, if any
   std::string memory_topic;   ///< topic served by the long_term module's `recall`, if any
 };
+
+/// Load the model the pipeline's resources.model names, with the options' overrides (what start_chat_session loads
+/// when ChatOptions::model is empty). Throws std::runtime_error like start_chat_session.
+std::shared_ptr<LanguageModel> load_chat_model(const ChatOptions& options);
 
 ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptions runtime_options = {});
 

@@ -98,7 +98,46 @@ std::string resolve_model(std::string path) {
   return path;
 }
 
+/// The model resource: resources.model.{path,device,dtype}, with command-line overrides.
+std::shared_ptr<LanguageModel> load_model(const runtime::PipelineSpec& spec, const ChatOptions& options) {
+  std::string model_path, device = "auto", dtype = "auto";
+  if (auto it = spec.resources.find("model"); it != spec.resources.end()) {
+    if (!it->second.is_map())
+      throw std::runtime_error(it->second.where().str() + ": resources.model must be a map {path, device, dtype}");
+    const auto& m = it->second.as_map();
+    auto get = [&](const char* key, std::string& out) {
+      if (auto f = m.find(key); f != m.end()) {
+        if (!f->second.is_string())
+          throw std::runtime_error(f->second.where().str() + ": resources.model." + key + " must be a string");
+        out = f->second.as_string();
+      }
+    };
+    get("path", model_path);
+    get("device", device);
+    get("dtype", dtype);
+  }
+  if (!options.model_path.empty()) model_path = options.model_path;
+  if (!options.device.empty()) device = options.device;
+  if (!options.dtype.empty()) dtype = options.dtype;
+
+  lm::ModelOptions mo;
+  mo.model_path = resolve_model(model_path);
+  mo.device = device;
+  mo.dtype = dtype;
+  spdlog::info("loading model {} ({}, {})", mo.model_path, device, dtype);
+  return lm::load_language_model(mo);
+}
+
 }  // namespace
+
+std::shared_ptr<LanguageModel> load_chat_model(const ChatOptions& options) {
+  const std::string file =
+      options.config.empty() ? (fs::path(data_dir()) / "configs" / "chat.yaml").string() : options.config;
+  std::vector<runtime::fs::path> dirs(options.plugin_dirs.begin(), options.plugin_dirs.end());
+  auto load = runtime::load_pipeline(file, dirs, options.extra_overrides);
+  if (!load.ok()) throw std::runtime_error("invalid pipeline " + file + ":" + describe_errors(load));
+  return load_model(load.spec, options);
+}
 
 ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptions runtime_options) {
   ChatSession session;
@@ -134,38 +173,12 @@ ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptio
   if (options.hide_thoughts && options.output == "jsonl")
     throw UsageError("--hide_thoughts applies to --output text; jsonl always carries every event");
 
-  // The model resource: resources.model.{path,device,dtype}, with command-line overrides.
-  std::string model_path, device = "auto", dtype = "auto";
-  if (auto it = first.spec.resources.find("model"); it != first.spec.resources.end()) {
-    if (!it->second.is_map())
-      throw std::runtime_error(it->second.where().str() + ": resources.model must be a map {path, device, dtype}");
-    const auto& m = it->second.as_map();
-    auto get = [&](const char* key, std::string& out) {
-      if (auto f = m.find(key); f != m.end()) {
-        if (!f->second.is_string())
-          throw std::runtime_error(f->second.where().str() + ": resources.model." + key + " must be a string");
-        out = f->second.as_string();
-      }
-    };
-    get("path", model_path);
-    get("device", device);
-    get("dtype", dtype);
-  }
-  if (!options.model_path.empty()) model_path = options.model_path;
-  if (!options.device.empty()) device = options.device;
-  if (!options.dtype.empty()) dtype = options.dtype;
-
   auto load = runtime::load_pipeline(session.config_file, dirs, overrides);
   if (!load.ok()) throw std::runtime_error("invalid pipeline " + session.config_file + ":" + describe_errors(load));
   session.emotion_topic = topic_of(load.spec, "emotion", "state");
   session.memory_topic = topic_of(load.spec, "long_term", "recall");
 
-  lm::ModelOptions mo;
-  mo.model_path = resolve_model(model_path);
-  mo.device = device;
-  mo.dtype = dtype;
-  spdlog::info("loading model {} ({}, {})", mo.model_path, device, dtype);
-  auto model = lm::load_language_model(mo);
+  std::shared_ptr<LanguageModel> model = options.model ? options.model : load_model(first.spec, options);
   session.model_description = model->describe();
 
   session.runtime = std::make_unique<runtime::Runtime>(std::move(load.spec), std::move(runtime_options));
