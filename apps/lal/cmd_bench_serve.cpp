@@ -127,6 +127,32 @@ TurnResult stream_turn(const Target& target, const json& body, const std::string
   return r;
 }
 
+/// GET `path` (plain, small): the body, or "" when it fails.
+std::string http_get(const Target& target, const std::string& path, const std::string& api_key) {
+  try {
+    net::io_context io;
+    tcp::resolver resolver(io);
+    tcp::socket socket(io);
+    net::connect(socket, resolver.resolve(target.host, target.port));
+    http::request<http::empty_body> req{http::verb::get, path, 11};
+    req.set(http::field::host, target.host);
+    if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
+    http::write(socket, req);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    http::read(socket, buffer, res);
+    return res.result() == http::status::ok ? res.body() : "";
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text, or -1.
+double prometheus_value(const std::string& text, const std::string& name) {
+  const auto at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
 double percentile(std::vector<double> v, double p) {
   v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return x < 0; }), v.end());
   if (v.empty()) return -1;
@@ -323,6 +349,13 @@ int bench_serve_command(const std::vector<std::string>& args) {
       first_answer.push_back(r.first_answer_ms);
       done.push_back(r.done_ms);
     }
+  // The server's own view: how much of a turn was waiting for a slot.
+  const std::string metrics = http_get(target, "/metrics", api_key);
+  auto mean = [&](const std::string& name) {
+    const double sum = prometheus_value(metrics, name + "_sum"), count = prometheus_value(metrics, name + "_count");
+    return count > 0 ? 1000.0 * sum / count : -1.0;
+  };
+  const double queue_wait_ms = mean("lal_queue_wait_seconds"), turn_ms = mean("lal_turn_seconds");
   const double rss_peak = child.pid > 0 ? proc_status_mib(child.pid, "VmHWM") : -1;
   const double rss_now = child.pid > 0 ? proc_status_mib(child.pid, "VmRSS") : -1;
   int exit_status = 0;
@@ -349,6 +382,8 @@ int bench_serve_command(const std::vector<std::string>& args) {
                     {"first_thought_ms", stats(first_thought)},
                     {"first_answer_ms", stats(first_answer)},
                     {"answer_done_ms", stats(done)},
+                    {"server_mean_queue_wait_ms", queue_wait_ms},
+                    {"server_mean_turn_ms", turn_ms},
                     {"server_rss_peak_mib", rss_peak},
                     {"server_rss_end_mib", rss_now},
                     {"server_exit_status", vm.count("url") ? json(nullptr) : json(exit_status)},
@@ -368,6 +403,8 @@ int bench_serve_command(const std::vector<std::string>& args) {
       std::snprintf(line, sizeof line, "%-22s %10.1f %10.1f\n", name, percentile(*v, 50), percentile(*v, 99));
       std::cout << line;
     }
+    if (turn_ms >= 0)
+      std::cout << "server: mean turn " << turn_ms << " ms, of which waiting for a slot " << queue_wait_ms << " ms\n";
     if (rss_peak >= 0) std::cout << "server peak RSS " << rss_peak << " MiB, shutdown " << shutdown_s << " s\n";
     for (const auto& s : samples) std::cout << "error: " << s.get<std::string>() << "\n";
   }

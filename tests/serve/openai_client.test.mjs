@@ -220,8 +220,25 @@ test("a client that disconnects cancels its turn", async () => {
   assert.ok(r.choices[0].message.content.length > 0);
 });
 
-test("SIGTERM: graceful shutdown, exit 0", async () => {
-  const { code, stdout } = await server.stop();
+test("SIGTERM: a running turn finishes, new connections are refused, exit 0", async () => {
+  const stream = await client.chat.completions.create({
+    model: "lal", max_tokens: 48, user: "last", stream: true, messages: [{ role: "user", content: "TCPとUDPの違いは？" }],
+  });
+  const chunks = [];
+  let signalled = false;
+  for await (const chunk of stream) {
+    chunks.push(chunk);
+    if (!signalled) {
+      signalled = true;
+      const stopped = server.stop();
+      await new Promise((r) => setTimeout(r, 300));
+      await assert.rejects(fetch(server.url + "/health"), "the listener is closed after SIGTERM");
+      server.stopped = stopped;
+    }
+  }
+  assert.ok(chunks.some((c) => c.choices[0]?.delta?.content), "the answer still arrived");
+  assert.equal(chunks.filter((c) => c.choices[0]?.finish_reason).at(-1).choices[0].finish_reason, "stop");
+  const { code, stdout } = await server.stopped;
   assert.equal(code, 0);
   assert.match(stdout, /lal serve: stopped/);
 });
