@@ -119,8 +119,11 @@ class TurnView {
   }
 }
 
+let running = null; // the AbortController of the turn in flight: aborting closes the stream, the server cancels
+
 async function send(text) {
   const view = new TurnView(text);
+  running = new AbortController();
   const body = {
     model: modelId,
     messages: [{ role: "user", content: text }],
@@ -131,9 +134,10 @@ async function send(text) {
   };
   let res;
   try {
-    res = await fetch("v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    res = await fetch("v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body),
+                                               signal: running.signal });
   } catch (e) {
-    view.fail(e.message);
+    view.fail(running.signal.aborted ? "中断しました" : e.message);
     return;
   }
   if (!res.ok) {
@@ -146,7 +150,14 @@ async function send(text) {
   const decoder = new TextDecoder();
   let buffer = "", summary = null, usage = null, failed = false;
   for (;;) {
-    const { value, done } = await reader.read();
+    let step;
+    try {
+      step = await reader.read();
+    } catch (e) {
+      view.fail(running.signal.aborted ? "中断しました" : e.message);
+      return;
+    }
+    const { value, done } = step;
     if (done) break;
     buffer += decoder.decode(value, { stream: true });
     let cut;
@@ -182,8 +193,15 @@ $("composer").addEventListener("submit", async (e) => {
   if (!text) return;
   input.value = "";
   $("send").disabled = true;
-  try { await send(text); } finally { $("send").disabled = false; input.focus(); }
+  $("stop").hidden = false;
+  try { await send(text); } finally {
+    $("send").disabled = false;
+    $("stop").hidden = true;
+    running = null;
+    input.focus();
+  }
 });
+$("stop").addEventListener("click", () => { if (running) running.abort(); });
 $("message").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
     e.preventDefault();

@@ -642,7 +642,7 @@ struct Server::Impl {
   bool handle(DeadlineSocket& sock, const Request& req) {
     const std::string target(req.target());
     const std::string path = target.substr(0, target.find('?'));
-    const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    const bool get = req.method() == http::verb::get;
     std::string route = path;
     try {
       if (path == "/health" && get) {
@@ -1164,9 +1164,11 @@ Server::~Server() = default;
 void Server::listen() {
   auto& o = impl_->options;
   beast::error_code ec;
-  const auto address = net::ip::make_address(o.host, ec);
-  if (ec) throw std::runtime_error("--host '" + o.host + "' is not an IP address: " + ec.message());
-  const tcp::endpoint endpoint(address, o.port);
+  tcp::resolver resolver(impl_->io);
+  const auto found = resolver.resolve(o.host, std::to_string(o.port), tcp::resolver::passive, ec);
+  if (ec || found.empty())
+    throw std::runtime_error("--host '" + o.host + "' is not an address of this machine: " + ec.message());
+  const tcp::endpoint endpoint = found.begin()->endpoint();
   auto& a = impl_->acceptor;
   a.open(endpoint.protocol(), ec);
   if (!ec) a.set_option(net::socket_base::reuse_address(true), ec);

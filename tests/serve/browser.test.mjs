@@ -122,6 +122,23 @@ test("the timeline page streams a turn's stages and its answer", async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     fs.writeFileSync(path.join(ARTIFACTS, "timeline.png"), png);
     console.log("screenshot: " + path.join(ARTIFACTS, "timeline.png"));
+
+    // The stop button aborts the stream; the server sees the disconnect and cancels the turn.
+    await page.eval(`(() => {
+      document.getElementById('message').value = 'TCPとUDPの違いは？';
+      document.getElementById('composer').requestSubmit();
+    })()`);
+    await until("the second turn's first lane", () => page.eval("document.querySelectorAll('.turn')[1]?.querySelector('.lane') != null"), 120);
+    await page.eval("document.getElementById('stop').click()");
+    const stopped = await until("the stopped turn",
+      () => page.eval("document.querySelectorAll('.turn')[1].dataset.state").then((s) => s === "thinking" ? "" : s), 60);
+    assert.equal(stopped, "error");
+    assert.match(await page.eval("document.querySelectorAll('.turn')[1].querySelector('.error').textContent"), /中断/);
+    const disconnected = await until("the server's cancel", async () => {
+      const m = await (await fetch(server.url + "/metrics")).text();
+      return Number((m.match(/^lal_turns_total\{outcome="disconnected"\} (\d+)/m) || [0, 0])[1]);
+    }, 30);
+    assert.equal(disconnected, 1);
   } finally {
     await browser.close();
     const { code } = await server.stop();
