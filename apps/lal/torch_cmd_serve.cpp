@@ -27,7 +27,8 @@ int serve_command(const std::vector<std::string>& args) {
       "api_key", po::value<std::string>(),
       "require Authorization: Bearer KEY on /v1/* and /metrics (default: $LAL_API_KEY, else none)")(
       "model_name", po::value<std::string>()->default_value("lal"), "the model id clients ask for (/v1/models)")(
-      "low_effort_config", po::value<std::string>(), "pipeline for reasoning_effort low (default: configs/fast.yaml)")(
+      "low_effort_config", po::value<std::string>(),
+      "pipeline for reasoning_effort low (default: configs/answer-first.yaml)")(
       "max_concurrent", po::value<int>()->default_value(4), "turns running at once")(
       "max_queue", po::value<int>()->default_value(128), "turns waiting for a slot; beyond: 429 + Retry-After")(
       "max_sessions", po::value<int>()->default_value(256),
@@ -63,8 +64,8 @@ int serve_command(const std::vector<std::string>& args) {
   }
   o.model_name = vm["model_name"].as<std::string>();
   if (o.model_name.empty()) throw UsageError("--model_name must not be empty");
-  o.low_effort_config =
-      vm.count("low_effort_config") ? vm["low_effort_config"].as<std::string>() : data_dir() + "/configs/fast.yaml";
+  o.low_effort_config = vm.count("low_effort_config") ? vm["low_effort_config"].as<std::string>()
+                                                      : data_dir() + "/configs/answer-first.yaml";
   auto positive = [&](const char* key, int lo, int hi) {
     const int v = vm[key].as<int>();
     if (v < lo || v > hi)

@@ -111,6 +111,20 @@ test("stop strings end the answer; sampling fields are accepted", async () => {
   assert.equal(cut.choices[0].finish_reason, "stop");
 });
 
+test("reasoning_effort low answers after the intuition; high deliberates", async () => {
+  const ask = (user, effort) => client.chat.completions.create({
+    ...small, user, reasoning_effort: effort, messages: [{ role: "user", content: "オームの法則を説明してください。" }],
+  });
+  const low = await ask("effort-low", "low");
+  const high = await ask("effort-high", "high");
+  const analysed = (r) => r.lal.events.filter((e) => e.stage === "analysis" && e.kind === "thought").length;
+  assert.ok(analysed(high) > 0, "high effort has an analysis");
+  assert.ok(analysed(low) < analysed(high), `analysis chunks: low ${analysed(low)}, high ${analysed(high)}`);
+  assert.ok(low.usage.completion_tokens < high.usage.completion_tokens,
+    `tokens: low ${low.usage.completion_tokens}, high ${high.usage.completion_tokens}`);
+  assert.ok(low.choices[0].message.content.length > 0);
+});
+
 test("two users never see each other's memories", async () => {
   const secret = "紫色のユニコーン";
   const ask = (user, content) => client.chat.completions.create({
