@@ -76,7 +76,7 @@ TurnResult stream_turn(const Target& target, const json& body, const std::string
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof chunk;
       beast::error_code ec;
-      http::read(socket, buffer, parser, ec);
+      http::read_some(socket, buffer, parser, ec);  // whatever has arrived: the stream is timed as it comes
       if (ec == http::error::need_buffer) ec = {};
       if (ec) throw beast::system_error(ec);
       const std::size_t n = sizeof chunk - parser.get().body().size;
