@@ -11,7 +11,7 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
 # npm package, so the Debian packages are installed only when there is no npm at all.
 command -v npm >/dev/null || pkgs+=(nodejs npm)
 # OpenBLAS: Debian's LibTorch calls the system BLAS; the reference libblas is ~20x slower for fp32 matmuls.
-if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libtorch-dev python3-torch libopenblas0-pthread); fi
+if [ "${LAL_NO_TORCH:-0}" != 1 ]; then pkgs+=(libtorch-dev libgloo-dev python3-torch libopenblas0-pthread); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,7 +13,8 @@ common=(--teacher_model "$FX/teacher" --num_examples 24 --generation_batch_size 
 echo "== dry run"
 "$LAL" distill "${common[@]}" --output_dir "$OUT" --dry_run | tee "$OUT/plan.txt"
 grep -q "memory estimate" "$OUT/plan.txt"
-grep -q "student           half-teacher: qwen2, 2 layers" "$OUT/plan.txt"
+grep -q "student           half-teacher (auto: the largest that fits): qwen2, 2 layers" "$OUT/plan.txt"
+grep -q "verdict           FITS" "$OUT/plan.txt"
 
 echo "== distill (half-teacher student initialised from teacher layers 0 and 3)"
 "$LAL" distill "${common[@]}" --output_dir "$OUT" --log_level info

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -21,6 +22,7 @@
 #include "lal/train/questions.hpp"
 #include "lal/train/report.hpp"
 #include "lal/train/student_config.hpp"
+#include "lal/train/world.hpp"
 
 namespace lal::train {
 
@@ -74,7 +76,135 @@ std::string human_count(double n) {
 
 }  // namespace
 
-std::string describe_plan(const DistillOptions& o) {
+double MemoryEstimate::peak_device() const { return std::max(train_device, generation_device); }
+bool MemoryEstimate::fits(std::int64_t capacity) const {
+  return peak_device() <= 0.95 * static_cast<double>(capacity);  // CUDA context, allocator slack
+}
+
+MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
+                               const lal::lm::ModelConfig& student, const std::string& device, const std::string& quant,
+                               int ranks) {
+  // Teacher weights (+ logits), student weights + grads + AdamW (float32, moments sharded over ranks), activations,
+  // logits; and the generation stage: teacher weights + the KV cache of one batch.
+  MemoryEstimate m;
+  const bool cpu = device == "cpu";
+  const double L = static_cast<double>(o.max_length), B = static_cast<double>(o.batch_size);
+  if (teacher) {
+    const double n = static_cast<double>(parameter_count(*teacher));
+    const double emb =
+        static_cast<double>(teacher->vocab_size * teacher->hidden_size) * (teacher->tie_word_embeddings ? 1 : 2);
+    const double dense_bytes = cpu ? 4 : 2;
+    const double per_weight = quant == "int4"   ? 0.5 + 2.0 / static_cast<double>(o.quantize_group)
+                              : quant == "int8" ? 1 + 2.0 / static_cast<double>(o.quantize_group)
+                                                : dense_bytes;
+    m.teacher = (n - emb) * per_weight + emb * dense_bytes;
+    const double kv = static_cast<double>(o.generation_batch_size) * L * static_cast<double>(teacher->num_layers) * 2 *
+                      static_cast<double>(teacher->num_kv_heads * teacher->head_dim) * dense_bytes;
+    const double layer = m.teacher / static_cast<double>(std::max<std::int64_t>(1, teacher->num_layers));
+    m.generation_device = (o.cpu_offload && !cpu ? 2 * layer + emb * dense_bytes : m.teacher) + kv;
+  }
+  const double sp = static_cast<double>(parameter_count(student));
+  m.student = sp * (8 + 8.0 / std::max(1, ranks));  // fp32 weights + grads; Adam m and v sharded (ZeRO-1)
+  m.activations = B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) *
+                  (cpu ? 4 : 2) * 34;
+  m.logits = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
+  m.train_device = (o.cpu_offload && !cpu ? 0 : m.teacher) + m.student + m.activations + m.logits;
+  return m;
+}
+
+namespace {
+
+/// A student preset's config for this teacher, or nothing when the preset does not apply to it.
+std::optional<lal::lm::ModelConfig> preset_for(const std::string& name, const lal::lm::ModelConfig* teacher,
+                                               std::int64_t vocab) {
+  try {
+    bool dummy = false;
+    return student_config(name, teacher, vocab, &dummy);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+const std::vector<std::string>& auto_students() {
+  static const std::vector<std::string> order = {"half-teacher", "qwen2.5-1.5b", "qwen2.5-0.5b", "demo", "tiny"};
+  return order;
+}
+
+}  // namespace
+
+std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
+                                              const std::string& device, const std::string& quant, int ranks,
+                                              std::int64_t capacity) {
+  std::vector<std::string> out;
+  const std::int64_t vocab = teacher ? teacher->vocab_size : 0;
+  const auto current = preset_for(o.student_config, teacher, vocab);
+  if (!current) return out;
+  auto fits = [&](const DistillOptions& v, const lal::lm::ModelConfig& st, const std::string& q, int r) {
+    return estimate_memory(v, teacher, st, device, q, r).fits(capacity);
+  };
+  auto need = [&](const DistillOptions& v, const lal::lm::ModelConfig& st, const std::string& q, int r) {
+    return human_bytes(estimate_memory(v, teacher, st, device, q, r).peak_device());
+  };
+  if (teacher && quant != "int4" && fits(o, *current, "int4", ranks))
+    out.push_back("--quantize int4 (teacher weights in 4 bits): ~" + need(o, *current, "int4", ranks));
+  if (teacher && device != "cpu" && !o.cpu_offload) {
+    auto v = o;
+    v.cpu_offload = true;
+    if (fits(v, *current, quant, ranks)) out.push_back("--cpu_offload (teacher in CPU memory): ~" + need(v, *current, quant, ranks));
+  }
+  const double current_params = static_cast<double>(parameter_count(*current));
+  for (const auto& name : auto_students()) {
+    const auto st = preset_for(name, teacher, vocab);
+    if (!st || static_cast<double>(parameter_count(*st)) >= current_params) continue;
+    if (fits(o, *st, quant, ranks)) {
+      out.push_back("--student_config " + name + " (" + std::to_string(parameter_count(*st) / 1000000) +
+                    "M parameters): ~" + need(o, *st, quant, ranks));
+      break;
+    }
+  }
+  if (device != "cpu")
+    for (int r = ranks * 2; r <= 64; r *= 2)
+      if (fits(o, *current, quant, r)) {
+        out.push_back(std::to_string(r) + " GPUs (torchrun --nproc-per-node " + std::to_string(r) +
+                      " --no-python lal distill ...; AdamW state sharded): ~" + need(o, *current, quant, r) + " each");
+        break;
+      }
+  auto v = o;
+  for (int i = 0; i < 6 && (v.max_length > 64 || v.batch_size > 1); ++i) {
+    if (v.batch_size > 1) v.batch_size = std::max<std::int64_t>(1, v.batch_size / 2);
+    else v.max_length /= 2;
+    if (fits(v, *current, quant, ranks)) {
+      out.push_back("--batch_size " + std::to_string(v.batch_size) + " --max_length " + std::to_string(v.max_length) +
+                    " (raise --gradient_accumulation to keep the batch): ~" + need(v, *current, quant, ranks));
+      break;
+    }
+  }
+  return out;
+}
+
+std::string resolve_student(const DistillOptions& o) {
+  if (o.student_config != "auto") return o.student_config;
+  if (o.teacher_model.empty()) return "demo";
+  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
+  const auto device = resolve_device(o);
+  const auto quant = resolve_quantize(o, device);
+  const auto cap = device_capacity(o, device);
+  const int ranks = WorldEnv::from_environment().size;
+  std::string last;
+  const double teacher_params = static_cast<double>(parameter_count(teacher));
+  for (const auto& name : auto_students()) {
+    const auto st = preset_for(name, &teacher, teacher.vocab_size);
+    // Never a student larger than half the teacher (half-teacher itself is exactly that).
+    if (!st || (name != "half-teacher" && static_cast<double>(parameter_count(*st)) > teacher_params / 2)) continue;
+    last = name;
+    if (estimate_memory(o, &teacher, *st, device, quant, ranks).fits(cap.bytes)) return name;
+  }
+  return last.empty() ? "tiny" : last;
+}
+
+std::string describe_plan(const DistillOptions& options) {
+  DistillOptions o = options;
+  o.student_config = resolve_student(options);
   const RunPaths p = RunPaths::of(o);
   const std::string device = resolve_device(o);
   const std::string quant = resolve_quantize(o, device);
@@ -108,7 +238,7 @@ std::string describe_plan(const DistillOptions& o) {
     s << "(tokenizer " << o.tokenizer << ")\n";
   }
   const auto student_params = parameter_count(student);
-  s << "  student           " << o.student_config << ": " << student.model_type << ", " << student.num_layers
+  s << "  student           " << o.student_config << (options.student_config == "auto" ? " (auto: the largest that fits)" : "") << ": " << student.model_type << ", " << student.num_layers
     << " layers, hidden " << student.hidden_size << ", heads " << student.num_heads << "/" << student.num_kv_heads
     << ", vocab " << student.vocab_size << (o.trim_vocab ? " before trimming" : "") << ", "
     << human_count(static_cast<double>(student_params)) << " parameters, init "
@@ -132,33 +262,27 @@ std::string describe_plan(const DistillOptions& o) {
     << ", checkpoints every " << o.checkpoint_every << " steps in " << p.checkpoints << "\n";
   s << "  (d) export        " << (o.save_hf_format ? p.export_dir + " (" + o.export_dtype + ")" : "off") << "\n";
 
-  // Memory: teacher weights (+ logits), student weights + grads + AdamW (float32), activations, logits.
-  const double L = static_cast<double>(o.max_length), B = static_cast<double>(o.batch_size);
-  double teacher_bytes = 0;
-  if (teacher) {
-    const double n = static_cast<double>(parameter_count(*teacher));
-    const double emb =
-        static_cast<double>(teacher->vocab_size * teacher->hidden_size) * (teacher->tie_word_embeddings ? 1 : 2);
-    const double dense_bytes = device == "cpu" ? 4 : 2;
-    const double per_weight = quant == "int4"   ? 0.5 + 2.0 / static_cast<double>(o.quantize_group)
-                              : quant == "int8" ? 1 + 2.0 / static_cast<double>(o.quantize_group)
-                                                : dense_bytes;
-    teacher_bytes = (n - emb) * per_weight + emb * dense_bytes;
-  }
-  const double sp = static_cast<double>(student_params);
-  const double student_bytes = sp * 16;  // fp32 weights, grads, Adam m and v
-  const double act_bytes = B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) *
-                           (device == "cpu" ? 4 : 2) * 34;
-  const double logit_bytes = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
-  s << "  memory estimate   teacher " << human_bytes(teacher_bytes) << " (" << (teacher ? quant : "-")
-    << (o.cpu_offload ? ", in CPU memory" : "") << "), student+optimizer " << human_bytes(student_bytes)
-    << ", activations " << human_bytes(act_bytes) << ", logits " << human_bytes(logit_bytes) << "\n";
-  s << "                    peak during training ~"
-    << human_bytes((o.cpu_offload ? 0 : teacher_bytes) + student_bytes + act_bytes + logit_bytes)
+  const auto world = WorldEnv::from_environment();
+  const auto est = estimate_memory(o, teacher ? &*teacher : nullptr, student, device, quant, world.size);
+  s << "  memory estimate   teacher " << human_bytes(est.teacher) << " (" << (teacher ? quant : "-")
+    << (o.cpu_offload ? ", in CPU memory" : "") << "), student+optimizer " << human_bytes(est.student)
+    << (world.size > 1 ? " (AdamW state sharded over " + std::to_string(world.size) + " ranks)" : "")
+    << ", activations " << human_bytes(est.activations) << ", logits " << human_bytes(est.logits) << "\n";
+  s << "                    peak during training ~" << human_bytes(est.train_device)
     << (o.cpu_offload ? " on the device + teacher in CPU memory" : "") << "\n";
-  s << "                    (teacher generation uses the engine in " << (device == "cpu" ? "float32" : "bfloat16")
-    << ": " << human_bytes(teacher ? static_cast<double>(parameter_count(*teacher)) * (device == "cpu" ? 4 : 2) : 0)
-    << " + KV cache)\n";
+  s << "                    teacher generation ~" << human_bytes(est.generation_device) << " (weights + KV cache of "
+    << o.generation_batch_size << " x " << o.max_length << " tokens)\n";
+  const auto cap = device_capacity(o, device);
+  const bool fits = est.fits(cap.bytes);
+  s << "  devices           " << (world.size > 1 ? std::to_string(world.size) + " ranks, each " : "") << cap.what
+    << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
+  s << "  verdict           " << (fits ? "FITS" : "DOES NOT FIT") << ": needs ~" << human_bytes(est.peak_device())
+    << " of " << human_bytes(static_cast<double>(cap.bytes)) << (fits ? "" : " per device") << "\n";
+  if (!fits) {
+    const auto ideas = fitting_alternatives(o, teacher ? &*teacher : nullptr, device, quant, world.size, cap.bytes);
+    if (ideas.empty()) s << "  what would fit    nothing lal can change: use a larger device\n";
+    for (std::size_t i = 0; i < ideas.size(); ++i) s << (i ? "                    " : "  what would fit    ") << ideas[i] << "\n";
+  }
   return s.str();
 }
 
@@ -212,11 +336,52 @@ std::vector<std::int32_t> render_prompt(const lal::lm::ChatTemplate& chat, const
 
 }  // namespace
 
+namespace {
+
+/// The per-rank teacher-data files of a distributed run (data.jsonl.rank-R), any world size.
+std::vector<fs::path> rank_data_files(const RunPaths& p) {
+  std::vector<fs::path> out;
+  const fs::path dir = fs::path(p.data).parent_path().empty() ? fs::path(".") : fs::path(p.data).parent_path();
+  const std::string prefix = fs::path(p.data).filename().string() + ".rank-";
+  if (fs::exists(dir))
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind(prefix, 0) == 0) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+/// Folds the per-rank files into data.jsonl, in index order, keeping the first record of each index; then removes
+/// them. Atomic: a kill leaves either the old files or the merged one.
+void merge_rank_data(const RunPaths& p) {
+  const auto parts = rank_data_files(p);
+  if (parts.empty()) return;
+  std::map<std::int64_t, std::string> records;
+  auto add = [&](const std::string& file) {
+    for (const auto& line : read_complete_lines(file)) records.emplace(json::parse(line).at("index").get<std::int64_t>(), line);
+  };
+  if (fs::exists(p.data)) add(p.data);
+  for (const auto& f : parts) add(f.string());
+  std::string text;
+  for (const auto& [index, line] : records) text += line + "\n";
+  write_file_atomic(p.data, text);
+  for (const auto& f : parts) fs::remove(f);
+  spdlog::info("teacher data: merged {} rank files into {} ({} examples)", parts.size(), p.data, records.size());
+}
+
+}  // namespace
+
 void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
+  World& world = World::get();
   const auto questions = read_questions(p.questions);
   const auto n = std::min<std::int64_t>(o.num_examples, static_cast<std::int64_t>(questions.size()));
+  // Ranks generate disjoint windows of questions into their own files; rank 0 merges them at the end.
   auto done = done_indices(p.data);
+  for (const auto& f : rank_data_files(p))
+    for (auto i : done_indices(f.string())) done.insert(i);
   if (static_cast<std::int64_t>(done.size()) >= n) {
+    world.barrier("teacher data");
+    if (world.is_main()) merge_rank_data(p);
+    world.barrier("teacher data merge");
     spdlog::info("teacher data: {} examples already in {}", done.size(), p.data);
     return;
   }
@@ -233,14 +398,15 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   spdlog::info("teacher: {} ({} chat template{})", engine->describe(), std::string(chat.name()),
                chat.opens_thinking() ? ", thinking" : "");
   spdlog::info("teacher weights: {:.1f} MiB as stored", static_cast<double>(engine->parameter_bytes()) / (1 << 20));
-  JsonlAppender out(p.data);
-  ProgressBar bar("teacher", n, "ex", o.progress, static_cast<std::int64_t>(done.size()));
+  JsonlAppender out(world.distributed() ? p.data + ".rank-" + std::to_string(world.rank()) : p.data);
+  ProgressBar bar("teacher", n, "ex", o.progress && world.is_main(), static_cast<std::int64_t>(done.size()));
   std::int64_t new_tokens = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (std::int64_t start = 0; start < n; start += o.generation_batch_size) {
     // A window of questions is always generated whole (batch composition and the sampling seed fixed), so a
     // resumed run writes exactly what an uninterrupted one would; records already present are not rewritten.
     const auto end = std::min(n, start + o.generation_batch_size);
+    if ((start / o.generation_batch_size) % world.size() != world.rank()) continue;  // another rank's window
     bool complete = true;
     for (auto i = start; i < end; ++i) complete = complete && done.count(i);
     if (complete) continue;
@@ -292,6 +458,9 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
     bar.update(static_cast<std::int64_t>(done.size()), extra);
   }
   bar.finish();
+  world.barrier("teacher data");
+  if (world.is_main()) merge_rank_data(p);
+  world.barrier("teacher data merge");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("teacher data: {} new tokens in {:.1f} s ({:.1f} tok/s), peak memory {:.2f} GiB", new_tokens, secs,
                secs > 0 ? static_cast<double>(new_tokens) / secs : 0.0,
@@ -383,23 +552,46 @@ void stage_corpus_data(const DistillOptions& o, const RunPaths& p) {
 
 // ------------------------------------------------------------------------------------------------ all stages
 
-int run_distill(const DistillOptions& o) {
-  validate(o);
-  if (o.dry_run) {
-    std::cout << describe_plan(o);
+int run_distill(const DistillOptions& options) {
+  validate(options);
+  for (const char* flag : {"windows_mode", "use_triton_windows", "use_direct_gpu"})
+    if (get_option(options, flag) == "true")
+      spdlog::warn("--{}: accepted for the original project's command lines; it has no effect in lal", flag);
+  if (options.dry_run) {
+    std::cout << describe_plan(options);
     return 0;
   }
+  DistillOptions o = options;
+  o.student_config = resolve_student(options);
+  if (o.student_config != options.student_config) spdlog::info("student: {} (auto: the largest that fits)", o.student_config);
+  apply_gpu_memory_cap(o, resolve_device(o));
+  if (!o.ignore_memory_plan) {
+    // Stop before loading anything large when the plan cannot fit; the plan says what would.
+    const std::string plan = describe_plan(o);
+    if (plan.find("DOES NOT FIT") != std::string::npos)
+      throw std::runtime_error("this run does not fit the device (--ignore_memory_plan to try anyway):\n" + plan);
+  }
+  World& world = World::get();
+  const auto env = WorldEnv::from_environment();
+  if (env.size > 1) world.init(env, resolve_device(o));
   const RunPaths p = RunPaths::of(o);
-  fs::create_directories(p.work);
-  write_file_atomic(p.options, to_yaml(o));
+  // Rank 0 writes the shared files; the others wait for them.
+  if (world.is_main()) {
+    fs::create_directories(p.work);
+    write_file_atomic(p.options, to_yaml(o));
+  }
   if (!o.teacher_model.empty()) {
-    stage_questions(o, p);
+    if (world.is_main()) stage_questions(o, p);
+    world.barrier("questions");
     stage_teacher_data(o, p);
-    if (o.store_topk > 0) stage_teacher_topk(o, p);
+    if (o.store_topk > 0 && world.is_main()) stage_teacher_topk(o, p);
+    world.barrier("teacher top-k");
   } else {
-    stage_corpus_data(o, p);
+    if (world.is_main()) stage_corpus_data(o, p);
+    world.barrier("corpus data");
   }
   const auto summary = stage_train_and_export(o, p);
+  if (!world.is_main()) return 0;
   std::cout << "trained " << summary.steps << " steps in " << ProgressBar::format_duration(summary.seconds)
             << ": train loss " << summary.final_train_loss << ", validation loss " << summary.best_val_loss
             << " (best at step " << summary.best_step << "), perplexity " << summary.val_ppl;

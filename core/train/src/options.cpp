@@ -30,8 +30,8 @@ const std::vector<Row>& rows() {
       LAL_OPT(tokenizer, String, "tokenizer.json (or its directory) for corpus training"),
       LAL_OPT(questions, String, "questions file (.txt/.jsonl); generated from templates when missing"),
       LAL_OPT(student_config, String,
-              "student architecture: an HF config.json, or a preset (half-teacher, tiny, demo, qwen2.5-0.5b, "
-              "qwen2.5-1.5b, llama-1b)"),
+              "student architecture: auto (the largest preset that fits the devices), an HF config.json, or a "
+              "preset (half-teacher, tiny, demo, qwen2.5-0.5b, qwen2.5-1.5b, llama-1b)"),
       LAL_OPT(student_init, String, "auto | random | teacher (copy evenly spaced teacher layers)"),
       LAL_OPT(trim_vocab, Bool, "keep only tokens the data uses (+BPE parents, bytes, specials); maps teacher logits"),
       LAL_OPT(chat_template, String, "chat template family (chatml, qwen2.5, qwen3, llama3 ...); empty = detect"),
@@ -72,6 +72,11 @@ const std::vector<Row>& rows() {
       LAL_OPT(use_cpu_only, Bool, "never use a GPU"),
       LAL_OPT(device, String, "auto | cpu | cuda | cuda:N"),
       LAL_OPT(threads, Int, "CPU threads for LibTorch (0 = default)"),
+      LAL_OPT(max_gpu_memory, String, "cap lal's CUDA memory per GPU, e.g. 12GiB (the plan honours it; empty = all)"),
+      LAL_OPT(ignore_memory_plan, Bool, "start even when the memory plan says the run does not fit"),
+      LAL_OPT(windows_mode, Bool, "accepted for the original project's command lines; no effect in lal"),
+      LAL_OPT(use_triton_windows, Bool, "accepted for the original project's command lines; no effect in lal"),
+      LAL_OPT(use_direct_gpu, Bool, "accepted for the original project's command lines; no effect in lal"),
       LAL_OPT(dry_run, Bool, "print the plan and a memory estimate, then exit"),
       LAL_OPT(progress, Bool, "progress bars on stderr"),
   };
@@ -257,8 +262,30 @@ quantize_ok:
     fail("--student_init: '" + o.student_init + "' (expected auto, random or teacher)");
   if (o.export_dtype != "float32" && o.export_dtype != "bfloat16")
     fail("--export_dtype: '" + o.export_dtype + "' (expected float32 or bfloat16)");
+  if (!o.max_gpu_memory.empty() && parse_bytes(o.max_gpu_memory, "--max_gpu_memory") < (std::int64_t{256} << 20))
+    fail("--max_gpu_memory must be at least 256MiB, got '" + o.max_gpu_memory + "'");
   if (o.hf_model_name.empty() || o.hf_model_name.find('/') != std::string::npos)
     fail("--hf_model_name must be a plain directory name, got '" + o.hf_model_name + "'");
+}
+
+std::int64_t parse_bytes(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+  const std::vector<std::pair<std::string, double>> units = {
+      {"", 1},         {"b", 1},        {"k", 1024.0},   {"kib", 1024.0}, {"kb", 1e3},
+      {"m", 1 << 20},  {"mib", 1 << 20}, {"mb", 1e6},     {"g", 1 << 30},  {"gib", 1 << 30},
+      {"gb", 1e9},     {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12}};
+  for (const auto& [u, scale] : units)
+    if (used > 0 && unit == u && std::isfinite(value) && value > 0 && value * scale < 9e18)
+      return static_cast<std::int64_t>(value * scale);
+  throw OptionError(what + ": '" + text + "' is not a size (examples: 12GiB, 8000MiB, 1.5TiB)");
 }
 
 std::string to_yaml(const DistillOptions& o) {

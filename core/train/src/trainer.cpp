@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -21,6 +22,12 @@
 #include "lal/train/report.hpp"
 #include "lal/train/student_config.hpp"
 #include "lal/train/vocab_trim.hpp"
+#include "lal/train/world.hpp"
+#include "collectives.hpp"
+#if defined(LAL_LM_HAVE_CUDA)
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace lal::train {
 
@@ -29,8 +36,62 @@ using nlohmann::json;
 
 std::string resolve_device(const DistillOptions& o) {
   if (o.use_cpu_only) return "cpu";
-  if (o.device != "auto") return o.device;
-  return torch::cuda::is_available() ? "cuda" : "cpu";
+  std::string d = o.device != "auto" ? o.device : torch::cuda::is_available() ? "cuda" : "cpu";
+  // One GPU per rank: a distributed run on "cuda" puts rank r on cuda:LOCAL_RANK.
+  if (d == "cuda") {
+    const auto env = WorldEnv::from_environment();
+    if (env.size > 1) d += ":" + std::to_string(env.local_rank);
+  }
+  return d;
+}
+
+DeviceCapacity device_capacity(const DistillOptions& o, const std::string& device) {
+  DeviceCapacity c;
+  const torch::Device d(device);
+  if (d.is_cuda()) {
+#if defined(LAL_LM_HAVE_CUDA)
+    const int index = d.has_index() ? d.index() : 0;
+    if (index >= static_cast<int>(torch::cuda::device_count()))
+      throw std::runtime_error("--device " + device + ": only " + std::to_string(torch::cuda::device_count()) +
+                               " CUDA device(s) visible");
+    const auto* prop = at::cuda::getDeviceProperties(index);
+    c.bytes = static_cast<std::int64_t>(prop->totalGlobalMem);
+    c.what = "cuda:" + std::to_string(index) + " (" + prop->name + ")";
+#else
+    throw std::runtime_error("--device " + device + ": this lal was built with a CPU-only LibTorch");
+#endif
+    if (!o.max_gpu_memory.empty()) {
+      const auto cap = parse_bytes(o.max_gpu_memory, "--max_gpu_memory");
+      if (cap < c.bytes) c.bytes = cap, c.what += ", capped by --max_gpu_memory";
+    }
+    return c;
+  }
+  // CPU: what the kernel says is available now (MemAvailable), the honest budget on a shared machine.
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  std::int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") {
+      c.bytes = kib * 1024;
+      break;
+    }
+  c.what = "cpu (available memory)";
+  if (c.bytes == 0) c.bytes = std::int64_t{1} << 62, c.what = "cpu (memory unknown)";
+  return c;
+}
+
+void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device) {
+  const torch::Device d(device);
+  if (o.max_gpu_memory.empty() || !d.is_cuda()) return;
+#if defined(LAL_LM_HAVE_CUDA)
+  const int index = d.has_index() ? d.index() : 0;
+  const auto total = static_cast<double>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
+  const double fraction = std::min(1.0, static_cast<double>(parse_bytes(o.max_gpu_memory, "--max_gpu_memory")) / total);
+  c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, index);
+  spdlog::info("CUDA memory capped at {} on cuda:{} ({:.1f} % of {:.1f} GiB)", o.max_gpu_memory, index, fraction * 100,
+               total / (1 << 30));
+#endif
 }
 
 namespace {
@@ -133,6 +194,10 @@ std::vector<Example> load_examples(const DistillOptions& o, const RunPaths& p, b
 
 /// The predicted positions of an example: position t predicts ids[t+1], for answer tokens (t+1 >= prompt_len).
 std::int64_t first_predicted(const Example& e) { return std::max<std::int64_t>(e.prompt_len, 1) - 1; }
+/// How many positions of an example are predicted (the tokens its loss averages over).
+std::int64_t predicted_tokens(const Example& e) {
+  return static_cast<std::int64_t>(e.ids.size()) - 1 - first_predicted(e);
+}
 
 // Teacher vocabulary -> student vocabulary.
 struct VocabAlign {
@@ -218,13 +283,20 @@ Batch make_batch(const std::vector<Example>& data, const std::vector<std::int64_
 // ------------------------------------------------------------------------------------------------ optimisation
 
 /// AdamW exactly as torch.optim.AdamW (decoupled decay), over explicit tensors so its state checkpoints plainly.
+///
+/// Sharded (ZeRO-1) in a distributed run: `owner[i]` is the rank that keeps parameter i's moments and updates it;
+/// the other ranks receive the updated values (broadcast_updates). An empty `owner` means this rank owns all.
 class AdamW {
  public:
-  AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, double weight_decay)
-      : params_(params), weight_decay_(weight_decay) {
-    for (const auto& [name, p] : params_) {
-      m_.push_back(torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach());
-      v_.push_back(torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach());
+  AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, double weight_decay,
+        std::vector<int> owner = {}, int rank = 0)
+      : params_(params), weight_decay_(weight_decay), owner_(std::move(owner)), rank_(rank) {
+    if (owner_.empty()) owner_.assign(params_.size(), rank_);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i].second;
+      const bool mine = owner_[i] == rank_;
+      m_.push_back(mine ? torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach() : torch::Tensor());
+      v_.push_back(mine ? torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach() : torch::Tensor());
     }
   }
   void step(double lr) {
@@ -234,7 +306,7 @@ class AdamW {
     const double c1 = 1 - std::pow(b1, static_cast<double>(t_)), c2 = 1 - std::pow(b2, static_cast<double>(t_));
     for (std::size_t i = 0; i < params_.size(); ++i) {
       auto& p = params_[i].second;
-      if (!p.grad().defined()) continue;
+      if (owner_[i] != rank_ || !p.grad().defined()) continue;
       const auto& g = p.grad();
       if (p.dim() >= 2 && weight_decay_ > 0) p.mul_(1 - lr * weight_decay_);  // matrices only, not norms/biases
       m_[i].mul_(b1).add_(g, 1 - b1);
@@ -247,11 +319,29 @@ class AdamW {
     for (auto& [name, p] : params_)
       if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
   }
-  std::vector<std::pair<std::string, torch::Tensor>> state() const {
+  /// Every rank's updated parameters, sent from their owners (one packed broadcast per owner).
+  void broadcast_updates(World& world) const {
+    for (int r = 0; r < world.size(); ++r) {
+      std::vector<torch::Tensor> mine;
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (owner_[i] == r) mine.push_back(params_[i].second);
+      collectives::broadcast(world, mine, r, "parameter broadcast");
+    }
+  }
+  /// The whole optimizer state, gathered from the owners: complete on rank 0 (a collective: all ranks call it).
+  /// Checkpoints hold the whole state, so a run can resume with another world size.
+  std::vector<std::pair<std::string, torch::Tensor>> state(World& world) const {
     std::vector<std::pair<std::string, torch::Tensor>> s;
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      s.emplace_back("exp_avg." + params_[i].first, m_[i]);
-      s.emplace_back("exp_avg_sq." + params_[i].first, v_[i]);
+      auto m = m_[i], v = v_[i];
+      if (world.distributed()) {
+        if (!m.defined())
+          m = torch::zeros_like(params_[i].second, torch::TensorOptions().dtype(torch::kFloat32)),
+          v = torch::zeros_like(m);
+        collectives::broadcast(world, {m, v}, owner_[i], "optimizer-state gather");
+      }
+      s.emplace_back("exp_avg." + params_[i].first, m);
+      s.emplace_back("exp_avg_sq." + params_[i].first, v);
     }
     s.emplace_back("step", torch::tensor({t_}, torch::kInt64));
     return s;
@@ -259,6 +349,7 @@ class AdamW {
   void load(const std::map<std::string, torch::Tensor>& s, const std::string& source) {
     torch::NoGradGuard no_grad;
     for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (owner_[i] != rank_) continue;
       for (auto [prefix, dst] : {std::pair<const char*, torch::Tensor*>{"exp_avg.", &m_[i]}, {"exp_avg_sq.", &v_[i]}}) {
         auto it = s.find(prefix + params_[i].first);
         if (it == s.end())
@@ -273,8 +364,27 @@ class AdamW {
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::vector<torch::Tensor> m_, v_;
   double weight_decay_;
+  std::vector<int> owner_;
+  int rank_;
   std::int64_t t_ = 0;
 };
+
+/// ZeRO-1 partition: each parameter to the rank with the fewest elements so far, largest parameters first
+/// (deterministic, so every rank computes the same owners).
+std::vector<int> partition_parameters(const std::vector<std::pair<std::string, torch::Tensor>>& params, int ranks) {
+  std::vector<std::size_t> order(params.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](auto a, auto b) { return params[a].second.numel() > params[b].second.numel(); });
+  std::vector<std::int64_t> load(static_cast<std::size_t>(ranks), 0);
+  std::vector<int> owner(params.size(), 0);
+  for (auto i : order) {
+    const auto r = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = static_cast<int>(r);
+    load[r] += params[i].second.numel();
+  }
+  return owner;
+}
 
 /// Linear warmup to the peak, then cosine decay to min_learning_rate at the last step.
 double learning_rate(const DistillOptions& o, std::int64_t step, std::int64_t total) {
@@ -328,13 +438,15 @@ TrainState state_from_json(const json& j) {
 /// Write `name` under `checkpoints/` atomically: everything goes to a temp dir that is renamed into place.
 void save_checkpoint(const RunPaths& p, const std::string& name, const CausalLM& model, const AdamW* opt,
                      const TrainState& st) {
+  // The optimizer state is gathered by every rank; rank 0 alone writes.
+  auto state = opt ? opt->state(World::get()) : std::vector<std::pair<std::string, torch::Tensor>>{};
+  if (!World::get().is_main()) return;
   const fs::path dir = fs::path(p.checkpoints) / name;
   const fs::path tmp = fs::path(p.checkpoints) / ("." + name + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   model.save_safetensors((tmp / "model.safetensors").string(), lal::lm::DType::F32);
   if (opt) {
-    auto state = opt->state();
     state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
     write_tensors((tmp / "optimizer.safetensors").string(), state);
   }
@@ -636,10 +748,12 @@ struct Trainer {
           order.begin() + static_cast<long>(std::min(order.size(), i + static_cast<std::size_t>(o.batch_size))));
     return out;
   }
+  /// Micro-batches per optimizer step over all ranks: each rank computes gradient_accumulation of them.
+  std::int64_t micro_per_step() const { return o.gradient_accumulation * World::get().size(); }
   std::int64_t steps_per_epoch() const {
     const auto micro = static_cast<std::int64_t>((train_idx.size() + static_cast<std::size_t>(o.batch_size) - 1) /
                                                  static_cast<std::size_t>(o.batch_size));
-    return (micro + o.gradient_accumulation - 1) / o.gradient_accumulation;
+    return (micro + micro_per_step() - 1) / micro_per_step();
   }
 
   /// The loss of one batch: student forward, teacher logits (online or stored top-k), KD + CE.
@@ -667,13 +781,16 @@ struct Trainer {
     return distillation_loss(s, t, b.targets, o.distillation_temperature, o.alpha);
   }
 
-  /// Token-weighted validation means: loss, ce, kl (-1 without teacher information).
+  /// Token-weighted validation means: loss, ce, kl (-1 without teacher information). Ranks share the batches.
   json validate() const {
     torch::NoGradGuard no_grad;
     double loss = 0, ce = 0, kl = 0;
     std::int64_t tokens = 0;
     bool have_kl = false;
-    for (std::size_t i = 0; i < val_idx.size(); i += static_cast<std::size_t>(o.batch_size)) {
+    World& world = World::get();
+    std::size_t batch_no = 0;
+    for (std::size_t i = 0; i < val_idx.size(); i += static_cast<std::size_t>(o.batch_size), ++batch_no) {
+      if (static_cast<int>(batch_no % static_cast<std::size_t>(world.size())) != world.rank()) continue;
       std::vector<std::int64_t> which(
           val_idx.begin() + static_cast<long>(i),
           val_idx.begin() + static_cast<long>(std::min(val_idx.size(), i + static_cast<std::size_t>(o.batch_size))));
@@ -683,6 +800,11 @@ struct Trainer {
       const auto n = static_cast<double>(b.tokens);
       loss += parts.total.item<double>() * n, ce += parts.ce.item<double>() * n, tokens += b.tokens;
       if (klm.defined()) kl += klm.item<double>() * n, have_kl = true;
+    }
+    if (world.distributed()) {
+      std::vector<double> sums{loss, ce, kl, static_cast<double>(tokens), have_kl ? 1.0 : 0.0};
+      world.all_reduce_sum(sums, "validation sums");
+      loss = sums[0], ce = sums[1], kl = sums[2], tokens = static_cast<std::int64_t>(sums[3]), have_kl = sums[4] > 0;
     }
     const double N = static_cast<double>(std::max<std::int64_t>(tokens, 1));
     return {{"val_loss", loss / N},
@@ -751,7 +873,15 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
   if (tr.train_idx.empty()) throw std::runtime_error(p.data + ": too few examples to hold out a validation split");
   std::sort(tr.train_idx.begin(), tr.train_idx.end());
 
-  AdamW opt(student.named_parameters(), o.weight_decay);
+  World& world = World::get();
+  const auto params = student.named_parameters();
+  {  // every rank starts from rank 0's initial weights, whatever each drew
+    std::vector<torch::Tensor> values;
+    for (const auto& [name, param] : params) values.push_back(param);
+    collectives::broadcast(world, values, 0, "initial weights");
+  }
+  AdamW opt(params, o.weight_decay, world.distributed() ? partition_parameters(params, world.size()) : std::vector<int>{},
+            world.rank());
   TrainState st;
   // The global generator is part of the checkpoint; seed it here so that its state does not depend on what earlier
   // stages in this process drew from it (teacher sampling does).
@@ -759,35 +889,41 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
   if (!o.resume_from.empty()) {
     const auto ck = find_resume_checkpoint(o.resume_from);
     st = load_checkpoint(ck, student, opt);
-    rewind_metrics(p, st.step);
+    if (world.is_main()) rewind_metrics(p, st.step);
     spdlog::info("resumed from {} at step {} (epoch {}, micro-batch {})", ck.string(), st.step, st.epoch, st.cursor);
   } else if (!step_checkpoints(p.checkpoints).empty()) {
     throw std::runtime_error(p.checkpoints + " holds checkpoints of an earlier run: continue it with --resume_from " +
                              p.work + ", or remove " + p.work + " to start over");
-  } else {
+  } else if (world.is_main()) {
     fs::remove(p.metrics);
   }
   const auto total = o.max_steps > 0 ? std::min(o.max_steps, tr.steps_per_epoch() * o.num_epochs)
                                      : tr.steps_per_epoch() * o.num_epochs;
   const auto eval_every = o.eval_every > 0 ? o.eval_every : o.checkpoint_every;
-  spdlog::info("training: {} train / {} validation examples, {} steps, student {} parameters on {}",
-               tr.train_idx.size(), tr.val_idx.size(), total, student.parameter_count(), device.str());
+  spdlog::info("training: {} train / {} validation examples, {} steps, student {} parameters on {}{}",
+               tr.train_idx.size(), tr.val_idx.size(), total, student.parameter_count(), device.str(),
+               world.distributed() ? " (rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
+                                         ", data parallel, optimizer state sharded)"
+                                   : std::string());
 
-  ProgressBar bar("train", total, "step", o.progress, st.step);
+  ProgressBar bar("train", total, "step", o.progress && world.is_main(), st.step);
   const auto t_start = std::chrono::steady_clock::now();
   std::int64_t run_tokens = 0;
   auto batches = tr.epoch_batches(st.epoch);
   while (st.step < total) {
-    // One optimizer step: the next `gradient_accumulation` micro-batches of this epoch (fewer at its end).
+    // One optimizer step: the next `gradient_accumulation` x ranks micro-batches of this epoch (fewer at its end);
+    // rank r computes micro-batches r, r + ranks, ... The loss weights use the step's token count over all ranks,
+    // so the summed gradient equals a one-process run's with the same global batch.
     if (st.cursor >= static_cast<std::int64_t>(batches.size()))
       st.epoch++, st.cursor = 0, batches = tr.epoch_batches(st.epoch);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<Batch> micro;
     std::int64_t step_tokens = 0;
-    for (std::int64_t k = 0; k < o.gradient_accumulation && st.cursor < static_cast<std::int64_t>(batches.size());
+    for (std::int64_t k = 0; k < tr.micro_per_step() && st.cursor < static_cast<std::int64_t>(batches.size());
          ++k, ++st.cursor) {
-      micro.push_back(make_batch(data, batches[static_cast<std::size_t>(st.cursor)], va, device));
-      step_tokens += micro.back().tokens;
+      const auto& which = batches[static_cast<std::size_t>(st.cursor)];
+      for (auto i : which) step_tokens += predicted_tokens(data[static_cast<std::size_t>(i)]);
+      if (k % world.size() == world.rank()) micro.push_back(make_batch(data, which, va, device));
     }
     const double lr = learning_rate(o, st.step, total);
     double loss = 0, kd = 0, ce = 0;
@@ -798,8 +934,20 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
       loss += parts.total.item<double>() * w, ce += parts.ce.item<double>() * w;
       if (parts.kd.defined()) kd += parts.kd.item<double>() * w;
     }
-    const double grad_norm = clip_gradients(student.named_parameters(), o.max_grad_norm);
+    if (world.distributed()) {
+      std::vector<torch::Tensor> grads;
+      for (auto& [name, param] : params) {
+        if (!param.grad().defined()) param.mutable_grad() = torch::zeros_like(param);
+        grads.push_back(param.grad());
+      }
+      collectives::all_reduce_sum(world, grads, "gradient all-reduce");
+      std::vector<double> sums{loss, ce, kd};
+      world.all_reduce_sum(sums, "loss sums");
+      loss = sums[0], ce = sums[1], kd = sums[2];
+    }
+    const double grad_norm = clip_gradients(params, o.max_grad_norm);
     opt.step(lr);
+    opt.broadcast_updates(world);
     opt.zero_grad();
     ++st.step;
     st.last_train_loss = loss;
@@ -814,7 +962,7 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
                 {"tokens", step_tokens},
                 {"tokens_per_s", static_cast<double>(step_tokens) / secs}};
     if (teacher || use_topk) rec["kd"] = kd;
-    append_metrics(p, rec);
+    if (world.is_main()) append_metrics(p, rec);
     char extra[96];
     std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr,
                   static_cast<double>(step_tokens) / secs);
@@ -824,7 +972,7 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     if ((st.step % eval_every == 0 || last) && !tr.val_idx.empty()) {
       auto v = tr.validate();
       v["step"] = st.step;
-      append_metrics(p, v);
+      if (world.is_main()) append_metrics(p, v);
       if (v["val_loss"].get<double>() < st.best_val) {
         st.best_val = v["val_loss"].get<double>(), st.best_step = st.step;
         save_checkpoint(p, "best", student, nullptr, st);
@@ -835,11 +983,11 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
                       "step-" + std::string(8 - std::min<std::size_t>(8, std::to_string(st.step).size()), '0') +
                           std::to_string(st.step),
                       student, &opt, st);
-      prune_checkpoints(p, o.keep_checkpoints);
-      draw_loss_curve(p);
+      if (world.is_main()) prune_checkpoints(p, o.keep_checkpoints), draw_loss_curve(p);
     }
   }
   bar.finish();
+  world.barrier("end of training");  // rank 0 has written the best checkpoint that every rank reads next
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
 
   // The exported model is the best validated checkpoint (the last one without a validation split).
@@ -855,6 +1003,7 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     s.val_ce = v["val_ce"], s.val_ppl = v["val_ppl"], s.best_val_loss = v["val_loss"];
     s.val_kl = v["val_kl"].is_null() ? -1.0 : v["val_kl"].get<double>();
   }
+  if (!world.is_main()) return s;  // rank 0 writes the summary and the export
   draw_loss_curve(p);
   write_file_atomic(p.summary, json{{"steps", s.steps},
                                     {"train_examples", s.train_examples},

@@ -19,6 +19,9 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
+#include "lal/lm/model_config.hpp"
 #include "lal/train/options.hpp"
 
 namespace lal::train {
@@ -46,6 +49,34 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p);
 void stage_corpus_data(const DistillOptions& o, const RunPaths& p);
 void stage_teacher_topk(const DistillOptions& o, const RunPaths& p);              // LibTorch
 TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p);  // LibTorch
+
+/// What the run needs in memory (bytes); see estimate_memory().
+struct MemoryEstimate {
+  double teacher = 0, student = 0, activations = 0, logits = 0;
+  double train_device = 0;       ///< peak on one device while training
+  double generation_device = 0;  ///< peak on one device while the teacher generates
+  double peak_device() const;
+  bool fits(std::int64_t capacity) const;  ///< with 5 % headroom
+};
+MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
+                               const lal::lm::ModelConfig& student, const std::string& device,
+                               const std::string& quant, int ranks);
+/// Changes to the options that would make the run fit `capacity` bytes per device, each with its estimate.
+std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
+                                              const std::string& device, const std::string& quant, int ranks,
+                                              std::int64_t capacity);
+/// --student_config auto resolved: the largest of half-teacher, qwen2.5-1.5b, qwen2.5-0.5b, demo, tiny that fits.
+std::string resolve_student(const DistillOptions& o);
+
+/// The memory one rank may use on `device`: the GPU's total (capped by --max_gpu_memory), or the host's available
+/// memory for "cpu". LibTorch.
+struct DeviceCapacity {
+  std::int64_t bytes = 0;
+  std::string what;  ///< "cuda:0 (NVIDIA H200)", "cpu (MemAvailable)"
+};
+DeviceCapacity device_capacity(const DistillOptions& o, const std::string& device);
+/// Caps LibTorch's CUDA caching allocator at --max_gpu_memory on `device` (no-op on CPU or without the option).
+void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device);
 
 /// "cuda" when a GPU is visible and not --use_cpu_only, else "cpu" (or --device when given).
 std::string resolve_device(const DistillOptions& o);

@@ -27,7 +27,7 @@ struct DistillOptions {
   std::vector<std::string> corpus;  ///< text files (.txt: paragraphs, .jsonl: {"text"} or {"question","answer"})
   std::string tokenizer;            ///< tokenizer.json (or its directory) for corpus training
   std::string questions;            ///< questions file (.txt or .jsonl); generated when missing
-  std::string student_config = "half-teacher";  ///< preset name or an HF config.json
+  std::string student_config = "auto";  ///< auto (largest that fits), a preset name or an HF config.json
   std::string student_init = "auto";            ///< auto | random | teacher (copy evenly spaced teacher layers)
   bool trim_vocab = false;    ///< keep only the tokens the data uses (+ their BPE parents, bytes, specials)
   std::string chat_template;  ///< empty = detect from the model directory; else chatml, qwen2.5, llama3 ...
@@ -72,6 +72,12 @@ struct DistillOptions {
   bool use_cpu_only = false;
   std::string device = "auto";
   std::int64_t threads = 0;  ///< 0 = LibTorch default
+  std::string max_gpu_memory;  ///< cap on lal's CUDA allocations per GPU ("12GiB", "8000MiB"); empty = the whole GPU
+  // The original project's Windows/Triton workarounds: accepted so copied command lines work, with no effect.
+  bool ignore_memory_plan = false;  ///< run even when the plan says it does not fit
+  bool windows_mode = false;
+  bool use_triton_windows = false;
+  bool use_direct_gpu = false;
   // --- run control
   bool dry_run = false;
   bool progress = true;  ///< progress bars on stderr
@@ -102,5 +108,7 @@ void validate(const DistillOptions& o);
 
 /// The effective settings as YAML (written next to checkpoints, printed by --dry_run).
 std::string to_yaml(const DistillOptions& o);
+/// "12GiB", "12G", "8000MiB", "1.5TiB", "123456" (bytes) -> bytes; throws OptionError naming `what`.
+std::int64_t parse_bytes(const std::string& text, const std::string& what);
 
 }  // namespace lal::train

@@ -1,0 +1,244 @@
+// lal::train::World over c10d: TCPStore rendezvous, ProcessGroupGloo (CPU) / ProcessGroupNCCL (CUDA).
+#include "lal/train/world.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "collectives.hpp"
+
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO 1
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(LAL_TRAIN_HAVE_NCCL)
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL 1
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace lal::train {
+
+namespace {
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
+int env_int(const char* name, int min, int max) {
+  const char* v = env(name);
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (end == v || *end != '\0' || n < min || n > max)
+    throw std::runtime_error(std::string("environment variable ") + name + "='" + v + "' is not an integer in [" +
+                             std::to_string(min) + ", " + std::to_string(max) + "]");
+  return static_cast<int>(n);
+}
+
+std::chrono::milliseconds collective_timeout() {
+  return std::chrono::milliseconds(1000LL * (env("LAL_DIST_TIMEOUT_S") ? env_int("LAL_DIST_TIMEOUT_S", 1, 86400) : 600));
+}
+
+}  // namespace
+
+WorldEnv WorldEnv::from_environment() {
+  WorldEnv w;
+  if (env("WORLD_SIZE") || env("RANK")) {
+    if (!env("WORLD_SIZE") || !env("RANK"))
+      throw std::runtime_error("a distributed run needs both RANK and WORLD_SIZE (as torchrun sets them)");
+    w.launcher = "torchrun";
+    w.size = env_int("WORLD_SIZE", 1, 1 << 20);
+    w.rank = env_int("RANK", 0, w.size - 1);
+    w.local_rank = env("LOCAL_RANK") ? env_int("LOCAL_RANK", 0, 1 << 16) : 0;
+  } else if (env("SLURM_NTASKS") && env("SLURM_PROCID") && env_int("SLURM_NTASKS", 1, 1 << 20) > 1) {
+    w.launcher = "slurm";
+    w.size = env_int("SLURM_NTASKS", 1, 1 << 20);
+    w.rank = env_int("SLURM_PROCID", 0, w.size - 1);
+    w.local_rank = env("SLURM_LOCALID") ? env_int("SLURM_LOCALID", 0, 1 << 16) : 0;
+    if (!env("MASTER_ADDR"))
+      throw std::runtime_error("a Slurm run of " + std::to_string(w.size) +
+                               " tasks needs MASTER_ADDR (and MASTER_PORT): export them in the batch script, e.g. "
+                               "MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)");
+  }
+  if (w.size > 1) {
+    if (env("MASTER_ADDR")) w.master_addr = env("MASTER_ADDR");
+    else if (w.launcher == "torchrun")
+      throw std::runtime_error("RANK/WORLD_SIZE are set but MASTER_ADDR is not: start the ranks with torchrun, or "
+                               "export MASTER_ADDR and MASTER_PORT");
+    if (env("MASTER_PORT")) w.master_port = env_int("MASTER_PORT", 1, 65535);
+  }
+  return w;
+}
+
+struct World::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#if defined(LAL_TRAIN_HAVE_NCCL)
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  torch::Device device{torch::kCPU};
+
+  // One call for both backends (ProcessGroup in LibTorch 1.x, Backend in 2.x: the same collective signatures).
+  template <typename F>
+  void run(const char* what, F&& f) {
+    try {
+#if defined(LAL_TRAIN_HAVE_NCCL)
+      if (nccl) return f(*nccl);
+#endif
+      f(*gloo);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("distributed ") + what + " failed: " + e.what());
+    }
+  }
+};
+
+World& World::get() {
+  static World w;
+  return w;
+}
+
+void World::init(const WorldEnv& env, const std::string& device) {
+  env_ = env;
+  if (env.size <= 1) return;
+  auto impl = std::make_shared<Impl>();
+  impl->device = torch::Device(device);
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<std::uint16_t>(env.master_port);
+  so.isServer = env.rank == 0;
+  so.numWorkers = static_cast<std::size_t>(env.size);
+  so.waitWorkers = true;
+  so.timeout = collective_timeout();
+  try {
+    impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.size) +
+                             ": no rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) +
+                             " (MASTER_ADDR:MASTER_PORT): " + e.what());
+  }
+#if defined(LAL_TRAIN_HAVE_NCCL)
+  if (impl->device.is_cuda()) {
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = collective_timeout();
+    impl->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, env.rank, env.size, opts);
+    backend_ = "nccl";
+  }
+#endif
+  if (backend_ != "nccl") {
+    auto opts = c10d::ProcessGroupGloo::Options::create();
+    opts->timeout = collective_timeout();
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    impl->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, env.rank, env.size, opts);
+    backend_ = "gloo";
+  }
+  impl_ = std::move(impl);
+  spdlog::info("distributed: rank {} of {} (local rank {}, {}), c10d {} on {}, rendezvous {}:{}", env.rank, env.size,
+               env.local_rank, env.launcher, backend_, device, env.master_addr, env.master_port);
+}
+
+void World::shutdown() {
+  impl_.reset();
+  env_ = WorldEnv{};
+  backend_ = "none";
+}
+
+void World::barrier(const char* what) {
+  if (!distributed()) return;
+  // A tiny all-reduce is a barrier on every backend (Gloo's barrier() and NCCL's differ in what they wait for).
+  std::vector<double> one{1.0};
+  all_reduce_sum(one, what);
+}
+
+void World::all_reduce_sum(std::vector<double>& values, const char* what) {
+  if (!distributed() || values.empty()) return;
+  auto t = torch::tensor(values, torch::kFloat64).to(impl_->device);
+  collectives::all_reduce_sum(*this, {t}, what);
+  t = t.to(torch::kCPU);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = t[static_cast<std::int64_t>(i)].item<double>();
+}
+
+// ------------------------------------------------------------------------------------------------ collectives
+
+namespace collectives {
+
+namespace {
+
+/// Tensors grouped by (dtype, device), then cut into buckets of at most `bucket_bytes` (one tensor at least).
+std::vector<std::vector<torch::Tensor>> buckets(const std::vector<torch::Tensor>& tensors, std::int64_t bucket_bytes) {
+  std::map<std::tuple<int, int, int>, std::vector<std::vector<torch::Tensor>>> groups;
+  for (const auto& t : tensors) {
+    auto& g = groups[{static_cast<int>(t.scalar_type()), static_cast<int>(t.device().type()), t.device().index()}];
+    std::int64_t bytes = 0;
+    if (!g.empty())
+      for (const auto& x : g.back()) bytes += x.numel() * static_cast<std::int64_t>(x.element_size());
+    if (g.empty() || bytes + t.numel() * static_cast<std::int64_t>(t.element_size()) > bucket_bytes) g.emplace_back();
+    g.back().push_back(t);
+  }
+  std::vector<std::vector<torch::Tensor>> out;
+  for (auto& [key, list] : groups)
+    for (auto& b : list) out.push_back(std::move(b));
+  return out;
+}
+
+torch::Tensor pack(const std::vector<torch::Tensor>& ts) {
+  std::vector<torch::Tensor> flat;
+  for (const auto& t : ts) flat.push_back(t.reshape({-1}));
+  return torch::cat(flat);
+}
+
+void unpack(const torch::Tensor& flat, const std::vector<torch::Tensor>& ts) {
+  torch::NoGradGuard no_grad;
+  std::int64_t off = 0;
+  for (const auto& t : ts) {
+    const_cast<torch::Tensor&>(t).copy_(flat.narrow(0, off, t.numel()).view_as(t));
+    off += t.numel();
+  }
+}
+
+}  // namespace
+
+void all_reduce_sum(World& world, const std::vector<torch::Tensor>& tensors, const char* what,
+                    std::int64_t bucket_bytes) {
+  if (!world.distributed() || tensors.empty()) return;
+  torch::NoGradGuard no_grad;
+  const auto bs = buckets(tensors, bucket_bytes);
+  std::vector<torch::Tensor> flats;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  world.impl()->run(what, [&](auto& pg) {
+    for (const auto& b : bs) {
+      std::vector<torch::Tensor> one{pack(b)};
+      c10d::AllreduceOptions ao;
+      ao.reduceOp = c10d::ReduceOp::SUM;
+      works.push_back(pg.allreduce(one, ao));
+      flats.push_back(one[0]);
+    }
+    for (auto& w : works) w->wait();
+  });
+  for (std::size_t i = 0; i < bs.size(); ++i) unpack(flats[i], bs[i]);
+}
+
+void broadcast(World& world, const std::vector<torch::Tensor>& tensors, int root, const char* what) {
+  if (!world.distributed() || tensors.empty()) return;
+  torch::NoGradGuard no_grad;
+  const auto bs = buckets(tensors, std::int64_t{1} << 62);
+  world.impl()->run(what, [&](auto& pg) {
+    for (const auto& b : bs) {
+      std::vector<torch::Tensor> one{pack(b)};
+      c10d::BroadcastOptions bo;
+      bo.rootRank = root;
+      pg.broadcast(one, bo)->wait();
+      unpack(one[0], b);
+    }
+  });
+}
+
+}  // namespace collectives
+
+}  // namespace lal::train

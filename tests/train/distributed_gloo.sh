@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Data-parallel distillation over c10d Gloo, as torchrun starts it (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+# MASTER_PORT), on the CPU:
+#   1. 2 ranks x gradient_accumulation 1 == 1 process x gradient_accumulation 2 (the same global batch): the sharded
+#      teacher data equals the single process's byte for byte; weights and AdamW state after every step agree to 1e-5.
+#   2. A checkpoint written by the 2-rank run resumes in 1 process and ends where the 1-process run ends.
+#   3. A rank that cannot reach the rendezvous fails with a message naming MASTER_ADDR:MASTER_PORT.
+set -euo pipefail
+LAL=$1 FX=$2 OUT=$3 PY=$4
+rm -rf "$OUT" && mkdir -p "$OUT"
+common=(--teacher_model "$FX/teacher" --num_examples 20 --generation_batch_size 4 --max_length 256 --max_new_tokens 24 --batch_size 2
+        --num_epochs 2 --checkpoint_every 2 --keep_checkpoints 100 --threads 1 --no_progress --student_config tiny
+        --export_dtype float32 --learning_rate 3e-3 --eval_every 2)
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+echo "== 1 process, gradient_accumulation 2"
+"$LAL" distill "${common[@]}" --gradient_accumulation 2 --output_dir "$OUT/one"
+
+echo "== 2 ranks (Gloo), gradient_accumulation 1"
+port=$(free_port)
+pids=()
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/two" --log_level info \
+    > "$OUT/rank$r.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { cat "$OUT"/rank*.log; exit 1; }; done
+grep -h "distributed: rank" "$OUT"/rank*.log
+grep -q "c10d gloo" "$OUT/rank0.log"
+A=$OUT/one/lal-brain-model-work B=$OUT/two/lal-brain-model-work
+cmp "$A/data.jsonl" "$B/data.jsonl" && echo "sharded teacher data == single-process teacher data"
+test -z "$(ls "$B" | grep 'rank-')" || { echo "per-rank files left behind"; exit 1; }
+test "$(ls "$A/checkpoints" | grep -c step-)" -eq "$(ls "$B/checkpoints" | grep -c step-)"
+
+compare() {  # max |a - b| over every tensor of two safetensors files
+  "$PY" - "$1" "$2" <<'PY'
+import json, struct, sys, torch
+def load(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n]); data = raw[8 + n:]
+    dt = {"F32": torch.float32, "I64": torch.int64, "U8": torch.uint8}
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__": continue
+        b, e = v["data_offsets"]
+        out[k] = torch.frombuffer(bytearray(data[b:e]), dtype=dt[v["dtype"]]).reshape(v["shape"])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+keys = [k for k in a if k != "rng.cpu"]
+assert sorted(keys) == sorted(k for k in b if k != "rng.cpu"), "different tensors"
+worst = max((a[k].double() - b[k].double()).abs().max().item() for k in keys)
+print(f"{sys.argv[2].split('/')[-3]}/{sys.argv[2].split('/')[-2]}: {len(keys)} tensors, max |diff| {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+}
+for ck in $(ls "$A/checkpoints" | grep step-); do
+  compare "$A/checkpoints/$ck/model.safetensors" "$B/checkpoints/$ck/model.safetensors"
+  compare "$A/checkpoints/$ck/optimizer.safetensors" "$B/checkpoints/$ck/optimizer.safetensors"
+done
+compare "$OUT/one/lal-brain-model/model.safetensors" "$OUT/two/lal-brain-model/model.safetensors"
+
+echo "== resume the 2-rank run's step-2 checkpoint in 1 process"
+C=$OUT/three/lal-brain-model-work
+mkdir -p "$C/checkpoints"
+cp "$B/questions.jsonl" "$B/data.jsonl" "$C/"
+cp -r "$B/checkpoints/step-00000002" "$C/checkpoints/"
+"$LAL" distill "${common[@]}" --gradient_accumulation 2 --output_dir "$OUT/three" --resume_from "$C/checkpoints/step-00000002"
+last=$(ls "$A/checkpoints" | grep step- | tail -n 1)
+compare "$A/checkpoints/$last/model.safetensors" "$C/checkpoints/$last/model.safetensors"
+compare "$A/checkpoints/$last/optimizer.safetensors" "$C/checkpoints/$last/optimizer.safetensors"
+
+echo "== a rank without its peer"
+set +e
+msg=$(LAL_DIST_TIMEOUT_S=3 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) \
+      "$LAL" distill "${common[@]}" --output_dir "$OUT/lonely" 2>&1)
+rc=$?
+set -e
+echo "$msg" | tail -n 2
+test $rc -ne 0
+echo "$msg" | grep -q "MASTER_ADDR:MASTER_PORT"
+echo "distributed training over Gloo == single process"
