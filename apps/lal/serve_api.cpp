@@ -137,6 +137,15 @@ void read_overrides(const json& lal, ChatRequest& request, const RequestLimits& 
 
 }  // namespace
 
+void check_user(const std::string& user, const std::string& param, const RequestLimits& limits) {
+  if (user.empty()) bad(param, "'" + param + "' must not be empty");
+  if (user.size() > limits.max_user_bytes)
+    bad(param, "'" + param + "' has " + std::to_string(user.size()) + " bytes; at most " +
+                   std::to_string(limits.max_user_bytes));
+  for (const unsigned char c : user)
+    if (c < 0x20 || c == 0x7f) bad(param, "'" + param + "' must not contain control characters");
+}
+
 ChatRequest parse_chat_request(std::string_view text, const RequestLimits& limits) {
   json body;
   try {
@@ -191,12 +200,8 @@ ChatRequest parse_chat_request(std::string_view text, const RequestLimits& limit
   }
   if (body.contains("user") && !body["user"].is_null()) {
     r.user = string(body["user"], "user");
-    if (r.user.empty()) bad("user", "'user' must not be empty");
-    if (r.user.size() > limits.max_user_bytes)
-      bad("user",
-          "'user' has " + std::to_string(r.user.size()) + " bytes; at most " + std::to_string(limits.max_user_bytes));
-    for (const unsigned char c : r.user)
-      if (c < 0x20 || c == 0x7f) bad("user", "'user' must not contain control characters");
+    check_user(r.user, "user", limits);
+    r.user_given = true;
   }
   auto opt = [&](const char* key) { return body.contains(key) && !body[key].is_null(); };
   if (opt("temperature")) r.temperature = number(body["temperature"], "temperature", 0, 2);

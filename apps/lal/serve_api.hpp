@@ -42,6 +42,7 @@ struct ChatRequest {
   std::string input;             ///< the text of the last message (role user): the turn's percept
   std::size_t messages = 0;      ///< how many messages the client sent (earlier ones are the client's copy)
   std::string user = "default";  ///< memory partition (OpenAI `user`)
+  bool user_given = false;       ///< the body named a user
   bool stream = false;
   bool include_usage = false;              ///< stream_options.include_usage
   std::optional<double> temperature;       ///< 0..2
@@ -67,6 +68,10 @@ struct RequestLimits {
 /// response_format other than text, audio): refused, never silently ignored. Fields it does not know are ignored, as
 /// OpenAI-compatible servers do.
 ChatRequest parse_chat_request(std::string_view body, const RequestLimits& limits = {});
+
+/// Check a memory-partition name (the `user` field, or the server's --user_header): non-empty, at most
+/// limits.max_user_bytes, no control characters. Throws ApiError 400 naming `param`.
+void check_user(const std::string& user, const std::string& param, const RequestLimits& limits = {});
 
 /// One event of a turn as the pipeline's jsonl output strategy writes it (see plugins/output/jsonl).
 struct TurnEvent {

@@ -769,7 +769,14 @@ struct Server::Impl {
   bool chat(DeadlineSocket& sock, const Request& req) {
     const auto t0 = Clock::now();
     const std::string route = "/v1/chat/completions";
-    const ChatRequest r = parse_chat_request(req.body(), options.limits);
+    ChatRequest r = parse_chat_request(req.body(), options.limits);
+    if (!r.user_given && !options.user_header.empty()) {
+      const auto h = req[options.user_header];
+      if (!h.empty()) {
+        r.user = std::string(h.data(), h.size());
+        check_user(r.user, options.user_header, options.limits);
+      }
+    }
     if (r.model != options.model_name)
       throw ApiError(404, "invalid_request_error",
                      "the model '" + r.model + "' does not exist; this server has '" + options.model_name + "'",

@@ -28,6 +28,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   unsigned short port = 8080;  ///< 0 = any free port (see Server::port())
   std::string api_key;         ///< "" = no authentication
+  std::string user_header;     ///< a request without `user` takes its memory partition from this header ("" = off)
   std::string model_name = "lal";
   std::string web_dir;        ///< the timeline page's files (share/lal/web)
   int max_concurrent = 4;     ///< turns running at once

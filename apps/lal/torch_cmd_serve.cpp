@@ -26,6 +26,8 @@ int serve_command(const std::vector<std::string>& args) {
       "port", po::value<int>()->default_value(8080), "TCP port; 0 = any free port (printed at start)")(
       "api_key", po::value<std::string>(),
       "require Authorization: Bearer KEY on /v1/* and /metrics (default: $LAL_API_KEY, else none)")(
+      "user_header", po::value<std::string>(),
+      "a request without `user` takes its memory partition from this header, e.g. X-OpenWebUI-User-Id")(
       "model_name", po::value<std::string>()->default_value("lal"), "the model id clients ask for (/v1/models)")(
       "low_effort_config", po::value<std::string>(),
       "pipeline for reasoning_effort low (default: configs/answer-first.yaml)")(
@@ -61,6 +63,11 @@ int serve_command(const std::vector<std::string>& args) {
     if (o.api_key.empty()) throw UsageError("--api_key must not be empty");
   } else if (const char* env = std::getenv("LAL_API_KEY"); env && *env) {
     o.api_key = env;
+  }
+  if (vm.count("user_header")) {
+    o.user_header = vm["user_header"].as<std::string>();
+    if (o.user_header.empty() || o.user_header.find_first_of(" :\r\n") != std::string::npos)
+      throw UsageError("--user_header must be a header name, not '" + o.user_header + "'");
   }
   o.model_name = vm["model_name"].as<std::string>();
   if (o.model_name.empty()) throw UsageError("--model_name must not be empty");

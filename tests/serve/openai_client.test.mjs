@@ -20,7 +20,7 @@ const OpenAI = openai.OpenAI ?? openai.default ?? openai;
 
 const KEY = "test-key-123";
 const server = await startServer(["--api_key", KEY, "--max_concurrent", "1", "--max_queue", "1",
-                                  "--max_body_bytes", "65536"]);
+                                  "--max_body_bytes", "65536", "--user_header", "X-OpenWebUI-User-Id"]);
 const client = new OpenAI({ apiKey: KEY, baseURL: server.url + "/v1", maxRetries: 0, timeout: 300000 });
 const small = { model: "lal", max_tokens: 12, seed: 1 };
 
@@ -138,6 +138,18 @@ test("two users never see each other's memories", async () => {
   assert.match(recalled(aliceAgain) + aliceAgain.choices[0].message.reasoning_content, /覚えてね/);
   assert.doesNotMatch(recalled(bob), /覚えてね/, "bob recalled alice's turn");
   assert.doesNotMatch(bob.choices[0].message.reasoning_content, /覚えてね/);
+});
+
+test("without `user`, --user_header names the memory partition (Open WebUI's forwarded user id)", async () => {
+  const ask = (id, content) => client.chat.completions.create(
+    { ...small, messages: [{ role: "user", content }] }, { headers: { "X-OpenWebUI-User-Id": id } });
+  const recalled = (r) => r.lal.events.filter((e) => e.stage === "recall").map((e) => e.text).join("") +
+    r.choices[0].message.reasoning_content;
+  await ask("owui-1", "秘密の合言葉は青いペンギンです。覚えてね。");
+  assert.match(recalled(await ask("owui-1", "合言葉は青いペンギンでしたね？")), /覚えてね/);
+  assert.doesNotMatch(recalled(await ask("owui-2", "合言葉は青いペンギンでしたね？")), /覚えてね/);
+  await assert.rejects(client.chat.completions.create({ ...small, messages: [{ role: "user", content: "x" }] },
+    { headers: { "X-OpenWebUI-User-Id": "x".repeat(300) } }), (e) => e.status === 400);
 });
 
 test("401 without the key or with a wrong one", async () => {
