@@ -7,6 +7,7 @@
 
 #include "lal/lm/tokenizer.hpp"
 #include "lal/lm/transformer.hpp"
+#include "lal/train/distill.hpp"
 #include "lal/train/files.hpp"
 #include "lal/train/model.hpp"
 #include "lal/train/options.hpp"
@@ -285,4 +286,46 @@ TEST_CASE("crash-safe JSONL: a torn last line is dropped on open") {
     app.flush();
   }
   CHECK(read_file(path) == "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+}
+
+TEST_CASE("memory plan: a 32B teacher on one H200, a 7B student on two, a 12 GiB cap") {
+  auto qwen = [](int hidden, int inter, int layers, int heads, int kv, bool tied) {
+    return lal::lm::ModelConfig::from_json_text(
+        R"({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": )" + std::to_string(hidden) +
+            R"(, "intermediate_size": )" + std::to_string(inter) + R"(, "num_hidden_layers": )" +
+            std::to_string(layers) + R"(, "num_attention_heads": )" + std::to_string(heads) +
+            R"(, "num_key_value_heads": )" + std::to_string(kv) + R"(, "vocab_size": 152064, "tie_word_embeddings": )" +
+            (tied ? "true" : "false") + R"(, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+             "max_position_embeddings": 32768})",
+        "config.json");
+  };
+  const auto teacher = qwen(5120, 27648, 64, 40, 8, false);  // Qwen2.5-32B (ELYZA-Thinking-1.0-Qwen-32B's shape)
+  const std::int64_t h200 = std::int64_t{139} << 30;
+  DistillOptions o;  // the original project's defaults: batch 2, max_length 768, AdamW
+  // One H200: the half-teacher (16 B) does not fit, the default picks the Qwen2.5-1.5B shape.
+  bool dummy = false;
+  const auto half = student_config("half-teacher", &teacher, teacher.vocab_size, &dummy);
+  CHECK_FALSE(estimate_memory(o, &teacher, half, "cuda", "int4", 1).fits(h200));
+  CHECK(choose_student(o, teacher, "cuda", "int4", 1, h200) == "qwen2.5-1.5b");
+  o.student_config = "half-teacher";
+  const auto ideas = fitting_alternatives(o, &teacher, "cuda", "int4", 1, h200);
+  REQUIRE_FALSE(ideas.empty());
+  CHECK(ideas.front().find("--student_config qwen2.5-1.5b") == 0);
+  // A 7B-shaped student: its AdamW state does not fit one H200, but sharded over two it does.
+  const auto seven = qwen(3584, 18944, 28, 28, 4, false);
+  CHECK_FALSE(estimate_memory(o, &teacher, seven, "cuda", "int4", 1).fits(h200));
+  CHECK(estimate_memory(o, &teacher, seven, "cuda", "int4", 2).fits(h200));
+  // 12 GiB: the 32B int4 teacher only fits offloaded to CPU memory; a 0.5B student with shorter sequences fits.
+  o.cpu_offload = false;
+  o.batch_size = 1, o.max_length = 512;
+  const auto half_b = student_config("qwen2.5-0.5b", &teacher, teacher.vocab_size, &dummy);
+  CHECK_FALSE(estimate_memory(o, &teacher, half_b, "cuda", "int4", 1).fits(std::int64_t{12} << 30));
+  o.cpu_offload = true;
+  CHECK(estimate_memory(o, &teacher, half_b, "cuda", "int4", 1).fits(std::int64_t{12} << 30));
+  // Sizes as users write them.
+  CHECK(parse_bytes("12GiB", "--max_gpu_memory") == (std::int64_t{12} << 30));
+  CHECK(parse_bytes("8000MiB", "--max_gpu_memory") == std::int64_t{8000} << 20);
+  CHECK(parse_bytes("1.5G", "--max_gpu_memory") == std::int64_t{3} << 29);
+  CHECK_THROWS_WITH_AS(parse_bytes("12 parsecs", "--max_gpu_memory"), doctest::Contains("--max_gpu_memory"),
+                       OptionError);
 }

@@ -182,14 +182,8 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
   return out;
 }
 
-std::string resolve_student(const DistillOptions& o) {
-  if (o.student_config != "auto") return o.student_config;
-  if (o.teacher_model.empty()) return "demo";
-  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
-  const auto device = resolve_device(o);
-  const auto quant = resolve_quantize(o, device);
-  const auto cap = device_capacity(o, device);
-  const int ranks = WorldEnv::from_environment().size;
+std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& teacher, const std::string& device,
+                           const std::string& quant, int ranks, std::int64_t capacity) {
   std::string last;
   const double teacher_params = static_cast<double>(parameter_count(teacher));
   for (const auto& name : auto_students()) {
@@ -197,9 +191,18 @@ std::string resolve_student(const DistillOptions& o) {
     // Never a student larger than half the teacher (half-teacher itself is exactly that).
     if (!st || (name != "half-teacher" && static_cast<double>(parameter_count(*st)) > teacher_params / 2)) continue;
     last = name;
-    if (estimate_memory(o, &teacher, *st, device, quant, ranks).fits(cap.bytes)) return name;
+    if (estimate_memory(o, &teacher, *st, device, quant, ranks).fits(capacity)) return name;
   }
   return last.empty() ? "tiny" : last;
+}
+
+std::string resolve_student(const DistillOptions& o) {
+  if (o.student_config != "auto") return o.student_config;
+  if (o.teacher_model.empty()) return "demo";
+  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
+  const auto device = resolve_device(o);
+  return choose_student(o, teacher, device, resolve_quantize(o, device), WorldEnv::from_environment().size,
+                        device_capacity(o, device).bytes);
 }
 
 std::string describe_plan(const DistillOptions& options) {

@@ -65,7 +65,11 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
 std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
                                               const std::string& device, const std::string& quant, int ranks,
                                               std::int64_t capacity);
-/// --student_config auto resolved: the largest of half-teacher, qwen2.5-1.5b, qwen2.5-0.5b, demo, tiny that fits.
+/// The largest of half-teacher, qwen2.5-1.5b, qwen2.5-0.5b, demo, tiny (none over half the teacher) whose run fits
+/// `capacity` bytes per device; the smallest when none does (the plan then says it does not fit).
+std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& teacher, const std::string& device,
+                           const std::string& quant, int ranks, std::int64_t capacity);
+/// --student_config as given, or `auto` resolved with choose_student() for the devices of this run.
 std::string resolve_student(const DistillOptions& o);
 
 /// The memory one rank may use on `device`: the GPU's total (capped by --max_gpu_memory), or the host's available
