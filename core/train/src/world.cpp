@@ -12,11 +12,13 @@
 
 #include "collectives.hpp"
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(LAL_TRAIN_HAVE_GLOO)
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
 #endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
 #if defined(LAL_TRAIN_HAVE_NCCL)
 #ifndef USE_C10D_NCCL
 #define USE_C10D_NCCL 1
@@ -80,7 +82,9 @@ WorldEnv WorldEnv::from_environment() {
 
 struct World::Impl {
   c10::intrusive_ptr<c10d::Store> store;
+#if defined(LAL_TRAIN_HAVE_GLOO)
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
 #if defined(LAL_TRAIN_HAVE_NCCL)
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
 #endif
@@ -93,7 +97,9 @@ struct World::Impl {
 #if defined(LAL_TRAIN_HAVE_NCCL)
       if (nccl) return f(*nccl);
 #endif
+#if defined(LAL_TRAIN_HAVE_GLOO)
       f(*gloo);
+#endif
     } catch (const std::exception& e) {
       throw std::runtime_error(std::string("distributed ") + what + " failed: " + e.what());
     }
@@ -132,11 +138,16 @@ void World::init(const WorldEnv& env, const std::string& device) {
   }
 #endif
   if (backend_ != "nccl") {
+#if defined(LAL_TRAIN_HAVE_GLOO)
     auto opts = c10d::ProcessGroupGloo::Options::create();
     opts->timeout = collective_timeout();
     opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     impl->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, env.rank, env.size, opts);
     backend_ = "gloo";
+#else
+    throw std::runtime_error("a distributed run on " + device +
+                             " needs c10d's Gloo backend, and this lal was built without the gloo headers");
+#endif
   }
   impl_ = std::move(impl);
   spdlog::info("distributed: rank {} of {} (local rank {}, {}), c10d {} on {}, rendezvous {}:{}", env.rank, env.size,
