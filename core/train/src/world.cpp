@@ -12,6 +12,7 @@
 
 #include "collectives.hpp"
 
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if defined(LAL_TRAIN_HAVE_GLOO)
 #ifndef USE_C10D_GLOO
