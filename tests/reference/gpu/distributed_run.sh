@@ -32,8 +32,8 @@ echo "--- plan: 32B-shaped teacher, one H200, defaults"; $L distill --teacher_mo
 echo "--- plan: 32B, 12 GiB cap, int4 + offload, 0.5B student, batch 1 x 512"
 $L distill --teacher_model /tmp/q32 --dry_run --max_gpu_memory 12GiB --quantize int4 --cpu_offload \
   --student_config qwen2.5-0.5b --batch_size 1 --max_length 512 | grep -E "devices|verdict|would|^                    "
-common=(--teacher_model /tmp/teacher --student_config qwen2.5-0.5b --num_examples 256 --generation_batch_size 128
-        --max_length 512 --max_new_tokens 256 --num_epochs 1 --batch_size 8 --quantize int4 --checkpoint_every 100000
+common=(--teacher_model /tmp/teacher --student_config qwen2.5-0.5b --num_examples 192 --generation_batch_size 96
+        --max_length 512 --max_new_tokens 160 --num_epochs 1 --batch_size 8 --quantize int4 --checkpoint_every 100000
         --no_progress --hf_model_name s --export_dtype bfloat16 --validation_fraction 0.02)
 $L distill "${common[@]}" --gradient_accumulation 2 --output_dir /tmp/one > $OUT/one.txt 2>&1; echo "1 GPU rc=$?"
 el "1 GPU"; grep -E "teacher data|training|trained|error" $OUT/one.txt | cut -c1-250
