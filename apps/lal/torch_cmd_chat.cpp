@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "chat_session.hpp"
+#include "memory_cli.hpp"
 #include "lal/lm/engine.hpp"
 #include "lal/lm/torch_language_model.hpp"
 #include "lal/messages.hpp"
@@ -190,11 +191,63 @@ ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptio
 namespace {
 
 volatile std::sig_atomic_t g_interrupts = 0;
+volatile std::sig_atomic_t g_terminate = 0;
 extern "C" void on_chat_sigint(int) { g_interrupts = g_interrupts + 1; }
+// SIGTERM ends the session like EOF: the running turn finishes, then the pipeline stops (memories consolidate).
+extern "C" void on_chat_sigterm(int) { g_terminate = 1; }
+
+/// The long_term module's database file in the running pipeline, or "".
+std::string memory_db_of(const runtime::PipelineSpec& spec) {
+  for (const auto& m : spec.modules)
+    if (m.plugin == "long_term")
+      if (auto it = m.config.find("path"); it != m.config.end() && it->second.is_string())
+        return memory::expand_home(it->second.as_string());
+  return {};
+}
+
+/// /memory search TEXT and /forget ID|--all|--match TEXT, through the same code as `lal memory`.
+void memory_repl_command(const std::string& db, const std::string& user, const std::string& cmd,
+                         const std::string& arg) {
+  if (db.empty()) {
+    std::cout << "このパイプラインには long_term 記憶がありません\n";
+    return;
+  }
+  try {
+    memory::DbOptions o;
+    o.path = db;
+    o.owner = "memory";
+    memory::MemoryStore store(o);
+    if (cmd == "/memory") {
+      const auto found = search_memories(load_index(store, user), arg, 10);
+      if (found.empty()) std::cout << "（思い出せるものはありません）\n";
+      print_recalled(std::cout, found);
+      return;
+    }
+    std::vector<std::int64_t> ids;
+    const bool all = arg == "--all";
+    const std::string match = arg.rfind("--match ", 0) == 0 ? arg.substr(8) : "";
+    if (!all && match.empty()) {
+      std::size_t used = 0;
+      try {
+        ids.push_back(std::stoll(arg, &used));
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != arg.size()) {
+        std::cout << "使い方: /forget ID | /forget --all | /forget --match テキスト\n";
+        return;
+      }
+    }
+    std::cout << store.forget(user, ids, match, all) << " 件の記憶を忘れました\n";
+  } catch (const std::exception& e) {
+    std::cout << "記憶を操作できませんでした: " << e.what() << "\n";
+  }
+}
 
 const char* kHelpJa =
     "/help     このヘルプ\n"
-    "/memory   長期記憶で活性の高いもの\n"
+    "/memory   長期記憶で活性の高いもの（/memory search テキスト で検索）\n"
+    "/forget   記憶を忘れる: /forget ID | /forget --all | /forget --match テキスト\n"
     "/emotion  いまの感情状態\n"
     "/exit     終了（Ctrl-D でも）\n"
     "Ctrl-C    考えている途中のターンを中断（チャットは続きます）\n";
@@ -240,6 +293,11 @@ int chat_command(const std::vector<std::string>& args) {
   sa.sa_handler = on_chat_sigint;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);  // no SA_RESTART: Ctrl-C interrupts the read at the prompt too
+  struct sigaction term {};
+  term.sa_handler = on_chat_sigterm;
+  sigemptyset(&term.sa_mask);
+  sigaction(SIGTERM, &term, nullptr);
+  const std::string memory_db = memory_db_of(rt.spec());
 
   if (interactive)
     std::cerr << "lal chat — " << session.model_description << "\n/help でコマンド一覧、/exit で終了\n";
@@ -248,8 +306,8 @@ int chat_command(const std::vector<std::string>& args) {
     if (interactive) std::cout << "\nあなた> " << std::flush;
     std::string line;
     g_interrupts = 0;
-    if (!std::getline(std::cin, line)) {
-      if (g_interrupts && interactive) {  // Ctrl-C at the prompt: keep chatting
+    if (g_terminate || !std::getline(std::cin, line)) {
+      if (g_interrupts && interactive && !g_terminate) {  // Ctrl-C at the prompt: keep chatting
         std::cin.clear();
         clearerr(stdin);
         std::cout << "\n（/exit で終了します）";
@@ -270,6 +328,9 @@ int chat_command(const std::vector<std::string>& args) {
           std::cout << "このパイプラインには emotion モジュールがありません\n";
         else
           show_emotion(emotion);
+      } else if (cmd == "/forget" || (cmd == "/memory" && line.rfind("/memory search ", 0) == 0)) {
+        memory_repl_command(memory_db, user, cmd, line.substr(cmd == "/forget" ? std::min(line.size(), cmd.size() + 1)
+                                                                                : std::string("/memory search ").size()));
       } else if (cmd == "/memory") {
         if (session.memory_topic.empty()) {
           std::cout << "このパイプラインには long_term 記憶がありません\n";
@@ -309,6 +370,12 @@ int chat_command(const std::vector<std::string>& args) {
   }
   if (interactive) std::cout << "\n";
   rt.stop();
+  // A memory that could not be written is kept for the next start, and the user is told (lal/memory/write_queue.hpp).
+  if (!memory_db.empty() && fs::exists(memory::pending_file_of(memory_db))) {
+    std::cerr << "lal chat: some memories could not be written to " << memory_db << "; they are kept in "
+              << memory::pending_file_of(memory_db) << " and will be stored at the next start\n";
+    exit_code = exit_code ? exit_code : 3;
+  }
   return exit_code;
 }
 

@@ -102,7 +102,7 @@ TEST_CASE("the hippocampus merges every tier into one recollection, thinks each 
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     CHECK(chunks[i]->stage == Stage::recall);
     CHECK(chunks[i]->kind == ChunkKind::memory);
-    CHECK(chunks[i]->text == rec.items[i].text);
+    CHECK(chunks[i]->text == (i ? " ／ " : "") + rec.items[i].text);  // later memories set off by " ／ "
     CHECK(chunks[i]->origin == "hippocampus");
     CHECK(chunks[i]->last == (i + 1 == chunks.size()));
   }
@@ -116,7 +116,8 @@ TEST_CASE("the hippocampus merges every tier into one recollection, thinks each 
   CHECK(thoughts->for_turn(bobs).empty());
 }
 
-TEST_CASE("episode importance comes from arousal and explicit requests; cancelled turns are not stored") {
+TEST_CASE(
+    "episode importance comes from self-disclosure, arousal and explicit requests; cancelled turns are not stored") {
   TempDir dir("importance");
   MemoryPipeline p(memory_pipeline(dir.file("memory.db")));
   auto episodes = p.record<Episode>("memory.episode");
@@ -137,10 +138,11 @@ TEST_CASE("episode importance comes from arousal and explicit requests; cancelle
 
   auto got = episodes->all();
   REQUIRE(got.size() == 3);
-  CHECK(got[0]->importance == doctest::Approx(0.5));
-  CHECK(got[1]->importance == doctest::Approx(0.8));  // 0.5 + 0.3 × arousal 1.0
+  CHECK(got[0]->importance == doctest::Approx(0.3));  // discloses nothing: base_importance
+  CHECK(got[1]->importance == doctest::Approx(0.6));  // 0.3 + 0.3 × arousal 1.0
   CHECK(got[1]->emotion == "surprise");
-  CHECK(got[2]->importance == doctest::Approx(0.9));  // "remember"
+  // "please remember" (0.45) + relation "sister" (0.30) + name "my … is called"? no: + self "my" (0.10) + base 0.3
+  CHECK(got[2]->importance == doctest::Approx(1.0));
   CHECK(got[2].header.user == "dave");
 }
 

@@ -11,16 +11,26 @@
 // Items with the same text from several tiers are one memory whose fused scores add up: a memory that both
 // short-term and long-term memory return outranks one that only one of them returns.
 //
-// Encoding: on `done` an Episode is published with importance = max(base_importance + arousal_importance ·
-// max(0, arousal), remember_importance if the user asked to be remembered), clamped to 0..1.
+// Encoding: on `done` an Episode is published with importance = max(disclosure + arousal_importance ·
+// max(0, arousal), remember_importance if the user asked to be remembered), clamped to 0..1, where disclosure is
+// lal::memory::score_importance(user_text, base_importance): self-disclosure features (names, preferences,
+// relations, plans, dates, places, feelings, corrections) in Japanese and English, see
+// plugins/memory/common/include/lal/memory/importance.hpp.
 #include <algorithm>
 #include <map>
 
+#include "lal/memory/importance.hpp"
 #include "lal/plugin.hpp"
 
 namespace {
 
 const char* const kTiers[] = {"working", "short_term", "long_term", "procedural"};
+
+std::string trimmed(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
 
 struct Gather {
   lal::MessageHeader cause;
@@ -99,6 +109,8 @@ class Hippocampus final : public lal::Module {
       const double w = weights_.at(tier);
       for (std::size_t r = 0; r < it->second.size(); ++r) {
         const auto& item = it->second[r];
+        // What was just said is in working memory already; echoing it back is not remembering.
+        if (trimmed(item.text) == trimmed(g.cue)) continue;
         const double contribution = w / (rank_constant_ + static_cast<double>(r + 1));
         auto same =
             std::find_if(merged.begin(), merged.end(), [&](const Merged& x) { return x.item.text == item.text; });
@@ -132,15 +144,23 @@ class Hippocampus final : public lal::Module {
       lal::ThoughtChunk t;
       t.stage = lal::Stage::recall;
       t.kind = lal::ChunkKind::memory;
-      t.text = rec.items[i].text;
+      // One line for all: memories after the first are set off by " ／ " so that outputs that join a stage's
+      // chunks (think_aloud) show where one memory ends and the next begins.
+      t.text = (i == 0 ? std::string() : std::string(" ／ ")) + rec.items[i].text;
       t.last = i + 1 == rec.items.size();
       t.origin = ctx_->module_id();
       ctx_->publish("thought", std::move(t), &g.cause);
     }
   }
 
-  double importance(const std::string& user, const std::string& user_text) const {
-    double imp = base_importance_;
+  double importance(const std::string& user, const std::string& user_text) {
+    const auto disclosure = lal::memory::score_importance(user_text, base_importance_);
+    double imp = disclosure.score;
+    if (!disclosure.reasons.empty()) {
+      std::string why;
+      for (const auto& r : disclosure.reasons) why += (why.empty() ? "" : ", ") + r;
+      ctx_->log(lal::LogLevel::debug, "importance " + std::to_string(imp) + " (" + why + ")");
+    }
     auto e = emotion_.find(user);
     if (e != emotion_.end()) imp += arousal_importance_ * std::max(0.0, e->second->arousal);
     std::string lower = user_text;
@@ -166,9 +186,9 @@ class Hippocampus final : public lal::Module {
 
   lal::Context* ctx_ = nullptr;
   std::chrono::milliseconds deadline_{150};
-  int limit_ = 5;
-  std::size_t max_items_ = 5;
-  double rank_constant_ = 1.0, base_importance_ = 0.5, arousal_importance_ = 0.3, remember_importance_ = 0.9;
+  int limit_ = 10;
+  std::size_t max_items_ = 6;
+  double rank_constant_ = 1.0, base_importance_ = 0.3, arousal_importance_ = 0.3, remember_importance_ = 0.9;
   std::map<std::string, double> weights_;
   std::vector<std::string> remember_markers_;
   std::uint64_t next_gather_ = 0;
@@ -191,18 +211,20 @@ lal::PluginDescriptor describe() {
       .requests<lal::RecallRequest, lal::RecallReply>("long_term", "long-term memory", true)
       .requests<lal::RecallRequest, lal::RecallReply>("procedural", "procedural memory (strategy suggestion)", true)
       .config_int("deadline_ms", 150, "how long to wait for each tier")
-      .config_int("limit", 5, "memories asked from each tier")
-      .config_int("max_items", 5, "memories in the recollection (and recall thoughts)")
+      .config_int("limit", 10, "memories asked from each tier")
+      .config_int("max_items", 6, "memories in the recollection (and recall thoughts)")
       .config_number("rank_constant", 1.0, "k in the rank fusion weight / (k + rank)")
       .config_number("weight_working", 1.0, "weight of working memory in the fusion")
       .config_number("weight_short_term", 1.0, "weight of short-term memory in the fusion")
       .config_number("weight_long_term", 1.0, "weight of long-term memory in the fusion")
-      .config_number("base_importance", 0.5, "importance of an ordinary episode")
+      .config_number("base_importance", 0.3, "importance of an utterance that discloses nothing (small talk)")
       .config_number("arousal_importance", 0.3, "added importance per unit of positive arousal")
       .config_number("remember_importance", 0.9, "importance when the user asks to be remembered")
-      .config_key("remember_markers", lal::ConfigType::list,
-                  "[\"覚えて\", \"忘れないで\", \"覚えておいて\", \"remember\", \"don't forget\"]",
-                  "phrases that ask to be remembered (matched case-insensitively for ASCII)");
+      .config_key(
+          "remember_markers", lal::ConfigType::list,
+          "[\"覚えておいて\", \"覚えといて\", \"覚えてね\", \"覚えてください\", \"忘れないで\", \"please remember\", "
+          "\"remember that\", \"don't forget\"]",
+          "requests to be remembered (matched case-insensitively for ASCII); 「覚えていますか」 asks instead");
   return d;
 }
 

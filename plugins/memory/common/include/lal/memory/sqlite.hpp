@@ -19,8 +19,6 @@
 
 #include <sqlite3.h>
 
-#include "lal/config.hpp"
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +27,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "lal/config.hpp"
 
 namespace lal::memory {
 
@@ -63,7 +63,8 @@ inline DbOptions db_options_from(const lal::Config& c, std::string owner) {
   o.busy_timeout_ms = static_cast<int>(c.get<std::int64_t>("busy_timeout_ms"));
   o.quick_check = c.get<bool>("check_on_open");
   const auto sync = c.get<std::string>("synchronous");
-  if (sync != "normal" && sync != "full") throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
+  if (sync != "normal" && sync != "full")
+    throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
   o.synchronous_full = sync == "full";
   return o;
 }
@@ -268,6 +269,7 @@ class Statement {
   Statement& bind(int i, std::string_view v) {
     return check_bind(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
   }
+  Statement& bind_null(int i) { return check_bind(sqlite3_bind_null(stmt_, i)); }
   Statement& bind_blob(int i, std::string_view v) {
     return check_bind(sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
   }
