@@ -119,7 +119,9 @@ void World::init(const WorldEnv& env, const std::string& device) {
   impl->device = torch::Device(device);
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
+  // torchrun's agent already serves the store at MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE): every rank is a client.
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  so.isServer = env.rank == 0 && !(agent_store && std::string(agent_store) == "True");
   so.numWorkers = static_cast<std::size_t>(env.size);
   so.waitWorkers = true;
   so.timeout = collective_timeout();
