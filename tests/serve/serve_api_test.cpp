@@ -59,7 +59,7 @@ TEST_CASE("a plain request reads every field") {
   CHECK(r.overrides[0].second == "12");
 }
 
-TEST_CASE("the turn is the last message; text parts are joined; defaults stay unset") {
+TEST_CASE("the turn is the last message, text parts are joined, defaults stay unset") {
   const ChatRequest r = parse_chat_request(
       json{{"model", "lal"},
            {"messages", json::array({{{"role", "system"}, {"content", "be brief"}},
