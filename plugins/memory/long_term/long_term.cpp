@@ -153,7 +153,7 @@ class LongTermMemory final : public lal::Module {
     if (m->limit <= 0) return reply;
     const std::string& user = m.header.user;
     sync();
-    if (queue_->size() && !store_->read_only()) queue_->flush(applied());
+    if (queue_->size() && !store_->read_only()) queue_->flush(applied(), false);  // recall must answer soon
     auto& index = index_of(user);
     const std::int64_t now = wall_ns_of(m.header);
     const bool overview = m->cue.find_first_not_of(" \t\r\n") == std::string::npos;

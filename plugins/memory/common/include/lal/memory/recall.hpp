@@ -168,8 +168,7 @@ inline TimeCue parse_time_cue(const std::string& cue, std::int64_t now_ns) {
 
 /// One memory held for recall.
 struct IndexedMemory {
-  StoredMemory row;
-  Embedding embedding{};
+  StoredMemory row;          ///< row.embedding is the memory's embedding
   std::uint32_t length = 0;  ///< number of terms (BM25 document length)
   bool alive = true;
 };
@@ -201,7 +200,8 @@ class UserIndex {
   void add(StoredMemory m) {
     IndexedMemory im;
     const auto terms = segment_terms(m.semantic ? m.text : m.text + "\n" + m.answer);
-    im.embedding = embed_text(m.text);
+    if (!m.has_embedding) m.embedding = embed_text(m.text);
+    m.has_embedding = true;
     im.length = term_total(terms);
     im.row = std::move(m);
     const auto doc = static_cast<std::uint32_t>(items_.size());
@@ -303,7 +303,7 @@ class UserIndex {
       const double center = 0.5 * static_cast<double>(tc.from_ns + tc.to_ns);
       const double half = std::max(1.0, 0.5 * static_cast<double>(tc.to_ns - tc.from_ns));
       for (auto d : window_list) {
-        const double c = std::max(0.0, cosine(items_[d].embedding, cue_embedding));
+        const double c = std::max(0.0, cosine(items_[d].row.embedding, cue_embedding));
         const double closeness =
             1.0 - std::min(1.0, std::abs(static_cast<double>(items_[d].row.uses.created_ns) - center) / half);
         keyed.emplace_back((best_bm25 > 0 ? scores_[d] / best_bm25 : 0.0) + c + 0.5 * closeness, d);
@@ -334,7 +334,7 @@ class UserIndex {
     // 3. Embedding and activation of the pool.
     std::vector<std::uint32_t> lexical, embedding_list, activation_list;
     for (auto& [d, r] : pool) {
-      r.cosine = std::max(0.0, cosine(items_[d].embedding, cue_embedding));
+      r.cosine = std::max(0.0, cosine(items_[d].row.embedding, cue_embedding));
       r.activation = base_level_activation(items_[d].row.uses, now_ns, st.decay);
       if (r.bm25 > 0) lexical.push_back(d);
       if (r.cosine >= st.min_cosine) embedding_list.push_back(d);  // below: hashing noise between unrelated texts
@@ -420,7 +420,7 @@ class UserIndex {
         touched_.swap(first_touched);
         for (auto d : hop) {
           Recalled& r = entry(d);
-          if (r.cosine == 0) r.cosine = std::max(0.0, cosine(items_[d].embedding, cue_embedding));
+          if (r.cosine == 0) r.cosine = std::max(0.0, cosine(items_[d].row.embedding, cue_embedding));
           if (r.activation == 0) r.activation = base_level_activation(items_[d].row.uses, now_ns, st.decay);
         }
         std::size_t hop_rank = 0;

@@ -57,6 +57,8 @@ struct StoredMemory {
   std::string slot;
   std::int64_t superseded_by = 0;  ///< id of the newer fact in the same slot, 0 = current
   std::int64_t source_id = 0;      ///< the episode a fact was stated in
+  bool has_embedding = false;      ///< `embedding` holds the stored embed_text(text) (set by load())
+  Embedding embedding{};
 };
 
 /// An episode to store (from the hippocampus via short_term, from the journal, from `lal memory import`).
@@ -105,7 +107,7 @@ class MemoryStore {
     if (!has_long_term_) return out;
     auto s = db_.prepare(
         "SELECT id, kind, text, answer, importance, strategy, emotion, created_ns, use_count, recent_uses, slot, "
-        "superseded_by, source_id FROM long_term_memories WHERE user = ?1 AND id > ?2 ORDER BY id");
+        "superseded_by, source_id, embedding FROM long_term_memories WHERE user = ?1 AND id > ?2 ORDER BY id");
     s.bind(1, std::string_view(user)).bind(2, after_id);
     while (s.step("loading the user's memories")) {
       StoredMemory m;
@@ -124,6 +126,8 @@ class MemoryStore {
       m.slot = s.column_text(10);
       m.superseded_by = s.column_int(11);
       m.source_id = s.column_int(12);
+      const auto [emb, emb_bytes] = s.column_blob(13);
+      m.has_embedding = decode_embedding(emb, emb_bytes, m.embedding);  // a foreign or damaged blob: recomputed
       out.push_back(std::move(m));
     }
     return out;

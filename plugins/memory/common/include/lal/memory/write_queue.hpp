@@ -132,10 +132,11 @@ class WriteQueue {
     flush(applied);
   }
 
-  /// Apply queued writes in order; true when the queue is empty afterwards.
-  bool flush(const Applied& applied) {
+  /// Apply queued writes in order; true when the queue is empty afterwards. `retry` = false tries each once (one
+  /// busy_timeout_ms at most): for callers that must answer soon (recall).
+  bool flush(const Applied& applied, bool retry = true) {
     while (!queue_.empty()) {
-      if (!apply_with_retries(queue_.front(), applied)) {
+      if (!apply_with_retries(queue_.front(), applied, retry ? retries_ : 0)) {
         if (!warned_)
           log_(false, "memory database '" + store_.path() + "' is busy: " + std::to_string(queue_.size()) +
                           " write(s) queued, retrying (" + last_error_ + ")");
@@ -161,7 +162,7 @@ class WriteQueue {
   }
 
  private:
-  bool apply_with_retries(const PendingWrite& w, const Applied& applied) {
+  bool apply_with_retries(const PendingWrite& w, const Applied& applied, int retries) {
     int pause_ms = 50;
     for (int attempt = 0;; ++attempt) {
       try {
@@ -169,7 +170,7 @@ class WriteQueue {
         return true;
       } catch (const DbError& e) {
         last_error_ = e.what();
-        if (attempt >= retries_) return false;
+        if (attempt >= retries) return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
         pause_ms *= 2;
       }
