@@ -6,6 +6,7 @@ after a normal exit, after SIGKILL right after the answer, and after SIGTERM —
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -62,6 +63,21 @@ def until_answered(db, lines, user="alice"):
     return proc
 
 
+def journaled(db, n):
+    """Wait (up to 60 s) until the short-term journal holds n entries: the turn's episode has been written, which
+    happens when the turn is done, just after its answer was shown."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with sqlite3.connect(db, timeout=5) as c:
+                if c.execute("SELECT count(*) FROM short_term_journal").fetchone()[0] >= n:
+                    return True
+        except sqlite3.Error:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 os.makedirs(WORK, exist_ok=True)
 MODEL = os.path.join(WORK, "model")
 if not os.path.exists(os.path.join(MODEL, "config.json")):
@@ -85,7 +101,7 @@ check(not recalled(chat(db, ASK, user="bob")), "bob recalled alice's memories")
 #    once; the plan, less important, waits in the short-term journal and is consolidated by the next start).
 db = fresh("killed.db")
 proc = until_answered(db, [TOLD, "週末は京都に行く予定です。"])
-time.sleep(0.5)  # the episode is journaled when the turn is done, a few ms after its answer is shown
+check(journaled(db, 2), "the two episodes were never journaled")
 proc.send_signal(signal.SIGKILL)
 proc.wait(timeout=60)
 check(proc.returncode == -signal.SIGKILL, f"run 1 was not killed: {proc.returncode}")
@@ -101,7 +117,7 @@ check("京都に行く予定" in lt, f"the dead session's journal was not consol
 # 3. SIGTERM ends the session like EOF: exit 0, short-term consolidated, the journal empty.
 db = fresh("terminated.db")
 proc = until_answered(db, ["週末は京都に行く予定です。"])
-time.sleep(0.5)
+check(journaled(db, 1), "the episode was never journaled")
 proc.send_signal(signal.SIGTERM)
 proc.stdin.close()
 proc.wait(timeout=120)
