@@ -21,7 +21,8 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
 int run_bench_generate(const std::vector<std::string>& args) {
   po::options_description desc("lal bench generate");
   add_common_options(desc);
-  desc.add_options()("model_path", po::value<std::string>()->required(), "model directory or cached hub id")(
+  desc.add_options()("model_path", po::value<std::string>()->required(),
+                     "model directory or hub id org/name[@rev] (downloaded on first use)")(
       "batch", po::value<std::string>()->default_value("1"),
       "prompts decoded together; a list (1,8) runs each in turn")("prompt_len", po::value<int>()->default_value(128),
                                                                   "prompt tokens per sequence")(

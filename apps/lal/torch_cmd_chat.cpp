@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 void add_chat_options(po::options_description& desc) {
   desc.add_options()("config", po::value<std::string>(), "pipeline YAML (default: configs/chat.yaml)")(
       "model_path", po::value<std::string>(),
-      "model directory or hub id in the local HF cache (default: the pipeline's resources.model.path; "
+      "model directory or hub id org/name[@rev] (fetched on first use; default: resources.model.path; "
       "'default' = the bundled demo model)")("device", po::value<std::string>(), "auto | cpu | cuda | cuda:N")(
       "dtype", po::value<std::string>(), "auto | float32 | bfloat16 | float16")(
       "output", po::value<std::string>(), "text (stage-labelled thoughts, then the answer) | jsonl (one event per line)")(
@@ -93,7 +93,7 @@ std::string resolve_model(std::string path) {
       throw std::runtime_error(
           "no model: the bundled demo model is not at " + bundled.string() +
           ". Pass --model_path DIR (a Hugging Face model directory, e.g. one saved by `lal distill`) or a hub id "
-          "already in your local Hugging Face cache, e.g. --model_path elyza/ELYZA-Thinking-1.0-Qwen-32B");
+          "(downloaded on first use), e.g. --model_path Qwen/Qwen2.5-7B-Instruct");
     return bundled.string();
   }
   return path;

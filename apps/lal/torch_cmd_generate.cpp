@@ -1,4 +1,4 @@
-// `lal generate` — stream a continuation of one prompt from a Hugging Face model directory (or cached hub id).
+// `lal generate` — stream a continuation of one prompt from a Hugging Face model directory or hub id.
 #include <spdlog/spdlog.h>
 
 #include <climits>
@@ -39,7 +39,8 @@ std::vector<std::int32_t> parse_ids(const std::string& s) {
 int run_generate(const std::vector<std::string>& args) {
   po::options_description desc("lal generate");
   add_common_options(desc);
-  desc.add_options()("model_path", po::value<std::string>()->required(), "model directory or cached hub id (org/name)")(
+  desc.add_options()("model_path", po::value<std::string>()->required(),
+                     "model directory or hub id org/name[@rev] (downloaded on first use)")(
       "prompt", po::value<std::string>(), "prompt text (needs tokenizer.json)")("prompt_ids", po::value<std::string>(),
                                                                                 "prompt as comma-separated token ids")(
       "max_new_tokens", po::value<int>()->default_value(128), "tokens to generate at most")(

@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "lal/lm/model_config.hpp"
-#include "lal/lm/model_path.hpp"
 #include "lal/lm/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -209,17 +208,4 @@ TEST_CASE("config.json: families, defaults and refusals name the key") {
                        doctest::Contains("key \"vocab_size\": missing"), ConfigError);
   CHECK_THROWS_WITH_AS(ModelConfig::from_json_text("{oops", "/m/config.json"), doctest::Contains("not valid JSON"),
                        ConfigError);
-}
-
-TEST_CASE("hub ids resolve in the local cache only") {
-  const auto cache = scratch() / "hub";
-  const auto snap = cache / "models--org--tiny" / "snapshots" / "abc123";
-  fs::create_directories(snap);
-  fs::create_directories(cache / "models--org--tiny" / "refs");
-  std::ofstream(cache / "models--org--tiny" / "refs" / "main") << "abc123";
-  ::setenv("HF_HUB_CACHE", cache.c_str(), 1);
-  CHECK(resolve_model_path("org/tiny") == snap.string());
-  CHECK_THROWS_WITH_AS(resolve_model_path("org/absent"), doctest::Contains("huggingface-cli download org/absent"),
-                       std::runtime_error);
-  CHECK(resolve_model_path(scratch().string()) == scratch().string());
 }

@@ -216,7 +216,7 @@ std::string describe_plan(const DistillOptions& options) {
   std::optional<lal::lm::ModelConfig> teacher;
   std::string teacher_dir;
   if (!o.teacher_model.empty()) {
-    teacher_dir = lal::lm::resolve_model_path(o.teacher_model);
+    teacher_dir = lal::lm::resolve_model_config(o.teacher_model);  // a plan needs no weights: no big download
     teacher = lal::lm::ModelConfig::from_dir(teacher_dir);
   }
   std::int64_t vocab = teacher ? teacher->vocab_size : 0;

@@ -25,7 +25,7 @@ struct Row {
 
 const std::vector<Row>& rows() {
   static const std::vector<Row> r = {
-      LAL_OPT(teacher_model, String, "teacher: HF model directory or cached hub id (org/name)"),
+      LAL_OPT(teacher_model, String, "teacher: HF model directory or hub id org/name[@rev] (downloaded on first use)"),
       LAL_OPT(corpus, StringList, "training text (.txt paragraphs, .jsonl text or question/answer); repeatable"),
       LAL_OPT(tokenizer, String, "tokenizer.json (or its directory) for corpus training"),
       LAL_OPT(questions, String, "questions file (.txt/.jsonl); generated from templates when missing"),

@@ -8,8 +8,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "lal/lm/model_path.hpp"
-
 namespace lal::lm {
 
 namespace fs = std::filesystem;
@@ -227,45 +225,6 @@ ModelConfig ModelConfig::from_dir(const std::string& dir) {
     }
   }
   return c;
-}
-
-std::string resolve_model_path(const std::string& spec) {
-  if (spec.empty()) throw std::runtime_error("--model_path is empty");
-  if (fs::is_directory(spec)) return spec;
-  const auto slash = spec.find('/');
-  const bool hub_like = slash != std::string::npos && slash > 0 && spec.find('/', slash + 1) == std::string::npos &&
-                        spec[0] != '.' && spec[0] != '/';
-  if (!hub_like) throw std::runtime_error(spec + ": no such model directory");
-  auto env = [](const char* n) -> std::string {
-    const char* v = std::getenv(n);
-    return v && *v ? v : "";
-  };
-  fs::path cache;
-  if (!env("HF_HUB_CACHE").empty()) cache = env("HF_HUB_CACHE");
-  else if (!env("HF_HOME").empty()) cache = fs::path(env("HF_HOME")) / "hub";
-  else if (!env("XDG_CACHE_HOME").empty()) cache = fs::path(env("XDG_CACHE_HOME")) / "huggingface" / "hub";
-  else cache = fs::path(env("HOME")) / ".cache" / "huggingface" / "hub";
-  const fs::path repo = cache / ("models--" + spec.substr(0, slash) + "--" + spec.substr(slash + 1));
-  const fs::path snapshots = repo / "snapshots";
-  std::string hint = spec + ": not a directory, and not in the local Hugging Face cache (looked in " +
-                     snapshots.string() + "). Nothing is downloaded: on a networked machine run `huggingface-cli "
-                     "download " + spec + "` and copy its cache directory (" + repo.filename().string() +
-                     ") into " + cache.string() + ", or pass --model_path DIR";
-  if (!fs::is_directory(snapshots)) throw std::runtime_error(hint);
-  const fs::path ref = repo / "refs" / "main";
-  if (fs::exists(ref)) {
-    std::ifstream in(ref);
-    std::string rev;
-    in >> rev;
-    if (!rev.empty() && fs::is_directory(snapshots / rev)) return (snapshots / rev).string();
-  }
-  std::vector<fs::path> revs;
-  for (const auto& e : fs::directory_iterator(snapshots))
-    if (e.is_directory()) revs.push_back(e.path());
-  if (revs.size() == 1) return revs[0].string();
-  if (revs.empty()) throw std::runtime_error(hint);
-  throw std::runtime_error(spec + ": " + std::to_string(revs.size()) + " snapshots in " + snapshots.string() +
-                           " and no usable refs/main; pass --model_path " + snapshots.string() + "/<revision>");
 }
 
 }  // namespace lal::lm

@@ -23,7 +23,7 @@ class OptionError : public std::runtime_error {
 
 struct DistillOptions {
   // --- what to distill from / train on
-  std::string teacher_model;        ///< HF directory or cached hub id; empty for corpus training
+  std::string teacher_model;        ///< HF directory or hub id (downloaded on first use); empty for corpus training
   std::vector<std::string> corpus;  ///< text files (.txt: paragraphs, .jsonl: {"text"} or {"question","answer"})
   std::string tokenizer;            ///< tokenizer.json (or its directory) for corpus training
   std::string questions;            ///< questions file (.txt or .jsonl); generated when missing

@@ -25,7 +25,7 @@ namespace lal::lm {
 class Tokenizer;
 
 struct ModelOptions {
-  std::string model_path;      ///< directory or hub id ("org/name", resolved in the local HF cache only)
+  std::string model_path;       ///< directory or hub id ("org/name[@rev]", downloaded on first use)
   std::string device = "auto";  ///< auto (CUDA if available) | cpu | cuda | cuda:N
   std::string dtype = "auto";   ///< auto (float32 on CPU, bfloat16 or config's float16 on CUDA) | float32 | bfloat16 | float16
   bool load_tokenizer = true;   ///< load tokenizer.json when present

@@ -1,15 +1,14 @@
-// lal::lm — where a model lives: a directory, or a Hugging Face hub id resolved in the local cache only.
-//
-// `resolve_model_path("org/name")` looks in $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub,
-// else ~/.cache/huggingface/hub, for models--org--name/snapshots/<rev>, where <rev> is refs/main (or the only
-// snapshot). Nothing is downloaded; a missing model throws std::runtime_error saying where it looked and how to get
-// it. Torch-free, thread-safe (reads the environment).
+// lal::lm — where a model lives: a directory, or a Hugging Face hub id (`org/name[@revision]`), downloaded into the
+// shared Hugging Face cache on first use. The engine, `lal distill` and every command resolve models through this
+// one function, which is lal::hub::resolve_model_path (see lal/hub/hub.hpp for the cache layout, environment
+// variables and errors). Torch-free.
 #pragma once
 
-#include <string>
+#include "lal/hub/hub.hpp"
 
 namespace lal::lm {
 
-std::string resolve_model_path(const std::string& path_or_hub_id);
+using lal::hub::resolve_model_config;
+using lal::hub::resolve_model_path;
 
 }  // namespace lal::lm
