@@ -190,6 +190,13 @@ p = lal("pull", "lal-test/gated", env={"HF_TOKEN": "hf_secret_for_tests"})
 reqs = hub.take_requests()
 check(fetched(reqs) == LAL_FILES and all(r["authorization"] == "Bearer hf_secret_for_tests" for r in reqs),
       "HF_TOKEN is sent and the gated model arrives")
+# As on the real Hub: the model info of a gated model is public, its files are not.
+hub.add_repo("lal-test/gated-files", files, token="hf_secret_for_tests", info_public=True)
+p = lal("pull", "lal-test/gated-files", expect_rc=1)
+check("401" in p.stderr and hub.url + "/lal-test/gated-files" in p.stderr and "download of" in p.stderr,
+      "a 401 on a file names the file and the model page: %r" % p.stderr)
+check(not os.path.exists(os.path.join(repo_dir("lal-test/gated-files"), "refs")), "no ref after a refused download")
+hub.take_requests()
 hub.add_repo("lal-test/gated2", files, token="hf_secret_for_tests")
 with open(os.path.join(HF_HOME, "token"), "w") as f:
     f.write("hf_secret_for_tests\n")

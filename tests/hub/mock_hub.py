@@ -20,8 +20,10 @@ def git_blob_sha1(data):
 
 
 class Repo:
-    def __init__(self, name, files, token=None, lfs_suffixes=(".safetensors", ".bin")):
-        self.name, self.files, self.token = name, dict(files), token
+    def __init__(self, name, files, token=None, info_public=False, lfs_suffixes=(".safetensors", ".bin")):
+        # token: the repository is gated; info_public: as on the real Hub, its model info is public and only the
+        # files need the token.
+        self.name, self.files, self.token, self.info_public = name, dict(files), token, info_public
         self.commit = hashlib.sha1(("commit:" + name).encode()).hexdigest()
         self.lfs = {p for p in files if p.endswith(lfs_suffixes)}
         self.cut_once = set()  # paths whose next full GET stops halfway (connection closed)
@@ -116,12 +118,12 @@ class MockHub:
             return self.resolve(h, segs[0] + "/" + segs[1], segs[3], "/".join(segs[4:]))
         self.error(h, 404, "NotFound", "no route " + route)
 
-    def find(self, h, name, revision):
+    def find(self, h, name, revision, info=False):
         repo = self.repos.get(name)
         if repo is None:
             self.error(h, 401, "RepoNotFound", "Repository Not Found for url: " + h.path)
             return None
-        if not self.authorized(h, repo):
+        if not (info and repo.info_public) and not self.authorized(h, repo):
             return None
         if revision not in ("main", repo.commit):
             self.error(h, 404, "RevisionNotFound", "Invalid rev id: " + revision)
@@ -133,7 +135,7 @@ class MockHub:
         if repo is not None and repo.fail_info > 0:
             repo.fail_info -= 1
             return self.error(h, 503, "ServiceUnavailable", "try again")
-        repo = self.find(h, name, revision)
+        repo = self.find(h, name, revision, info=True)
         if repo is None:
             return
         info = {"id": name, "modelId": name, "sha": repo.commit, "private": False, "gated": repo.token is not None,
