@@ -93,7 +93,7 @@ TEST_CASE("the disk-space check refuses a download larger than the free space") 
                        doctest::Contains("not enough disk space"), HubError);
 }
 
-TEST_CASE("a cached model resolves without the network; offline refuses what is absent or incomplete") {
+TEST_CASE("a cached model resolves without the network, and offline refuses what is absent or incomplete") {
   const auto cache = scratch("cache");
   const auto repo = cache / "models--org--tiny";
   const auto snap = repo / "snapshots" / kCommit;
