@@ -131,4 +131,6 @@ TEST_CASE("an unreachable endpoint is reported after the retries") {
   s.max_attempts = 2;
   s.retry_base_seconds = 0.01;
   CHECK_THROWS_WITH_AS(resolve_model_path("org/tiny", s), doctest::Contains("gave up after 2 attempts"), HubError);
+  CHECK_THROWS_WITH_AS(resolve_model_path("org/tiny", s), doctest::Contains("HF_HUB_OFFLINE=1 uses the local cache"),
+                       HubError);
 }

@@ -122,6 +122,13 @@ bool retryable_curl_error(CURLcode c) {
   }
 }
 
+/// What to do when the Hub cannot be reached at all.
+std::string unreachable_hint(CURLcode c) {
+  if (c != CURLE_COULDNT_RESOLVE_HOST && c != CURLE_COULDNT_CONNECT && c != CURLE_COULDNT_RESOLVE_PROXY) return "";
+  return ". No network here? HF_HUB_OFFLINE=1 uses the local cache only; a mirror is set with HF_ENDPOINT and a proxy "
+         "with https_proxy";
+}
+
 }  // namespace
 
 bool retryable_status(long status) { return status >= 500 || status == 429; }
@@ -203,7 +210,8 @@ HttpResponse Http::get(const std::string& url) {
       return t.response;
     }
     if (!wait_before_retry(attempt, why, url))
-      throw HubError(url + ": " + why + " (gave up after " + std::to_string(attempt) + " attempts)");
+      throw HubError(url + ": " + why + " (gave up after " + std::to_string(attempt) + " attempts)" +
+                     unreachable_hint(rc));
   }
 }
 
@@ -257,7 +265,7 @@ HttpResponse Http::download(const std::string& url, const std::string& partial_p
     range_refused = false;
     if (!wait_before_retry(attempt, why, url))
       throw HubError(url + ": " + why + " (gave up after " + std::to_string(attempt) + " attempts; " + partial_path +
-                     " is kept and the next run resumes it)");
+                     " is kept and the next run resumes it)" + unreachable_hint(rc));
   }
 }
 
