@@ -199,7 +199,7 @@ std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& 
 std::string resolve_student(const DistillOptions& o) {
   if (o.student_config != "auto") return o.student_config;
   if (o.teacher_model.empty()) return "demo";
-  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
+  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_config(o.teacher_model));
   const auto device = resolve_device(o);
   return choose_student(o, teacher, device, resolve_quantize(o, device), WorldEnv::from_environment().size,
                         device_capacity(o, device).bytes);
