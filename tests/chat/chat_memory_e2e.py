@@ -125,7 +125,24 @@ check(proc.returncode == 0, f"SIGTERM: exit status {proc.returncode}")
 st = subprocess.run([LAL, "memory", "--memory_db", db, "--user", "alice", "list"], capture_output=True, text=True).stdout
 check("京都に行く予定" in st and "short_term journal" not in st, f"after SIGTERM: {st}")
 
-# 4. /memory search and /forget in the REPL, the same as `lal memory`.
+# 4. Issue 14 (writes never dropped): the database is locked by another program for the whole session. The chat
+#    answers, its memory writes wait and retry, and at exit what could not be written is kept in <db>.pending.jsonl;
+#    the user is told (stderr) and the exit status is 3. The next run stores it and recalls it.
+db = fresh("locked.db")
+proc = until_answered(db, ["こんにちは"])  # running, with the file open
+other = sqlite3.connect(db, timeout=30, isolation_level=None)
+other.execute("BEGIN IMMEDIATE")  # held from now on (WAL: the chat can still read)
+out, err = proc.communicate("来月、札幌に転勤する予定です。\n", timeout=600)
+check(proc.returncode == 3, f"locked database: exit status {proc.returncode}, expected 3: {err[-800:]}")
+check("pending.jsonl" in err and "will be stored at the next start" in err, f"the user was not told: {err[-800:]}")
+check(os.path.exists(db + ".pending.jsonl"), "nothing was kept in the pending file")
+other.execute("ROLLBACK")
+other.close()
+r = recalled(chat(db, "来月の予定を覚えていますか？"))
+check(any("札幌" in t for t in r), f"the kept memory was not stored and recalled by the next run: {r}")
+check(not os.path.exists(db + ".pending.jsonl"), "the pending file was not consumed")
+
+# 5. /memory search and /forget in the REPL, the same as `lal memory`.
 db = fresh("repl.db")
 chat(db, TOLD)
 p = subprocess.run([LAL, "chat", "--model_path", MODEL, "--seed", "7", "--memory_db", db, "--user", "alice"],
