@@ -43,28 +43,42 @@ int run_generate(const std::vector<std::string>& args) {
                      "model directory or hub id org/name[@rev] (downloaded on first use)")(
       "prompt", po::value<std::string>(), "prompt text (needs tokenizer.json)")("prompt_ids", po::value<std::string>(),
                                                                                 "prompt as comma-separated token ids")(
-      "max_new_tokens", po::value<int>()->default_value(128), "tokens to generate at most")(
-      "min_new_tokens", po::value<int>()->default_value(0), "no end-of-sequence/stop token before this many tokens")(
-      "greedy", po::bool_switch(), "argmax decoding")("temperature", po::value<float>()->default_value(0.7f),
-                                                      "sampling temperature (<= 0: greedy)")(
-      "top_p", po::value<float>()->default_value(1.0f), "nucleus sampling mass (1 = off)")(
-      "top_k", po::value<int>()->default_value(0), "keep the k most likely tokens (0 = off)")(
-      "min_p", po::value<float>()->default_value(0.0f), "drop tokens below min_p x top probability (0 = off)")(
-      "repetition_penalty", po::value<float>()->default_value(1.0f), "penalise prompt/generated tokens (1 = off)")(
+      "max_new_tokens", po::value<int>(),
+      "tokens to generate at most (default: generation_config.json's max_new_tokens, else 128)")(
+      "min_new_tokens", po::value<int>(),
+      "no end-of-sequence/stop token before this many tokens (default: generation_config.json's, else 0)")(
+      "greedy", po::bool_switch(), "argmax decoding")("sample", po::bool_switch(),
+                                                      "sample even where generation_config.json says do_sample: false")(
+      "temperature", po::value<float>(), "sampling temperature (<= 0: greedy); giving it asks for sampling")(
+      "top_p", po::value<float>(), "nucleus sampling mass (1 = off)")("top_k", po::value<int>(),
+                                                                      "keep the k most likely tokens (0 = off)")(
+      "min_p", po::value<float>(), "drop tokens below min_p x top probability (0 = off)")(
+      "repetition_penalty", po::value<float>(), "penalise prompt/generated tokens (1 = off)")(
       "seed", po::value<std::uint64_t>()->default_value(0), "sampling seed")(
       "stop", po::value<std::vector<std::string>>()->composing(), "stop string (repeatable)")(
       "chat", po::bool_switch(), "wrap --prompt as a user message in the model's chat template")(
       "ids", po::bool_switch(), "print the new token ids as one JSON array instead of text")(
+      "logits", po::bool_switch(),
+      "generate nothing: print the prompt's float32 logits as JSON {\"shape\": [T, vocab], \"logits\": [[...]]} "
+      "(one forward over the prompt; for parity checks against transformers)")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
       "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)");
   po::variables_map vm;
-  if (!parse_command_line("generate", "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]", args, desc, {},
-                          vm))
+  if (!parse_command_line("generate",
+                          "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]\n\n"
+                          "Sampling settings not given here come from the model's generation_config.json, as "
+                          "transformers applies it: greedy unless it says do_sample (or --sample, --temperature, "
+                          "--top_p, --top_k or --min_p is given); temperature, top_k (50 where the file is silent), "
+                          "top_p, repetition_penalty, max_new_tokens, min_new_tokens.",
+                          args, desc, {}, vm))
     return 0;
   if (vm.count("prompt") == vm.count("prompt_ids")) throw UsageError("give exactly one of --prompt and --prompt_ids");
   if (vm.count("prompt_ids") && vm["chat"].as<bool>()) throw UsageError("--chat needs --prompt, not --prompt_ids");
+  if (vm["greedy"].as<bool>() && vm["sample"].as<bool>()) throw UsageError("give at most one of --greedy and --sample");
   const bool want_ids = vm["ids"].as<bool>();
+  const bool want_logits = vm["logits"].as<bool>();
+  if (want_logits && want_ids) throw UsageError("give at most one of --ids and --logits");
 
   lal::lm::ModelOptions mo;
   mo.model_path = vm["model_path"].as<std::string>();
@@ -74,17 +88,33 @@ int run_generate(const std::vector<std::string>& args) {
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
 
+  const auto& defaults = engine->config().generation;
   lal::lm::GenerateOptions go;
-  go.max_new_tokens = vm["max_new_tokens"].as<int>();
-  go.min_new_tokens = vm["min_new_tokens"].as<int>();
+  go.max_new_tokens = vm.count("max_new_tokens")
+                          ? vm["max_new_tokens"].as<int>()
+                          : (defaults.max_new_tokens > 0 ? static_cast<int>(defaults.max_new_tokens) : 128);
+  go.min_new_tokens =
+      vm.count("min_new_tokens") ? vm["min_new_tokens"].as<int>() : static_cast<int>(defaults.min_new_tokens);
+  if (go.max_new_tokens < 0) throw UsageError("--max_new_tokens must be ≥ 0");
   if (go.min_new_tokens < 0) throw UsageError("--min_new_tokens must be ≥ 0");
-  go.sampling.greedy = vm["greedy"].as<bool>();
-  go.sampling.temperature = vm["temperature"].as<float>();
-  go.sampling.top_p = vm["top_p"].as<float>();
-  go.sampling.top_k = vm["top_k"].as<int>();
-  go.sampling.min_p = vm["min_p"].as<float>();
-  go.sampling.repetition_penalty = vm["repetition_penalty"].as<float>();
-  go.sampling.seed = vm["seed"].as<std::uint64_t>();
+  lal::lm::SamplingRequest sampling;
+  if (vm["greedy"].as<bool>()) sampling.greedy = true;
+  if (vm["sample"].as<bool>()) sampling.greedy = false;
+  if (vm.count("temperature")) sampling.temperature = vm["temperature"].as<float>();
+  if (vm.count("top_p")) sampling.top_p = vm["top_p"].as<float>();
+  if (vm.count("top_k")) sampling.top_k = vm["top_k"].as<int>();
+  if (vm.count("min_p")) sampling.min_p = vm["min_p"].as<float>();
+  if (vm.count("repetition_penalty")) sampling.repetition_penalty = vm["repetition_penalty"].as<float>();
+  sampling.seed = vm["seed"].as<std::uint64_t>();
+  try {
+    go.sampling = lal::lm::resolve_sampling(defaults, sampling);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--") + e.what());
+  }
+  spdlog::debug(
+      "sampling: {} temperature {} top_k {} top_p {} min_p {} repetition_penalty {} (generation_config.json: {})",
+      go.sampling.greedy ? "greedy" : "sampled", go.sampling.temperature, go.sampling.top_k, go.sampling.top_p,
+      go.sampling.min_p, go.sampling.repetition_penalty, defaults.from_file ? "read" : "absent");
   if (vm.count("stop")) go.stop_strings = vm["stop"].as<std::vector<std::string>>();
 
   std::vector<std::int32_t> prompt;
@@ -102,10 +132,21 @@ int run_generate(const std::vector<std::string>& args) {
     prompt = tok->encode(text, /*add_special_tokens=*/true);
 #endif
   }
-  if (!want_ids && !tok)
+  if (!want_ids && !want_logits && !tok)
     throw std::runtime_error(engine->model_dir() + " has no tokenizer.json, so text cannot be shown: add --ids");
 
   spdlog::debug("prompt ids ({}): {}", prompt.size(), nlohmann::json(prompt).dump());
+  if (want_logits) {
+    const auto logits = engine->prompt_logits(prompt);
+    const auto V = engine->config().vocab_size;
+    // Shortest round-trip text of each float32 (nlohmann writes floats with max_digits10).
+    nlohmann::json rows = nlohmann::json::array();
+    for (std::size_t t = 0; t < prompt.size(); ++t)
+      rows.push_back(std::vector<float>(logits.begin() + static_cast<std::ptrdiff_t>(t * V),
+                                        logits.begin() + static_cast<std::ptrdiff_t>((t + 1) * V)));
+    std::cout << nlohmann::json{{"shape", {prompt.size(), V}}, {"logits", rows}}.dump() << "\n";
+    return 0;
+  }
 
   lal::lm::GenerateStats stats;
   auto out = engine->generate(

@@ -380,7 +380,7 @@ TEST_CASE("emotion modulates expression: tone line and temperature of the region
   REQUIRE(fear.label == "fear");
   const auto answer = s.model->requests(Role::answer).at(0);
   CHECK(answer.messages[0].content.find("慎重に、相手を安心させる言葉で") != std::string::npos);
-  CHECK(answer.temperature == doctest::Approx(0.5 + 0.2 * fear.arousal).epsilon(1e-4));
+  CHECK(answer.temperature.value() == doctest::Approx(0.5 + 0.2 * fear.arousal).epsilon(1e-4));
   CHECK(answer.messages[1].content.find("fear") != std::string::npos);  // how it feels is part of the prompt
 }
 

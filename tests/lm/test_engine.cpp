@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,14 @@ namespace {
 const char* kModels[] = {"qwen2_tied_gqa",      "llama_llama3_headdim", "llama_bias_linear_sharded",
                          "phi3_partial_rotary", "neox_parallel",        "neox_sequential"};
 constexpr int kPrompts = 3;
+// make_tiny_models.py's models from tests/lm/hf_configs: config.json as transformers 4 and 5 write them (prompt 3 is
+// a long one, past the dynamic/longrope switch points).
+const char* kHfModels[] = {"hf4_llama2_dynamic",     "hf4_llama31_llama3", "hf4_llama_yarn_attention_factor",
+                           "hf4_phi3_128k_longrope", "hf4_pythia",         "hf4_qwen25",
+                           "hf5_llama_dynamic",      "hf5_llama_linear",   "hf5_llama_llama3",
+                           "hf5_llama_mha_sharded",  "hf5_llama_yarn",     "hf5_neox_parallel",
+                           "hf5_neox_sequential",    "hf5_phi3",           "hf5_phi3_longrope",
+                           "hf5_qwen2_bf16",         "hf5_qwen2_tied",     "hf5_qwen2_untied"};
 
 std::string model_dir(const std::string& name) {
   const char* root = std::getenv("LAL_LM_TINY_MODELS");
@@ -81,22 +90,113 @@ GenerateOptions greedy(int n) {
   return g;
 }
 
+/// float32 logits of prompts [0, prompts) of model `name`, one forward each, against the reference: ≤ 1e-4.
+void check_logits(const std::string& name, int prompts) {
+  const auto dir = model_dir(name);
+  Expected ex(dir);
+  auto model = Transformer::load(dir, device(), torch::kFloat32);
+  for (int p = 0; p < prompts; ++p) {
+    CAPTURE(p);
+    auto ids = as_batch(ex.ids("prompt." + std::to_string(p)));
+    auto pos = torch::arange(ids.size(1), torch::kLong).view({1, -1});
+    auto logits = model->forward(ids, pos, {}, nullptr, false)[0];
+    CHECK(max_abs(logits, ex.get("logits." + std::to_string(p))) <= 1e-4);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("float32 logits match the reference within 1e-4, for every family") {
   for (const char* name : kModels) {
     CAPTURE(name);
-    const auto dir = model_dir(name);
-    Expected ex(dir);
-    auto model = Transformer::load(dir, device(), torch::kFloat32);
+    check_logits(name, kPrompts);
+  }
+}
+
+TEST_CASE("config.json in the transformers 4 and 5 dialects: logits and greedy ids match the reference") {
+  for (const char* name : kHfModels) {
+    CAPTURE(name);
+    check_logits(name, kPrompts + 1);  // + the long prompt
+    Expected ex(model_dir(name));
+    auto engine = engine_for(name);
     for (int p = 0; p < kPrompts; ++p) {
       CAPTURE(p);
-      auto ids = as_batch(ex.ids("prompt." + std::to_string(p)));
-      auto pos = torch::arange(ids.size(1), torch::kLong).view({1, -1});
-      auto logits = model->forward(ids, pos, {}, nullptr, false)[0];
-      CHECK(max_abs(logits, ex.get("logits." + std::to_string(p))) <= 1e-4);
+      auto out = engine->generate({ex.ids("prompt." + std::to_string(p))}, greedy(10));
+      CHECK(out[0].ids == ex.ids("greedy." + std::to_string(p)));
     }
   }
+}
+
+TEST_CASE("dynamic NTK and longrope switch tables mid-generation the same way in every decode mode") {
+  // 40 prompt tokens + 30 new ones cross max_position_embeddings (dynamic) / original_max_position_embeddings
+  // (longrope) = 32 during the prefill of prompt 3; prompt 2 (12 tokens) crosses it during decoding.
+  for (const char* name : {"hf5_llama_dynamic", "hf5_phi3_longrope", "hf4_llama2_dynamic", "hf4_phi3_128k_longrope"}) {
+    CAPTURE(name);
+    Expected ex(model_dir(name));
+    for (int p : {2, 3}) {
+      CAPTURE(p);
+      GenerateOptions g = greedy(30);
+      g.min_new_tokens = 30;
+      const auto prompt = ex.ids("prompt." + std::to_string(p));
+      const auto dynamic = engine_for(name, "float32", "dynamic")->generate({prompt}, g)[0].ids;
+      const auto fixed = engine_for(name, "float32", "static")->generate({prompt}, g)[0].ids;
+      CHECK(dynamic.size() == 30);
+      CHECK(fixed == dynamic);
+    }
+  }
+}
+
+TEST_CASE("sampling settings: the request's, else generation_config.json's as transformers applies them") {
+  GenerationDefaults none;  // no generation_config.json: transformers' GenerationConfig defaults
+  auto s = resolve_sampling(none, {});
+  CHECK(s.greedy);  // do_sample false
+  CHECK(s.top_k == 50);
+  CHECK(s.repetition_penalty == 1.0f);
+  SamplingRequest asks;
+  asks.temperature = 0.8f;
+  CHECK_FALSE(resolve_sampling(none, asks).greedy);  // giving a sampling setting asks for sampling
+  GenerationDefaults qwen;
+  qwen.from_file = true;
+  qwen.do_sample = true;
+  qwen.temperature = 0.7;
+  qwen.top_p = 0.8;
+  qwen.top_k = 20;
+  qwen.repetition_penalty = 1.05;
+  s = resolve_sampling(qwen, {});
+  CHECK_FALSE(s.greedy);
+  CHECK(s.temperature == 0.7f);
+  CHECK(s.top_p == 0.8f);
+  CHECK(s.top_k == 20);
+  CHECK(s.repetition_penalty == 1.05f);
+  SamplingRequest user;
+  user.greedy = true;
+  user.top_k = 0;
+  user.seed = 9;
+  s = resolve_sampling(qwen, user);
+  CHECK(s.greedy);
+  CHECK(s.top_k == 0);
+  CHECK(s.temperature == 0.7f);
+  CHECK(s.seed == 9u);
+  SamplingRequest bad;
+  bad.top_p = 1.5f;
+  CHECK_THROWS_WITH_AS(resolve_sampling(qwen, bad), doctest::Contains("top_p"), std::invalid_argument);
+  bad = {};
+  bad.temperature = std::nanf("");
+  CHECK_THROWS_WITH_AS(resolve_sampling(qwen, bad), doctest::Contains("temperature must be finite"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("prompt_logits: one forward, float32, what --logits prints") {
+  Expected ex(model_dir("hf5_qwen2_tied"));
+  auto engine = engine_for("hf5_qwen2_tied");
+  const auto logits = engine->prompt_logits(ex.ids("prompt.0"));
+  const auto want = ex.get("logits.0");
+  REQUIRE(static_cast<std::int64_t>(logits.size()) == want.numel());
+  auto got = torch::from_blob(const_cast<float*>(logits.data()), want.sizes(), torch::kFloat32);
+  CHECK(max_abs(got, want) <= 1e-4);
+  CHECK_THROWS_AS(engine->prompt_logits({}), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(engine->prompt_logits({1, 100000}), doctest::Contains("outside the vocabulary"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("KV-cached prefill + decode equals full recomputation") {

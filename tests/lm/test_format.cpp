@@ -198,8 +198,8 @@ TEST_CASE("config.json: families, defaults and refusals name the key") {
   CHECK_THROWS_WITH_AS(parse(R"(, "model_type": "mamba")"),
                        doctest::Contains("/m/config.json: key \"model_type\": unsupported architecture \"mamba\""),
                        ConfigError);
-  CHECK_THROWS_WITH_AS(parse(R"(, "model_type": "llama", "rope_scaling": {"type": "yarn", "factor": 4})"),
-                       doctest::Contains("key \"rope_scaling\""), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(R"(, "model_type": "llama", "rope_scaling": {"type": "ntk", "factor": 4})"),
+                       doctest::Contains("key \"rope_scaling.rope_type\""), ConfigError);
   CHECK_THROWS_WITH_AS(parse(R"(, "model_type": "llama", "num_key_value_heads": 3)"),
                        doctest::Contains("key \"num_key_value_heads\""), ConfigError);
   CHECK_THROWS_WITH_AS(parse(R"(, "model_type": "llama", "hidden_act": "swiglu9")"),

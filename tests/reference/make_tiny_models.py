@@ -3,6 +3,11 @@ the reference outputs for each: full-sequence logits (float32 and bfloat16) and 
 
     /usr/bin/python3 tests/reference/make_tiny_models.py OUT_DIR
 
+Besides the MODELS below, every config in tests/lm/hf_configs/transformers{4,5}/<variant>/ (config.json files
+as transformers 4 and transformers 5 write them; the transformers 5 ones were written by save_pretrained, see
+tests/reference/gpu/conformance.py) gets random weights as OUT_DIR/hf{4,5}_<variant>/, with its own
+generation_config.json, and one more prompt (LONG_PROMPT, past the dynamic/longrope switch points).
+
 Each OUT_DIR/<name>/ holds config.json, generation_config.json, the weights, and expected.safetensors with
   prompt.<i>        I64 [T]      prompt ids
   logits.<i>        F32 [T, V]   reference logits, float32
@@ -21,6 +26,8 @@ import st_io  # noqa: E402
 
 GREEDY_TOKENS = 10
 PROMPTS = [[1, 5, 9, 2, 77, 31, 4], [3], [60, 61, 62, 2, 2, 11, 40, 41, 80, 7, 13, 25]]
+LONG_PROMPT = [(7 * i + 3) % 90 + 4 for i in range(40)]
+HF_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lm", "hf_configs")
 
 
 def llama_like(cfg, g, std):
@@ -111,45 +118,72 @@ MODELS = {
 }
 
 
+def write_model(d, cfg, gen, w, shards, prompts, eos):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump(gen, f)
+    for old in os.listdir(d):
+        if old.startswith("model"):
+            os.remove(os.path.join(d, old))
+    if shards == 1:
+        st_io.save(os.path.join(d, "model.safetensors"), w, {"format": "pt"})
+    else:
+        names = sorted(w)
+        weight_map = {}
+        for s in range(shards):
+            fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+            part = {n: w[n] for n in names[s::shards]}
+            st_io.save(os.path.join(d, fname), part, {"format": "pt"})
+            weight_map.update({n: fname for n in part})
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
+    wf = {k: v.float() for k, v in w.items()}
+    expected = {}
+    for i, p in enumerate(prompts):
+        expected[f"prompt.{i}"] = torch.tensor(p, dtype=torch.int64)
+        expected[f"logits.{i}"] = reference_lm.forward(cfg, wf, p)
+        expected[f"logits_bf16.{i}"] = reference_lm.forward(cfg, wf, p, torch.bfloat16)
+        if i < len(PROMPTS):  # greedy by full recomputation: within the switch points of dynamic/longrope
+            expected[f"greedy.{i}"] = torch.tensor(reference_lm.greedy(cfg, wf, p, GREEDY_TOKENS, eos=eos),
+                                                   dtype=torch.int64)
+    st_io.save(os.path.join(d, "expected.safetensors"), expected)
+
+
+def ids(v):
+    return [] if v is None else (v if isinstance(v, list) else [v])
+
+
 def main(out):
     for seed, (name, spec) in enumerate(sorted(MODELS.items())):
         cfg = {k: v for k, v in spec.items() if not k.startswith("_")}
-        d = os.path.join(out, name)
-        os.makedirs(d, exist_ok=True)
         g = torch.Generator().manual_seed(1234 + seed)
         w = neox(cfg, g, 0.15) if cfg["model_type"] == "gpt_neox" else llama_like(cfg, g, 0.15)
         store = {"bf16": torch.bfloat16, "f16": torch.float16}.get(spec.get("_store"), torch.float32)
         w = {k: v.to(store) for k, v in w.items()}
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(cfg, f, indent=1)
-        with open(os.path.join(d, "generation_config.json"), "w") as f:
-            json.dump({"eos_token_id": [2, 3], "bos_token_id": 1}, f)
-        for old in os.listdir(d):
-            if old.startswith("model"):
-                os.remove(os.path.join(d, old))
-        shards = spec.get("_shards", 1)
-        if shards == 1:
-            st_io.save(os.path.join(d, "model.safetensors"), w, {"format": "pt"})
-        else:
-            names = sorted(w)
-            weight_map = {}
-            for s in range(shards):
-                fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-                part = {n: w[n] for n in names[s::shards]}
-                st_io.save(os.path.join(d, fname), part, {"format": "pt"})
-                weight_map.update({n: fname for n in part})
-            with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
-                json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
-        wf = {k: v.float() for k, v in w.items()}
-        expected = {}
-        for i, p in enumerate(PROMPTS):
-            expected[f"prompt.{i}"] = torch.tensor(p, dtype=torch.int64)
-            expected[f"logits.{i}"] = reference_lm.forward(cfg, wf, p)
-            expected[f"logits_bf16.{i}"] = reference_lm.forward(cfg, wf, p, torch.bfloat16)
-            expected[f"greedy.{i}"] = torch.tensor(reference_lm.greedy(cfg, wf, p, GREEDY_TOKENS, eos=(2, 3)),
-                                                   dtype=torch.int64)
-        st_io.save(os.path.join(d, "expected.safetensors"), expected)
-    print(f"wrote {len(MODELS)} models to {out}")
+        write_model(os.path.join(out, name), cfg, {"eos_token_id": [2, 3], "bos_token_id": 1}, w,
+                    spec.get("_shards", 1), PROMPTS, (2, 3))
+    count = len(MODELS)
+    for dialect in ("transformers4", "transformers5"):
+        root = os.path.join(HF_CONFIGS, dialect)
+        for seed, variant in enumerate(sorted(os.listdir(root))):
+            with open(os.path.join(root, variant, "config.json")) as f:
+                cfg = json.load(f)
+            gen = {}
+            if os.path.exists(os.path.join(root, variant, "generation_config.json")):
+                with open(os.path.join(root, variant, "generation_config.json")) as f:
+                    gen = json.load(f)
+            g = torch.Generator().manual_seed(4321 + seed + (100 if dialect.endswith("5") else 0))
+            w = neox(cfg, g, 0.15) if cfg["model_type"] == "gpt_neox" else llama_like(cfg, g, 0.15)
+            dtype = cfg.get("dtype", cfg.get("torch_dtype"))
+            store = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype, torch.float32)
+            w = {k: v.to(store) for k, v in w.items()}
+            eos = tuple(ids(cfg.get("eos_token_id")) + ids(gen.get("eos_token_id")))
+            write_model(os.path.join(out, "hf" + dialect[-1] + "_" + variant), cfg, gen, w,
+                        3 if "sharded" in variant else 1, PROMPTS + [LONG_PROMPT], eos)
+            count += 1
+    print(f"wrote {count} models to {out}")
 
 
 if __name__ == "__main__":

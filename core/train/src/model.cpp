@@ -137,6 +137,9 @@ void check_family(const ModelConfig& c) {
     throw std::runtime_error(c.source + ": model_type " + c.model_type +
                              " is not supported by the trainable decoder (qwen2, llama)");
   if (c.rotary_dim != c.head_dim) throw std::runtime_error(c.source + ": partial rotary is not supported");
+  if (c.rope.depends_on_length() || c.rope.attention_factor != 1.0)
+    throw std::runtime_error(c.source + ": rope type \"" + c.rope.type +
+                             "\" is not supported by the trainable decoder (default, linear, llama3)");
   if (c.hidden_act != "silu" && c.hidden_act != "swish")
     throw std::runtime_error(c.source + ": hidden_act " + c.hidden_act + " is not supported (silu)");
 }

@@ -19,7 +19,7 @@ ModelConfig make(Family f, std::int64_t E, std::int64_t I, std::int64_t L, std::
   c.model_type = f == Family::Qwen2 ? "qwen2" : "llama";
   c.hidden_size = E, c.intermediate_size = I, c.num_layers = L, c.num_heads = H, c.num_kv_heads = KV;
   c.head_dim = E / H, c.rotary_dim = E / H;
-  c.rope_theta = theta, c.norm_eps = 1e-6, c.tie_word_embeddings = tie, c.max_position_embeddings = max_pos;
+  c.rope.theta = theta, c.norm_eps = 1e-6, c.tie_word_embeddings = tie, c.max_position_embeddings = max_pos;
   c.qkv_bias = f == Family::Qwen2;
   c.hidden_act = "silu";
   return c;
@@ -69,8 +69,9 @@ ModelConfig student_config(const std::string& spec, const ModelConfig* teacher, 
   if (c.vocab_size <= 0) throw std::runtime_error("--student_config " + spec + ": no vocabulary size");
   if (c.family == Family::Qwen2 && c.head_dim * c.num_heads != c.hidden_size)
     throw std::runtime_error("--student_config " + spec + ": a qwen2 student needs head_dim x heads == hidden_size");
-  if (c.rope_scaling.type.empty() == false && c.rope_scaling.type != "linear" && c.rope_scaling.type != "llama3")
-    throw std::runtime_error("--student_config " + spec + ": unsupported rope_scaling");
+  if (c.rope.type != "default" && c.rope.type != "linear" && c.rope.type != "llama3")
+    throw std::runtime_error("--student_config " + spec + ": rope type \"" + c.rope.type +
+                             "\" is not supported for a student (default, linear, llama3)");
   c.source = spec;
   if (prefers_teacher_init) *prefers_teacher_init = teacher_init;
   return c;
@@ -102,17 +103,17 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   j["hidden_act"] = c.hidden_act;
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.norm_eps;
-  j["rope_theta"] = c.rope_theta;
-  if (c.rope_scaling.type.empty()) {
+  j["rope_theta"] = c.rope.theta;
+  if (c.rope.type == "default") {
     j["rope_scaling"] = nullptr;
-  } else if (c.rope_scaling.type == "linear") {
-    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling.factor}};
+  } else if (c.rope.type == "linear") {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope.factor}};
   } else {
     j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", c.rope_scaling.factor},
-                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+                         {"factor", c.rope.factor},
+                         {"low_freq_factor", c.rope.low_freq_factor},
+                         {"high_freq_factor", c.rope.high_freq_factor},
+                         {"original_max_position_embeddings", c.rope.original_max_position_embeddings}};
   }
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   if (!qwen) {

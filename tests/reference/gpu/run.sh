@@ -12,15 +12,9 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 MODELS=$!
 python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
 TINY=$!
-PFX=/tmp/pfx; mkdir -p $PFX
-for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
-export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+. tests/reference/gpu/lib.sh
+gpu_configure || exit 1
 python3 -c 'import torch,transformers;print("torch",torch.__version__,"cuda",torch.version.cuda,"transformers",transformers.__version__)'
-B=/tmp/b
-cmake -S tests/reference/gpu -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$PFX/usr" \
-  -DFMT_FIRST=$PFX/usr/include -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 > $OUT/build.txt 2>&1 || { tail -40 $OUT/build.txt; exit 1; }
 if ! ninja -C $B -j16 lal lm_engine_tests >> $OUT/build.txt 2>&1; then
   grep -E "error" -A3 $OUT/build.txt | head -40; echo "RETRY WITHOUT CUDA GRAPHS / ASYNC READ"
   cmake $B "-DCMAKE_CXX_FLAGS=-DLAL_LM_DISABLE_CUDA_GRAPHS -DLAL_LM_DISABLE_ASYNC_READ" >/dev/null

@@ -2,6 +2,7 @@
 // seeded sampling, stop tokens/strings, streaming; and the SDK LanguageModel service on top.
 #include "lal/lm/engine.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -181,6 +182,8 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
       impl->decode_mode != "graph")
     throw std::invalid_argument("decode mode '" + impl->decode_mode + "': expected auto, dynamic, static or graph");
   const ModelConfig config = ModelConfig::from_dir(impl->dir);
+  for (const auto& key : config.unknown_keys)
+    spdlog::info("{} (not read by lal; not in its list of keys known to be irrelevant)", key);
   const auto device = parse_device(options.device);
   const auto dtype = parse_dtype(options.dtype, device, config);
   if (impl->decode_mode == "graph" && !detail::DecodeGraph::supported(device))
@@ -252,6 +255,45 @@ double Engine::measure_memory_bandwidth() {
   detail::synchronize(device);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 2.0 * static_cast<double>(bytes) * reps / s;
+}
+
+SamplingOptions resolve_sampling(const GenerationDefaults& d, const SamplingRequest& r) {
+  auto finite = [](const char* name, double v) {
+    if (!std::isfinite(v)) throw std::invalid_argument(std::string(name) + " must be finite");
+    return v;
+  };
+  SamplingOptions s;
+  const bool asks_sampling = r.temperature || r.top_p || r.top_k || r.min_p;
+  s.greedy = r.greedy ? *r.greedy : (asks_sampling ? false : !d.do_sample);
+  s.temperature = static_cast<float>(finite("temperature", r.temperature ? *r.temperature : d.temperature));
+  s.top_p = static_cast<float>(finite("top_p", r.top_p ? *r.top_p : d.top_p));
+  s.min_p = static_cast<float>(finite("min_p", r.min_p ? *r.min_p : d.min_p));
+  s.repetition_penalty = static_cast<float>(
+      finite("repetition_penalty", r.repetition_penalty ? *r.repetition_penalty : d.repetition_penalty));
+  s.top_k = r.top_k ? *r.top_k : static_cast<int>(d.top_k);
+  s.seed = r.seed;
+  if (s.temperature < 0) throw std::invalid_argument("temperature must be >= 0 (0 = greedy)");
+  if (s.top_p < 0 || s.top_p > 1) throw std::invalid_argument("top_p must be in [0, 1]");
+  if (s.min_p < 0 || s.min_p > 1) throw std::invalid_argument("min_p must be in [0, 1]");
+  if (s.top_k < 0) throw std::invalid_argument("top_k must be >= 0 (0 = off)");
+  if (s.repetition_penalty <= 0) throw std::invalid_argument("repetition_penalty must be > 0 (1 = off)");
+  return s;
+}
+
+std::vector<float> Engine::prompt_logits(const std::vector<std::int32_t>& prompt) {
+  const Transformer& model = *impl_->model;
+  const auto V = model.config().vocab_size;
+  if (prompt.empty()) throw std::invalid_argument("prompt_logits: empty prompt");
+  for (auto id : prompt)
+    if (id < 0 || id >= V)
+      throw std::invalid_argument("prompt_logits: token id " + std::to_string(id) + " outside the vocabulary [0, " +
+                                  std::to_string(V) + ")");
+  c10::InferenceMode inference;
+  const auto T = static_cast<std::int64_t>(prompt.size());
+  auto ids = torch::tensor(std::vector<std::int64_t>(prompt.begin(), prompt.end()), torch::kLong).view({1, T});
+  auto positions = torch::arange(T, torch::kLong).view({1, T});
+  auto logits = model.forward(ids, positions, {}, nullptr, false)[0].to(torch::kCPU, torch::kFloat32).contiguous();
+  return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
 }
 
 std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::int32_t>>& prompts,
@@ -346,7 +388,29 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
   const auto t1 = clock::now();
 
   const auto usable = impl_->usable_vocab;
+  // transformers' Phi3ForCausalLM drops the KV cache at the step where the sequence first grows past longrope's
+  // original_max_position_embeddings and recomputes every position with the long factors (prepare_inputs_for_
+  // generation); lal does the same, at the same step, in every decode mode.
+  const std::int64_t relong_step =
+      cfg.family == Family::Phi3 && cfg.rope.type == "longrope" && L <= cfg.rope.original_max_position_embeddings
+          ? cfg.rope.original_max_position_embeddings - L
+          : -1;
+  auto recompute_all = [&, loop](std::int64_t step) -> torch::Tensor {
+    const auto S = L + step + 1;
+    auto all_positions = torch::zeros({B, S}, torch::kLong);
+    auto ap = all_positions.accessor<std::int64_t, 2>();
+    for (std::int64_t b = 0; b < B; ++b) {
+      const auto pad = L - static_cast<std::int64_t>(prompts[static_cast<std::size_t>(b)].size());
+      for (std::int64_t j = pad; j < S; ++j) ap[b][j] = j - pad;
+    }
+    loop->cache.length = 0;
+    auto all_logits = model.forward(loop->history.narrow(1, 0, S), all_positions.to(device),
+                                    padded ? loop->valid.narrow(1, 0, S) : torch::Tensor(), &loop->cache,
+                                    /*last_only=*/true);
+    return loop->choose_and_advance(all_logits.select(1, 0), usable, s);
+  };
   auto decode_step = [&, loop](std::int64_t step) -> torch::Tensor {  // computes the token of step + 1
+    if (step == relong_step) return recompute_all(step);
     if (!use_static) {
       auto next_logits =
           model.forward(loop->ids, loop->positions, padded ? loop->valid.narrow(1, 0, L + step + 1) : torch::Tensor(),
@@ -510,13 +574,19 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
   if (request.min_new_tokens < 0) throw std::invalid_argument("generate: min_new_tokens < 0");
   opts.min_new_tokens = request.min_new_tokens;
   opts.stop_strings = stops;
-  opts.sampling.greedy = request.greedy;
-  opts.sampling.temperature = request.temperature;
-  opts.sampling.top_k = request.top_k;
-  opts.sampling.top_p = request.top_p;
-  opts.sampling.min_p = request.min_p;
-  opts.sampling.repetition_penalty = request.repetition_penalty;
-  opts.sampling.seed = request.seed;
+  SamplingRequest sampling;  // unset settings come from the model's generation_config.json
+  sampling.greedy = request.greedy;
+  sampling.temperature = request.temperature;
+  sampling.top_k = request.top_k;
+  sampling.top_p = request.top_p;
+  sampling.min_p = request.min_p;
+  sampling.repetition_penalty = request.repetition_penalty;
+  sampling.seed = request.seed;
+  try {
+    opts.sampling = resolve_sampling(engine_->config().generation, sampling);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("generate: " + std::string(e.what()));
+  }
 
   std::function<bool(const TokenStep&)> stream;
   if (on_token)

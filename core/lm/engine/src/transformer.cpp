@@ -107,26 +107,70 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 
 }  // namespace
 
-// Rotary inverse frequencies with rope_scaling applied, computed as transformers does (float32 arithmetic).
+// Rotary inverse frequencies as transformers' modeling_rope_utils computes them at initialisation (float32, the
+// same operations in the same order): the table for short sequences where the rope type switches with length.
 torch::Tensor rotary_inverse_frequencies(const ModelConfig& c) {
   const auto dim = c.rotary_dim;
+  const auto& r = c.rope;
   auto exponents = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
-  auto inv_freq = 1.0 / torch::pow(c.rope_theta, exponents);
-  const auto& s = c.rope_scaling;
-  if (s.type == "linear") {
-    inv_freq = inv_freq / s.factor;
-  } else if (s.type == "llama3") {
-    const double old_len = static_cast<double>(s.original_max_position_embeddings);
-    const double low_wavelen = old_len / s.low_freq_factor;
-    const double high_wavelen = old_len / s.high_freq_factor;
+  auto inv_freq = 1.0 / torch::pow(r.theta, exponents);
+  if (r.type == "linear") {
+    inv_freq = inv_freq / r.factor;
+  } else if (r.type == "llama3") {
+    const double old_len = static_cast<double>(r.original_max_position_embeddings);
+    const double low_wavelen = old_len / r.low_freq_factor;
+    const double high_wavelen = old_len / r.high_freq_factor;
     auto wavelen = 2 * M_PI / inv_freq;
-    auto scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
-    auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-    auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    auto scaled = torch::where(wavelen > low_wavelen, inv_freq / r.factor, inv_freq);
+    auto smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    auto smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
     auto medium = (wavelen < high_wavelen).logical_not() & (wavelen > low_wavelen).logical_not();
     inv_freq = torch::where(medium, smoothed, scaled);
+  } else if (r.type == "yarn") {
+    auto pos_freqs = torch::pow(r.theta, exponents);
+    auto extrapolation = 1.0 / pos_freqs;
+    auto interpolation = 1.0 / (r.factor * pos_freqs);
+    const double d = static_cast<double>(dim), orig = static_cast<double>(r.original_max_position_embeddings);
+    auto correction_dim = [&](double rotations) {
+      return (d * std::log(orig / (rotations * 2 * M_PI))) / (2 * std::log(r.theta));
+    };
+    double low = correction_dim(r.beta_fast), high = correction_dim(r.beta_slow);
+    if (r.truncate) low = std::floor(low), high = std::ceil(high);
+    low = std::max(low, 0.0);
+    high = std::min(high, d - 1);
+    if (low == high) high += 0.001;
+    auto ramp = ((torch::arange(dim / 2, torch::kInt64).to(torch::kFloat32) - low) / (high - low)).clamp(0, 1);
+    auto extrapolation_factor = 1 - ramp;
+    inv_freq = interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor;
+  } else if (r.type == "longrope") {
+    inv_freq = longrope_inverse_frequencies(c, r.short_factor);
   }
   return inv_freq;
+}
+
+torch::Tensor longrope_inverse_frequencies(const ModelConfig& c, const std::vector<double>& factors) {
+  const auto dim = c.rotary_dim;
+  auto ext = torch::tensor(factors, torch::kFloat64).to(torch::kFloat32);
+  auto shape = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  return 1.0 / (ext * torch::pow(c.rope.theta, shape));
+}
+
+torch::Tensor Transformer::inverse_frequencies(const torch::Tensor& positions) const {
+  const auto& r = config_.rope;
+  if (!r.depends_on_length()) return inv_freq_;
+  // As transformers' dynamic_rope_update: the longest position + 1 of this forward, over the whole batch.
+  auto length = positions.max().to(device_) + 1;
+  if (r.type == "longrope") return torch::where(length > r.original_max_position_embeddings, inv_freq_long_, inv_freq_);
+  // dynamic NTK, in float32 from a tensor length as transformers computes it.
+  const auto max_pos = config_.max_position_embeddings;
+  const double dim = static_cast<double>(config_.rotary_dim);
+  auto seq = torch::clamp_min(length, max_pos).to(torch::kFloat32);
+  auto base = ((seq * r.factor) / static_cast<double>(max_pos) - (r.factor - 1)).pow(dim / (dim - 2)) * r.theta;
+  auto exponents = torch::arange(0, config_.rotary_dim, 2, torch::TensorOptions().dtype(torch::kLong).device(device_))
+                       .to(torch::kFloat32) /
+                   dim;
+  auto scaled = 1.0 / torch::pow(base, exponents);
+  return torch::where(length > max_pos, scaled, inv_freq_);
 }
 
 KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity, torch::ScalarType dtype,
@@ -243,6 +287,7 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
   }
   m->parameter_bytes_ = w.bytes;
   m->inv_freq_ = rotary_inverse_frequencies(c).to(device);
+  if (c.rope.type == "longrope") m->inv_freq_long_ = longrope_inverse_frequencies(c, c.rope.long_factor).to(device);
   return m;
 }
 
@@ -321,9 +366,15 @@ torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& posi
   const auto& c = config_;
   // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype; sin with the sign of
   // rotate_half folded in ([-sin | sin], see apply_rotary).
-  auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto cos = torch::cat({freqs, freqs}, -1).cos().to(dtype_).unsqueeze(1);
+  // yarn and longrope scale cos and sin by the attention factor (in float32, before the cast, as transformers).
+  auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inverse_frequencies(positions).view({1, 1, -1});
+  auto cos = torch::cat({freqs, freqs}, -1).cos();
   auto half_sin = freqs.sin();
+  if (c.rope.attention_factor != 1.0) {
+    cos = cos * c.rope.attention_factor;
+    half_sin = half_sin * c.rope.attention_factor;
+  }
+  cos = cos.to(dtype_).unsqueeze(1);
   auto sin = torch::cat({-half_sin, half_sin}, -1).to(dtype_).unsqueeze(1);
 
   Layer scratch;

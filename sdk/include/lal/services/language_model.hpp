@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,17 +31,20 @@ struct GenerationRequest {
   /// Either `messages` (rendered with the model's chat template) or a raw `prompt` (used verbatim).
   std::vector<ChatMessage> messages;
   std::string prompt;
-  bool thinking = false;          ///< chat templates that support it open a <think> block
+  bool thinking = false;  ///< chat templates that support it open a <think> block
   int max_new_tokens = 128;
   /// End-of-sequence and stop tokens are not chosen before this many tokens (as transformers' min_new_tokens).
   /// Keeps a small or unfamiliar model from ending a thought before it starts.
   int min_new_tokens = 0;
-  bool greedy = false;
-  float temperature = 0.7f;
-  int top_k = 0;                  ///< 0 = off
-  float top_p = 1.0f;             ///< 1 = off
-  float min_p = 0.0f;             ///< 0 = off
-  float repetition_penalty = 1.0f;
+  /// Sampling settings. Each one left unset takes the model's generation_config.json value, as transformers'
+  /// generate() applies it (do_sample, temperature, top_k, top_p, repetition_penalty; transformers' defaults where
+  /// the file is silent). greedy unset: greedy unless the file says do_sample or a sampling setting is given here.
+  std::optional<bool> greedy;
+  std::optional<float> temperature;
+  std::optional<int> top_k;                 ///< 0 = off
+  std::optional<float> top_p;               ///< 1 = off
+  std::optional<float> min_p;               ///< 0 = off
+  std::optional<float> repetition_penalty;  ///< 1 = off
   std::uint64_t seed = 0;
   std::vector<std::string> stop;  ///< stop strings (not included in the returned text)
   /// When several modules wait for the same model, higher priority goes first (the right brain's quick
@@ -51,9 +55,9 @@ struct GenerationRequest {
 /// One generated token, as streamed to the callback.
 struct TokenEvent {
   std::int32_t id = 0;
-  std::string text;         ///< newly complete text (may be empty while a UTF-8 character is incomplete)
-  float logprob = 0.0f;     ///< log-probability of this token under the (untempered) model distribution
-  float entropy = 0.0f;     ///< entropy in nats of that distribution
+  std::string text;      ///< newly complete text (may be empty while a UTF-8 character is incomplete)
+  float logprob = 0.0f;  ///< log-probability of this token under the (untempered) model distribution
+  float entropy = 0.0f;  ///< entropy in nats of that distribution
 };
 
 struct GenerationResult {

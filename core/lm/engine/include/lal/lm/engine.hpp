@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,9 @@ class Tokenizer;
 struct ModelOptions {
   std::string model_path;       ///< directory or hub id ("org/name[@rev]", downloaded on first use)
   std::string device = "auto";  ///< auto (CUDA if available) | cpu | cuda | cuda:N
-  std::string dtype = "auto";   ///< auto (float32 on CPU, bfloat16 or config's float16 on CUDA) | float32 | bfloat16 | float16
-  bool load_tokenizer = true;   ///< load tokenizer.json when present
+  std::string dtype =
+      "auto";  ///< auto (float32 on CPU, bfloat16 or config's float16 on CUDA) | float32 | bfloat16 | float16
+  bool load_tokenizer = true;  ///< load tokenizer.json when present
   /// How decode steps run: "auto" (CUDA graphs on a GPU, "dynamic" elsewhere), "dynamic" (cache grows, attention
   /// over the filled part), "static" (fixed-shape step over the whole cache: what a CUDA graph captures), "graph"
   /// (static + CUDA graph; GPU only). All give the same tokens up to floating-point rounding.
@@ -47,36 +49,53 @@ struct ModelOptions {
 struct SamplingOptions {
   bool greedy = false;  ///< argmax; also when temperature <= 0
   float temperature = 1.0f;
-  int top_k = 0;        ///< 0 = off
-  float top_p = 1.0f;   ///< 1 = off
-  float min_p = 0.0f;   ///< 0 = off
+  int top_k = 0;                    ///< 0 = off
+  float top_p = 1.0f;               ///< 1 = off
+  float min_p = 0.0f;               ///< 0 = off
   float repetition_penalty = 1.0f;  ///< 1 = off; applied over prompt + generated ids
   std::uint64_t seed = 0;
 };
 
+/// Sampling settings as a user or a pipeline gives them: each unset field takes the model's generation_config.json
+/// value, as transformers' generate() applies it (resolve_sampling()).
+struct SamplingRequest {
+  std::optional<bool> greedy;  ///< unset: greedy unless generation_config.json says do_sample (or a sampling
+                               ///< setting below is given, which asks for sampling)
+  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int> top_k;
+  std::uint64_t seed = 0;
+};
+
+/// `request` completed from `defaults`: greedy = request.greedy, else false when any of temperature / top_p / top_k /
+/// min_p is given, else !defaults.do_sample; every other unset field takes the default's value (transformers':
+/// temperature 1, top_k 50, top_p 1, repetition_penalty 1 where generation_config.json is silent). Throws
+/// std::invalid_argument for out-of-range values (temperature < 0, top_p / min_p outside [0, 1], top_k < 0,
+/// repetition_penalty <= 0, non-finite numbers), naming the setting.
+SamplingOptions resolve_sampling(const GenerationDefaults& defaults, const SamplingRequest& request);
+
 struct GenerateOptions {
   SamplingOptions sampling;
   int max_new_tokens = 128;
-  int min_new_tokens = 0;                  ///< stop tokens (eos + stop_ids) are suppressed before this many tokens
-  bool stop_at_eos = true;                 ///< stop on the config's/generation_config's eos ids
-  std::vector<std::int32_t> stop_ids;      ///< more stop tokens
-  std::vector<std::string> stop_strings;   ///< needs a tokenizer; the stop string is not part of the text
+  int min_new_tokens = 0;                 ///< stop tokens (eos + stop_ids) are suppressed before this many tokens
+  bool stop_at_eos = true;                ///< stop on the config's/generation_config's eos ids
+  std::vector<std::int32_t> stop_ids;     ///< more stop tokens
+  std::vector<std::string> stop_strings;  ///< needs a tokenizer; the stop string is not part of the text
 };
 
 /// One generated token, streamed to the callback.
 struct TokenStep {
   std::size_t sequence = 0;  ///< index of the prompt in the batch
   std::int32_t id = 0;
-  std::string text;          ///< newly final text (held back while it may be the start of a stop string)
-  float logprob = 0.0f;      ///< log-probability under the raw model distribution (before any processing)
-  float entropy = 0.0f;      ///< entropy (nats) of that distribution
+  std::string text;      ///< newly final text (held back while it may be the start of a stop string)
+  float logprob = 0.0f;  ///< log-probability under the raw model distribution (before any processing)
+  float entropy = 0.0f;  ///< entropy (nats) of that distribution
 };
 
 struct SequenceOutput {
   std::vector<std::int32_t> ids;  ///< new tokens, including a final stop token when one was produced
   std::string text;               ///< decoded new text, stop token/string excluded (empty without a tokenizer)
   std::vector<float> logprobs, entropies;
-  std::string finish_reason;      ///< "stop", "length", "cancelled"
+  std::string finish_reason;  ///< "stop", "length", "cancelled"
 };
 
 struct GenerateStats {
@@ -92,6 +111,10 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  /// Float32 logits [T x vocab] of one prompt (token ids, non-empty), one forward over all of it: what a parity check
+  /// compares with transformers' model(ids).logits. Row-major, T rows.
+  std::vector<float> prompt_logits(const std::vector<std::int32_t>& prompt);
+
   /// Generate for each prompt (token ids, non-empty). `on_token` returning false stops that sequence ("stop");
   /// `cancelled` is polled before each decode step and stops every unfinished sequence ("cancelled").
   std::vector<SequenceOutput> generate(const std::vector<std::vector<std::int32_t>>& prompts,
@@ -105,7 +128,7 @@ class Engine {
   /// Ids >= this are never generated (logit rows past the tokenizer's vocabulary are padding).
   std::int64_t usable_vocab() const;
   const std::string& model_dir() const;  ///< the resolved model directory
-  std::string describe() const;  ///< "qwen2 24 layers from DIR, cpu/float32"
+  std::string describe() const;          ///< "qwen2 24 layers from DIR, cpu/float32"
   std::string device_name() const;
   std::string dtype_name() const;
   std::int64_t parameter_bytes() const;

@@ -62,9 +62,12 @@ struct WeightOptions {
   bool cpu_offload = false;
 };
 
-/// Rotary inverse frequencies [rotary_dim/2] (float32) with rope_scaling applied, computed as transformers does.
-/// Shared with core/train's student so both rotate identically.
+/// Rotary inverse frequencies [rotary_dim/2] (float32) of the config's rope type, computed as transformers does at
+/// initialisation: for dynamic the unscaled table, for longrope the short_factor table (Transformer switches them
+/// per forward; RopeConfig says how). Shared with core/train's student so both rotate identically.
 torch::Tensor rotary_inverse_frequencies(const ModelConfig& c);
+/// longrope's table for `factors` (short_factor or long_factor): 1 / (factor_i * theta^(2i/dim)).
+torch::Tensor longrope_inverse_frequencies(const ModelConfig& c, const std::vector<double>& factors);
 
 class Transformer {
  public:
@@ -112,6 +115,9 @@ class Transformer {
   /// Layer `i` ready to run: itself when dense and resident, else `scratch` filled with device copies and
   /// dequantized weights (freed when scratch is overwritten by the next layer).
   const Layer& layer_for_use(std::size_t i, Layer& scratch) const;
+  /// The inverse frequencies for a forward over `positions`: inv_freq_, or for dynamic/longrope the table chosen by
+  /// the longest position (device-side, so a CUDA graph captures the choice).
+  torch::Tensor inverse_frequencies(const torch::Tensor& positions) const;
 
   ModelConfig config_;
   torch::Device device_{torch::kCPU};
@@ -119,7 +125,8 @@ class Transformer {
   std::int64_t parameter_bytes_ = 0, offloaded_bytes_ = 0;
   WeightOptions weights_;
   bool offload_ = false;
-  torch::Tensor inv_freq_;  // [rotary_dim/2] float32, rope scaling applied
+  torch::Tensor inv_freq_;       // [rotary_dim/2] float32, rope scaling applied
+  torch::Tensor inv_freq_long_;  // longrope: the long_factor table
   torch::Tensor embed_, final_norm_w_, final_norm_b_, lm_head_;
   std::vector<Layer> layers_;
 };
