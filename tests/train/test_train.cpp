@@ -104,8 +104,7 @@ TEST_CASE("an exported student gives the engine the same logits (float32, <= 1e-
     auto cfg = student_config("tiny", nullptr, 96);
     cfg.family = lal::lm::Family::Llama, cfg.model_type = "llama", cfg.qkv_bias = false;
     cfg.num_kv_heads = 1, cfg.head_dim = cfg.rotary_dim = 24, cfg.tie_word_embeddings = false;
-    cfg.rope_scaling.type = "llama3", cfg.rope_scaling.factor = 8,
-    cfg.rope_scaling.original_max_position_embeddings = 64;
+    cfg.rope.type = "llama3", cfg.rope.factor = 8, cfg.rope.original_max_position_embeddings = 64;
     auto m = CausalLM::random(cfg, 2, torch::kCPU);
     const auto dir = scratch("parity-llama");
     export_for_engine(m, dir);
