@@ -17,6 +17,7 @@ struct ChatOptions {
   std::string model_path;    ///< overrides resources.model.path
   std::string device;        ///< overrides resources.model.device
   std::string dtype;         ///< overrides resources.model.dtype
+  std::string chat_template;  ///< overrides resources.model.chat_template (a format name or a .jinja file)
   std::string output;        ///< "text" | "jsonl" | "" (keep the pipeline's)
   std::string memory_db;     ///< overrides config.path of every long_term / procedural module
   bool hide_thoughts = false;

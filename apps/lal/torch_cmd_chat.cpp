@@ -24,6 +24,9 @@ void add_chat_options(po::options_description& desc) {
       "model directory or hub id org/name[@rev] (fetched on first use; default: resources.model.path; "
       "'default' = the bundled demo model)")("device", po::value<std::string>(), "auto | cpu | cuda | cuda:N")(
       "dtype", po::value<std::string>(), "auto | float32 | bfloat16 | float16")(
+      "chat_template", po::value<std::string>(),
+      "chat template: the model's own by default; a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) "
+      "or a Jinja file")(
       "output", po::value<std::string>(), "text (stage-labelled thoughts, then the answer) | jsonl (one event per line)")(
       "memory_db", po::value<std::string>(), "SQLite file for long-term and procedural memory")(
       "hide_thoughts", "show only the answer")("seed", po::value<long long>(), "seed for every module that samples")(
@@ -41,6 +44,7 @@ ChatOptions chat_options_from(const po::variables_map& vm) {
   str("model_path", o.model_path);
   str("device", o.device);
   str("dtype", o.dtype);
+  str("chat_template", o.chat_template);
   str("output", o.output);
   str("memory_db", o.memory_db);
   if (!o.output.empty() && o.output != "text" && o.output != "jsonl")
@@ -101,10 +105,10 @@ std::string resolve_model(std::string path) {
 
 /// The model resource: resources.model.{path,device,dtype}, with command-line overrides.
 std::shared_ptr<LanguageModel> load_model(const runtime::PipelineSpec& spec, const ChatOptions& options) {
-  std::string model_path, device = "auto", dtype = "auto";
+  std::string model_path, device = "auto", dtype = "auto", chat_template;
   if (auto it = spec.resources.find("model"); it != spec.resources.end()) {
     if (!it->second.is_map())
-      throw std::runtime_error(it->second.where().str() + ": resources.model must be a map {path, device, dtype}");
+      throw std::runtime_error(it->second.where().str() + ": resources.model must be a map {path, device, dtype, chat_template}");
     const auto& m = it->second.as_map();
     auto get = [&](const char* key, std::string& out) {
       if (auto f = m.find(key); f != m.end()) {
@@ -116,15 +120,18 @@ std::shared_ptr<LanguageModel> load_model(const runtime::PipelineSpec& spec, con
     get("path", model_path);
     get("device", device);
     get("dtype", dtype);
+    get("chat_template", chat_template);
   }
   if (!options.model_path.empty()) model_path = options.model_path;
   if (!options.device.empty()) device = options.device;
   if (!options.dtype.empty()) dtype = options.dtype;
+  if (!options.chat_template.empty()) chat_template = options.chat_template;
 
   lm::ModelOptions mo;
   mo.model_path = resolve_model(model_path);
   mo.device = device;
   mo.dtype = dtype;
+  mo.chat_template = chat_template;
   spdlog::info("loading model {} ({}, {})", mo.model_path, device, dtype);
   return lm::load_language_model(mo);
 }

@@ -57,6 +57,9 @@ int run_generate(const std::vector<std::string>& args) {
       "seed", po::value<std::uint64_t>()->default_value(0), "sampling seed")(
       "stop", po::value<std::vector<std::string>>()->composing(), "stop string (repeatable)")(
       "chat", po::bool_switch(), "wrap --prompt as a user message in the model's chat template")(
+      "chat_template", po::value<std::string>(),
+      "with --chat: a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) or a Jinja file instead of the "
+      "model's own template")(
       "ids", po::bool_switch(), "print the new token ids as one JSON array instead of text")(
       "logits", po::bool_switch(),
       "generate nothing: print the prompt's float32 logits as JSON {\"shape\": [T, vocab], \"logits\": [[...]]} "
@@ -125,7 +128,9 @@ int run_generate(const std::vector<std::string>& args) {
 #if LAL_LM_HAVE_TOKENIZER
     std::string text = vm["prompt"].as<std::string>();
     if (vm["chat"].as<bool>()) {
-      const auto chat = lal::lm::ChatTemplate::detect(engine->model_dir());
+      const auto chat = lal::lm::ChatTemplate::load(
+          engine->model_dir(), vm.count("chat_template") ? vm["chat_template"].as<std::string>() : "");
+      spdlog::info("chat template: {}", chat.origin());
       text = chat.render({{"user", text}});
       for (const auto& s : chat.stop_texts()) go.stop_strings.push_back(s);
     }

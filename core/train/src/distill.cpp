@@ -325,8 +325,7 @@ std::set<std::int64_t> done_indices(const std::string& path) {
 }
 
 lal::lm::ChatTemplate chat_template_for(const DistillOptions& o, const std::string& model_dir) {
-  return o.chat_template.empty() ? lal::lm::ChatTemplate::detect(model_dir)
-                                 : lal::lm::ChatTemplate::by_name(o.chat_template);
+  return lal::lm::ChatTemplate::load(model_dir, o.chat_template);
 }
 
 std::vector<std::int32_t> render_prompt(const lal::lm::ChatTemplate& chat, const lal::lm::Tokenizer& tok,
@@ -398,7 +397,7 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   const auto* tok = engine->tokenizer();
   if (!tok) throw std::runtime_error(engine->model_dir() + ": the teacher has no tokenizer.json");
   const auto chat = chat_template_for(o, engine->model_dir());
-  spdlog::info("teacher: {} ({} chat template{})", engine->describe(), std::string(chat.name()),
+  spdlog::info("teacher: {} (chat template {}{})", engine->describe(), chat.origin(),
                chat.opens_thinking() ? ", thinking" : "");
   spdlog::info("teacher weights: {:.1f} MiB as stored", static_cast<double>(engine->parameter_bytes()) / (1 << 20));
   JsonlAppender out(world.distributed() ? p.data + ".rank-" + std::to_string(world.rank()) : p.data);

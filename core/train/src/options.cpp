@@ -34,7 +34,7 @@ const std::vector<Row>& rows() {
               "preset (half-teacher, tiny, demo, qwen2.5-0.5b, qwen2.5-1.5b, llama-1b)"),
       LAL_OPT(student_init, String, "auto | random | teacher (copy evenly spaced teacher layers)"),
       LAL_OPT(trim_vocab, Bool, "keep only tokens the data uses (+BPE parents, bytes, specials); maps teacher logits"),
-      LAL_OPT(chat_template, String, "chat template family (chatml, qwen2.5, qwen3, llama3 ...); empty = detect"),
+      LAL_OPT(chat_template, String, "chat template: empty = the model's own; chatml, qwen2.5, qwen3, llama2, llama3, phi4, or a .jinja file"),
       LAL_OPT(system_prompt, String, "system message for teacher prompts (empty = none)"),
       LAL_OPT(output_dir, String, "where the model (and its -work directory) are written"),
       LAL_OPT(hf_model_name, String, "name of the exported model directory"),

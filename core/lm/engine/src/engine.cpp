@@ -534,7 +534,8 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
 // ---------------------------------------------------------------------------------------------------------------
 // TorchLanguageModel
 
-TorchLanguageModel::TorchLanguageModel(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+TorchLanguageModel::TorchLanguageModel(std::unique_ptr<Engine> engine, std::string chat_template)
+    : engine_(std::move(engine)), chat_template_override_(std::move(chat_template)) {}
 
 std::string TorchLanguageModel::describe() const { return engine_->describe(); }
 
@@ -554,9 +555,12 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
     render.thinking = request.thinking ? ThinkingMode::Open : ThinkingMode::TemplateDefault;
     std::string text;
     try {
-      const auto chat = ChatTemplate::detect(engine_->model_dir());
-      text = chat.render(messages, render);
-      for (const auto& s : chat.stop_texts()) stops.push_back(s);
+      if (!chat_) {
+        chat_ = std::make_shared<const ChatTemplate>(ChatTemplate::load(engine_->model_dir(), chat_template_override_));
+        spdlog::info("{}: chat template {}", describe(), chat_->origin());
+      }
+      text = chat_->render(messages, render);
+      for (const auto& s : chat_->stop_texts()) stops.push_back(s);
     } catch (const ChatTemplateError& e) {
       throw std::invalid_argument(describe() + ": " + e.what());
     }
@@ -615,7 +619,7 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
 }
 
 std::shared_ptr<lal::LanguageModel> load_language_model(const ModelOptions& options) {
-  return std::make_shared<TorchLanguageModel>(Engine::load(options));
+  return std::make_shared<TorchLanguageModel>(Engine::load(options), options.chat_template);
 }
 
 }  // namespace lal::lm

@@ -44,6 +44,9 @@ struct ModelOptions {
   /// Trades speed (each decode step copies every weight over PCIe) for device memory. Decoding then runs "static"
   /// under "auto"; "graph" is refused. On the CPU it is accepted and does nothing (describe() says so).
   bool cpu_offload = false;
+  /// The chat template for message requests: "" = the model's own (chat_template.jinja / tokenizer_config.json),
+  /// a built-in format name (chatml, qwen2.5, qwen3, llama2, llama3, phi4) or a Jinja file (lal/lm/chat_template.hpp).
+  std::string chat_template;
 };
 
 struct SamplingOptions {

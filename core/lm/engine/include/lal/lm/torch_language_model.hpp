@@ -14,9 +14,12 @@
 
 namespace lal::lm {
 
+class ChatTemplate;
+
 class TorchLanguageModel : public lal::LanguageModel {
  public:
-  explicit TorchLanguageModel(std::unique_ptr<Engine> engine);
+  /// `chat_template`: see ModelOptions::chat_template. The template is read on the first message request.
+  explicit TorchLanguageModel(std::unique_ptr<Engine> engine, std::string chat_template = {});
 
   std::string describe() const override;
   GenerationResult generate(const GenerationRequest& request,
@@ -28,6 +31,8 @@ class TorchLanguageModel : public lal::LanguageModel {
 
  private:
   std::unique_ptr<Engine> engine_;
+  std::string chat_template_override_;
+  std::shared_ptr<const ChatTemplate> chat_;  // loaded on first use, under mutex_
   mutable std::mutex mutex_;
 };
 
