@@ -2,11 +2,13 @@
 // apply_chat_template(..., tokenize=False) makes it.
 //
 //   lal render --model_path DIR [--chat_template NAME|FILE] [--no_generation_prompt] [--enable_thinking]
-//              [--disable_thinking] [--continue_final_message] < conversation.json
+//              [--disable_thinking] [--continue_final_message] [--jsonl] < conversation.json
 //
 // stdin holds one JSON object: {"messages": [...], "tools": [...]?, "documents": [...]?, ...}; keys other than
 // messages/tools/documents are passed to the template as variables (transformers' **kwargs), e.g.
 // "enable_thinking": false or "date_string": "26 Jul 2024". The prompt goes to stdout with no newline added.
+// --jsonl: every stdin line is one conversation; every output line {"prompt": "..."} or {"error": "..."} (the other
+// lines are still rendered; exit status 1 when any line failed).
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -31,7 +33,8 @@ int run_render(const std::vector<std::string>& args) {
       "enable_thinking", "pass enable_thinking=true to the template")(
       "disable_thinking", "pass enable_thinking=false to the template")(
       "continue_final_message",
-      "leave the final (assistant) message open so the model continues it; implies --no_generation_prompt");
+      "leave the final (assistant) message open so the model continues it; implies --no_generation_prompt")(
+      "jsonl", "one conversation per stdin line; one JSON object {\"prompt\"} or {\"error\"} per output line");
   po::variables_map vm;
   if (!parse_command_line("render",
                           "--model_path DIR [--chat_template NAME|FILE] [--no_generation_prompt] [--enable_thinking] "
@@ -51,6 +54,25 @@ int run_render(const std::vector<std::string>& args) {
   if (vm.count("enable_thinking")) options.thinking = lal::lm::ThinkingMode::Open;
   if (vm.count("disable_thinking")) options.thinking = lal::lm::ThinkingMode::Disabled;
 
+  const auto chat = lal::lm::ChatTemplate::load(model_path, override_template);
+  if (vm.count("jsonl")) {
+    bool all_ok = true;
+    std::string line;
+    for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
+      nlohmann::ordered_json out;
+      try {
+        const auto conversation = nlohmann::ordered_json::parse(line);
+        if (!conversation.is_object()) throw std::runtime_error("expected a JSON object {\"messages\": [...]}");
+        out["prompt"] = chat.render_conversation(conversation, options);
+      } catch (const std::exception& e) {
+        out["error"] = "stdin line " + std::to_string(n) + ": " + e.what();
+        all_ok = false;
+      }
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+    }
+    return all_ok ? 0 : 1;
+  }
+
   const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   nlohmann::ordered_json conversation;
   try {
@@ -62,7 +84,6 @@ int run_render(const std::vector<std::string>& args) {
     throw std::runtime_error(std::string("stdin: expected a JSON object {\"messages\": [...]}, found ") +
                              conversation.type_name());
 
-  const auto chat = lal::lm::ChatTemplate::load(model_path, override_template);
   const std::string prompt = chat.render_conversation(conversation, options);
   std::cout << prompt << std::flush;
   return 0;

@@ -75,11 +75,24 @@ def make_model_dir(root, index, t):
 
 
 def run_lal(lal, model_dir, flags, conversation_text):
+    """One conversation, as a user runs it: the prompt on stdout, or an error and a non-zero exit."""
     p = subprocess.run([lal, "render", "--model_path", model_dir] + flags, input=conversation_text.encode("utf-8"),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if p.returncode == 0:
         return True, p.stdout.decode("utf-8")
     return False, p.stderr.decode("utf-8", "replace").strip()
+
+
+def run_lal_jsonl(lal, model_dir, flags, conversation_texts):
+    """Many conversations in one process (--jsonl): [(ok, prompt or error)]."""
+    lines = "".join(json.dumps(json.loads(t), ensure_ascii=False) + "\n" for t in conversation_texts)
+    p = subprocess.run([lal, "render", "--jsonl", "--model_path", model_dir] + flags, input=lines.encode("utf-8"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = [json.loads(l) for l in p.stdout.decode("utf-8").splitlines()]
+    if len(out) != len(conversation_texts):
+        raise RuntimeError("lal render --jsonl returned %d lines for %d: %s" % (len(out), len(conversation_texts),
+                                                                               p.stderr.decode("utf-8", "replace")))
+    return [(True, o["prompt"]) if "prompt" in o else (False, o["error"]) for o in out]
 
 
 def main():
@@ -93,12 +106,25 @@ def main():
         for index, t in enumerate(templates):
             model_dir = make_model_dir(root, index, t)
             tokens = {k: t[k] for k in TOKEN_KEYS if k in t}
+            # Every option set in one `lal render --jsonl` process; the first template's cases also one by one,
+            # as a user runs the command (the prompt on stdout, no newline added).
+            results = {}
+            for option_name in OPTION_SETS:
+                names = [(n, t_) for n, t_ in conversations if option_name in options_for(n)]
+                flags = OPTION_SETS[option_name][0]
+                for (n, t_), r in zip(names, run_lal_jsonl(args.lal, model_dir, flags, [x[1] for x in names])):
+                    results[(n, option_name)] = r
+                    if index == 0:
+                        single = run_lal(args.lal, model_dir, flags, t_)
+                        if single[0] != r[0] or (r[0] and single[1] != r[1]):
+                            failures += 1
+                            print("MISMATCH     --jsonl and a single run differ: %s [%s]" % (n, option_name))
             for conv_name, conv_text in conversations:
                 conversation = json.loads(conv_text)
                 for option_name in options_for(conv_name):
-                    flags, opts = OPTION_SETS[option_name]
+                    opts = OPTION_SETS[option_name][1]
                     ref_ok, ref = reference_env.render(t["source_text"], conversation, tokens, **opts)
-                    lal_ok, out = run_lal(args.lal, model_dir, flags, conv_text)
+                    lal_ok, out = results[(conv_name, option_name)]
                     case = "%s × %s [%s]" % (t["file"], conv_name, option_name)
                     expected.append({"template": t["file"], "conversation": conv_name, "options": opts,
                                      "tokens": tokens, "ok": lal_ok, "text": out if lal_ok else None})

@@ -555,10 +555,8 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
     render.thinking = request.thinking ? ThinkingMode::Open : ThinkingMode::TemplateDefault;
     std::string text;
     try {
-      if (!chat_) {
+      if (!chat_)
         chat_ = std::make_shared<const ChatTemplate>(ChatTemplate::load(engine_->model_dir(), chat_template_override_));
-        spdlog::info("{}: chat template {}", describe(), chat_->origin());
-      }
       text = chat_->render(messages, render);
       for (const auto& s : chat_->stop_texts()) stops.push_back(s);
     } catch (const ChatTemplateError& e) {
