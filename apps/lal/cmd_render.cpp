@@ -30,8 +30,8 @@ int run_render(const std::vector<std::string>& args) {
       "chat_template", po::value<std::string>(),
       "use this instead of the model's template: a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) "
       "or a Jinja file")("no_generation_prompt", "do not end with the assistant header (add_generation_prompt=False)")(
-      "enable_thinking", "pass enable_thinking=true to the template")(
-      "disable_thinking", "pass enable_thinking=false to the template")(
+      "enable_thinking", "pass enable_thinking=true to the template")("disable_thinking",
+                                                                      "pass enable_thinking=false to the template")(
       "continue_final_message",
       "leave the final (assistant) message open so the model continues it; implies --no_generation_prompt")(
       "jsonl", "one conversation per stdin line; one JSON object {\"prompt\"} or {\"error\"} per output line");

@@ -137,8 +137,8 @@ TEST_CASE("the model's own template wins; built-in families only when it ships n
       "named", R"({"chat_template": [{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}]})",
       ""));
   CHECK(named.render_conversation({{"messages", nlohmann::ordered_json::array()}}) == "D");
-  CHECK(named.render_conversation({{"messages", nlohmann::ordered_json::array()},
-                                   {"tools", nlohmann::ordered_json::array()}}) == "T");
+  CHECK(named.render_conversation(
+            {{"messages", nlohmann::ordered_json::array()}, {"tools", nlohmann::ordered_json::array()}}) == "T");
   CHECK_THROWS_AS(ChatTemplate::detect(write_dir("badlist", R"({"chat_template": [{"name": "x"}]})", "")),
                   lal::lm::ChatTemplateError);
   // Syntax errors name the file, line and column.

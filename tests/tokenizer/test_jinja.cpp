@@ -55,8 +55,7 @@ TEST_CASE("jinja: statements") {
   CHECK(render("{% for x in xs if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %}", {{"xs", {1, 2, 3}}}) ==
         "2232");
   CHECK(render("{% for x in xs %}{{ x }}{% else %}empty{% endfor %}", {{"xs", json::array()}}) == "empty");
-  CHECK(render("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", {{"d", {{"b", 1}, {"a", 2}}}}) ==
-        "b=1;a=2;");
+  CHECK(render("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", {{"d", {{"b", 1}, {"a", 2}}}}) == "b=1;a=2;");
   CHECK(render("{% for x in xs %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}"
                "{{ x }}{% endfor %}",
                {{"xs", {1, 2, 3, 4, 5}}}) == "13");
@@ -98,8 +97,10 @@ TEST_CASE("jinja: expressions with Python semantics") {
 }
 
 TEST_CASE("jinja: string methods") {
-  CHECK(render("{{ ' \\n a b \\t'.strip() }}|{{ 'xxaxx'.strip('x') }}|{{ '\\n\\na'.lstrip('\\n') }}|{{ 'a  '.rstrip() }}") ==
-        "a b|a|a|a");
+  CHECK(
+      render(
+          "{{ ' \\n a b \\t'.strip() }}|{{ 'xxaxx'.strip('x') }}|{{ '\\n\\na'.lstrip('\\n') }}|{{ 'a  '.rstrip() }}") ==
+      "a b|a|a|a");
   CHECK(render("{{ '　全角　'.strip() }}") == "全角");  // U+3000 is whitespace to Python
   CHECK(render("{{ 'a</think>b</think>c'.split('</think>') }} {{ ' a  b '.split() }} {{ 'a,b,c'.split(',', 1) }}") ==
         "['a', 'b', 'c'] ['a', 'b'] ['a', 'b,c']");
@@ -123,11 +124,13 @@ TEST_CASE("jinja: filters and tests") {
   CHECK(render("{{ x|default('d') }}{{ ''|default('e', true) }}{{ ''|default('f') }}{{ none|default('g') }}") ==
         "deNone");
   CHECK(render("{{ '  a '|trim }}|{{ [1, 2, 3]|length }}|{{ 'ab'|count }}|{{ [3, 1]|join(', ') }}") == "a|3|2|3, 1");
-  const json msgs = json::parse(R"([{"role": "user", "c": 1}, {"role": "assistant", "c": 2}, {"role": "user", "c": 3}])");
+  const json msgs =
+      json::parse(R"([{"role": "user", "c": 1}, {"role": "assistant", "c": 2}, {"role": "user", "c": 3}])");
   CHECK(render("{{ m|selectattr('role', 'equalto', 'user')|map(attribute='c')|list }}", {{"m", msgs}}) == "[1, 3]");
   CHECK(render("{{ m|rejectattr('role', 'eq', 'user')|list|length }}", {{"m", msgs}}) == "1");
-  CHECK(render("{{ [1, 2, 3, 4]|select('odd')|list }} {{ [1, 0, 2]|select|list }} {{ ['a', 'b']|map('upper')|list }}") ==
-        "[1, 3] [1, 2] ['A', 'B']");
+  CHECK(
+      render("{{ [1, 2, 3, 4]|select('odd')|list }} {{ [1, 0, 2]|select|list }} {{ ['a', 'b']|map('upper')|list }}") ==
+      "[1, 3] [1, 2] ['A', 'B']");
   CHECK(render("{{ [3, 1, 2]|sort }} {{ ['b', 'A', 'a']|unique|list }} {{ [3, 1]|first }}{{ [3, 1]|last }}") ==
         "[1, 2, 3] ['b', 'A'] 31");
   CHECK(render("{{ '12'|int + 1 }} {{ 'x'|int }} {{ 3.9|int }} {{ '2.5'|float }} {{ 5|string }}{{ [1]|string }}") ==
@@ -177,6 +180,7 @@ TEST_CASE("jinja: bounds on output, loops and recursion") {
             .find("more than 10 loop iterations") != std::string::npos);
   CHECK(error_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").find("nests deeper than 200 calls") !=
         std::string::npos);
-  CHECK(error_of("{{ " + std::string(300, '(') + "1" + std::string(300, ')') + " }}").find("nested too deeply") != std::string::npos);
+  CHECK(error_of("{{ " + std::string(300, '(') + "1" + std::string(300, ')') + " }}").find("nested too deeply") !=
+        std::string::npos);
   CHECK(error_of("{{ 'x' * 100000000000 }}").find("too large") != std::string::npos);
 }

@@ -204,8 +204,10 @@ ordered_json special_token_variables(const fs::path& dir) {
         config["additional_special_tokens"].is_array() && !config["additional_special_tokens"].empty()) {
       ordered_json list = ordered_json::array();
       for (const auto& t : config["additional_special_tokens"]) {
-        if (t.is_string()) list.push_back(t.get<std::string>());
-        else if (t.is_object() && t.contains("content") && t["content"].is_string()) list.push_back(t["content"].get<std::string>());
+        if (t.is_string())
+          list.push_back(t.get<std::string>());
+        else if (t.is_object() && t.contains("content") && t["content"].is_string())
+          list.push_back(t["content"].get<std::string>());
       }
       vars["additional_special_tokens"] = list;
     }
@@ -260,18 +262,10 @@ std::string continue_final_message(std::string rendered, const ordered_json& mes
 ChatTemplate::ChatTemplate(Family family, bool opens_thinking) : family_(family), opens_thinking_(opens_thinking) {
   origin_ = "built-in " + std::string(name());
   switch (family) {
-    case Family::Llama2:
-      bos_text_ = "<s>", eos_text_ = "</s>";
-      break;
-    case Family::Llama3:
-      bos_text_ = "<|begin_of_text|>", eos_text_ = "<|eot_id|>";
-      break;
-    case Family::Phi4:
-      eos_text_ = "<|im_end|>";
-      break;
-    default:
-      eos_text_ = "<|im_end|>";
-      break;
+    case Family::Llama2: bos_text_ = "<s>", eos_text_ = "</s>"; break;
+    case Family::Llama3: bos_text_ = "<|begin_of_text|>", eos_text_ = "<|eot_id|>"; break;
+    case Family::Phi4: eos_text_ = "<|im_end|>"; break;
+    default: eos_text_ = "<|im_end|>"; break;
   }
 }
 
@@ -458,14 +452,17 @@ std::string ChatTemplate::render_conversation(const ordered_json& conversation,
                                 " format needs string \"role\" and \"content\"");
       for (auto it = m.begin(); it != m.end(); ++it)
         if (it.key() != "role" && it.key() != "content")
-          throw ChatTemplateError("messages[" + std::to_string(i) + "]: field \"" + it.key() + "\" needs the model's own "
-                                  "Jinja template; the built-in " + std::string(name()) + " format has role/content only");
+          throw ChatTemplateError("messages[" + std::to_string(i) + "]: field \"" + it.key() +
+                                  "\" needs the model's own "
+                                  "Jinja template; the built-in " +
+                                  std::string(name()) + " format has role/content only");
       messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
     }
     for (auto it = conversation.begin(); it != conversation.end(); ++it)
       if (it.key() != "messages" && !(it.key() == "tools" && it.value().is_null()))
-        throw ChatTemplateError("conversation key \"" + it.key() + "\" needs the model's own Jinja template; the built-in " +
-                                std::string(name()) + " format takes messages only");
+        throw ChatTemplateError("conversation key \"" + it.key() +
+                                "\" needs the model's own Jinja template; the built-in " + std::string(name()) +
+                                " format takes messages only");
     ChatRenderOptions o = options;
     text = render(messages, o);
   }
@@ -481,55 +478,38 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, const
     return render_conversation(conversation, options);
   }
   switch (family_) {
-    case Family::ChatML:
-      return render_chatml(messages, options, nullptr, opens_thinking_);
-    case Family::Qwen2_5:
-      return render_chatml(messages, options, kQwen25DefaultSystem, opens_thinking_);
-    case Family::Qwen3:
-      return render_qwen3(messages, options);
-    case Family::Llama2:
-      return render_llama2(messages, bos_text_, eos_text_);
-    case Family::Llama3:
-      return render_llama3(messages, options, bos_text_);
-    case Family::Phi4:
-      return render_phi4(messages, options);
-    case Family::Jinja:
-      break;
+    case Family::ChatML: return render_chatml(messages, options, nullptr, opens_thinking_);
+    case Family::Qwen2_5: return render_chatml(messages, options, kQwen25DefaultSystem, opens_thinking_);
+    case Family::Qwen3: return render_qwen3(messages, options);
+    case Family::Llama2: return render_llama2(messages, bos_text_, eos_text_);
+    case Family::Llama3: return render_llama3(messages, options, bos_text_);
+    case Family::Phi4: return render_phi4(messages, options);
+    case Family::Jinja: break;
   }
   return {};
 }
 
 std::string_view ChatTemplate::name() const {
   switch (family_) {
-    case Family::ChatML:
-      return "chatml";
-    case Family::Qwen2_5:
-      return "qwen2.5";
-    case Family::Qwen3:
-      return "qwen3";
-    case Family::Llama2:
-      return "llama2";
-    case Family::Llama3:
-      return "llama3";
-    case Family::Phi4:
-      return "phi4";
-    case Family::Jinja:
-      return "jinja";
+    case Family::ChatML: return "chatml";
+    case Family::Qwen2_5: return "qwen2.5";
+    case Family::Qwen3: return "qwen3";
+    case Family::Llama2: return "llama2";
+    case Family::Llama3: return "llama3";
+    case Family::Phi4: return "phi4";
+    case Family::Jinja: return "jinja";
   }
   return "";
 }
 
 std::vector<std::string> ChatTemplate::stop_texts() const {
   switch (family_) {
-    case Family::Llama2:
-      return {eos_text_};
-    case Family::Llama3:
-      return {"<|eot_id|>", "<|end_of_text|>"};
+    case Family::Llama2: return {eos_text_};
+    case Family::Llama3: return {"<|eot_id|>", "<|end_of_text|>"};
     case Family::Jinja:
       if (eos_text_.empty()) return {};
       return {eos_text_};
-    default:
-      return {"<|im_end|>", "<|endoftext|>"};
+    default: return {"<|im_end|>", "<|endoftext|>"};
   }
 }
 

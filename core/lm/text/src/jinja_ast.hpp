@@ -28,8 +28,8 @@ struct Value {
   bool boolean = false;
   std::int64_t integer = 0;
   double number = 0;
-  std::string text;          // String; for Undefined: why it is undefined ("'x' is undefined")
-  bool is_tuple = false;     // List created by a tuple (repr uses parentheses)
+  std::string text;       // String; for Undefined: why it is undefined ("'x' is undefined")
+  bool is_tuple = false;  // List created by a tuple (repr uses parentheses)
   std::shared_ptr<List> list;
   std::shared_ptr<Dict> dict;  // Dict and Namespace
   std::shared_ptr<Callable> callable;
@@ -134,16 +134,16 @@ using ExprPtr = std::unique_ptr<Expr>;
 
 struct Expr {
   enum class Kind {
-    Literal,    // value
-    Name,       // name
-    Attr,       // children[0].name
-    Item,       // children[0][children[1]]
-    Slice,      // children[0][children[1]:children[2]:children[3]] (null children allowed)
-    Call,       // children[0](children[1..], named)
-    Filter,     // name, children[0] = operand, children[1..] = arguments, named
-    Test,       // name, children[0] = operand, children[1..] = arguments; negated for `is not`
-    Unary,      // op ("-", "+", "not"), children[0]
-    Binary,     // op, children[0], children[1] (arithmetic, ~, comparisons, in, not in)
+    Literal,  // value
+    Name,     // name
+    Attr,     // children[0].name
+    Item,     // children[0][children[1]]
+    Slice,    // children[0][children[1]:children[2]:children[3]] (null children allowed)
+    Call,     // children[0](children[1..], named)
+    Filter,   // name, children[0] = operand, children[1..] = arguments, named
+    Test,     // name, children[0] = operand, children[1..] = arguments; negated for `is not`
+    Unary,    // op ("-", "+", "not"), children[0]
+    Binary,   // op, children[0], children[1] (arithmetic, ~, comparisons, in, not in)
     And,
     Or,
     Conditional,  // children[0] if children[1] else children[2] (null: undefined)
@@ -181,13 +181,13 @@ struct Node {
   enum class Kind { Text, Output, If, For, Set, SetBlock, Macro, CallBlock, FilterBlock, Break, Continue, Generation };
   Kind kind;
   Pos pos;
-  std::string text;                                  // Text
-  ExprPtr expr;                                      // Output, Set value, For iterable, CallBlock call, FilterBlock
-  std::vector<std::pair<ExprPtr, Body>> branches;    // If (null condition = else)
-  AssignTarget target;                               // For, Set, SetBlock
-  ExprPtr condition;                                 // For `if` clause
-  Body body, else_body;                              // For, SetBlock, CallBlock, FilterBlock, Generation
-  std::shared_ptr<MacroDef> macro;                   // Macro; CallBlock: caller's parameters live here
+  std::string text;                                // Text
+  ExprPtr expr;                                    // Output, Set value, For iterable, CallBlock call, FilterBlock
+  std::vector<std::pair<ExprPtr, Body>> branches;  // If (null condition = else)
+  AssignTarget target;                             // For, Set, SetBlock
+  ExprPtr condition;                               // For `if` clause
+  Body body, else_body;                            // For, SetBlock, CallBlock, FilterBlock, Generation
+  std::shared_ptr<MacroDef> macro;                 // Macro; CallBlock: caller's parameters live here
 };
 
 }  // namespace lal::lm::jinja
@@ -200,6 +200,11 @@ struct JinjaTemplate::Program {
 }  // namespace lal::lm
 
 namespace lal::lm::jinja {
+/// Python's str.isspace() for one code point (what strip(), split() and Jinja's `-` whitespace control remove).
+inline bool is_python_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
 /// Throws JinjaError("<origin>:<line>:<column>: <message>").
 [[noreturn]] void fail(const std::string& origin, Pos pos, const std::string& message);
 /// The filters and tests the evaluator implements (the parser refuses other names, as Jinja2's compiler does).

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "jinja_ast.hpp"
+#include "unicode.hpp"
 
 namespace lal::lm::jinja {
 
@@ -18,43 +19,15 @@ using Kind = Value::Kind;
 
 // ---- UTF-8 -------------------------------------------------------------------------------------------------------
 
+// Template text and JSON strings are valid UTF-8 (checked when the template is read; nlohmann-json checks input).
 std::u32string decode(const std::string& s) {
   std::u32string out;
   out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    const unsigned char c = s[i];
-    char32_t cp;
-    std::size_t len;
-    if (c < 0x80) cp = c, len = 1;
-    else if ((c & 0xe0) == 0xc0) cp = c & 0x1f, len = 2;
-    else if ((c & 0xf0) == 0xe0) cp = c & 0x0f, len = 3;
-    else if ((c & 0xf8) == 0xf0) cp = c & 0x07, len = 4;
-    else cp = 0xfffd, len = 1;
-    if (i + len > s.size()) len = s.size() - i;
-    for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
-    out.push_back(cp);
-    i += len;
-  }
+  for (std::size_t i = 0; i < s.size();) out.push_back(text::next_code_point(s, i));
   return out;
 }
 
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
+using text::append_utf8;
 
 std::string encode(const std::u32string& s) {
   std::string out;
@@ -74,14 +47,17 @@ std::size_t length_of(const std::string& s) {
   return n;
 }
 
-bool is_space(char32_t c) {
-  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
-}
+bool is_space(char32_t c) { return is_python_space(c); }
 
-char32_t to_upper(char32_t c) { return c < 0x80 ? static_cast<char32_t>(std::toupper(static_cast<int>(c))) : u_toupper(c); }
-char32_t to_lower(char32_t c) { return c < 0x80 ? static_cast<char32_t>(std::tolower(static_cast<int>(c))) : u_tolower(c); }
-bool is_cased_letter(char32_t c) { return u_isUAlphabetic(c) && (u_isULowercase(c) || u_isUUppercase(c) || u_istitle(c)); }
+char32_t to_upper(char32_t c) {
+  return c < 0x80 ? static_cast<char32_t>(std::toupper(static_cast<int>(c))) : u_toupper(c);
+}
+char32_t to_lower(char32_t c) {
+  return c < 0x80 ? static_cast<char32_t>(std::tolower(static_cast<int>(c))) : u_tolower(c);
+}
+bool is_cased_letter(char32_t c) {
+  return u_isUAlphabetic(c) && (u_isULowercase(c) || u_isUUppercase(c) || u_istitle(c));
+}
 
 std::string map_case(const std::string& s, char32_t (*f)(char32_t)) {
   std::u32string u = decode(s);
@@ -356,9 +332,12 @@ void to_json(std::string& out, const Value& v, const JsonStyle& style, int level
     case Kind::Bool: out += v.boolean ? "true" : "false"; return;
     case Kind::Int: out += std::to_string(v.integer); return;
     case Kind::Float:
-      if (std::isnan(v.number)) out += "NaN";
-      else if (std::isinf(v.number)) out += v.number < 0 ? "-Infinity" : "Infinity";
-      else out += float_repr(v.number);
+      if (std::isnan(v.number))
+        out += "NaN";
+      else if (std::isinf(v.number))
+        out += v.number < 0 ? "-Infinity" : "Infinity";
+      else
+        out += float_repr(v.number);
       return;
     case Kind::String: json_string(out, v.text, style.ensure_ascii); return;
     case Kind::List: {
@@ -422,21 +401,21 @@ enum class Flow { Normal, Break, Continue };
 
 const std::vector<std::string>& filter_names() {
   static const std::vector<std::string> names = {
-      "abs",   "attr",     "capitalize", "center", "count",  "d",       "default",   "dictsort", "e",
-      "escape", "first",   "float",      "forceescape", "format", "indent", "int",   "items",    "join",
-      "last",  "length",   "list",       "lower",  "map",    "max",     "min",       "reject",   "rejectattr",
-      "replace", "reverse", "round",     "safe",   "select", "selectattr", "sort",   "string",   "sum",
-      "title", "tojson",   "trim",       "unique", "upper",  "wordcount"};
+      "abs",     "attr",    "capitalize", "center",      "count",  "d",          "default", "dictsort", "e",
+      "escape",  "first",   "float",      "forceescape", "format", "indent",     "int",     "items",    "join",
+      "last",    "length",  "list",       "lower",       "map",    "max",        "min",     "reject",   "rejectattr",
+      "replace", "reverse", "round",      "safe",        "select", "selectattr", "sort",    "string",   "sum",
+      "title",   "tojson",  "trim",       "unique",      "upper",  "wordcount"};
   return names;
 }
 
 const std::vector<std::string>& test_names() {
   static const std::vector<std::string> names = {
-      "boolean", "callable", "defined", "divisibleby", "eq",   "equalto", "escaped",  "even",      "false",
-      "filter",  "float",    "ge",      "gt",          "greaterthan", "in", "integer", "iterable", "le",
-      "lessthan", "lower",   "lt",      "mapping",     "ne",   "none",    "number",   "odd",       "sameas",
-      "sequence", "string",  "test",    "true",        "undefined", "upper", "==",    "!=",        "<",
-      "<=",      ">",        ">="};
+      "boolean",  "callable", "defined",  "divisibleby", "eq",     "equalto",     "escaped", "even",
+      "false",    "filter",   "float",    "ge",          "gt",     "greaterthan", "in",      "integer",
+      "iterable", "le",       "lessthan", "lower",       "lt",     "mapping",     "ne",      "none",
+      "number",   "odd",      "sameas",   "sequence",    "string", "test",        "true",    "undefined",
+      "upper",    "==",       "!=",       "<",           "<=",     ">",           ">="};
   return names;
 }
 
@@ -640,8 +619,7 @@ class Interpreter {
     Scope scope;
     scope.parent = closure;
     if (a.positional.size() > def.params.size())
-      error(pos, "macro '" + def.name + "' takes not more than " + std::to_string(def.params.size()) +
-                     " argument(s)");
+      error(pos, "macro '" + def.name + "' takes not more than " + std::to_string(def.params.size()) + " argument(s)");
     for (std::size_t i = 0; i < def.params.size(); ++i) {
       const auto& [name, default_expr] = def.params[i];
       if (i < a.positional.size()) {
@@ -649,15 +627,20 @@ class Interpreter {
         continue;
       }
       auto named = std::find_if(a.named.begin(), a.named.end(), [&](const auto& kv) { return kv.first == name; });
-      if (named != a.named.end()) scope.vars[name] = named->second;
-      else if (default_expr) scope.vars[name] = eval(*default_expr, scope);
-      else scope.vars[name] = Value::undefined("parameter '" + name + "' was not provided");
+      if (named != a.named.end())
+        scope.vars[name] = named->second;
+      else if (default_expr)
+        scope.vars[name] = eval(*default_expr, scope);
+      else
+        scope.vars[name] = Value::undefined("parameter '" + name + "' was not provided");
     }
     for (const auto& [key, value] : a.named) {
       const bool is_param =
           std::any_of(def.params.begin(), def.params.end(), [&](const auto& p) { return p.first == key; });
-      if (key == "caller") scope.vars["caller"] = value;
-      else if (!is_param) error(pos, "macro '" + def.name + "' takes no keyword argument '" + key + "'");
+      if (key == "caller")
+        scope.vars["caller"] = value;
+      else if (!is_param)
+        error(pos, "macro '" + def.name + "' takes no keyword argument '" + key + "'");
     }
     const int saved_loops = loop_depth_;
     loop_depth_ = 0;
@@ -718,7 +701,8 @@ class Interpreter {
         Value v = eval(*e.children[0], scope);
         if (e.name == "not") return Value::from_bool(!truthy(v));
         if (v.is_undefined()) error(e.pos, v.text);
-        if (!v.is_number()) error(e.pos, std::string("bad operand type for unary ") + e.name + ": '" + type_name(v) + "'");
+        if (!v.is_number())
+          error(e.pos, std::string("bad operand type for unary ") + e.name + ": '" + type_name(v) + "'");
         if (e.name == "+") return v.kind == Kind::Bool ? Value::from_int(v.boolean) : v;
         return v.kind == Kind::Float ? Value::from_float(-v.number) : Value::from_int(-as_int(v));
       }
@@ -795,9 +779,12 @@ class Interpreter {
   Value arithmetic(const std::string& op, const Value& a, const Value& b, Pos pos) {
     if (a.is_number() && b.is_number()) {
       const bool ints = is_integral(a) && is_integral(b);
-      if (op == "+") return ints ? Value::from_int(as_int(a) + as_int(b)) : Value::from_float(as_double(a) + as_double(b));
-      if (op == "-") return ints ? Value::from_int(as_int(a) - as_int(b)) : Value::from_float(as_double(a) - as_double(b));
-      if (op == "*") return ints ? Value::from_int(as_int(a) * as_int(b)) : Value::from_float(as_double(a) * as_double(b));
+      if (op == "+")
+        return ints ? Value::from_int(as_int(a) + as_int(b)) : Value::from_float(as_double(a) + as_double(b));
+      if (op == "-")
+        return ints ? Value::from_int(as_int(a) - as_int(b)) : Value::from_float(as_double(a) - as_double(b));
+      if (op == "*")
+        return ints ? Value::from_int(as_int(a) * as_int(b)) : Value::from_float(as_double(a) * as_double(b));
       if (op == "/") {
         if (as_double(b) == 0) error(pos, "division by zero");
         return Value::from_float(as_double(a) / as_double(b));
@@ -846,7 +833,8 @@ class Interpreter {
       for (std::int64_t i = 0; i < n; ++i) items.insert(items.end(), a.list->begin(), a.list->end());
       return Value::from_list(std::move(items), a.is_tuple);
     }
-    if (op == "%" && a.is_string()) error(pos, "printf-style string formatting (str % value) is not supported; use |format");
+    if (op == "%" && a.is_string())
+      error(pos, "printf-style string formatting (str % value) is not supported; use |format");
     type_error(pos, op, a, b);
   }
 
@@ -875,9 +863,9 @@ class Interpreter {
           error(pos, std::string("'in <string>' requires string as left operand, not ") + type_name(item));
         return container.text.find(item.text) != std::string::npos;
       case Kind::List:
-        return std::any_of(container.list->begin(), container.list->end(), [&](const Value& v) { return equals(v, item); });
-      case Kind::Dict:
-        return item.is_string() && container.dict->find(item.text) != nullptr;
+        return std::any_of(container.list->begin(), container.list->end(),
+                           [&](const Value& v) { return equals(v, item); });
+      case Kind::Dict: return item.is_string() && container.dict->find(item.text) != nullptr;
       default: error(pos, std::string("argument of type '") + type_name(container) + "' is not iterable");
     }
   }
@@ -1005,9 +993,12 @@ class Interpreter {
         return bound(obj, name, [name](Interpreter&, const Value& self, Arguments&, Pos) {
           List out;
           for (const auto& kv : self.dict->items) {
-            if (name == "items") out.push_back(Value::from_list({Value::from_string(kv.first), kv.second}, true));
-            else if (name == "keys") out.push_back(Value::from_string(kv.first));
-            else out.push_back(kv.second);
+            if (name == "items")
+              out.push_back(Value::from_list({Value::from_string(kv.first), kv.second}, true));
+            else if (name == "keys")
+              out.push_back(Value::from_string(kv.first));
+            else
+              out.push_back(kv.second);
           }
           return Value::from_list(std::move(out));
         });
@@ -1058,7 +1049,8 @@ class Interpreter {
     if (name == "strip" || name == "lstrip" || name == "rstrip") {
       fn = [name](Interpreter& in, const Value& self, Arguments& a, Pos pos) {
         const Value* chars = arg(a, 0, "chars");
-        if (chars && !chars->is_string() && !chars->is_none()) in.error(pos, "str." + name + "() chars must be a string");
+        if (chars && !chars->is_string() && !chars->is_none())
+          in.error(pos, "str." + name + "() chars must be a string");
         const std::string* set = chars && chars->is_string() ? &chars->text : nullptr;
         return Value::from_string(strip(self.text, set, name != "rstrip", name != "lstrip"));
       };
@@ -1067,8 +1059,8 @@ class Interpreter {
         const Value* sep = arg(a, 0, "sep");
         const Value* maxv = arg(a, 1, "maxsplit");
         const std::int64_t maxsplit = maxv && is_integral(*maxv) ? as_int(*maxv) : -1;
-        return Value::from_list(split(in, self.text, sep && !sep->is_none() ? sep : nullptr, maxsplit,
-                                      name == "rsplit", pos));
+        return Value::from_list(
+            split(in, self.text, sep && !sep->is_none() ? sep : nullptr, maxsplit, name == "rsplit", pos));
       };
     } else if (name == "splitlines") {
       fn = [](Interpreter&, const Value& self, Arguments& a, Pos) {
@@ -1107,7 +1099,8 @@ class Interpreter {
         const std::string old = in.string_arg(a, 0, "old", pos, "str.replace()");
         const std::string with = in.string_arg(a, 1, "new", pos, "str.replace()");
         const Value* count = arg(a, 2, "count");
-        return Value::from_string(in.replace(self.text, old, with, count && is_integral(*count) ? as_int(*count) : -1, pos));
+        return Value::from_string(
+            in.replace(self.text, old, with, count && is_integral(*count) ? as_int(*count) : -1, pos));
       };
     } else if (name == "upper" || name == "lower") {
       fn = [name](Interpreter&, const Value& self, Arguments&, Pos) {
@@ -1123,7 +1116,8 @@ class Interpreter {
         if (name == "count") {
           if (sub.empty()) return Value::from_int(static_cast<std::int64_t>(length_of(self.text) + 1));
           std::int64_t n = 0;
-          for (std::size_t p = self.text.find(sub); p != std::string::npos; p = self.text.find(sub, p + sub.size())) ++n;
+          for (std::size_t p = self.text.find(sub); p != std::string::npos; p = self.text.find(sub, p + sub.size()))
+            ++n;
           return Value::from_int(n);
         }
         const std::size_t p = name[0] == 'r' ? self.text.rfind(sub) : self.text.find(sub);
@@ -1139,7 +1133,8 @@ class Interpreter {
         std::string out;
         bool first = true;
         for (const auto& v : in.iterate(a.positional[0], pos)) {
-          if (!v.is_string()) in.error(pos, std::string("str.join(): expected str instance, ") + type_name(v) + " found");
+          if (!v.is_string())
+            in.error(pos, std::string("str.join(): expected str instance, ") + type_name(v) + " found");
           if (!first) out += self.text;
           first = false;
           out += v.text;
@@ -1147,7 +1142,9 @@ class Interpreter {
         return Value::from_string(std::move(out));
       };
     } else if (name == "format") {
-      fn = [](Interpreter& in, const Value& self, Arguments& a, Pos pos) { return Value::from_string(in.format(self.text, a, pos)); };
+      fn = [](Interpreter& in, const Value& self, Arguments& a, Pos pos) {
+        return Value::from_string(in.format(self.text, a, pos));
+      };
     } else if (name == "isdigit" || name == "isalpha" || name == "isalnum" || name == "isspace" || name == "islower" ||
                name == "isupper") {
       fn = [name](Interpreter&, const Value& self, Arguments&, Pos) {
@@ -1155,10 +1152,14 @@ class Interpreter {
         if (u.empty()) return Value::from_bool(false);
         bool cased = false, ok = true;
         for (char32_t c : u) {
-          if (name == "isdigit") ok = ok && u_isdigit(c);
-          else if (name == "isalpha") ok = ok && u_isUAlphabetic(c);
-          else if (name == "isalnum") ok = ok && (u_isUAlphabetic(c) || u_isdigit(c));
-          else if (name == "isspace") ok = ok && is_space(c);
+          if (name == "isdigit")
+            ok = ok && u_isdigit(c);
+          else if (name == "isalpha")
+            ok = ok && u_isUAlphabetic(c);
+          else if (name == "isalnum")
+            ok = ok && (u_isUAlphabetic(c) || u_isdigit(c));
+          else if (name == "isspace")
+            ok = ok && is_space(c);
           else if (name == "islower") {
             if (u_isUUppercase(c) || u_istitle(c)) ok = false;
             if (u_isULowercase(c)) cased = true;
@@ -1391,17 +1392,23 @@ class Interpreter {
       if (const Value* indent = arg(a, 0, "indent"); indent && !indent->is_none()) {
         style.use_indent = true;
         style.item_separator = ",";
-        if (is_integral(*indent)) style.indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, as_int(*indent))), ' ');
-        else if (indent->is_string()) style.indent = indent->text;
-        else error(pos, "tojson: indent must be an integer or a string");
+        if (is_integral(*indent))
+          style.indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, as_int(*indent))), ' ');
+        else if (indent->is_string())
+          style.indent = indent->text;
+        else
+          error(pos, "tojson: indent must be an integer or a string");
       }
       for (const auto& [key, value] : a.named) {
         if (key == "indent") continue;
-        if (key == "ensure_ascii") style.ensure_ascii = truthy(value);
-        else if (key == "sort_keys") style.sort_keys = truthy(value);
+        if (key == "ensure_ascii")
+          style.ensure_ascii = truthy(value);
+        else if (key == "sort_keys")
+          style.sort_keys = truthy(value);
         else if (key == "separators") {
           if (value.is_none()) continue;
-          if (!value.is_list() || value.list->size() != 2 || !(*value.list)[0].is_string() || !(*value.list)[1].is_string())
+          if (!value.is_list() || value.list->size() != 2 || !(*value.list)[0].is_string() ||
+              !(*value.list)[1].is_string())
             error(pos, "tojson: separators must be a pair of strings");
           style.item_separator = (*value.list)[0].text;
           style.key_separator = (*value.list)[1].text;
@@ -1449,7 +1456,8 @@ class Interpreter {
       const Value* with = arg(a, 1, "new");
       if (!old || !with) error(pos, "replace needs two arguments");
       const Value* count = arg(a, 2, "count");
-      return Value::from_string(replace(s, to_str(*old), to_str(*with), count && is_integral(*count) ? as_int(*count) : -1, pos));
+      return Value::from_string(
+          replace(s, to_str(*old), to_str(*with), count && is_integral(*count) ? as_int(*count) : -1, pos));
     }
     if (name == "join") {
       const Value* sep = arg(a, 0, "d");
@@ -1484,7 +1492,8 @@ class Interpreter {
       if (v.is_undefined()) return Value::from_list({});
       if (v.kind != Kind::Dict) error(pos, "items: can only get item pairs from a mapping");
       List out;
-      for (const auto& kv : v.dict->items) out.push_back(Value::from_list({Value::from_string(kv.first), kv.second}, true));
+      for (const auto& kv : v.dict->items)
+        out.push_back(Value::from_list({Value::from_string(kv.first), kv.second}, true));
       return Value::from_list(std::move(out));
     }
     if (name == "dictsort") {
@@ -1494,7 +1503,8 @@ class Interpreter {
       const bool by_value = by && by->is_string() && by->text == "value";
       const bool reverse = named_flag(a, 2, "reverse", false);
       List out;
-      for (const auto& kv : v.dict->items) out.push_back(Value::from_list({Value::from_string(kv.first), kv.second}, true));
+      for (const auto& kv : v.dict->items)
+        out.push_back(Value::from_list({Value::from_string(kv.first), kv.second}, true));
       std::stable_sort(out.begin(), out.end(), [&](const Value& x, const Value& y) {
         const int c = compare(sort_key((*x.list)[by_value], cs), sort_key((*y.list)[by_value], cs), "<", pos);
         return reverse ? c > 0 : c < 0;
@@ -1540,7 +1550,8 @@ class Interpreter {
       const Value* start = arg(a, 1, "start");
       Value total = start ? *start : Value::from_int(0);
       for (const auto& x : iterate(v, pos))
-        total = arithmetic("+", total, attribute && !attribute->is_none() ? attribute_of(x, to_str(*attribute), pos) : x, pos);
+        total = arithmetic("+", total,
+                           attribute && !attribute->is_none() ? attribute_of(x, to_str(*attribute), pos) : x, pos);
       return total;
     }
     if (name == "int") {
@@ -1597,10 +1608,14 @@ class Interpreter {
       const double p = std::pow(10.0, precision ? static_cast<double>(as_int(*precision)) : 0.0);
       const double x = as_double(v) * p;
       double r;
-      if (how == "common") r = std::round(x);
-      else if (how == "ceil") r = std::ceil(x);
-      else if (how == "floor") r = std::floor(x);
-      else error(pos, "round: method must be common, ceil or floor");
+      if (how == "common")
+        r = std::round(x);
+      else if (how == "ceil")
+        r = std::ceil(x);
+      else if (how == "floor")
+        r = std::floor(x);
+      else
+        error(pos, "round: method must be common, ceil or floor");
       return Value::from_float(r / p);
     }
     if (name == "center") {
@@ -1615,8 +1630,9 @@ class Interpreter {
     if (name == "indent") {
       const Value* width = arg(a, 0, "width");
       const bool first = named_flag(a, 1, "first", false), blank = named_flag(a, 2, "blank", false);
-      const std::string pad = width && width->is_string() ? width->text
-                                                          : std::string(width ? std::max<std::int64_t>(0, as_int(*width)) : 4, ' ');
+      const std::string pad = width && width->is_string()
+                                  ? width->text
+                                  : std::string(width ? std::max<std::int64_t>(0, as_int(*width)) : 4, ' ');
       std::string s = need_string(), out;
       std::size_t start = 0;
       bool first_line = true;
@@ -1633,7 +1649,8 @@ class Interpreter {
       }
       return Value::from_string(std::move(out));
     }
-    if (name == "wordcount") return Value::from_int(static_cast<std::int64_t>(split(*this, need_string(), nullptr, -1, false, pos).size()));
+    if (name == "wordcount")
+      return Value::from_int(static_cast<std::int64_t>(split(*this, need_string(), nullptr, -1, false, pos).size()));
     if (name == "e" || name == "escape" || name == "forceescape") {
       std::string out;
       for (char c : need_string()) {
@@ -1666,10 +1683,14 @@ class Interpreter {
         }
         if (k >= a.positional.size()) error(pos, "format: not enough arguments for format string");
         const Value& x = a.positional[k++];
-        if (spec == 's') out += to_str(x);
-        else if (spec == 'r') out += repr(x);
-        else if ((spec == 'd' || spec == 'i') && x.is_number()) out += std::to_string(static_cast<std::int64_t>(as_double(x)));
-        else error(pos, std::string("format: unsupported conversion %") + spec);
+        if (spec == 's')
+          out += to_str(x);
+        else if (spec == 'r')
+          out += repr(x);
+        else if ((spec == 'd' || spec == 'i') && x.is_number())
+          out += std::to_string(static_cast<std::int64_t>(as_double(x)));
+        else
+          error(pos, std::string("format: unsupported conversion %") + spec);
       }
       return Value::from_string(std::move(out));
     }
@@ -1847,9 +1868,12 @@ class Interpreter {
       std::int64_t start = 0, stop = 0, step = 1;
       for (const auto& p : a.positional)
         if (!is_integral(p)) in.error(pos, "range() needs integers");
-      if (a.positional.size() == 1) stop = as_int(a.positional[0]);
-      else if (a.positional.size() >= 2) start = as_int(a.positional[0]), stop = as_int(a.positional[1]);
-      else in.error(pos, "range() needs 1 to 3 arguments");
+      if (a.positional.size() == 1)
+        stop = as_int(a.positional[0]);
+      else if (a.positional.size() >= 2)
+        start = as_int(a.positional[0]), stop = as_int(a.positional[1]);
+      else
+        in.error(pos, "range() needs 1 to 3 arguments");
       if (a.positional.size() == 3) step = as_int(a.positional[2]);
       if (step == 0) in.error(pos, "range() arg 3 must not be zero");
       List out;
@@ -1870,7 +1894,6 @@ class Interpreter {
   int call_depth_ = 0;
   int loop_depth_ = 0;
 };
-
 
 std::string py_strip(const std::string& s, bool left, bool right) { return strip(s, nullptr, left, right); }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "jinja_ast.hpp"
+#include "unicode.hpp"
 
 namespace lal::lm::jinja {
 
@@ -17,25 +18,10 @@ namespace {
 
 constexpr int kMaxNesting = 256;  // expression and block nesting; deeper templates are refused, not overflowed
 
-// Python's str.isspace() for one code point.
-bool is_unicode_space(char32_t c) {
-  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
-}
-
-// Length in bytes of the whitespace code point at s[i], or 0.
+// Length in bytes of the whitespace code point at s[i], or 0 (the source is valid UTF-8).
 std::size_t space_at(std::string_view s, std::size_t i) {
-  const unsigned char c = s[i];
-  if (c < 0x80) return is_unicode_space(c) ? 1 : 0;
-  char32_t cp = 0;
-  std::size_t len = 0;
-  if ((c & 0xe0) == 0xc0) cp = c & 0x1f, len = 2;
-  else if ((c & 0xf0) == 0xe0) cp = c & 0x0f, len = 3;
-  else if ((c & 0xf8) == 0xf0) cp = c & 0x07, len = 4;
-  else return 0;
-  if (i + len > s.size()) return 0;
-  for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
-  return is_unicode_space(cp) ? len : 0;
+  std::size_t next = i;
+  return is_python_space(text::next_code_point(s, next)) ? next - i : 0;
 }
 
 std::size_t skip_spaces(std::string_view s, std::size_t i) {
@@ -49,18 +35,9 @@ std::size_t skip_spaces(std::string_view s, std::size_t i) {
 
 // Python's str.rstrip() (Unicode whitespace).
 std::string rstrip_spaces(std::string_view s) {
-  std::size_t end = 0, i = 0;
-  while (i < s.size()) {
-    const std::size_t n = space_at(s, i);
-    if (n) {
-      i += n;
-    } else {
-      // advance one code point
-      const unsigned char c = s[i];
-      i += c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
-      end = std::min(i, s.size());
-    }
-  }
+  std::size_t end = 0;
+  for (std::size_t i = 0; i < s.size();)
+    if (!is_python_space(text::next_code_point(s, i))) end = i;
   return std::string(s.substr(0, end));
 }
 
@@ -84,6 +61,8 @@ struct Piece {
 class Lexer {
  public:
   Lexer(std::string_view source, const std::string& origin) : origin_(origin) {
+    if (const std::size_t bad = text::first_invalid_utf8(source); bad != source.size())
+      throw JinjaError(origin + ": the template is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
     // Jinja normalises newlines and drops one trailing newline (keep_trailing_newline=False).
     src_.reserve(source.size());
     for (std::size_t i = 0; i < source.size(); ++i) {
@@ -226,8 +205,7 @@ class Lexer {
     const char* close = variable ? "}}" : "%}";
     while (true) {
       i = skip_spaces(src_, i);
-      if (i >= src_.size())
-        fail(origin_, tag_pos, std::string("tag is never closed with ") + close);
+      if (i >= src_.size()) fail(origin_, tag_pos, std::string("tag is never closed with ") + close);
       if (depth == 0) {
         if ((src_[i] == '-' || src_[i] == '+') && src_.compare(i + 1, 2, close) == 0) {
           end_sign = src_[i];
@@ -311,24 +289,6 @@ class Lexer {
     return j;
   }
 
-  static void append_utf8(std::string& out, char32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xc0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xe0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-      out += static_cast<char>(0xf0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-  }
-
   // A string literal, unescaped as Python's "unicode-escape" codec does (Jinja2 uses it).
   std::size_t read_string(std::size_t i, Token& t) {
     const char quote = src_[i];
@@ -341,8 +301,8 @@ class Lexer {
         const char h = src_[at + k];
         if (!std::isxdigit(static_cast<unsigned char>(h)))
           fail(origin_, position(at), "invalid \\x/\\u escape in a string literal");
-        v = v * 16 + static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
-                                                                                          : (std::tolower(h) - 'a' + 10));
+        v = v * 16 +
+            static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
       }
       return v;
     };
@@ -370,16 +330,16 @@ class Lexer {
         case 'r': out += '\r'; break;
         case 't': out += '\t'; break;
         case 'v': out += '\v'; break;
-        case 'x': append_utf8(out, hex(j, 2)), j += 2; break;
-        case 'u': append_utf8(out, hex(j, 4)), j += 4; break;
-        case 'U': append_utf8(out, hex(j, 8)), j += 8; break;
+        case 'x': text::append_utf8(out, hex(j, 2)), j += 2; break;
+        case 'u': text::append_utf8(out, hex(j, 4)), j += 4; break;
+        case 'U': text::append_utf8(out, hex(j, 8)), j += 8; break;
         case 'N': fail(origin_, t.pos, "\\N{...} escapes are not supported");
         default:
           if (e >= '0' && e <= '7') {
             char32_t v = static_cast<char32_t>(e - '0');
             for (int k = 0; k < 2 && j < src_.size() && src_[j] >= '0' && src_[j] <= '7'; ++k, ++j)
               v = v * 8 + static_cast<char32_t>(src_[j] - '0');
-            append_utf8(out, v);
+            text::append_utf8(out, v);
           } else {
             out += '\\';
             out += e;
@@ -658,9 +618,7 @@ class Parser {
     return false;
   }
 
-  ExprPtr parse_expression(bool with_condexpr) {
-    return with_condexpr ? parse_condexpr() : parse_or();
-  }
+  ExprPtr parse_expression(bool with_condexpr) { return with_condexpr ? parse_condexpr() : parse_or(); }
 
   ExprPtr parse_condexpr() {
     DepthGuard guard(*this, peek().pos);
@@ -741,8 +699,9 @@ class Parser {
     e->children.push_back(std::move(expr));
     e->children.push_back(parse_math1());
     const Token& after = peek();
-    if (is_comparison(after) || (after.type == Token::Type::Name && (after.text == "in" || (after.text == "not" &&
-                                 peek(1).type == Token::Type::Name && peek(1).text == "in"))))
+    if (is_comparison(after) ||
+        (after.type == Token::Type::Name &&
+         (after.text == "in" || (after.text == "not" && peek(1).type == Token::Type::Name && peek(1).text == "in"))))
       fail(origin_, after.pos, "chained comparisons (a < b < c) are not supported; write them with `and`");
     return e;
   }
@@ -814,9 +773,12 @@ class Parser {
     switch (t.type) {
       case Token::Type::Name: {
         auto e = make(Expr::Kind::Literal, t.pos);
-        if (t.text == "true" || t.text == "True") e->value = Value::from_bool(true);
-        else if (t.text == "false" || t.text == "False") e->value = Value::from_bool(false);
-        else if (t.text == "none" || t.text == "None") e->value = Value::none();
+        if (t.text == "true" || t.text == "True")
+          e->value = Value::from_bool(true);
+        else if (t.text == "false" || t.text == "False")
+          e->value = Value::from_bool(false);
+        else if (t.text == "none" || t.text == "None")
+          e->value = Value::none();
         else {
           e->kind = Expr::Kind::Name;
           e->name = t.text;
@@ -871,8 +833,7 @@ class Parser {
           return e;
         }
         break;
-      case Token::Type::End:
-        fail(origin_, t.pos, "unexpected end of tag: an expression was expected");
+      case Token::Type::End: fail(origin_, t.pos, "unexpected end of tag: an expression was expected");
     }
     fail(origin_, t.pos, "unexpected '" + t.text + "'");
   }
@@ -1063,14 +1024,16 @@ class Parser {
     if (!accept_op(op)) fail(origin_, peek().pos, std::string("expected '") + op + "', found " + describe(peek()));
   }
   void expect_name(const char* name) {
-    if (!accept_name(name)) fail(origin_, peek().pos, std::string("expected '") + name + "', found " + describe(peek()));
+    if (!accept_name(name))
+      fail(origin_, peek().pos, std::string("expected '") + name + "', found " + describe(peek()));
   }
   Token expect_name_token() {
     if (peek().type != Token::Type::Name) fail(origin_, peek().pos, "expected a name, found " + describe(peek()));
     return next();
   }
   void expect_end() {
-    if (peek().type != Token::Type::End) fail(origin_, peek().pos, "expected the end of the tag, found " + describe(peek()));
+    if (peek().type != Token::Type::End)
+      fail(origin_, peek().pos, "expected the end of the tag, found " + describe(peek()));
   }
   static std::string describe(const Token& t) {
     switch (t.type) {
