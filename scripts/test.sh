@@ -2,8 +2,12 @@
 # The README's test command: install what is missing, build everything, run every test.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
+# A given LibTorch (LAL_TORCH_DIR / LAL_TORCH_PYTHON) replaces Debian's: don't install that one.
+[ -n "${LAL_TORCH_DIR:-}${LAL_TORCH_PYTHON:-}" ] && export LAL_NO_TORCH=1
 "$root/scripts/install-deps.sh"
 if [ -x "$root/scripts/fetch-test-data.sh" ]; then "$root/scripts/fetch-test-data.sh"; fi
 "$root/scripts/build.sh" -DLAL_BUILD_TESTS=ON
-cd "${LAL_BUILD_DIR:-$root/build}"
+cuda_build=
+[ -n "${LAL_TORCH_DIR:-}${LAL_TORCH_PYTHON:-}" ] && cuda_build=-cuda
+cd "${LAL_BUILD_DIR:-$root/build$cuda_build}"
 ctest --output-on-failure -j "${LAL_JOBS:-$(nproc)}" --timeout 900

@@ -18,6 +18,9 @@ struct ChatOptions {
   std::string device;        ///< overrides resources.model.device
   std::string dtype;         ///< overrides resources.model.dtype
   std::string chat_template;  ///< overrides resources.model.chat_template (a format name or a .jinja file)
+  std::string kernels;       ///< auto | fused | torch (lal::lm::ModelOptions::kernels); empty = auto
+  int max_batch = 0;         ///< sequences decoded together (ModelOptions::max_batch); 0 = automatic
+  long long prefix_cache_mb = -1;  ///< conversation-prefix KV cache (ModelOptions::prefix_cache_mb); -1 = automatic
   std::string output;        ///< "text" | "jsonl" | "" (keep the pipeline's)
   std::string memory_db;     ///< overrides config.path of every long_term / procedural module
   bool hide_thoughts = false;

@@ -7,6 +7,9 @@
 
 #include "command.hpp"
 #include "lal/version.hpp"
+#if LAL_WITH_TORCH
+#include "lal/lm/engine.hpp"
+#endif
 
 namespace lal::cli {
 
@@ -80,6 +83,11 @@ int main(int argc, char** argv) {
   }
   if (args[0] == "--version" || args[0] == "-V") {
     std::cout << "lal " << LAL_VERSION_STRING << " (SDK ABI " << LAL_SDK_ABI_VERSION << ")\n";
+#if LAL_WITH_TORCH
+    std::cout << lal::lm::runtime_report() << "\n";
+#else
+    std::cout << "built without the LibTorch engine (LAL_WITH_TORCH=OFF)\n";
+#endif
     return 0;
   }
   // "bench bus" and friends: a two-word command wins over its one-word prefix.

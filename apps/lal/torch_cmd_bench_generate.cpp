@@ -33,6 +33,8 @@ int run_bench_generate(const std::vector<std::string>& args) {
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
       "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
+      "kernels", po::value<std::string>()->default_value("auto"),
+      "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops")(
       "json", po::bool_switch(), "print one JSON object");
   po::variables_map vm;
   if (!parse_command_line("bench generate", "--model_path DIR [--batch N] [--prompt_len N] [--new_tokens N]", args,
@@ -63,6 +65,7 @@ int run_bench_generate(const std::vector<std::string>& args) {
   mo.device = vm["device"].as<std::string>();
   mo.dtype = vm["dtype"].as<std::string>();
   mo.decode_mode = vm["decode_mode"].as<std::string>();
+  mo.kernels = vm["kernels"].as<std::string>();
   mo.load_tokenizer = true;
   auto engine = lal::lm::Engine::load(mo);
   std::optional<double> bandwidth;
@@ -101,6 +104,7 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
       {"device", engine->device_name()},
       {"dtype", engine->dtype_name()},
       {"decode_mode", mo.decode_mode},
+      {"fused_kernels", engine->fused_kernels()},
       {"batch", batch},
       {"prompt_len", prompt_len},
       {"new_tokens", new_tokens},

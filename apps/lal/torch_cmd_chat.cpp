@@ -27,6 +27,10 @@ void add_chat_options(po::options_description& desc) {
       "chat_template", po::value<std::string>(),
       "chat template: the model's own by default; a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) "
       "or a Jinja file")(
+      "kernels", po::value<std::string>(), "auto | fused | torch: fused CUDA kernels (auto: on a GPU when built)")(
+      "max_batch", po::value<int>(),
+      "sequences the model decodes together (0: 16 on a GPU, 8 on the CPU; 1: one generation at a time)")(
+      "prefix_cache_mb", po::value<long long>(), "conversation-prefix KV cache in MiB (-1: automatic, 0: off)")(
       "output", po::value<std::string>(), "text (stage-labelled thoughts, then the answer) | jsonl (one event per line)")(
       "memory_db", po::value<std::string>(), "SQLite file for long-term and procedural memory")(
       "hide_thoughts", "show only the answer")("seed", po::value<long long>(), "seed for every module that samples")(
@@ -45,6 +49,15 @@ ChatOptions chat_options_from(const po::variables_map& vm) {
   str("device", o.device);
   str("dtype", o.dtype);
   str("chat_template", o.chat_template);
+  str("kernels", o.kernels);
+  if (vm.count("max_batch")) {
+    o.max_batch = vm["max_batch"].as<int>();
+    if (o.max_batch < 0) throw UsageError("--max_batch must be >= 0 (0: automatic)");
+  }
+  if (vm.count("prefix_cache_mb")) {
+    o.prefix_cache_mb = vm["prefix_cache_mb"].as<long long>();
+    if (o.prefix_cache_mb < -1) throw UsageError("--prefix_cache_mb must be >= -1 (-1: automatic, 0: off)");
+  }
   str("output", o.output);
   str("memory_db", o.memory_db);
   if (!o.output.empty() && o.output != "text" && o.output != "jsonl")
@@ -132,6 +145,9 @@ std::shared_ptr<LanguageModel> load_model(const runtime::PipelineSpec& spec, con
   mo.device = device;
   mo.dtype = dtype;
   mo.chat_template = chat_template;
+  if (!options.kernels.empty()) mo.kernels = options.kernels;
+  mo.max_batch = options.max_batch;
+  mo.prefix_cache_mb = options.prefix_cache_mb;
   spdlog::info("loading model {} ({}, {})", mo.model_path, device, dtype);
   return lm::load_language_model(mo);
 }

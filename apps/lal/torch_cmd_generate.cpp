@@ -66,7 +66,9 @@ int run_generate(const std::vector<std::string>& args) {
       "(one forward over the prompt; for parity checks against transformers)")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
       "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
-      "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)");
+      "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
+      "kernels", po::value<std::string>()->default_value("auto"),
+      "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops");
   po::variables_map vm;
   if (!parse_command_line("generate",
                           "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]\n\n"
@@ -88,6 +90,7 @@ int run_generate(const std::vector<std::string>& args) {
   mo.device = vm["device"].as<std::string>();
   mo.dtype = vm["dtype"].as<std::string>();
   mo.decode_mode = vm["decode_mode"].as<std::string>();
+  mo.kernels = vm["kernels"].as<std::string>();
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
 

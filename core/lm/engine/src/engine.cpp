@@ -8,15 +8,20 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <optional>
 #include <set>
 #include <stdexcept>
 
+#include "engine_impl.hpp"
 #include "lal/lm/model_path.hpp"
 #include "lal/lm/sampling.hpp"
 #include "lal/lm/torch_language_model.hpp"
 #include "lal/lm/transformer.hpp"
+#if defined(LAL_LM_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 #if LAL_LM_HAVE_TOKENIZER
 #include <filesystem>
 
@@ -64,41 +69,6 @@ std::string scalar_name(torch::ScalarType t) {
     default: return "?";
   }
 }
-
-/// Text of one sequence, holding back a tail that could still become a stop string.
-struct StopText {
-  std::string all;
-  std::size_t emitted = 0;
-  bool hit = false;
-
-  std::string append(const std::string& piece, const std::vector<std::string>& stops) {
-    all += piece;
-    std::size_t best = std::string::npos;
-    for (const auto& s : stops) {
-      const auto p = s.empty() ? std::string::npos : all.find(s, emitted);
-      best = std::min(best, p);
-    }
-    if (best != std::string::npos) {
-      hit = true;
-      all.resize(best);
-      return take(best);
-    }
-    std::size_t hold = 0;
-    for (const auto& s : stops)
-      for (std::size_t k = std::min(s.size() - 1, all.size() - emitted); k > hold; --k)
-        if (all.compare(all.size() - k, k, s, 0, k) == 0) {
-          hold = k;
-          break;
-        }
-    return take(all.size() - hold);
-  }
-  std::string finish() { return take(all.size()); }
-  std::string take(std::size_t end) {
-    std::string out = all.substr(emitted, end - emitted);
-    emitted = end;
-    return out;
-  }
-};
 
 std::int64_t peak_rss_bytes() {
   struct rusage ru {};
@@ -159,17 +129,65 @@ struct DecodeLoop {
   }
 };
 
-struct Engine::Impl {
-  std::string dir;
-  std::string decode_mode;
-  std::unique_ptr<DecodeLoop> static_loop;  // reused by static/graph decoding
-  std::shared_ptr<Transformer> model;
-  std::int64_t usable_vocab = 0;
-  std::vector<std::int64_t> eos_ids;
+void Engine::Impl::check_request(const std::vector<std::vector<std::int32_t>>& prompts,
+                                 const GenerateOptions& options) const {
+  const auto vocab = model->config().vocab_size;
+  if (prompts.empty()) throw std::invalid_argument("generate: no prompts");
+  if (options.max_new_tokens < 0) throw std::invalid_argument("generate: max_new_tokens must be >= 0");
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    if (prompts[b].empty()) throw std::invalid_argument("generate: prompt " + std::to_string(b) + " is empty");
+    for (auto id : prompts[b])
+      if (id < 0 || id >= vocab)
+        throw std::invalid_argument("generate: prompt " + std::to_string(b) + " has token id " + std::to_string(id) +
+                                    " outside the model's vocabulary [0, " + std::to_string(vocab) + ")");
+  }
+  if (!options.stop_strings.empty() && !tokenizer_or_null())
+    throw std::invalid_argument("generate: stop strings need a tokenizer (no tokenizer.json in " + dir + ")");
+  const auto& s = options.sampling;
+  if (!s.greedy && s.temperature > 0 && (s.top_p <= 0 || s.top_p > 1))
+    throw std::invalid_argument("generate: top_p must be in (0, 1]");
+  if (s.min_p < 0 || s.min_p > 1) throw std::invalid_argument("generate: min_p must be in [0, 1]");
+  if (s.repetition_penalty <= 0) throw std::invalid_argument("generate: repetition_penalty must be > 0");
+}
+
+std::set<std::int64_t> Engine::Impl::stop_ids(const GenerateOptions& options) const {
+  std::set<std::int64_t> ids(options.stop_ids.begin(), options.stop_ids.end());
+  if (options.stop_at_eos) ids.insert(eos_ids.begin(), eos_ids.end());
+  return ids;
+}
+
+SequenceState::SequenceState(const Tokenizer* tokenizer, const GenerateOptions& options,
+                             std::set<std::int64_t> stop_ids)
+    : tokenizer_(tokenizer), options_(options), stop_ids_(std::move(stop_ids)) {
 #if LAL_LM_HAVE_TOKENIZER
-  std::optional<Tokenizer> tokenizer;
+  if (tokenizer_) decoder_.emplace(tokenizer_->stream_decoder(/*skip_special_tokens=*/true));
 #endif
-};
+}
+
+bool SequenceState::accept(TokenStep& ev) {
+  out_.ids.push_back(ev.id);
+  out_.logprobs.push_back(ev.logprob);
+  out_.entropies.push_back(ev.entropy);
+  const bool stop_token = stop_ids_.count(ev.id) > 0;
+#if LAL_LM_HAVE_TOKENIZER
+  if (decoder_ && !stop_token) ev.text = text_.append(decoder_->push(ev.id), options_.stop_strings);
+#endif
+  const bool finish = stop_token || text_.hit || static_cast<int>(out_.ids.size()) >= options_.max_new_tokens;
+  if (finish && !text_.hit) {
+#if LAL_LM_HAVE_TOKENIZER
+    if (decoder_) ev.text += text_.append(decoder_->flush(), options_.stop_strings);
+#endif
+    if (!text_.hit) ev.text += text_.finish();
+  }
+  out_.finish_reason = (stop_token || text_.hit) ? "stop" : "length";
+  return finish;
+}
+
+SequenceOutput SequenceState::output() const {
+  SequenceOutput o = out_;
+  o.text = text_.all.substr(0, text_.emitted);
+  return o;
+}
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
@@ -192,8 +210,12 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   if (offload && impl->decode_mode == "graph")
     throw std::invalid_argument("decode mode 'graph' cannot stream offloaded weights; use static or auto");
   if (offload && impl->decode_mode == "auto") impl->decode_mode = "static";  // weight copies stay out of graphs
+  if (options.kernels != "auto" && options.kernels != "fused" && options.kernels != "torch")
+    throw std::invalid_argument("kernels '" + options.kernels + "': expected auto, fused or torch");
   impl->model = Transformer::load(impl->dir, device, dtype,
                                   WeightOptions{options.quantize, options.quantize_group, options.cpu_offload});
+  if (options.kernels == "fused" || (options.kernels == "auto" && Transformer::kernels_built() && device.is_cuda()))
+    impl->model->set_fused_kernels(true);
   impl->usable_vocab = config.vocab_size;
   impl->eos_ids = config.eos_token_ids;
 #if LAL_LM_HAVE_TOKENIZER
@@ -212,17 +234,38 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
 }
 
 const ModelConfig& Engine::config() const { return impl_->model->config(); }
-const Tokenizer* Engine::tokenizer() const {
-#if LAL_LM_HAVE_TOKENIZER
-  return impl_->tokenizer ? &*impl_->tokenizer : nullptr;
-#else
-  return nullptr;
-#endif
-}
+const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer_or_null(); }
 std::int64_t Engine::usable_vocab() const { return impl_->usable_vocab; }
 const std::string& Engine::model_dir() const { return impl_->dir; }
 std::string Engine::device_name() const { return impl_->model->device().str(); }
 std::string Engine::dtype_name() const { return scalar_name(impl_->model->dtype()); }
+bool Engine::fused_kernels() const { return impl_->model->fused_kernels(); }
+
+std::string runtime_report() {
+  std::string out = "LibTorch " TORCH_VERSION;
+#if defined(LAL_LM_HAVE_CUDA)
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  out += ", CUDA runtime " + version(runtime) + (driver ? ", driver supports CUDA " + version(driver) : "");
+  out += Transformer::kernels_built() ? ", fused CUDA kernels built" : ", fused CUDA kernels not built (no nvcc)";
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  if (count == 0) out += "\nno CUDA device visible: --device auto uses the CPU";
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+    char mem[32];
+    std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(p.totalGlobalMem) / (1ull << 30));
+    out += "\ncuda:" + std::to_string(i) + " " + p.name + " (" + mem + ", compute capability " +
+           std::to_string(p.major) + "." + std::to_string(p.minor) + ")" + (i == 0 ? ": --device auto uses it" : "");
+  }
+#else
+  out += " (CPU only: built against a LibTorch without CUDA; see README \"GPU\" for a CUDA build)";
+#endif
+  return out;
+}
 std::int64_t Engine::parameter_bytes() const { return impl_->model->parameter_bytes(); }
 std::string Engine::describe() const {
   const auto& c = config();
@@ -232,6 +275,7 @@ std::string Engine::describe() const {
   if (w.cpu_offload)
     storage += impl_->model->offloaded() ? ", layers streamed from pinned host memory"
                                          : ", cpu_offload ignored (weights are in host memory already)";
+  if (fused_kernels()) storage += ", fused CUDA kernels";
   return std::string(family_name(c.family)) + " (" + std::to_string(c.num_layers) + " layers, hidden " +
          std::to_string(c.hidden_size) + ") from " + impl_->dir + ", " + device_name() + "/" + dtype_name() + storage;
 }
@@ -302,23 +346,8 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
                                              const std::function<bool()>& cancelled, GenerateStats* stats) {
   const Transformer& model = *impl_->model;
   const ModelConfig& cfg = model.config();
-  if (prompts.empty()) throw std::invalid_argument("generate: no prompts");
-  if (options.max_new_tokens < 0) throw std::invalid_argument("generate: max_new_tokens must be >= 0");
-  for (std::size_t b = 0; b < prompts.size(); ++b) {
-    if (prompts[b].empty()) throw std::invalid_argument("generate: prompt " + std::to_string(b) + " is empty");
-    for (auto id : prompts[b])
-      if (id < 0 || id >= cfg.vocab_size)
-        throw std::invalid_argument("generate: prompt " + std::to_string(b) + " has token id " + std::to_string(id) +
-                                    " outside the model's vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
-  }
-  const auto* tok = tokenizer();
-  if (!options.stop_strings.empty() && !tok)
-    throw std::invalid_argument("generate: stop strings need a tokenizer (no tokenizer.json in " + impl_->dir + ")");
+  impl_->check_request(prompts, options);
   const auto& s = options.sampling;
-  if (!s.greedy && s.temperature > 0 && (s.top_p <= 0 || s.top_p > 1))
-    throw std::invalid_argument("generate: top_p must be in (0, 1]");
-  if (s.min_p < 0 || s.min_p > 1) throw std::invalid_argument("generate: min_p must be in [0, 1]");
-  if (s.repetition_penalty <= 0) throw std::invalid_argument("generate: repetition_penalty must be > 0");
 
   c10::InferenceMode inference;
   const auto B = static_cast<std::int64_t>(prompts.size());
@@ -437,19 +466,11 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
     return loop->graph.replay();
   };
 
-  std::set<std::int64_t> stop_ids(options.stop_ids.begin(), options.stop_ids.end());
-  if (options.stop_at_eos) stop_ids.insert(impl_->eos_ids.begin(), impl_->eos_ids.end());
-
-  std::vector<SequenceOutput> out(static_cast<std::size_t>(B));
-  std::vector<StopText> texts(static_cast<std::size_t>(B));
+  const std::set<std::int64_t> stop_ids = impl_->stop_ids(options);
+  std::vector<SequenceState> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(tokenizer(), options, stop_ids);
   std::vector<bool> done(static_cast<std::size_t>(B), options.max_new_tokens == 0);
-#if LAL_LM_HAVE_TOKENIZER
-  std::vector<Tokenizer::StreamDecoder> decoders;
-  if (tok)
-    for (std::int64_t b = 0; b < B; ++b) decoders.push_back(tok->stream_decoder(/*skip_special_tokens=*/true));
-#endif
-  if (options.max_new_tokens == 0)
-    for (auto& o : out) o.finish_reason = "length";
+  std::vector<SequenceOutput> out(static_cast<std::size_t>(B));
 
   // min_new_tokens: stop tokens get -inf in the choice (not in the reported distribution) until token number
   // min_new_tokens. The mask is device state read by each step (and by a captured graph) when it runs.
@@ -477,7 +498,7 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
       for (std::int64_t b = 0; b < B; ++b)
         if (!done[b]) {
           done[b] = true;
-          out[b].finish_reason = "cancelled";
+          seqs[b].cancelled();
         }
       break;
     }
@@ -490,35 +511,25 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
     ++steps;
     for (std::int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
-      auto& o = out[b];
-      auto& text = texts[b];
-      const auto id = static_cast<std::int32_t>(pk[0][b]);
-      TokenStep ev{static_cast<std::size_t>(b), id, {}, static_cast<float>(pk[1][b]), static_cast<float>(pk[2][b])};
-      o.ids.push_back(id);
-      o.logprobs.push_back(ev.logprob);
-      o.entropies.push_back(ev.entropy);
+      TokenStep ev{static_cast<std::size_t>(b),
+                   static_cast<std::int32_t>(pk[0][b]),
+                   {},
+                   static_cast<float>(pk[1][b]),
+                   static_cast<float>(pk[2][b])};
       ++generated;
-      const bool stop_token = stop_ids.count(id) > 0;
-#if LAL_LM_HAVE_TOKENIZER
-      if (tok && !stop_token) ev.text = text.append(decoders[b].push(id), options.stop_strings);
-#endif
-      bool finish = stop_token || text.hit || static_cast<int>(o.ids.size()) >= options.max_new_tokens;
-      if (finish && !text.hit) {
-#if LAL_LM_HAVE_TOKENIZER
-        if (tok) ev.text += text.append(decoders[b].flush(), options.stop_strings);
-#endif
-        if (!text.hit) ev.text += text.finish();
-      }
-      o.finish_reason = (stop_token || text.hit) ? "stop" : "length";
+      bool finish = seqs[b].accept(ev);
       if (on_token && !on_token(ev)) {
         finish = true;
-        o.finish_reason = "stop";
+        seqs[b].stopped();
       }
       if (finish) done[b] = true;
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
   }
-  for (std::int64_t b = 0; b < B; ++b) out[b].text = texts[b].all.substr(0, texts[b].emitted);
+  for (std::int64_t b = 0; b < B; ++b) {
+    out[b] = seqs[b].output();
+    if (options.max_new_tokens == 0) out[b].finish_reason = "length";
+  }
   detail::synchronize(device);
   if (stats) {
     stats->batch = B;
@@ -534,15 +545,16 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
 // ---------------------------------------------------------------------------------------------------------------
 // TorchLanguageModel
 
-TorchLanguageModel::TorchLanguageModel(std::unique_ptr<Engine> engine, std::string chat_template)
-    : engine_(std::move(engine)), chat_template_override_(std::move(chat_template)) {}
+TorchLanguageModel::TorchLanguageModel(std::unique_ptr<Engine> engine, std::string chat_template,
+                                       SchedulerOptions scheduling)
+    : engine_(std::move(engine)),
+      chat_template_override_(std::move(chat_template)),
+      scheduler_(std::make_unique<Scheduler>(*engine_, scheduling)) {}
+TorchLanguageModel::~TorchLanguageModel() = default;
 
 std::string TorchLanguageModel::describe() const { return engine_->describe(); }
 
-GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
-                                              const std::function<bool(const TokenEvent&)>& on_token,
-                                              const CancellationToken& cancel) {
-  std::lock_guard<std::mutex> lock(mutex_);
+SequenceRequest TorchLanguageModel::sequence_for(const GenerationRequest& request) const {
   const auto* tok = engine_->tokenizer();
   if (!tok) throw std::invalid_argument(describe() + ": text generation needs a tokenizer.json next to the model");
   std::vector<std::int32_t> prompt;
@@ -555,10 +567,16 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
     render.thinking = request.thinking ? ThinkingMode::Open : ThinkingMode::TemplateDefault;
     std::string text;
     try {
-      if (!chat_)
-        chat_ = std::make_shared<const ChatTemplate>(ChatTemplate::load(engine_->model_dir(), chat_template_override_));
-      text = chat_->render(messages, render);
-      for (const auto& s : chat_->stop_texts()) stops.push_back(s);
+      std::shared_ptr<const ChatTemplate> chat;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);  // concurrent requests: the template is loaded once
+        if (!chat_)
+          chat_ =
+              std::make_shared<const ChatTemplate>(ChatTemplate::load(engine_->model_dir(), chat_template_override_));
+        chat = chat_;
+      }
+      text = chat->render(messages, render);
+      for (const auto& s : chat->stop_texts()) stops.push_back(s);
     } catch (const ChatTemplateError& e) {
       throw std::invalid_argument(describe() + ": " + e.what());
     }
@@ -590,19 +608,15 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
     throw std::invalid_argument("generate: " + std::string(e.what()));
   }
 
-  std::function<bool(const TokenStep&)> stream;
-  if (on_token)
-    stream = [&](const TokenStep& st) { return on_token(TokenEvent{st.id, st.text, st.logprob, st.entropy}); };
-  std::vector<SequenceOutput> out;
-  try {
-    out = engine_->generate({prompt}, opts, stream, [&] { return cancel.cancelled(); });
-  } catch (const std::invalid_argument&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(describe() + ": " + e.what());
-  }
+  SequenceRequest sequence;
+  sequence.prompt = std::move(prompt);
+  sequence.options = opts;
+  sequence.priority = request.priority;
+  return sequence;
+}
+
+GenerationResult TorchLanguageModel::result_of(SequenceOutput o) {
   GenerationResult r;
-  auto& o = out.at(0);
   r.text = std::move(o.text);
   r.ids = std::move(o.ids);
   for (float v : o.logprobs) r.mean_logprob += v;
@@ -616,8 +630,31 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
   return r;
 }
 
+GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
+                                              const std::function<bool(const TokenEvent&)>& on_token,
+                                              const CancellationToken& cancel) {
+  SequenceRequest sequence = sequence_for(request);
+  sequence.cancelled = [cancel] { return cancel.cancelled(); };
+  if (on_token)
+    sequence.on_token = [&](const TokenStep& st) {
+      return on_token(TokenEvent{st.id, st.text, st.logprob, st.entropy});
+    };
+  try {
+    return result_of(scheduler_->generate(std::move(sequence)));
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(describe() + ": " + e.what());
+  }
+}
+
 std::shared_ptr<lal::LanguageModel> load_language_model(const ModelOptions& options) {
-  return std::make_shared<TorchLanguageModel>(Engine::load(options), options.chat_template);
+  if (options.max_batch < 0) throw std::invalid_argument("max_batch must be >= 0 (0: automatic)");
+  if (options.prefix_cache_mb < -1) throw std::invalid_argument("prefix_cache_mb must be >= -1 (-1: automatic)");
+  SchedulerOptions scheduling;
+  scheduling.max_batch = options.max_batch;
+  scheduling.prefix_cache_bytes = options.prefix_cache_mb < 0 ? -1 : options.prefix_cache_mb << 20;
+  return std::make_shared<TorchLanguageModel>(Engine::load(options), options.chat_template, scheduling);
 }
 
 }  // namespace lal::lm

@@ -94,4 +94,71 @@ TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab
   return {ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1), entropy};
 }
 
+RowSampling RowSampling::rows(std::int64_t start, std::int64_t n) const {
+  auto cut = [&](const torch::Tensor& t) { return t.narrow(0, start, n); };
+  return {cut(greedy), cut(temperature), cut(top_k), cut(top_p), cut(min_p), cut(repetition_penalty), cut(seed)};
+}
+
+torch::Tensor counter_uniform_rows(const torch::Tensor& seed, const torch::Tensor& column, std::int64_t vocab) {
+  auto stream = mix(seed + mix(column)).view({-1, 1});  // [B, 1]
+  auto h = mix(torch::arange(vocab, seed.options()).view({1, vocab}) + stream);
+  return (logical_shift_right(h, 11).to(torch::kFloat64) + 0.5) * std::ldexp(1.0, -53);
+}
+
+namespace {
+
+torch::Tensor process_scores_rows(torch::Tensor scores, const RowSampling& r, const RowSamplingUse& use,
+                                  const torch::Tensor& history) {
+  if (use.penalty) {
+    auto penalty = r.repetition_penalty.view({-1, 1});
+    auto seen = scores.gather(1, history);
+    seen = torch::where(seen < 0, seen * penalty, seen / penalty);
+    scores = scores.scatter(1, history, seen);
+  }
+  if (!use.sampled) return scores;
+  scores = scores / r.temperature.view({-1, 1});
+  const auto V = scores.size(1);
+  if (use.top_k) {
+    auto k = torch::where(r.top_k > 0, r.top_k.clamp_max(V), torch::full_like(r.top_k, V));
+    auto kth = std::get<0>(scores.sort(-1, /*descending=*/true)).gather(1, (k - 1).view({-1, 1}));
+    scores = scores.masked_fill(scores < kth, kNegInf);
+  }
+  if (use.top_p) {
+    auto sorted = scores.sort(-1, /*descending=*/false);
+    auto cumulative = torch::softmax(std::get<0>(sorted), -1).cumsum(-1);
+    auto remove = cumulative <= (1.0f - r.top_p).view({-1, 1});
+    remove.narrow(1, V - 1, 1).fill_(false);  // keep at least the most likely token
+    remove = remove & (r.top_p < 1.0f).view({-1, 1});
+    scores = scores.masked_fill(remove.scatter(1, std::get<1>(sorted), remove), kNegInf);
+  }
+  if (use.min_p) {
+    auto probs = torch::softmax(scores, -1);
+    auto threshold = probs.amax(-1, /*keepdim=*/true) * r.min_p.view({-1, 1});
+    scores = scores.masked_fill(probs < threshold, kNegInf);
+  }
+  return scores;
+}
+
+}  // namespace
+
+TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_vocab, const RowSampling& sampling,
+                               const RowSamplingUse& use, const torch::Tensor& history, const torch::Tensor& column,
+                               const torch::Tensor& suppress) {
+  const auto V = logits.size(1);
+  if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
+  auto logp = torch::log_softmax(logits, -1);
+  auto probs = logp.exp();
+  auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
+  auto processed = process_scores_rows(logits, sampling, use, history);
+  if (suppress.defined()) processed = processed + suppress;
+  auto ids = processed.argmax(-1);
+  if (use.sampled) {
+    auto noisy =
+        (processed.to(torch::kFloat64) - torch::log(-torch::log(counter_uniform_rows(sampling.seed, column, V))))
+            .argmax(-1);
+    ids = torch::where(sampling.greedy, ids, noisy);
+  }
+  return {ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1), entropy};
+}
+
 }  // namespace lal::lm

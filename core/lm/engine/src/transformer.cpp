@@ -6,6 +6,9 @@
 #include <cmath>
 
 #include "lal/lm/safetensors.hpp"
+#if LAL_LM_HAVE_KERNELS
+#include "cuda/kernels.hpp"
+#endif
 
 namespace lal::lm {
 
@@ -105,7 +108,54 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
 }
 
+#if LAL_LM_HAVE_KERNELS
+cuda::ScalarType kernel_type(const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kBFloat16: return cuda::ScalarType::BFloat16;
+    case torch::kFloat16: return cuda::ScalarType::Float16;
+    default: return cuda::ScalarType::Float32;
+  }
+}
+void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+/// Where q, k and v heads sit in one token's row of the fused projection (see kernels.hpp).
+cuda::QkvLayout qkv_layout(const ModelConfig& c) {
+  cuda::QkvLayout L;
+  const auto H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
+  L.heads = static_cast<int>(H);
+  L.head_dim = static_cast<int>(D);
+  if (c.family == Family::GptNeoX) {  // per head [q_h | k_h | v_h]
+    L.kv_heads = static_cast<int>(H);
+    L.token_stride = 3 * H * D;
+    L.q_offset = 0, L.k_offset = D, L.v_offset = 2 * D;
+    L.q_stride = L.k_stride = L.v_stride = 3 * D;
+  } else {  // [q heads | k heads | v heads]
+    L.kv_heads = static_cast<int>(KV);
+    L.token_stride = (H + 2 * KV) * D;
+    L.q_offset = 0, L.k_offset = H * D, L.v_offset = (H + KV) * D;
+    L.q_stride = L.k_stride = L.v_stride = D;
+  }
+  return L;
+}
+#endif
+
 }  // namespace
+
+bool Transformer::kernels_built() {
+#if LAL_LM_HAVE_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+void Transformer::set_fused_kernels(bool on) {
+  if (on && !kernels_built())
+    throw std::invalid_argument(
+        "fused CUDA kernels: this lal was built without them (no CUDA toolkit or no CUDA LibTorch at configure time)");
+  if (on && !device_.is_cuda()) throw std::invalid_argument("fused CUDA kernels need a CUDA device");
+  fused_ = on;
+}
 
 // Rotary inverse frequencies as transformers' modeling_rope_utils computes them at initialisation (float32, the
 // same operations in the same order): the table for short sequences where the rope type switches with length.
@@ -303,6 +353,20 @@ const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch
 }
 
 torch::Tensor Transformer::norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const {
+#if LAL_LM_HAVE_KERNELS
+  if (fused_) {
+    auto in = x.contiguous();
+    auto out = torch::empty_like(in);
+    const auto cols = in.size(-1), rows = in.numel() / cols;
+    if (config_.family == Family::GptNeoX)
+      cuda::layer_norm(in.data_ptr(), out.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, rows, cols,
+                       static_cast<float>(config_.norm_eps), kernel_type(in), stream_of(in));
+    else
+      cuda::add_rms_norm(in.data_ptr(), nullptr, out.data_ptr(), w.data_ptr(), rows, cols,
+                         static_cast<float>(config_.norm_eps), kernel_type(in), stream_of(in));
+    return out;
+  }
+#endif
   if (config_.family == Family::GptNeoX) return torch::layer_norm(x, {x.size(-1)}, w, b, config_.norm_eps);
   auto xf = x.to(torch::kFloat32);
   xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
@@ -310,29 +374,69 @@ torch::Tensor Transformer::norm(const torch::Tensor& x, const torch::Tensor& w, 
 }
 
 torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, const torch::Tensor& x,
-                                           const torch::Tensor& cos, const torch::Tensor& sin,
-                                           const torch::Tensor& mask, bool causal, KVCache* cache,
-                                           const torch::Tensor& slot) const {
+                                           const Rotation& rotation, const torch::Tensor& mask, bool causal,
+                                           KVCache* cache, const torch::Tensor& slot) const {
   const auto& c = config_;
   const auto B = x.size(0), T = x.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
+  auto qkv = linear(x, l.qkv_w, l.qkv_b);
+#if LAL_LM_HAVE_KERNELS
+  if (rotation.fused) {
+    // q and k rotated in place in the projection's output; a decode step then appends k/v to the cache and attends
+    // with one kernel each.
+    qkv = qkv.contiguous();
+    const auto L = qkv_layout(c);
+    cuda::rotary(qkv.data_ptr(), L, B * T, rotation.positions.data_ptr<std::int64_t>(),
+                 rotation.inv_freq.data_ptr<float>(), static_cast<int>(c.rotary_dim), kernel_type(qkv), stream_of(qkv));
+    if (slot.defined() && T == 1 && mask.defined() && mask.scalar_type() == torch::kBool) {
+      auto& keys = cache->keys[index];
+      auto& values = cache->values[index];
+      const auto slot_stride = slot.numel() == 1 ? 0 : 1;
+      cuda::kv_append(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cache->capacity,
+                      slot.data_ptr<std::int64_t>(), slot_stride, kernel_type(qkv), stream_of(qkv));
+      auto out = torch::empty({B, 1, H * D}, qkv.options());
+      const int splits = cuda::decode_attention_splits(B, L.kv_heads, cache->capacity);
+      torch::Tensor scratch;
+      if (splits > 1) scratch = torch::empty({splits * B * H * (D + 2)}, qkv.options().dtype(torch::kFloat32));
+      auto valid = mask.reshape({B, cache->capacity});
+      if (cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cache->capacity,
+                                 slot.data_ptr<std::int64_t>(), slot_stride, valid.data_ptr<bool>(),
+                                 static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), out.data_ptr(), splits,
+                                 splits > 1 ? scratch.data_ptr<float>() : nullptr, kernel_type(qkv), stream_of(qkv)))
+        return linear(out, l.o_w, l.o_b);
+      // A shape the kernel does not handle: k/v are in the cache already; attend below without writing again.
+      return linear(attend(qkv, B, T, mask, causal, keys, values), l.o_w, l.o_b);
+    }
+  }
+#endif
   torch::Tensor q, k, v;  // [B, heads, T, D]
   if (c.family == Family::GptNeoX) {
     // Fused per head: [q_h | k_h | v_h] for each head h.
-    auto qkv = linear(x, l.qkv_w, l.qkv_b).view({B, T, H, 3 * D}).transpose(1, 2);
-    q = apply_rotary(qkv.narrow(-1, 0, D), cos, sin, c.rotary_dim);
-    k = apply_rotary(qkv.narrow(-1, D, D), cos, sin, c.rotary_dim);
-    v = qkv.narrow(-1, 2 * D, D);
+    auto heads = qkv.view({B, T, H, 3 * D}).transpose(1, 2);
+    q = heads.narrow(-1, 0, D);
+    k = heads.narrow(-1, D, D);
+    v = heads.narrow(-1, 2 * D, D);
+    if (!rotation.fused) {
+      q = apply_rotary(q, rotation.cos, rotation.sin, c.rotary_dim);
+      k = apply_rotary(k, rotation.cos, rotation.sin, c.rotary_dim);
+    }
   } else {
     // [q heads | k heads | v heads]: the query and key heads are rotated together, in one pass.
-    auto qkv = linear(x, l.qkv_w, l.qkv_b).view({B, T, H + 2 * KV, D}).transpose(1, 2);
-    auto qk = apply_rotary(qkv.narrow(1, 0, H + KV), cos, sin, c.rotary_dim);
+    auto heads = qkv.view({B, T, H + 2 * KV, D}).transpose(1, 2);
+    auto qk = heads.narrow(1, 0, H + KV);
+    if (!rotation.fused) qk = apply_rotary(qk, rotation.cos, rotation.sin, c.rotary_dim);
     q = qk.narrow(1, 0, H);
     k = qk.narrow(1, H, KV);
-    v = qkv.narrow(1, H + KV, KV);
+    v = heads.narrow(1, H + KV, KV);
   }
-  if (slot.defined()) {  // static decode: write at a device-side slot, attend over the full capacity
-    cache->keys[index].index_copy_(2, slot, k);
-    cache->values[index].index_copy_(2, slot, v);
+  if (slot.defined()) {  // static decode: write at a device-side slot (one for all rows, or one per row)
+    if (slot.numel() == 1) {
+      cache->keys[index].index_copy_(2, slot, k);
+      cache->values[index].index_copy_(2, slot, v);
+    } else {
+      auto at = slot.view({B, 1, 1, 1}).expand({B, KV, 1, D});  // scatter_: capturable in a CUDA graph
+      cache->keys[index].scatter_(2, at, k);
+      cache->values[index].scatter_(2, at, v);
+    }
     k = cache->keys[index];
     v = cache->values[index];
   } else if (cache) {
@@ -342,14 +446,32 @@ torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, co
     k = cache->keys[index].narrow(2, 0, past + T);
     v = cache->values[index].narrow(2, 0, past + T);
   }
+  return linear(attention_heads(q, k, v, mask, causal), l.o_w, l.o_b);
+}
+
+torch::Tensor Transformer::attention_heads(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                                           const torch::Tensor& mask, bool causal) const {
+  const auto& c = config_;
+  const auto B = q.size(0), T = q.size(2), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
   if (KV != H) {  // grouped-query attention: each kv head serves H/KV query heads
     const auto S = k.size(2);
     k = k.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
     v = v.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
   }
   auto out = detail::attention(q, k, v, mask, causal, 1.0 / std::sqrt(static_cast<double>(D)));
-  out = out.transpose(1, 2).reshape({B, T, H * D});
-  return linear(out, l.o_w, l.o_b);
+  return out.transpose(1, 2).reshape({B, T, H * D});
+}
+
+torch::Tensor Transformer::attend(const torch::Tensor& qkv, std::int64_t B, std::int64_t T, const torch::Tensor& mask,
+                                  bool causal, const torch::Tensor& keys, const torch::Tensor& values) const {
+  const auto& c = config_;
+  const auto H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
+  torch::Tensor q;
+  if (c.family == Family::GptNeoX)
+    q = qkv.view({B, T, H, 3 * D}).transpose(1, 2).narrow(-1, 0, D);
+  else
+    q = qkv.view({B, T, H + 2 * KV, D}).transpose(1, 2).narrow(1, 0, H);
+  return attention_heads(q, keys, values, mask, causal);
 }
 
 torch::Tensor Transformer::mlp_block(const Layer& l, const torch::Tensor& x) const {
@@ -358,30 +480,69 @@ torch::Tensor Transformer::mlp_block(const Layer& l, const torch::Tensor& x) con
     return linear(activation(act, linear(x, l.fc_in_w, l.fc_in_b)), l.fc_out_w, l.fc_out_b);
   auto gate_up = linear(x, l.gate_up_w, l.gate_up_b);
   const auto I = config_.intermediate_size;
+#if LAL_LM_HAVE_KERNELS
+  if (fused_ && (act == "silu" || act == "swish")) {
+    gate_up = gate_up.contiguous();
+    auto sizes = gate_up.sizes().vec();
+    sizes.back() = I;
+    auto gated = torch::empty(sizes, gate_up.options());
+    cuda::swiglu(gate_up.data_ptr(), gated.data_ptr(), gate_up.numel() / (2 * I), I, kernel_type(gate_up),
+                 stream_of(gate_up));
+    return linear(gated, l.down_w, l.down_b);
+  }
+#endif
   return linear(activation(act, gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), l.down_w, l.down_b);
 }
 
 torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask,
                                       bool causal, KVCache* cache, const torch::Tensor& slot) const {
   const auto& c = config_;
-  // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype; sin with the sign of
-  // rotate_half folded in ([-sin | sin], see apply_rotary).
-  // yarn and longrope scale cos and sin by the attention factor (in float32, before the cast, as transformers).
-  auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inverse_frequencies(positions).view({1, 1, -1});
-  auto cos = torch::cat({freqs, freqs}, -1).cos();
-  auto half_sin = freqs.sin();
-  if (c.rope.attention_factor != 1.0) {
-    cos = cos * c.rope.attention_factor;
-    half_sin = half_sin * c.rope.attention_factor;
+  Rotation rotation;
+  rotation.fused = fused_ && c.rope.attention_factor == 1.0;
+  if (rotation.fused) {
+    rotation.positions = positions.to(device_, torch::kLong).contiguous();
+    rotation.inv_freq = inverse_frequencies(positions).contiguous();
+  } else {
+    // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype; sin with the sign of
+    // rotate_half folded in ([-sin | sin], see apply_rotary).
+    // yarn and longrope scale cos and sin by the attention factor (in float32, before the cast, as transformers).
+    auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inverse_frequencies(positions).view({1, 1, -1});
+    auto cos = torch::cat({freqs, freqs}, -1).cos();
+    auto half_sin = freqs.sin();
+    if (c.rope.attention_factor != 1.0) {
+      cos = cos * c.rope.attention_factor;
+      half_sin = half_sin * c.rope.attention_factor;
+    }
+    rotation.cos = cos.to(dtype_).unsqueeze(1);
+    rotation.sin = torch::cat({-half_sin, half_sin}, -1).to(dtype_).unsqueeze(1);
   }
-  cos = cos.to(dtype_).unsqueeze(1);
-  auto sin = torch::cat({-half_sin, half_sin}, -1).to(dtype_).unsqueeze(1);
 
   Layer scratch;
+#if LAL_LM_HAVE_KERNELS
+  if (fused_ && c.family != Family::GptNeoX) {
+    // Residual add fused with the next norm: x = norm(h += delta), two kernels per layer.
+    h = h.contiguous();
+    auto x = torch::empty_like(h);
+    const auto E = h.size(-1), rows = h.numel() / E;
+    const auto eps = static_cast<float>(c.norm_eps);
+    auto add_norm = [&](const torch::Tensor& delta, const torch::Tensor& w) {
+      auto d = delta.defined() ? delta.contiguous() : delta;
+      cuda::add_rms_norm(h.data_ptr(), d.defined() ? d.data_ptr() : nullptr, x.data_ptr(), w.data_ptr(), rows, E, eps,
+                         kernel_type(h), stream_of(h));
+    };
+    add_norm({}, layers_.at(0).attn_norm_w);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& l = layer_for_use(i, scratch);
+      add_norm(attention_block(l, i, x, rotation, mask, causal, cache, slot), l.mlp_norm_w);
+      add_norm(mlp_block(l, x), i + 1 < layers_.size() ? layers_[i + 1].attn_norm_w : final_norm_w_);
+    }
+    return x;
+  }
+#endif
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layer_for_use(i, scratch);
     if (c.family == Family::GptNeoX) {
-      auto attn = attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache, slot);
+      auto attn = attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), rotation, mask, causal, cache, slot);
       if (c.parallel_residual) {
         auto mlp = mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
         h = mlp + attn + h;
@@ -390,11 +551,11 @@ torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& posi
         h = mlp_block(l, norm(attn, l.mlp_norm_w, l.mlp_norm_b)) + attn;
       }
     } else {
-      h = h + attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), cos, sin, mask, causal, cache, slot);
+      h = h + attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), rotation, mask, causal, cache, slot);
       h = h + mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
     }
   }
-  return h;
+  return norm(h, final_norm_w_, final_norm_b_);
 }
 
 torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::Tensor& positions,
@@ -408,7 +569,6 @@ torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::
   const auto B = ids.size(0);
   auto mask = key_mask.view({B, 1, 1, cache.capacity});
   auto h = run_layers(torch::embedding(embed_, ids), positions, mask, false, &cache, slot);
-  h = norm(h, final_norm_w_, final_norm_b_);
   return torch::linear(h, lm_head_).to(torch::kFloat32);
 }
 
@@ -444,7 +604,6 @@ torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor
   auto h = run_layers(torch::embedding(embed_, ids.to(device_)), positions, mask, causal, cache, {});
   if (cache) cache->length = S;
   if (last_only) h = h.narrow(1, T - 1, 1);
-  h = norm(h, final_norm_w_, final_norm_b_);
   return torch::linear(h, lm_head_).to(torch::kFloat32);
 }
 

@@ -47,6 +47,16 @@ struct ModelOptions {
   /// The chat template for message requests: "" = the model's own (chat_template.jinja / tokenizer_config.json),
   /// a built-in format name (chatml, qwen2.5, qwen3, llama2, llama3, phi4) or a Jinja file (lal/lm/chat_template.hpp).
   std::string chat_template;
+  /// The forward pass's small operations: "auto" (the fused CUDA kernels on a GPU when this build has them, else
+  /// LibTorch ops), "fused" (the kernels; an error where they are not built or not on a GPU), "torch" (LibTorch
+  /// ops: the reference). Same results up to floating-point rounding (tested).
+  std::string kernels = "auto";
+  /// The LanguageModel service (torch_language_model.hpp) decodes concurrent requests together in one batch of at
+  /// most `max_batch` sequences (0: 16 on a GPU, 8 on the CPU; 1: one at a time) and keeps up to
+  /// `prefix_cache_mb` MiB of conversation-prefix keys/values (-1: 2048 on a GPU, 256 on the CPU; 0: off).
+  /// See lal/lm/scheduler.hpp. Engine::generate() does not use them.
+  int max_batch = 0;
+  std::int64_t prefix_cache_mb = -1;
 };
 
 struct SamplingOptions {
@@ -106,6 +116,10 @@ struct GenerateStats {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
+/// What this build runs on, for `lal --version`: LibTorch version, CUDA runtime/driver, whether the fused kernels
+/// are built, and the CUDA devices found ("no CUDA device" otherwise). Never throws.
+std::string runtime_report();
+
 class Engine {
  public:
   /// Load model (+ tokenizer). Throws as described above.
@@ -134,6 +148,7 @@ class Engine {
   std::string describe() const;          ///< "qwen2 24 layers from DIR, cpu/float32"
   std::string device_name() const;
   std::string dtype_name() const;
+  bool fused_kernels() const;  ///< whether the forward pass runs the fused CUDA kernels
   std::int64_t parameter_bytes() const;
   /// Peak memory: CUDA max allocated bytes on a GPU, else the process's peak RSS. reset_peak_memory() resets the
   /// CUDA counter (RSS peaks cannot be reset).
@@ -144,6 +159,7 @@ class Engine {
   double measure_memory_bandwidth();
 
  private:
+  friend class Scheduler;  // decodes with the model directly (scheduler.hpp)
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

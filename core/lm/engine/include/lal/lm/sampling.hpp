@@ -60,4 +60,38 @@ TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab
                           const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column,
                           const torch::Tensor& suppress = {});
 
+/// Per-row sampling settings as device tensors, one entry per batch row: the scheduler's batch, where every
+/// sequence keeps its own sampler. A greedy row holds neutral values (temperature 1, top_k 0, top_p 1, min_p 0),
+/// so that the steps it shares with sampled rows leave its scores unchanged.
+struct RowSampling {
+  torch::Tensor greedy;              ///< bool [B]
+  torch::Tensor temperature;         ///< float32 [B]
+  torch::Tensor top_k;               ///< int64 [B], 0 = off
+  torch::Tensor top_p;               ///< float32 [B], 1 = off
+  torch::Tensor min_p;               ///< float32 [B], 0 = off
+  torch::Tensor repetition_penalty;  ///< float32 [B], 1 = off
+  torch::Tensor seed;                ///< int64 [B]: the bits of each row's uint64 seed
+  /// Rows [start, start + n), as views.
+  RowSampling rows(std::int64_t start, std::int64_t n) const;
+};
+
+/// Which processing steps some row of a batch needs; a step no row needs is skipped (and a captured graph bakes
+/// the set in, see key()).
+struct RowSamplingUse {
+  bool penalty = false, sampled = false, top_k = false, top_p = false, min_p = false;
+  int key() const { return penalty | sampled << 1 | top_k << 2 | top_p << 3 | min_p << 4; }
+};
+
+/// counter_uniform() for one row per sequence, each with its own seed and column (int64 [B]): u[b, i] is the
+/// uniform at (seed[b], column[b], row 0, i), so a sequence in the scheduler's batch draws the same noise as when it
+/// is generated alone.
+torch::Tensor counter_uniform_rows(const torch::Tensor& seed, const torch::Tensor& column, std::int64_t vocab);
+
+/// choose_tokens() with per-row settings: each row processed as process_scores() does with its own options, then
+/// argmax (greedy rows) or Gumbel-max with counter_uniform_rows() noise at `column` [B]. `suppress` (optional) is
+/// float32 [B, V].
+TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_vocab, const RowSampling& sampling,
+                               const RowSamplingUse& use, const torch::Tensor& history, const torch::Tensor& column,
+                               const torch::Tensor& suppress = {});
+
 }  // namespace lal::lm

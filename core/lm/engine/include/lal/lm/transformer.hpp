@@ -86,10 +86,21 @@ class Transformer {
 
   /// Shape-static decode step (CUDA-graph capturable): one token per row, `ids`/`positions` [B,1], keys/values
   /// written at cache slot `slot` (int64 [1] tensor on the device), attention over the whole cache capacity with
-  /// `key_mask` [B, capacity] (true = a real token, `slot` included). Leaves cache.length alone. Returns float32
-  /// logits [B, 1, vocab].
+  /// `key_mask` [B, capacity] (true = a real token, `slot` included). Leaves cache.length alone. `slot` may also
+  /// hold one slot per row (int64 [B]): rows at different lengths decode together (the continuous-batching
+  /// scheduler). Returns float32 logits [B, 1, vocab].
   torch::Tensor decode_static(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& slot,
                               const torch::Tensor& key_mask, KVCache& cache) const;
+
+  /// Whether this build has the fused CUDA kernels (src/cuda/kernels.cu: RMSNorm + residual add, LayerNorm,
+  /// rotary in place, SwiGLU, KV append, GQA decode attention with split-K). They replace the LibTorch ops of the
+  /// forward pass on a CUDA device; the LibTorch path stays the reference (and the CPU path).
+  static bool kernels_built();
+  /// Use the fused kernels (true) or the LibTorch ops (false). Throws std::invalid_argument when turning them on
+  /// without kernels_built() or off a CUDA device. Off by default; Engine::load turns them on for "auto".
+  /// Not thread-safe against forward(): set it before generating.
+  void set_fused_kernels(bool on);
+  bool fused_kernels() const { return fused_; }
 
   const ModelConfig& config() const { return config_; }
   torch::Device device() const { return device_; }
@@ -105,9 +116,21 @@ class Transformer {
  private:
   using Layer = TransformerLayer;
   Transformer() = default;
-  torch::Tensor attention_block(const Layer& l, std::size_t index, const torch::Tensor& x, const torch::Tensor& cos,
-                                const torch::Tensor& sin, const torch::Tensor& mask, bool causal, KVCache* cache,
+  /// Rotary input of a forward: cos/sin tables (LibTorch path), or the positions and inverse frequencies for the
+  /// fused kernel (`fused`: not with yarn/longrope's attention factor, which the kernel does not apply).
+  struct Rotation {
+    torch::Tensor cos, sin, positions, inv_freq;
+    bool fused = false;
+  };
+  torch::Tensor attention_block(const Layer& l, std::size_t index, const torch::Tensor& x, const Rotation& rotation,
+                                const torch::Tensor& mask, bool causal, KVCache* cache,
                                 const torch::Tensor& slot = {}) const;
+  /// Attention of rotated q [B,H,T,D] over k/v [B,KV,S,D] (grouped heads expanded), as [B, T, H*D].
+  torch::Tensor attention_heads(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const torch::Tensor& mask,
+                                bool causal) const;
+  /// attention_heads() with q taken from a fused projection output `qkv` [B, T, ...].
+  torch::Tensor attend(const torch::Tensor& qkv, std::int64_t B, std::int64_t T, const torch::Tensor& mask,
+                       bool causal, const torch::Tensor& keys, const torch::Tensor& values) const;
   torch::Tensor run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
                            KVCache* cache, const torch::Tensor& slot) const;
   torch::Tensor mlp_block(const Layer& l, const torch::Tensor& x) const;
@@ -125,6 +148,7 @@ class Transformer {
   std::int64_t parameter_bytes_ = 0, offloaded_bytes_ = 0;
   WeightOptions weights_;
   bool offload_ = false;
+  bool fused_ = false;
   torch::Tensor inv_freq_;       // [rotary_dim/2] float32, rope scaling applied
   torch::Tensor inv_freq_long_;  // longrope: the long_factor table
   torch::Tensor embed_, final_norm_w_, final_norm_b_, lm_head_;

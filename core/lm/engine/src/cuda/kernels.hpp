@@ -1,0 +1,67 @@
+// lal::lm::cuda — fused CUDA kernels for the decoder's small per-token operations (built only when CMake finds
+// the CUDA toolkit and LibTorch has CUDA; see core/lm/engine/CMakeLists.txt). Plain C++ over raw device pointers:
+// neither LibTorch nor CUDA headers are needed to include this, so transformer.cpp calls these with tensors'
+// data pointers and LibTorch's current stream, and they are captured in CUDA graphs like any other kernel.
+//
+// Every kernel rounds as the LibTorch ops it replaces do (transformer.cpp, the unfused path, is the reference):
+// arithmetic in float32, each intermediate that LibTorch stores in the model dtype rounded to it at the same point.
+// THREADING: launches are asynchronous on `stream`; the functions are reentrant.
+// ERRORS: a launch failure throws std::runtime_error naming the kernel and CUDA's message.
+#pragma once
+
+#include <cstdint>
+
+namespace lal::lm::cuda {
+
+enum class ScalarType { Float32, BFloat16, Float16 };
+
+/// out[r] = norm(residual[r] + delta[r]) * weight with RMSNorm in float32 (x * rsqrt(mean(x^2) + eps), rounded to
+/// the dtype, then times weight, rounded); residual[r] is updated to residual + delta (rounded), as `h = h + delta`
+/// followed by the norm. delta == nullptr: no add, residual is only read. All [rows, cols], contiguous.
+void add_rms_norm(void* residual, const void* delta, void* out, const void* weight, std::int64_t rows,
+                  std::int64_t cols, float eps, ScalarType type, void* stream);
+
+/// out[r] = (x[r] - mean) * rsqrt(var + eps) * weight + bias, in float32, rounded once (torch.layer_norm).
+void layer_norm(const void* x, void* out, const void* weight, const void* bias, std::int64_t rows, std::int64_t cols,
+                float eps, ScalarType type, void* stream);
+
+/// Where the heads of one token sit in a fused q/k/v row: head h of kind k at offset0 + h * stride (elements).
+/// Llama/Qwen2/Phi-3 ([q heads | k heads | v heads]): q 0 + h*D, k H*D + h*D, v (H+KV)*D + h*D.
+/// GPT-NeoX (per head [q_h | k_h | v_h]): q 0 + h*3D, k D + h*3D, v 2D + h*3D.
+struct QkvLayout {
+  std::int64_t token_stride = 0;  // elements from one token's row to the next
+  std::int64_t q_offset = 0, q_stride = 0, k_offset = 0, k_stride = 0, v_offset = 0, v_stride = 0;
+  int heads = 0, kv_heads = 0, head_dim = 0;
+};
+
+/// Rotate-half rotary embedding, in place, on the first `rotary_dim` channels of every q and k head of `tokens`
+/// rows of `qkv`; token t is at position positions[t] (int64), angle = float(position) * inv_freq[j] (float32
+/// [rotary_dim/2]); cos/sin rounded to the dtype, each product rounded, then the sum (the unfused path's order).
+void rotary(void* qkv, const QkvLayout& layout, std::int64_t tokens, const std::int64_t* positions,
+            const float* inv_freq, int rotary_dim, ScalarType type, void* stream);
+
+/// out[r, i] = silu(gate_up[r, i]) * gate_up[r, I + i] (silu rounded to the dtype, then the product).
+void swiglu(const void* gate_up, void* out, std::int64_t rows, std::int64_t inner, ScalarType type, void* stream);
+
+/// One decode token per row b: its k and v heads from `qkv` ([B, token_stride]) into the caches
+/// [*, KV, capacity, D] (row b at b * KV * capacity * D) at slot slots[b * slot_stride] (slot_stride 0: one slot
+/// for every row).
+void kv_append(const void* qkv, const QkvLayout& layout, std::int64_t batch, void* k_cache, void* v_cache,
+               std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, ScalarType type,
+               void* stream);
+
+/// Decode attention, one query token per row, grouped-query aware (each k/v head read once for its H/KV query
+/// heads): row b attends to cache slots j <= slots[b * slot_stride] with valid[b * capacity + j] (bool; nullptr =
+/// all), softmax in float32, split over the keys into `splits` parts (combined exactly afterwards) so that long
+/// contexts fill the GPU. out [B, H * D] in the dtype. `scratch` holds splits * B * H * (D + 2) floats when
+/// splits > 1. Returns false (launching nothing) for shapes it does not handle (head_dim > 256 or H/KV > 8); the
+/// caller then uses the unfused path.
+bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t batch, const void* k_cache,
+                      const void* v_cache, std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride,
+                      const bool* valid, float scale, void* out, int splits, float* scratch, ScalarType type,
+                      void* stream);
+
+/// How many key splits decode_attention should use for this batch and capacity (fills ~all multiprocessors).
+int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity);
+
+}  // namespace lal::lm::cuda

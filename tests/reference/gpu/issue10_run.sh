@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Issue 10 on a GPU host, in one call: the user's CUDA build (scripts/build.sh with LAL_TORCH_PYTHON and the .debs
+# unpacked into a prefix, README "GPU"), `lal --version`, the GPU tests (fused kernels, scheduler, engine), then
+# `lal bench generate` (Qwen2.5-0.5B/7B shapes, batch 1/8/32, fused kernels) beside transformers' generate(), and
+# `lal bench chat --device cuda` on the 7B shape: the thinking pipeline with the batching scheduler against the
+# same binary run the way main ran before (one generation at a time, LibTorch ops, no prefix cache).
+# Run from the repo root with .gpu-debs carried (models/lal-demo for its tokenizer); writes $OUT/*.
+set -u
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+SHAPES=${SHAPES:-"qwen2.5-0.5b qwen2.5-7b"} BATCHES=${BATCHES:-1,8,32} TURNS=${TURNS:-3} HF=${HF:-1}
+(for s in $SHAPES; do python3 tests/reference/make_bench_model.py $s /tmp/$s --device cuda; done
+ cp models/lal-demo/tokenizer.json models/lal-demo/tokenizer_config.json /tmp/qwen2.5-7b/) > $OUT/models.txt 2>&1 &
+python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
+PFX=/tmp/lal-deps; mkdir -p $PFX; for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+export PATH=$PATH:/usr/local/cuda/bin
+# The README's command for a machine without Debian's dev packages:
+LAL_DEPS_PREFIX=$PFX LAL_TORCH_PYTHON=python3 LAL_JOBS=16 ./scripts/build.sh -DLAL_BUILD_TESTS=OFF \
+  -DCMAKE_CUDA_ARCHITECTURES=90 > $OUT/build.txt 2>&1; echo "scripts/build.sh rc=$?"
+grep -E "lal_lm:|Error|error:" $OUT/build.txt | head -20
+el "built (scripts/build.sh)"
+L=build-cuda/bin/lal
+export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+[ -x $L ] || { tail -30 $OUT/build.txt; exit 1; }
+$L --version
+cmake build-cuda -DLAL_BUILD_TESTS=ON >> $OUT/build.txt 2>&1 && \
+  ninja -C build-cuda -j16 lm_kernel_tests lm_scheduler_tests lm_engine_tests >> $OUT/build.txt 2>&1 || grep -E "error" -A3 $OUT/build.txt | head -30
+el "tests built"
+wait
+export LAL_LM_TINY_MODELS=/tmp/tiny
+for t in lm_kernel_tests lm_scheduler_tests lm_engine_tests; do
+  LAL_LM_TEST_DEVICE=cuda timeout 200 build-cuda/bin/$t > $OUT/$t.txt 2>&1; echo "$t (cuda) rc=$?"
+  grep -E "ERROR|FATAL|SIGSEGV|values:" -A2 $OUT/$t.txt | head -24; tail -3 $OUT/$t.txt | head -2
+done
+el "tests"; tail -3 $OUT/models.txt
+for shape in $SHAPES; do
+  for k in fused torch; do  # torch: the LibTorch ops main ran before the kernels
+    timeout 150 $L bench generate --model_path /tmp/$shape --device cuda --dtype bfloat16 --batch $BATCHES \
+      --prompt_len 128 --new_tokens 128 --json --bandwidth --decode_mode graph --kernels $k --repeat 3 \
+      >> $OUT/bench.jsonl 2>>$OUT/bench.err
+    el "lal $shape $k"
+  done
+done
+for mode in "batched 0 auto -1" "serial 1 torch 0"; do
+  set -- $mode
+  timeout 200 $L bench chat --model_path /tmp/qwen2.5-7b \
+    --device cuda --turns $TURNS --json --max_batch $2 --kernels $3 --prefix_cache_mb $4 > $OUT/chat_$1.json 2>$OUT/chat_$1.err
+  echo "bench chat ($1) rc=$?"; tail -2 $OUT/chat_$1.err
+  python3 -c "
+import json,sys; r=json.load(open('$OUT/chat_$1.json'))
+for k in ('thinking','think_then_answer'):
+  j=r[k]; print('$1', k, {m: round(j[m],1) for m in j if m.startswith('median')})"
+  el "chat $1"
+done
+if [ "$HF" = 1 ]; then
+  for shape in $SHAPES; do
+    timeout 200 python3 tests/reference/hf_parity.py bench /tmp/$shape $BATCHES 128 128 2>>$OUT/hf.err >> $OUT/bench.jsonl
+    el "hf $shape"
+  done
+fi
+python3 - $OUT/bench.jsonl <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: continue
+    print(f'{("hf" if "anchor" in r else "lal"):4} {str(r.get("fused_kernels", "")):5} batch {r["batch"]:3} {r["decode_ms_per_step"]:7.2f} ms/step '
+          f'{r["decode_tokens_per_s"]:9.0f} tok/s prefill {r["prefill_tokens_per_s"]:8.0f} tok/s '
+          f'floor {r.get("weight_read_floor_ms_per_step", 0):5.2f} {r.get("model", "")[-50:]}')
+PY
+el "total"
