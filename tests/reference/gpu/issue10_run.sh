@@ -9,6 +9,7 @@ set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 SHAPES=${SHAPES:-"qwen2.5-0.5b qwen2.5-7b"} BATCHES=${BATCHES:-1,8,32} TURNS=${TURNS:-3} HF=${HF:-1}
+KERNELS=${KERNELS:-"fused torch"} HF_BATCHES=${HF_BATCHES:-$BATCHES}
 (for s in $SHAPES; do python3 tests/reference/make_bench_model.py $s /tmp/$s --device cuda; done
  cp models/lal-demo/tokenizer.json models/lal-demo/tokenizer_config.json /tmp/qwen2.5-7b/) > $OUT/models.txt 2>&1 &
 python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
@@ -35,7 +36,7 @@ for t in lm_kernel_tests lm_scheduler_tests lm_engine_tests; do
 done
 el "tests"; tail -3 $OUT/models.txt
 for shape in $SHAPES; do
-  for k in fused torch; do  # torch: the LibTorch ops main ran before the kernels
+  for k in $KERNELS; do  # torch: the LibTorch ops main ran before the kernels
     timeout 150 $L bench generate --model_path /tmp/$shape --device cuda --dtype bfloat16 --batch $BATCHES \
       --prompt_len 128 --new_tokens 128 --json --bandwidth --decode_mode graph --kernels $k --repeat 3 \
       >> $OUT/bench.jsonl 2>>$OUT/bench.err
@@ -55,7 +56,7 @@ for k in ('thinking','think_then_answer'):
 done
 if [ "$HF" = 1 ]; then
   for shape in $SHAPES; do
-    timeout 200 python3 tests/reference/hf_parity.py bench /tmp/$shape $BATCHES 128 128 2>>$OUT/hf.err >> $OUT/bench.jsonl
+    timeout 200 python3 tests/reference/hf_parity.py bench /tmp/$shape $HF_BATCHES 128 128 2>>$OUT/hf.err >> $OUT/bench.jsonl
     el "hf $shape"
   done
 fi
