@@ -24,6 +24,14 @@ const server = await startServer(["--api_key", KEY, "--max_concurrent", "1", "--
 const client = new OpenAI({ apiKey: KEY, baseURL: server.url + "/v1", maxRetries: 0, timeout: 300000 });
 const small = { model: "lal", max_tokens: 12, seed: 1 };
 
+async function until(what, check, seconds = 60) {
+  for (const end = Date.now() + seconds * 1000; Date.now() < end;) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 async function collect(stream) {
   const chunks = [];
   for await (const chunk of stream) chunks.push(chunk);
@@ -200,14 +208,21 @@ test("429 with Retry-After when the queue is full; the others complete", async (
     assert.equal((await r.json()).error.type, "rate_limit_error");
   }
   for (const r of responses.filter((r) => r.status === 200)) assert.ok((await r.json()).choices[0].message.content);
-  // The client sees it as a RateLimitError.
-  const held = send(9);
-  await new Promise((r) => setTimeout(r, 200));
-  const queued = send(10);
-  await new Promise((r) => setTimeout(r, 200));
+  // The client sees it as a RateLimitError. Two long turns fill the slot and the queue (however fast the model is),
+  // then are abandoned: their disconnects cancel them.
+  const abandon = new AbortController();
+  const long = (i) => fetch(server.url + "/v1/chat/completions", {
+    method: "POST", signal: abandon.signal, headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "lal", max_tokens: 4000, user: `long-${i}`, messages: [{ role: "user", content: "TCPとUDPの違いは？" }] }),
+  }).catch(() => null);
+  const held = long(9);
+  const queued = long(10);
+  await until("a full queue", async () => (await (await fetch(server.url + "/health")).json()).queued === 1);
   await assert.rejects(client.chat.completions.create({ ...small, user: "late", messages: [{ role: "user", content: "x" }] }),
     (e) => e.status === 429);
+  abandon.abort();
   await Promise.all([held, queued]);
+  await until("the slot freed", async () => (await (await fetch(server.url + "/health")).json()).running === 0);
 });
 
 test("models, health and Prometheus metrics", async () => {
@@ -223,7 +238,13 @@ test("models, health and Prometheus metrics", async () => {
   assert.ok(count >= 3, `first-thought count ${count}`);
 });
 
+async function disconnectedTurns() {
+  const m = await (await fetch(server.url + "/metrics", { headers: { Authorization: `Bearer ${KEY}` } })).text();
+  return Number((m.match(/^lal_turns_total\{outcome="disconnected"\} (\d+)/m) || [0, 0])[1]);
+}
+
 test("a client that disconnects cancels its turn", async () => {
+  const before = await disconnectedTurns();
   const controller = new AbortController();
   const res = await fetch(server.url + "/v1/chat/completions", {
     method: "POST", signal: controller.signal,
@@ -234,13 +255,12 @@ test("a client that disconnects cancels its turn", async () => {
   const reader = res.body.getReader();
   await reader.read();
   controller.abort();
-  let disconnected = 0;
-  for (let i = 0; i < 100 && disconnected === 0; ++i) {
+  let disconnected = before;
+  for (let i = 0; i < 100 && disconnected === before; ++i) {
     await new Promise((r) => setTimeout(r, 100));
-    const m = await (await fetch(server.url + "/metrics", { headers: { Authorization: `Bearer ${KEY}` } })).text();
-    disconnected = Number((m.match(/^lal_turns_total\{outcome="disconnected"\} (\d+)/m) || [0, 0])[1]);
+    disconnected = await disconnectedTurns();
   }
-  assert.equal(disconnected, 1);
+  assert.equal(disconnected, before + 1);
   // The slot is free again: a new turn runs.
   const r = await client.chat.completions.create({ ...small, user: "leaver", messages: [{ role: "user", content: "x" }] });
   assert.ok(r.choices[0].message.content.length > 0);
