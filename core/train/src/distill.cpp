@@ -205,7 +205,7 @@ std::string resolve_student(const DistillOptions& o) {
                         device_capacity(o, device).bytes);
 }
 
-std::string describe_plan(const DistillOptions& options) {
+std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   DistillOptions o = options;
   o.student_config = resolve_student(options);
   const RunPaths p = RunPaths::of(o);
@@ -277,6 +277,7 @@ std::string describe_plan(const DistillOptions& options) {
     << o.generation_batch_size << " x " << o.max_length << " tokens)\n";
   const auto cap = device_capacity(o, device);
   const bool fits = est.fits(cap.bytes);
+  if (fits_out) *fits_out = fits;
   s << "  devices           " << (world.size > 1 ? std::to_string(world.size) + " ranks, each " : "") << cap.what
     << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
   s << "  verdict           " << (fits ? "FITS" : "DOES NOT FIT") << ": needs ~" << human_bytes(est.peak_device())
@@ -569,8 +570,9 @@ int run_distill(const DistillOptions& options) {
   apply_gpu_memory_cap(o, resolve_device(o));
   if (!o.ignore_memory_plan) {
     // Stop before loading anything large when the plan cannot fit; the plan says what would.
-    const std::string plan = describe_plan(o);
-    if (plan.find("DOES NOT FIT") != std::string::npos)
+    bool fits = true;
+    const std::string plan = describe_plan(o, &fits);
+    if (!fits)
       throw std::runtime_error("this run does not fit the device (--ignore_memory_plan to try anyway):\n" + plan);
   }
   World& world = World::get();

@@ -41,7 +41,8 @@ struct TrainSummary {
 /// All stages in order; returns the process exit code (0). With dry_run, prints the plan only.
 int run_distill(const DistillOptions& o);
 /// The plan (stages, paths, architectures, step counts, memory estimate) as text.
-std::string describe_plan(const DistillOptions& o);
+/// `fits`, when given, receives the plan's verdict (the estimate within the devices' memory).
+std::string describe_plan(const DistillOptions& o, bool* fits = nullptr);
 
 // The stages, individually (run_distill calls them in this order).
 void stage_questions(const DistillOptions& o, const RunPaths& p);
