@@ -124,14 +124,14 @@ class ProceduralMemory final : public lal::Module {
     Database::Transaction tx(*db_);
     db_->exec(R"sql(
       CREATE TABLE IF NOT EXISTS lal_schema(component TEXT PRIMARY KEY, version INTEGER NOT NULL);
-      CREATE TABLE procedural_patterns(
+      CREATE TABLE IF NOT EXISTS procedural_patterns(
         id INTEGER PRIMARY KEY,
         user TEXT NOT NULL,
         template TEXT NOT NULL,
         embedding BLOB NOT NULL,
         created_ns INTEGER NOT NULL,
         UNIQUE(user, template));
-      CREATE TABLE procedural_outcomes(
+      CREATE TABLE IF NOT EXISTS procedural_outcomes(
         user TEXT NOT NULL,
         pattern_id INTEGER NOT NULL REFERENCES procedural_patterns(id),
         strategy TEXT NOT NULL,

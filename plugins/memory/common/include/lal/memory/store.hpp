@@ -477,7 +477,7 @@ class MemoryStore {
              "creating the short-term journal tables");
     if (!has_long_term_) {
       db_.exec(R"sql(
-        CREATE TABLE long_term_memories(
+        CREATE TABLE IF NOT EXISTS long_term_memories(
           id INTEGER PRIMARY KEY,
           user TEXT NOT NULL,
           kind TEXT NOT NULL CHECK (kind IN ('episodic', 'semantic')),
@@ -494,8 +494,8 @@ class MemoryStore {
           slot TEXT NOT NULL DEFAULT '',
           superseded_by INTEGER NOT NULL DEFAULT 0,
           source_id INTEGER NOT NULL DEFAULT 0);
-        CREATE INDEX long_term_by_user ON long_term_memories(user, kind);
-        CREATE UNIQUE INDEX long_term_fact ON long_term_memories(user, text) WHERE kind = 'semantic';
+        CREATE INDEX IF NOT EXISTS long_term_by_user ON long_term_memories(user, kind);
+        CREATE UNIQUE INDEX IF NOT EXISTS long_term_fact ON long_term_memories(user, text) WHERE kind = 'semantic';
       )sql",
                "creating the long_term tables");
     } else if (version == 1) {
