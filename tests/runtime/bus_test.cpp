@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "lal/runtime/bus.hpp"
@@ -267,4 +268,31 @@ TEST_CASE("a topic has one type") {
   Bus bus;
   bus.topic("t", "a.A/1");
   CHECK_THROWS_WITH_AS(bus.topic("t", "b.B/1"), "topic 't' carries a.A/1, not b.B/1", std::invalid_argument);
+}
+
+TEST_CASE("handles held past the bus: the bus releases its handlers when it ends, and the handles stay safe to drop") {
+  // A runtime's hosts keep Topic and Member handles after the bus that made them is gone (lal serve ends user
+  // sessions this way). The bus must let go of every handler (they point into modules destroyed next), and the
+  // handles must not touch the bus's destroyed state when they are released later.
+  auto sentinel = std::make_shared<int>(0);
+  std::optional<Topic> topic;
+  std::optional<Member> member;
+  std::optional<Member> idle_member;
+  {
+    Bus bus;
+    topic = bus.topic("t", Num::kTypeName);
+    member = bus.add_member("m");
+    idle_member = bus.add_member("idle");
+    bus.subscribe(*member, *topic, 8, OverflowPolicy::block, [sentinel](const ErasedMessage&) { ++*sentinel; });
+    bus.publish(*topic, num(0, 1), {});
+    CHECK(bus.wait_idle(5s));
+    CHECK(*sentinel == 1);
+    idle_member->post([sentinel] { ++*sentinel; });
+    CHECK(bus.wait_idle(5s));
+  }
+  CHECK(sentinel.use_count() == 1);  // no handler survives the bus
+  topic.reset();
+  member.reset();
+  idle_member.reset();
+  CHECK(*sentinel == 2);
 }

@@ -57,16 +57,30 @@ struct Item {
   std::shared_ptr<ReplySlot> reply;  // set for requests delivered to a server
 };
 
+/// The bus's io_context, owned jointly by the bus and every member: a member's strand must not outlive the
+/// context it was made from (its destructor unregisters from the context's strand service), and members can be
+/// released after the bus (a host may hold a Topic or Member past Bus::~Bus). ~Bus destroys the handlers still
+/// queued (`discard_pending`), which would otherwise hold members, and so the context, in a cycle.
+class IoContext : public asio::io_context {
+ public:
+  void discard_pending() { shutdown(); }
+};
+
 struct Member::State {
   std::string name;
+  std::shared_ptr<IoContext> io;  // before `strand`: destroyed after it
   asio::strand<asio::io_context::executor_type> strand;
   FailureCallback on_failure;
   std::atomic<bool> disabled{false};
   Bus::Impl* bus = nullptr;
   std::vector<std::weak_ptr<struct Subscription>> subscriptions;  // guarded by Bus::Impl::registry_mutex
 
-  State(std::string n, asio::io_context& io, FailureCallback f, Bus::Impl* b)
-      : name(std::move(n)), strand(asio::make_strand(io)), on_failure(std::move(f)), bus(b) {}
+  State(std::string n, std::shared_ptr<IoContext> context, FailureCallback f, Bus::Impl* b)
+      : name(std::move(n)),
+        io(std::move(context)),
+        strand(asio::make_strand(*io)),
+        on_failure(std::move(f)),
+        bus(b) {}
 };
 
 struct ReplySlot {
@@ -123,7 +137,8 @@ struct Topic::State {
 
 struct Bus::Impl {
   BusOptions options;
-  asio::io_context io;
+  std::shared_ptr<IoContext> io_owner = std::make_shared<IoContext>();
+  IoContext& io = *io_owner;
   asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
   std::vector<std::thread> workers;
   std::atomic<bool> stopping{false};
@@ -396,6 +411,31 @@ Bus::~Bus() {
   shutdown();
   for (auto& t : impl_->workers)
     if (t.joinable()) t.join();
+  // Nothing runs any more. Destroy the deliveries and replies still queued, then every handler: they may refer to
+  // modules that are destroyed after the bus, and whoever still holds a Topic or Member must not keep them alive.
+  impl_->io.discard_pending();
+  std::vector<std::shared_ptr<Subscription>> subs;
+  std::vector<std::shared_ptr<Topic::State>> topics;
+  {
+    std::lock_guard<std::mutex> lk(impl_->registry_mutex);
+    subs.swap(impl_->subscriptions);
+    for (auto& [name, topic] : impl_->topics) topics.push_back(topic);
+    impl_->topics.clear();
+    impl_->members.clear();
+  }
+  for (auto& t : topics) {
+    std::lock_guard<std::mutex> lk(t->mutex);
+    std::atomic_store(&t->subscribers, std::make_shared<const std::vector<std::shared_ptr<Subscription>>>());
+  }
+  for (auto& s : subs) {
+    std::deque<Item> gone;
+    {
+      std::lock_guard<SpinLock> lk(s->mutex);
+      gone.swap(s->queue);
+    }
+    s->handler = nullptr;
+    s->server = nullptr;
+  }
 }
 
 void Bus::shutdown() {
@@ -431,7 +471,7 @@ Topic Bus::topic(const std::string& name, const std::string& type) {
 }
 
 Member Bus::add_member(const std::string& name, FailureCallback on_failure) {
-  auto state = std::make_shared<Member::State>(name, impl_->io, std::move(on_failure), impl_.get());
+  auto state = std::make_shared<Member::State>(name, impl_->io_owner, std::move(on_failure), impl_.get());
   std::lock_guard<std::mutex> lk(impl_->registry_mutex);
   impl_->members.push_back(state);
   return Member(state);
