@@ -374,3 +374,53 @@ TEST_CASE("two processes writing one database at once: nothing is lost") {
   CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE user = 'bob'") == kEach);
   CHECK_FALSE(fs::exists(pending_file_of(db)));
 }
+
+TEST_CASE("a version-1 database is upgraded once, even when several processes open it at the same moment") {
+  TempDir dir("v1");
+  const std::string db = dir.file("m.db");
+  {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    const char* v1 = R"sql(
+      CREATE TABLE lal_schema(component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+      CREATE TABLE long_term_memories(
+        id INTEGER PRIMARY KEY, user TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('episodic', 'semantic')),
+        text TEXT NOT NULL, answer TEXT NOT NULL DEFAULT '', keys TEXT NOT NULL, embedding BLOB NOT NULL,
+        importance REAL NOT NULL, strategy TEXT NOT NULL DEFAULT '', emotion TEXT NOT NULL DEFAULT '',
+        created_ns INTEGER NOT NULL, use_count INTEGER NOT NULL, recent_uses BLOB NOT NULL);
+      INSERT INTO lal_schema VALUES ('long_term', 1);
+      INSERT INTO long_term_memories(user, kind, text, keys, embedding, importance, created_ns, use_count,
+                                     recent_uses)
+        VALUES ('alice', 'episodic', '猫を飼っています。', '', x'', 0.8, 1767225600000000000, 0, x'');
+    )sql";
+    REQUIRE(sqlite3_exec(h, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  }
+  std::vector<pid_t> children;
+  for (int p = 0; p < 4; ++p) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      int rc = 0;
+      try {
+        auto store = open_store(db, 10000);
+      } catch (...) {
+        rc = 3;
+      }
+      ::_exit(rc);
+    }
+    children.push_back(child);
+  }
+  for (pid_t c : children) {
+    int status = 0;
+    REQUIRE(::waitpid(c, &status, 0) == c);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  CHECK(count(db, "SELECT version FROM lal_schema WHERE component = 'long_term'") == 2);
+  CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE slot = '' AND superseded_by = 0") == 1);
+  auto store = open_store(db);
+  const auto alice = store.load("alice");
+  REQUIRE(alice.size() == 1);
+  CHECK(alice[0].text == "猫を飼っています。");
+}

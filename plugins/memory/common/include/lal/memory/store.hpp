@@ -431,18 +431,22 @@ class MemoryStore {
   }
 
  private:
-  void ensure_schema() {
+  /// The long_term schema version in the file (0: no long_term tables); refuses versions this lal cannot read.
+  int long_term_version() {
     has_long_term_ = db_.has_table("long_term_memories");
-    int version = 0;
-    if (has_long_term_) {
-      auto s = db_.prepare("SELECT version FROM lal_schema WHERE component = 'long_term'");
-      version = s.step("reading the schema version") ? static_cast<int>(s.column_int(0)) : 0;
-      if (version > kLongTermSchemaVersion || version < 1)
-        throw DbError(DbErrorKind::other, "memory database '" + db_.path() + "' has long_term schema version " +
-                                              std::to_string(version) + ", this lal reads versions 1 to " +
-                                              std::to_string(kLongTermSchemaVersion) +
-                                              "; use a matching lal or another file");
-    }
+    if (!has_long_term_) return 0;
+    auto s = db_.prepare("SELECT version FROM lal_schema WHERE component = 'long_term'");
+    const int version = s.step("reading the schema version") ? static_cast<int>(s.column_int(0)) : 0;
+    if (version > kLongTermSchemaVersion || version < 1)
+      throw DbError(DbErrorKind::other, "memory database '" + db_.path() + "' has long_term schema version " +
+                                            std::to_string(version) + ", this lal reads versions 1 to " +
+                                            std::to_string(kLongTermSchemaVersion) +
+                                            "; use a matching lal or another file");
+    return version;
+  }
+
+  void ensure_schema() {
+    int version = long_term_version();
     const bool journal = db_.has_table("short_term_journal") && db_.has_table("memory_sessions");
     if (has_long_term_ && version == kLongTermSchemaVersion && journal) return;
     if (db_.read_only()) {
@@ -454,6 +458,9 @@ class MemoryStore {
       return;
     }
     Database::Transaction tx(db_);
+    // Read again under the write lock: another process may have created or upgraded the tables meanwhile (two
+    // processes upgrading a version-1 file at once must not both add the columns).
+    version = long_term_version();
     db_.exec(R"sql(
       CREATE TABLE IF NOT EXISTS lal_schema(component TEXT PRIMARY KEY, version INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS short_term_journal(
