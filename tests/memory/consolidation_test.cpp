@@ -58,6 +58,32 @@ std::int64_t count(const std::string& db, const std::string& sql) {
   return n;
 }
 
+/// Run `body(i)` in `n` child processes at once; each child's exit status is body's return value (3 if it throws).
+/// Checks that every child exited with 0.
+template <class Body>
+void in_processes(int n, Body body) {
+  std::vector<pid_t> children;
+  for (int p = 0; p < n; ++p) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      int rc = 3;
+      try {
+        rc = body(p);
+      } catch (...) {
+      }
+      ::_exit(rc);
+    }
+    children.push_back(child);
+  }
+  for (pid_t c : children) {
+    int status = 0;
+    REQUIRE(::waitpid(c, &status, 0) == c);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("importance: self-disclosure counts, small talk does not, asking is not telling") {
@@ -339,37 +365,19 @@ TEST_CASE("two processes writing one database at once: nothing is lost") {
   const std::string db = dir.file("m.db");
   { auto store = open_store(db); }
   constexpr int kEach = 150;
-  std::vector<pid_t> children;
-  for (int p = 0; p < 2; ++p) {
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      int rc = 0;
-      try {
-        auto store = open_store(db, 5);  // a short busy timeout: contention is certain, the queue must retry
-        WriteQueue q(store, 8, 6, 30000, [](bool, const std::string&) {});
-        auto applied = [](const PendingWrite&, const EpisodeWrite*) {};
-        for (int i = 0; i < kEach; ++i) {
-          PendingWrite w;
-          w.input = said(p == 0 ? "alice" : "bob", "記録 " + std::to_string(p) + "-" + std::to_string(i) + "。",
-                         kT0 + i * kSec, 0.5);
-          w.extract_facts = false;
-          q.submit(std::move(w), applied);
-        }
-        if (!q.finish(applied, 30000)) rc = 2;
-      } catch (...) {
-        rc = 3;
-      }
-      ::_exit(rc);
+  in_processes(2, [&](int p) {
+    auto store = open_store(db, 5);  // a short busy timeout: contention is certain, the queue must retry
+    WriteQueue q(store, 8, 6, 30000, [](bool, const std::string&) {});
+    auto applied = [](const PendingWrite&, const EpisodeWrite*) {};
+    for (int i = 0; i < kEach; ++i) {
+      PendingWrite w;
+      w.input = said(p == 0 ? "alice" : "bob", "記録 " + std::to_string(p) + "-" + std::to_string(i) + "。",
+                     kT0 + i * kSec, 0.5);
+      w.extract_facts = false;
+      q.submit(std::move(w), applied);
     }
-    children.push_back(child);
-  }
-  for (pid_t c : children) {
-    int status = 0;
-    REQUIRE(::waitpid(c, &status, 0) == c);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-  }
+    return q.finish(applied, 30000) ? 0 : 2;
+  });
   CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE user = 'alice'") == kEach);
   CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE user = 'bob'") == kEach);
   CHECK_FALSE(fs::exists(pending_file_of(db)));
@@ -396,27 +404,10 @@ TEST_CASE("a version-1 database is upgraded once, even when several processes op
     REQUIRE(sqlite3_exec(h, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(h);
   }
-  std::vector<pid_t> children;
-  for (int p = 0; p < 4; ++p) {
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      int rc = 0;
-      try {
-        auto store = open_store(db, 10000);
-      } catch (...) {
-        rc = 3;
-      }
-      ::_exit(rc);
-    }
-    children.push_back(child);
-  }
-  for (pid_t c : children) {
-    int status = 0;
-    REQUIRE(::waitpid(c, &status, 0) == c);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-  }
+  in_processes(4, [&](int) {
+    auto store = open_store(db, 10000);
+    return 0;
+  });
   CHECK(count(db, "SELECT version FROM lal_schema WHERE component = 'long_term'") == 2);
   CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE slot = '' AND superseded_by = 0") == 1);
   auto store = open_store(db);
