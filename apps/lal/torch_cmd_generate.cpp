@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "command.hpp"
+#include "lal/checks/option_checks.hpp"
 #include "lal/lm/engine.hpp"
 #if LAL_LM_HAVE_TOKENIZER
 #include "lal/lm/chat_template.hpp"
@@ -36,6 +37,26 @@ std::vector<std::int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
+/// The sampling and length flags given, checked by the rules every front end shares (lal/checks/option_checks.hpp)
+/// before a model is loaded. Flags not given come from generation_config.json (checked when it is read).
+void check_sampling_flags(const po::variables_map& vm) {
+  namespace c = checks;
+  try {
+    if (vm.count("temperature")) c::require_non_negative("--temperature", vm["temperature"].as<float>());
+    if (vm.count("top_p")) c::require_in_half_open_range("--top_p", vm["top_p"].as<float>(), 0.0, 1.0);
+    if (vm.count("top_k")) c::require_at_least("--top_k", std::int64_t{vm["top_k"].as<int>()}, 0);
+    if (vm.count("min_p")) c::require_probability("--min_p", vm["min_p"].as<float>());
+    if (vm.count("repetition_penalty"))
+      c::require_positive("--repetition_penalty", vm["repetition_penalty"].as<float>());
+    if (vm.count("max_new_tokens"))
+      c::require_at_least("--max_new_tokens", std::int64_t{vm["max_new_tokens"].as<int>()}, 0);
+    if (vm.count("min_new_tokens"))
+      c::require_at_least("--min_new_tokens", std::int64_t{vm["min_new_tokens"].as<int>()}, 0);
+  } catch (const c::OptionRangeError& e) {
+    throw UsageError(e.what());
+  }
+}
+
 int run_generate(const std::vector<std::string>& args) {
   po::options_description desc("lal generate");
   add_common_options(desc);
@@ -49,7 +70,7 @@ int run_generate(const std::vector<std::string>& args) {
       "no end-of-sequence/stop token before this many tokens (default: generation_config.json's, else 0)")(
       "greedy", po::bool_switch(), "argmax decoding")("sample", po::bool_switch(),
                                                       "sample even where generation_config.json says do_sample: false")(
-      "temperature", po::value<float>(), "sampling temperature (<= 0: greedy); giving it asks for sampling")(
+      "temperature", po::value<float>(), "sampling temperature (0: greedy); giving it asks for sampling")(
       "top_p", po::value<float>(), "nucleus sampling mass (1 = off)")("top_k", po::value<int>(),
                                                                       "keep the k most likely tokens (0 = off)")(
       "min_p", po::value<float>(), "drop tokens below min_p x top probability (0 = off)")(
@@ -59,8 +80,7 @@ int run_generate(const std::vector<std::string>& args) {
       "chat", po::bool_switch(), "wrap --prompt as a user message in the model's chat template")(
       "chat_template", po::value<std::string>(),
       "with --chat: a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) or a Jinja file instead of the "
-      "model's own template")(
-      "ids", po::bool_switch(), "print the new token ids as one JSON array instead of text")(
+      "model's own template")("ids", po::bool_switch(), "print the new token ids as one JSON array instead of text")(
       "logits", po::bool_switch(),
       "generate nothing: print the prompt's float32 logits as JSON {\"shape\": [T, vocab], \"logits\": [[...]]} "
       "(one forward over the prompt; for parity checks against transformers)")(
@@ -68,7 +88,8 @@ int run_generate(const std::vector<std::string>& args) {
       "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
       "kernels", po::value<std::string>()->default_value("auto"),
-      "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops");
+      "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops")(
+      "allow_nonfinite", po::bool_switch(), "load weights holding NaN/inf (refused by default)");
   po::variables_map vm;
   if (!parse_command_line("generate",
                           "--model_path DIR (--prompt TEXT | --prompt_ids 1,2,3) [options]\n\n"
@@ -84,6 +105,7 @@ int run_generate(const std::vector<std::string>& args) {
   const bool want_ids = vm["ids"].as<bool>();
   const bool want_logits = vm["logits"].as<bool>();
   if (want_logits && want_ids) throw UsageError("give at most one of --ids and --logits");
+  check_sampling_flags(vm);
 
   lal::lm::ModelOptions mo;
   mo.model_path = vm["model_path"].as<std::string>();
@@ -91,6 +113,7 @@ int run_generate(const std::vector<std::string>& args) {
   mo.dtype = vm["dtype"].as<std::string>();
   mo.decode_mode = vm["decode_mode"].as<std::string>();
   mo.kernels = vm["kernels"].as<std::string>();
+  mo.allow_nonfinite = vm["allow_nonfinite"].as<bool>();
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
 

@@ -83,7 +83,7 @@ TEST_CASE("config keys: unknown, ill-typed and required") {
     config:
       capacty: 7
       decay: "fast"
-    inputs: {percept: turn.input}
+    inputs: {percept: turn.input, recall: memory.recall}
 )");
   CHECK_MESSAGE(has_error(l, 5, {"unknown config key 'capacty'", "did you mean 'capacity'"}), dump(l));
   CHECK_MESSAGE(has_error(l, 6, {"'decay' must be number, found string"}), dump(l));
@@ -174,7 +174,7 @@ modules:
   memory:
     plugin: working_memory
     config: {capacity: "7"}
-    inputs: {percept: turn.input}
+    inputs: {percept: turn.input, recall: memory.recall}
     failure_policy: explode
   ghost:
     plugin: no_such_plugin

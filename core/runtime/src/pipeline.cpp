@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "lal/checks/input_limits.hpp"
 #include "lal/messages.hpp"
 
 namespace lal::runtime {
@@ -46,19 +47,41 @@ class Validator {
   void warn(const SourceLocation& where, std::string msg) { out_.warnings.push_back({where, std::move(msg)}); }
 
   /// Convert YAML to a ConfigValue with YAML 1.2 core-schema scalar typing (quoted scalars are strings).
-  ConfigValue to_value(const YAML::Node& n) const {
+  /// Aliases are expanded, so the values produced are counted against limits::yaml_nodes (a "billion laughs" of
+  /// nested aliases stops there) and nesting against limits::yaml_depth; past either, one error and null values.
+  ConfigValue to_value(const YAML::Node& n, std::uint64_t depth = 0) {
     const SourceLocation where = at(n);
+    if (over_budget_) return ConfigValue({}, where);
+    if (++values_ > max_values_) {
+      over_budget_ = true;
+      error(where, "more than " + std::to_string(max_values_) + " values once aliases are expanded: over " +
+                       checks::limits::yaml_nodes.describe());
+      return ConfigValue({}, where);
+    }
+    if (depth > max_depth_) {
+      over_budget_ = true;
+      error(where, "values nested more than " + std::to_string(max_depth_) + " levels deep: over " +
+                       checks::limits::yaml_depth.describe());
+      return ConfigValue({}, where);
+    }
     switch (n.Type()) {
       case YAML::NodeType::Null:
       case YAML::NodeType::Undefined: return ConfigValue({}, where);
       case YAML::NodeType::Sequence: {
         ConfigValue::List list;
-        for (const auto& e : n) list.push_back(to_value(e));
+        for (const auto& e : n) list.push_back(to_value(e, depth + 1));
         return ConfigValue(std::move(list), where);
       }
       case YAML::NodeType::Map: {
+        check_duplicate_keys(n);
         ConfigValue::Map map;
-        for (const auto& kv : n) map[kv.first.Scalar()] = to_value(kv.second);
+        for (const auto& kv : n) {
+          if (!kv.first.IsScalar()) {
+            error(at(kv.first), "a map key must be a plain string, not a list or a map");
+            continue;
+          }
+          map.emplace(kv.first.Scalar(), to_value(kv.second, depth + 1));
+        }
         return ConfigValue(std::move(map), where);
       }
       case YAML::NodeType::Scalar: break;
@@ -86,7 +109,21 @@ class Validator {
     return ConfigValue(s, where);
   }
 
+  /// A key written twice in one map: YAML forbids it, yaml-cpp keeps both and lookups see only the first.
+  void check_duplicate_keys(const YAML::Node& map) {
+    if (!map.IsMap()) return;
+    std::map<std::string, YAML::Mark> first;
+    for (const auto& kv : map) {
+      if (!kv.first.IsScalar()) continue;
+      const auto [it, fresh] = first.emplace(kv.first.Scalar(), kv.first.Mark());
+      if (!fresh)
+        error(at(kv.first), "key '" + kv.first.Scalar() + "' is written twice in one map; the first is at " +
+                                at(it->second).str() + " (YAML keys must be unique: keep one)");
+    }
+  }
+
   void check_keys(const YAML::Node& map, const std::vector<std::string>& allowed, const std::string& what) {
+    check_duplicate_keys(map);
     for (const auto& kv : map) {
       const std::string key = kv.first.Scalar();
       if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
@@ -107,6 +144,10 @@ class Validator {
 
   PipelineLoad& out_;
   std::string file_;
+  std::uint64_t values_ = 0;
+  bool over_budget_ = false;
+  const std::uint64_t max_values_ = checks::limits::yaml_nodes.value();
+  const std::uint64_t max_depth_ = checks::limits::yaml_depth.value();
 };
 
 bool type_matches(ConfigType t, const ConfigValue& v) {
@@ -136,6 +177,7 @@ void parse_wires(Validator& v, const YAML::Node& section, bool in_outputs, Modul
     v.error(v.at(section), where_name + " must be a map from port name to topic");
     return;
   }
+  v.check_duplicate_keys(section);
   for (const auto& kv : section) {
     WireSpec w;
     w.port = kv.first.Scalar();
@@ -248,7 +290,8 @@ void check_ports(Validator& v, const ModuleSpec& m) {
   }
   for (const auto& p : d.ports) {
     if (p.optional || m.wire(p.name)) continue;
-    if (p.direction == PortDirection::input || p.direction == PortDirection::client)
+    // Every port kind the runtime refuses to start unwired (inputs, servers, clients; an unwired output is fine).
+    if (p.direction != PortDirection::output)
       v.error(m.where, "module '" + m.id + "': required " + to_string(p.direction) + " port '" + p.name + "' (" +
                            p.type + ") is not wired");
   }
@@ -458,15 +501,13 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
     v.error(v.at(modules), "`modules:` must be a map from module id to its declaration");
     return out;
   }
+  v.check_duplicate_keys(modules);  // a module id used twice
   std::set<std::string> ids;
   for (const auto& kv : modules) {
     ModuleSpec m;
     m.id = kv.first.Scalar();
     m.where = v.at(kv.first);
-    if (!ids.insert(m.id).second) {
-      v.error(m.where, "module id '" + m.id + "' is used twice");
-      continue;
-    }
+    if (!ids.insert(m.id).second) continue;
     const YAML::Node& decl = kv.second;
     if (!decl.IsMap()) {
       v.error(v.at(decl), "module '" + m.id + "' must be a map with at least `plugin:`");
@@ -479,6 +520,7 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
     } else if (auto s = v.scalar(decl["plugin"], "plugin")) {
       m.plugin = *s;
       m.plugin_where = v.at(decl["plugin"]);
+      if (m.plugin.empty()) v.error(m.plugin_where, "module '" + m.id + "': `plugin:` is empty; name a plugin");
     }
     if (decl["failure_policy"]) {
       const std::string fp = decl["failure_policy"].IsScalar() ? decl["failure_policy"].Scalar() : "";
@@ -520,16 +562,18 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
 
 PipelineLoad load_pipeline(const fs::path& file, const std::vector<fs::path>& extra_plugin_dirs,
                            const std::vector<Override>& overrides) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
+  std::string text;
+  try {
+    text = checks::read_file_limited(file, checks::limits::pipeline_file);
+  } catch (const std::exception& e) {
     PipelineLoad out;
     out.spec.file = file;
-    out.errors.push_back({SourceLocation{file.string(), 0, 0}, "cannot open pipeline file"});
+    std::string why = e.what();
+    if (why.rfind(file.string() + ": ", 0) == 0) why = why.substr(file.string().size() + 2);
+    out.errors.push_back({SourceLocation{file.string(), 0, 0}, "cannot read the pipeline file: " + why});
     return out;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return load_pipeline_text(ss.str(), file, extra_plugin_dirs, overrides);
+  return load_pipeline_text(text, file, extra_plugin_dirs, overrides);
 }
 
 }  // namespace lal::runtime

@@ -5,8 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <variant>
+
+#include "lal/checks/input_limits.hpp"
+#include "lal/checks/option_checks.hpp"
 
 namespace lal::train {
 
@@ -204,10 +208,14 @@ std::string get_option(const DistillOptions& o, const std::string& name) {
 
 void load_yaml(DistillOptions& o, const std::string& path) {
   YAML::Node root;
+  std::string text;
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw OptionError(path + ": cannot open the config file");
+    text = checks::read_file_limited(path, checks::limits::options_file);  // /dev/zero fails fast
+  } catch (const std::runtime_error& e) {
+    throw OptionError(e.what());
+  }
+  try {
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw OptionError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) + ": " +
                       e.msg);
@@ -215,14 +223,21 @@ void load_yaml(DistillOptions& o, const std::string& path) {
   if (root.IsNull()) return;
   if (root.IsMap() && root["distill"] && root.size() == 1) root = root["distill"];
   if (!root.IsMap()) throw OptionError(path + ": expected a mapping of option: value");
+  std::map<std::string, std::string> seen;  // key -> where it was first written
   for (const auto& kv : root) {
-    const auto key = kv.first.as<std::string>();
     const auto m = kv.first.Mark();
     const std::string origin = path + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+    if (!kv.first.IsScalar()) throw OptionError(origin + ": an option name must be a plain string");
+    const auto key = kv.first.Scalar();
+    if (const auto [it, fresh] = seen.emplace(key, origin); !fresh)
+      throw OptionError(origin + ": option '" + key + "' is written twice; the first is at " + it->second);
     const Row* row = find_row(key);
     if (!row) throw OptionError(origin + ": unknown option '" + key + "'" + suggestion(key));
     if (row->spec.type == OptionType::StringList && kv.second.IsSequence()) {
-      for (const auto& item : kv.second) set_option(o, key, item.as<std::string>(), origin);
+      for (const auto& item : kv.second) {
+        if (!item.IsScalar()) throw OptionError(origin + ": " + key + ": every list item must be a single value");
+        set_option(o, key, item.Scalar(), origin);
+      }
     } else if (kv.second.IsScalar()) {
       set_option(o, key, kv.second.Scalar(), origin);
     } else if (kv.second.IsNull()) {
@@ -245,10 +260,25 @@ void validate(const DistillOptions& o) {
   if (o.num_epochs < 1 && o.max_steps < 1) fail("--num_epochs must be at least 1");
   if (o.generation_batch_size < 1) fail("--generation_batch_size must be at least 1");
   if (o.checkpoint_every < 1) fail("--checkpoint_every must be at least 1");
-  if (o.alpha < 0 || o.alpha > 1) fail("--alpha must be in [0, 1], got " + fmt_double(o.alpha));
-  if (o.distillation_temperature <= 0) fail("--distillation_temperature must be positive");
   if (o.validation_fraction < 0 || o.validation_fraction >= 0.5) fail("--validation_fraction must be in [0, 0.5)");
-  if (o.learning_rate <= 0) fail("--learning_rate must be positive");
+  // Numeric ranges, by the rules every command shares (lal/checks/option_checks.hpp). The upper bounds are far past
+  // any useful setting and catch typos such as 1e30 or a sign slip.
+  try {
+    namespace c = checks;
+    c::require_probability("--alpha", o.alpha);
+    c::require_in_half_open_range("--learning_rate", o.learning_rate, 0.0, 1.0);
+    c::require_in_range("--min_learning_rate", o.min_learning_rate, 0.0, 1.0);
+    c::require_probability("--warmup_ratio", o.warmup_ratio);
+    c::require_in_range("--weight_decay", o.weight_decay, 0.0, 1.0);
+    c::require_in_range("--max_grad_norm", o.max_grad_norm, 0.0, 1e6);
+    c::require_in_half_open_range("--distillation_temperature", o.distillation_temperature, 0.0, 100.0);
+    c::require_in_range("--generation_temperature", o.generation_temperature, 0.0, 100.0);
+    c::require_in_half_open_range("--generation_top_p", o.generation_top_p, 0.0, 1.0);
+    c::require_in_range("--store_topk", o.store_topk, std::int64_t{0}, std::int64_t{1} << 20);
+    c::require_in_range("--threads", o.threads, std::int64_t{0}, std::int64_t{4096});
+  } catch (const checks::OptionRangeError& e) {
+    fail(e.what());
+  }
   for (const char* q : {"auto", "none", "int8", "int4"})
     if (o.quantize == q) goto quantize_ok;
   fail("--quantize: '" + o.quantize + "' (expected auto, none, int8 or int4)");

@@ -213,7 +213,8 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   if (options.kernels != "auto" && options.kernels != "fused" && options.kernels != "torch")
     throw std::invalid_argument("kernels '" + options.kernels + "': expected auto, fused or torch");
   impl->model = Transformer::load(impl->dir, device, dtype,
-                                  WeightOptions{options.quantize, options.quantize_group, options.cpu_offload});
+                                  WeightOptions{options.quantize, options.quantize_group, options.cpu_offload,
+                                                options.allow_nonfinite});
   if (options.kernels == "fused" || (options.kernels == "auto" && Transformer::kernels_built() && device.is_cuda()))
     impl->model->set_fused_kernels(true);
   impl->usable_vocab = config.vocab_size;

@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "lal/checks/input_limits.hpp"
+
 namespace lal::lm {
 
 namespace fs = std::filesystem;
@@ -224,7 +226,9 @@ struct Reader {
 
 json parse_text(const std::string& text, const std::string& source) {
   try {
-    return json::parse(text);
+    return checks::parse_json_limited(text, source);  // bounded nesting (LAL_MAX_JSON_DEPTH)
+  } catch (const checks::InputLimitError& e) {
+    throw ConfigError(e.what());
   } catch (const json::parse_error& e) {
     throw ConfigError(source + ": not valid JSON (at byte " + std::to_string(e.byte) + "): " + e.what());
   } catch (const json::exception& e) {  // e.g. a number that overflows a double
@@ -233,11 +237,13 @@ json parse_text(const std::string& text, const std::string& source) {
 }
 
 json parse_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_text(ss.str(), path);
+  std::string text;
+  try {
+    text = checks::read_file_limited(path, checks::limits::model_config_file);  // /dev/zero fails fast
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(e.what());
+  }
+  return parse_text(text, path);
 }
 
 void add_ids(std::vector<std::int64_t>& into, const std::vector<std::int64_t>& ids) {

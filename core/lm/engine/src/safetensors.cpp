@@ -15,6 +15,9 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
+
+#include "lal/checks/input_limits.hpp"
 
 namespace lal::lm {
 
@@ -67,10 +70,23 @@ std::int64_t TensorInfo::numel() const {
 struct SafetensorsFile::Mapping {
   void* addr = nullptr;
   std::size_t size = 0;
+  std::string owned;  // from_bytes(): the bytes themselves, no mapping
   ~Mapping() {
-    if (addr && size) ::munmap(addr, size);
+    if (addr && size && owned.empty()) ::munmap(addr, size);
   }
 };
+
+SafetensorsFile SafetensorsFile::from_bytes(std::string bytes, const std::string& name) {
+  SafetensorsFile f;
+  f.path_ = name;
+  auto mapping = std::make_shared<Mapping>();
+  mapping->owned = std::move(bytes);
+  mapping->addr = mapping->owned.data();
+  mapping->size = mapping->owned.size();
+  f.mapping_ = mapping;
+  f.parse();
+  return f;
+}
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
@@ -96,9 +112,15 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   }
   ::close(fd);
   f.mapping_ = mapping;
+  f.parse();
+  return f;
+}
 
-  const auto* base = static_cast<const std::byte*>(mapping->addr);
-  const std::uint64_t file_size = mapping->size;
+void SafetensorsFile::parse() {
+  SafetensorsFile& f = *this;
+  const std::string& path = path_;
+  const auto* base = static_cast<const std::byte*>(mapping_->addr);
+  const std::uint64_t file_size = mapping_->size;
   if (file_size < 8)
     fail(path, "truncated: " + std::to_string(file_size) + " bytes, the 8-byte header length at byte 0 is incomplete");
   std::uint64_t header_len = 0;
@@ -114,7 +136,11 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
 
   json header;
   try {
-    header = json::parse(reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + data_start));
+    header = checks::parse_json_limited(
+        std::string_view(reinterpret_cast<const char*>(base + 8), static_cast<std::size_t>(header_len)),
+        path + ": header");
+  } catch (const checks::InputLimitError& e) {
+    throw SafetensorsError(e.what());
   } catch (const json::parse_error& e) {
     fail(path, "header is not valid JSON (at byte " + std::to_string(8 + e.byte - (e.byte > 0 ? 1 : 0)) +
                    "): " + e.what());
@@ -177,18 +203,37 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     spans.push_back({begin, end, f.tensors_.size()});
     f.tensors_.push_back(std::move(t));
   }
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-  std::size_t widest = 0;  // the span reaching furthest so far
-  for (std::size_t i = 1; i < spans.size(); ++i) {
-    const Span& prev = spans[widest];
-    if (spans[i].end > spans[i].begin && spans[i].begin < prev.end)
-      fail(path, "tensor '" + f.tensors_[spans[i].index].name + "' at byte " +
-                     std::to_string(data_start + spans[i].begin) + " overlaps tensor '" +
-                     f.tensors_[prev.index].name + "' (bytes " + std::to_string(data_start + prev.begin) + ".." +
-                     std::to_string(data_start + prev.end) + ")");
-    if (spans[i].end > prev.end) widest = i;
+  // As the reference implementation requires: sorted by offset, the tensors cover the data section exactly, each
+  // starting where the previous one ends and the last ending at the end of the file. A header length that is off
+  // by a byte (every tensor read shifted) or bytes nobody owns are refused, not read as garbage.
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& a, const Span& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
+  std::uint64_t covered = 0;
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    const Span& s = spans[i];
+    if (s.begin == covered) {
+      covered = s.end;
+      continue;
+    }
+    const std::string name = "tensor '" + f.tensors_[s.index].name + "' at byte " + std::to_string(data_start + s.begin);
+    if (i == 0)
+      fail(path, name + " leaves the first " + std::to_string(s.begin) +
+                     " bytes of the data section (from byte " + std::to_string(data_start) +
+                     ") to no tensor; the tensors must cover the data section exactly");
+    const std::string prev = "tensor '" + f.tensors_[spans[i - 1].index].name + "' (bytes " +
+                             std::to_string(data_start + spans[i - 1].begin) + ".." +
+                             std::to_string(data_start + spans[i - 1].end) + ")";
+    if (s.begin < covered) fail(path, name + " overlaps " + prev);
+    fail(path, name + " leaves bytes " + std::to_string(data_start + covered) + ".." +
+                   std::to_string(data_start + s.begin) + " after " + prev +
+                   " to no tensor; the tensors must cover the data section exactly");
   }
-  return f;
+  if (covered != data_size)
+    fail(path, "the tensors cover " + std::to_string(covered) + " bytes but the data section (from byte " +
+                   std::to_string(data_start) + " to the end of the " + std::to_string(file_size) +
+                   "-byte file) has " + std::to_string(data_size) +
+                   ": the header length at byte 0 is wrong, or the file is truncated or padded (the safetensors "
+                   "format requires exact coverage)");
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
@@ -210,36 +255,51 @@ Checkpoint Checkpoint::open_files(const std::vector<std::string>& files) {
   return c;
 }
 
+std::vector<std::pair<std::string, std::string>> parse_safetensors_index(std::string_view text,
+                                                                        const std::string& name) {
+  json j;
+  try {
+    j = checks::parse_json_limited(text, name);
+  } catch (const checks::InputLimitError& e) {
+    throw SafetensorsError(e.what());
+  } catch (const json::parse_error& e) {
+    throw SafetensorsError(name + ": not valid JSON (at byte " + std::to_string(e.byte) + "): " + e.what());
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw SafetensorsError(name + ": missing object \"weight_map\"");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it->is_string()) throw SafetensorsError(name + ": weight_map[\"" + it.key() + "\"] is not a file name");
+    const auto shard = it->get<std::string>();
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+      throw SafetensorsError(name + ": weight_map[\"" + it.key() + "\"] = \"" + shard +
+                             "\" is not a plain file name");
+    out.emplace_back(it.key(), shard);
+  }
+  return out;
+}
+
 Checkpoint Checkpoint::open_dir(const std::string& dir) {
   const fs::path d(dir);
   const fs::path index = d / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    json j;
-    std::ifstream in(index);
+    std::string text;
     try {
-      j = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw SafetensorsError(index.string() + ": not valid JSON (at byte " + std::to_string(e.byte) + "): " + e.what());
+      text = checks::read_file_limited(index, checks::limits::safetensors_index);
+    } catch (const checks::InputLimitError& e) {
+      throw SafetensorsError(e.what());
     }
-    if (!j.contains("weight_map") || !j["weight_map"].is_object())
-      throw SafetensorsError(index.string() + ": missing object \"weight_map\"");
+    const auto weight_map = parse_safetensors_index(text, index.string());
     std::vector<std::string> shards;
     std::set<std::string> seen;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it->is_string())
-        throw SafetensorsError(index.string() + ": weight_map[\"" + it.key() + "\"] is not a file name");
-      const auto shard = it->get<std::string>();
-      if (shard.find('/') != std::string::npos || shard == "..")
-        throw SafetensorsError(index.string() + ": weight_map[\"" + it.key() + "\"] = \"" + shard +
-                               "\" is not a plain file name");
+    for (const auto& [tensor, shard] : weight_map)
       if (seen.insert(shard).second) shards.push_back((d / shard).string());
-    }
     Checkpoint c = open_files(shards);
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      const TensorInfo* t = c.find(it.key());
-      const std::string shard = (d / it->get<std::string>()).string();
+    for (const auto& [tensor, shard_name] : weight_map) {
+      const TensorInfo* t = c.find(tensor);
+      const std::string shard = (d / shard_name).string();
       if (!t || t->file != shard)
-        throw SafetensorsError(index.string() + ": tensor '" + it.key() + "' is mapped to " + shard +
+        throw SafetensorsError(index.string() + ": tensor '" + tensor + "' is mapped to " + shard +
                                " but is not in that file");
     }
     c.description_ = index.string();

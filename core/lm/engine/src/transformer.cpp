@@ -4,6 +4,8 @@
 #include "lal/lm/transformer.hpp"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "lal/lm/safetensors.hpp"
 #if LAL_LM_HAVE_KERNELS
@@ -25,11 +27,56 @@ torch::ScalarType to_torch(DType t, const TensorInfo& info) {
   }
 }
 
+/// Largest weight magnitude accepted: its square still fits float32 (3.4e38), so one product with an activation of
+/// the same order cannot overflow. Real checkpoints stay below ~1e3.
+constexpr double kMaxWeightMagnitude = 1.8e19;
+
 struct WeightLoader {
   const Checkpoint& ckpt;
   torch::Device device;
   torch::ScalarType dtype;
+  bool allow_nonfinite = false;
   std::int64_t bytes = 0;
+  std::vector<std::pair<std::string, torch::Tensor>> pending{};  // (name, max |x| on the device; NaN propagates)
+
+  /// Queue the check of `t` (the weight `name` as loaded: on its device, in the model dtype, so a value that
+  /// overflows in the conversion is seen as inf). Reduced in chunks on the device: no full-size temporary.
+  void check(const std::string& name, const torch::Tensor& t) {
+    if (allow_nonfinite || t.numel() == 0) return;
+    const auto flat = t.reshape({-1});
+    constexpr std::int64_t kChunk = 1 << 24;
+    torch::Tensor worst;
+    for (std::int64_t start = 0; start < flat.numel(); start += kChunk) {
+      auto m = flat.narrow(0, start, std::min(kChunk, flat.numel() - start)).abs().amax().to(torch::kFloat32);
+      worst = worst.defined() ? torch::maximum(worst, m) : m;  // maximum propagates NaN
+    }
+    pending.emplace_back(name, worst);
+  }
+  /// Read the queued checks back (one device→host copy) and refuse the first bad weight, naming its file and tensor.
+  void verify() {
+    if (pending.empty()) return;
+    std::vector<torch::Tensor> values;
+    for (const auto& p : pending) values.push_back(p.second);
+    const auto host = torch::stack(values).to(torch::kCPU, torch::kFloat64);
+    const auto* v = host.data_ptr<double>();
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      if (v[i] <= kMaxWeightMagnitude) continue;  // false for NaN
+      const TensorInfo& info = ckpt.at(pending[i].first);
+      std::string what = "holds NaN";
+      if (std::isinf(v[i]))
+        what = std::string("holds ±inf (in ") + dtype_name_of(dtype) + ", the dtype it is loaded as)";
+      else if (!std::isnan(v[i]))
+        what = "holds a value of magnitude " + std::to_string(v[i]) + " (over 1.8e19: its square overflows float32)";
+      throw std::runtime_error(info.file + ": tensor '" + info.name + "' (byte " + std::to_string(info.file_offset) +
+                               ") " + what +
+                               "; such weights only produce garbage, so the model is refused (--allow_nonfinite "
+                               "loads it anyway)");
+    }
+    pending.clear();
+  }
+  static const char* dtype_name_of(torch::ScalarType t) {
+    return t == torch::kFloat16 ? "float16" : t == torch::kBFloat16 ? "bfloat16" : "float32";
+  }
 
   /// The checkpoint tensor `name`, checked against `shape`, as a CPU tensor over the mapped bytes (no copy).
   torch::Tensor mapped(const std::string& name, const std::vector<std::int64_t>& shape) {
@@ -49,18 +96,25 @@ struct WeightLoader {
   torch::Tensor get(const std::string& name, std::vector<std::int64_t> shape) {
     auto t = mapped(name, shape).to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
     bytes += t.numel() * static_cast<std::int64_t>(t.element_size());
+    check(name, t);
     return t;
   }
   /// Tensors concatenated along dim 0 into one device tensor (fused projections), written in place: no second copy.
   torch::Tensor concat(const std::vector<std::pair<std::string, std::vector<std::int64_t>>>& parts) {
     auto shape = parts.at(0).second;
     shape[0] = 0;
-    for (const auto& p : parts) shape[0] += p.second.at(0);
+    std::vector<torch::Tensor> sources;  // shapes checked against the checkpoint before anything is allocated
+    for (const auto& p : parts) {
+      shape[0] += p.second.at(0);
+      sources.push_back(mapped(p.first, p.second));
+    }
     auto out = torch::empty(shape, torch::TensorOptions().dtype(dtype).device(device));
     std::int64_t row = 0;
-    for (const auto& [name, part_shape] : parts) {
-      out.narrow(0, row, part_shape[0]).copy_(mapped(name, part_shape));
-      row += part_shape[0];
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      auto slice = out.narrow(0, row, parts[i].second[0]);
+      slice.copy_(sources[i]);
+      check(parts[i].first, slice);
+      row += parts[i].second[0];
     }
     bytes += out.numel() * static_cast<std::int64_t>(out.element_size());
     return out;
@@ -235,6 +289,68 @@ KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::in
   return c;
 }
 
+WeightBudget estimate_weight_bytes(const ModelConfig& c, std::int64_t element_bytes, const WeightOptions& weights,
+                                   bool offload) {
+  const double E = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size),
+               D = static_cast<double>(c.head_dim), H = static_cast<double>(c.num_heads),
+               KV = static_cast<double>(c.num_kv_heads), V = static_cast<double>(c.vocab_size),
+               L = static_cast<double>(c.num_layers);
+  const bool neox = c.family == Family::GptNeoX;
+  const double mlp_matrices = neox ? 2 : 3;
+  const double linear = (H + 2 * KV) * D * E + E * H * D + mlp_matrices * I * E;  // per layer
+  const double other = (neox ? 4 : 2) * E + (H + 2 * KV) * D + E + 2 * I + E;     // norms, biases (upper bound)
+  const double outside = V * E * (c.tie_word_embeddings ? 1 : 2) + 2 * E;         // embeddings, head, final norm
+  const int bits = quantize_bits(weights.quantize);
+  const double bytes = static_cast<double>(element_bytes);
+  const double linear_bytes =
+      bits ? linear * (bits / 8.0 + 2.0 / static_cast<double>(std::max<std::int64_t>(weights.quantize_group, 1)))
+           : linear * bytes;
+  WeightBudget b;
+  b.device_bytes = (outside + L * other) * bytes;
+  if (offload) {
+    b.host_bytes = L * linear_bytes;
+    b.device_bytes += linear * bytes;  // one dense layer at a time
+  } else {
+    b.device_bytes += L * linear_bytes + (bits ? linear * bytes : 0);  // + the layer being quantized
+  }
+  return b;
+}
+
+namespace {
+double gib(double bytes) { return bytes / double(1ull << 30); }
+std::string gib_text(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, bytes >= 1e18 ? "%.3g GiB" : "%.1f GiB", gib(bytes));
+  return buf;
+}
+/// MemAvailable of /proc/meminfo in bytes, -1 when unknown.
+double host_available_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return -1;
+  char line[256];
+  double kib = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+}  // namespace
+
+void check_memory_budget(const WeightBudget& budget, const torch::Device& device, const std::string& what) {
+  if (const char* env = std::getenv("LAL_MEMORY_CHECK"); env && std::string(env) == "off") return;
+  const double host_free = host_available_bytes();
+  const double device_free = device.is_cuda() ? static_cast<double>(detail::cuda_free_bytes(device)) : host_free;
+  const double on_host = budget.host_bytes + (device.is_cuda() ? 0 : budget.device_bytes);
+  const std::string hint = " (a wrong config.json? else a smaller dtype, --quantize or --cpu_offload; "
+                           "LAL_MEMORY_CHECK=off skips this check)";
+  if (device.is_cuda() && device_free >= 0 && budget.device_bytes > device_free)
+    throw std::runtime_error(what + ": the model needs " + gib_text(budget.device_bytes) + " for its weights on " +
+                             device.str() + ", which has " + gib_text(device_free) + " free" + hint);
+  if (host_free >= 0 && on_host > host_free)
+    throw std::runtime_error(what + ": the model needs " + gib_text(on_host) + " of host memory for its weights, " +
+                             "and " + gib_text(host_free) + " is available" + hint);
+}
+
 std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::Device device, torch::ScalarType dtype,
                                                const WeightOptions& weights) {
   const int bits = quantize_bits(weights.quantize, "quantize");
@@ -249,9 +365,12 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
   // Host memory is where CPU weights live anyway: offloading there is a no-op (Engine::describe() says so).
   m->offload_ = weights.cpu_offload && !device.is_cpu();
   const ModelConfig& c = m->config_;
+  check_memory_budget(
+      estimate_weight_bytes(c, static_cast<std::int64_t>(c10::elementSize(dtype)), weights, m->offload_), device,
+      c.source);
   const Checkpoint ckpt = Checkpoint::open_dir(dir);
   torch::NoGradGuard no_grad;
-  WeightLoader w{ckpt, device, dtype};
+  WeightLoader w{ckpt, device, dtype, weights.allow_nonfinite};
   const auto E = c.hidden_size, I = c.intermediate_size, D = c.head_dim, H = c.num_heads, KV = c.num_kv_heads,
              V = c.vocab_size;
   const bool neox = c.family == Family::GptNeoX;
@@ -299,6 +418,7 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
         l.fc_out_b = w.get(p + "mlp.dense_4h_to_h.bias", {E});
         break;
     }
+    w.verify();  // this layer's weights as loaded, before quantization
     // Quantize / offload this layer's linear weights now, so that the device holds one dense layer at most.
     for (auto field : kLinearWeights) {
       torch::Tensor& dense = l.*field;
@@ -335,6 +455,7 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
                                " has \"tie_word_embeddings\": false");
     m->lm_head_ = w.get(head, {V, E});
   }
+  w.verify();
   m->parameter_bytes_ = w.bytes;
   m->inv_freq_ = rotary_inverse_frequencies(c).to(device);
   if (c.rope.type == "longrope") m->inv_freq_long_ = longrope_inverse_frequencies(c, c.rope.long_factor).to(device);

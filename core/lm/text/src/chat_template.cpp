@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "jinja_ast.hpp"
+#include "lal/checks/input_limits.hpp"
 #include "lal/lm/jinja.hpp"
 
 namespace lal::lm {
@@ -158,12 +159,13 @@ std::string render_phi4(const std::vector<ChatMessage>& messages, const ChatRend
 }
 
 json read_json(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ChatTemplateError(path.string() + ": cannot open for reading");
   try {
-    return json::parse(in);
+    return checks::parse_json_limited(checks::read_file_limited(path, checks::limits::tokenizer_config_file),
+                                      path.string());
   } catch (const json::parse_error& e) {
     throw ChatTemplateError(path.string() + ": invalid JSON: " + e.what());
+  } catch (const std::runtime_error& e) {  // too large, too deep, or cannot be read
+    throw ChatTemplateError(e.what());
   }
 }
 
@@ -176,12 +178,12 @@ std::optional<std::string> token_text(const json& config, const char* key) {
   return std::nullopt;
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ChatTemplateError(path.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+std::string read_text(const fs::path& path) {  // a chat template file (chat_template.jinja, --chat_template FILE)
+  try {
+    return checks::read_file_limited(path, checks::limits::chat_template);
+  } catch (const std::runtime_error& e) {
+    throw ChatTemplateError(e.what());
+  }
 }
 
 // The special tokens transformers passes to a chat template (its special_tokens_map): bos_token, eos_token, ...,
@@ -311,6 +313,8 @@ ChatTemplate ChatTemplate::detect(const std::string& model_path) {
   } else if (tc.is_object() && tc.contains("chat_template") && !tc["chat_template"].is_null()) {
     const json& ct = tc["chat_template"];
     if (ct.is_string()) {
+      checks::check_size(ct.get_ref<const std::string&>().size(), checks::limits::chat_template,
+                         tc_path.string() + ": chat_template");
       sources.push_back({"default", {ct.get<std::string>(), tc_path.string()}});
     } else if (ct.is_array()) {
       for (std::size_t i = 0; i < ct.size(); ++i) {

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "bpe.hpp"
+#include "lal/checks/input_limits.hpp"
 #include "pipeline.hpp"
 #include "unicode.hpp"
 
@@ -97,21 +98,25 @@ struct Segment {
   std::int32_t added_id;  // -1 for plain text
 };
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw TokenizerError(path.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+/// JSON text with bounded nesting (a 50 000-deep normalizer Sequence fails in microseconds, not gigabytes later).
+json parse_json_text(std::string_view text, const std::string& name) {
+  try {
+    return checks::parse_json_limited(text, name);
+  } catch (const json::parse_error& e) {
+    throw TokenizerError(name + ": invalid JSON: " + e.what());
+  } catch (const checks::InputLimitError& e) {
+    throw TokenizerError(e.what());
+  }
 }
 
-json parse_json_file(const fs::path& path) {
-  const std::string text = read_file(path);
+json parse_json_file(const fs::path& path, const checks::Limit& size_limit) {
+  std::string text;
   try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw TokenizerError(path.string() + ": invalid JSON: " + e.what());
+    text = checks::read_file_limited(path, size_limit);
+  } catch (const std::exception& e) {
+    throw TokenizerError(e.what());
   }
+  return parse_json_text(text, path.string());
 }
 
 char32_t code_point_before(std::string_view s, std::size_t end) {
@@ -329,6 +334,18 @@ std::optional<std::int32_t> first_known(const Tokenizer::Impl& impl, std::initia
   return std::nullopt;
 }
 
+void load_components_or_throw(Tokenizer::Impl& impl, const json& root) {
+  try {
+    load_components(impl, root);
+  } catch (const ConfigError& e) {
+    throw TokenizerError(impl.path + ": " + e.what());
+  } catch (const json::exception& e) {
+    throw TokenizerError(impl.path + ": " + e.what());
+  }
+}
+
+void guess_special_tokens(Tokenizer::Impl& impl);
+
 }  // namespace
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
@@ -342,23 +359,34 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   }
   auto impl = std::make_shared<Impl>();
   impl->path = file.string();
-  const json root = parse_json_file(file);
-  try {
-    load_components(*impl, root);
-  } catch (const ConfigError& e) {
-    throw TokenizerError(impl->path + ": " + e.what());
-  } catch (const json::exception& e) {
-    throw TokenizerError(impl->path + ": " + e.what());
-  }
+  load_components_or_throw(*impl, parse_json_file(file, checks::limits::tokenizer_file));
 
   const fs::path config_path = file.parent_path() / "tokenizer_config.json";
   if (fs::exists(config_path, ec)) {
-    const json config = parse_json_file(config_path);
+    const json config = parse_json_file(config_path, checks::limits::tokenizer_config_file);
     if (!config.is_object()) throw TokenizerError(config_path.string() + ": expected a JSON object");
     impl->bos = config_token(*impl, config, "bos_token", config_path.string());
     impl->eos = config_token(*impl, config, "eos_token", config_path.string());
     impl->pad = config_token(*impl, config, "pad_token", config_path.string());
   } else {
+    guess_special_tokens(*impl);
+  }
+  return Tokenizer(std::move(impl));
+}
+
+Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& name) {
+  checks::check_size(json_text.size(), checks::limits::tokenizer_file, name);
+  auto impl = std::make_shared<Impl>();
+  impl->path = name;
+  load_components_or_throw(*impl, parse_json_text(json_text, name));
+  guess_special_tokens(*impl);
+  return Tokenizer(std::move(impl));
+}
+
+namespace {
+void guess_special_tokens(Tokenizer::Impl& impl_ref) {
+  auto* impl = &impl_ref;
+  {
     if (impl->post_processor) {
       const auto prefix = impl->post_processor->prefix_ids();
       if (!prefix.empty()) impl->bos = prefix.front();
@@ -367,8 +395,8 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     impl->eos = first_known(*impl, {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>", "[SEP]"});
     impl->pad = first_known(*impl, {"<pad>", "<|pad|>", "[PAD]"});
   }
-  return Tokenizer(std::move(impl));
 }
+}  // namespace
 
 std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   return impl_->encode(text, add_special_tokens);

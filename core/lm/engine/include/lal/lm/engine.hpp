@@ -7,7 +7,8 @@
 //
 // THREADING: an Engine is not safe for concurrent generate() calls; callers serialise (TorchLanguageModel holds a
 // mutex). Callbacks run on the calling thread, synchronously, between decode steps.
-// ERRORS: load() throws std::runtime_error (model directory, config.json key, safetensors file/tensor/offset);
+// ERRORS: load() throws std::runtime_error (model directory, config.json key, safetensors file/tensor/offset, a
+// non-finite weight, weights that cannot fit the device: "the model needs X GiB ..., which has Y GiB free");
 // generate() throws std::invalid_argument for bad requests (empty prompt, stop strings without a tokenizer) and
 // std::runtime_error for engine failures. Cancellation is not an error.
 #pragma once
@@ -57,6 +58,9 @@ struct ModelOptions {
   /// See lal/lm/scheduler.hpp. Engine::generate() does not use them.
   int max_batch = 0;
   std::int64_t prefix_cache_mb = -1;
+  /// Load weights holding NaN/±inf (checked on the device after conversion to the dtype). Off: such a model is
+  /// refused at load time, naming the file and the tensor.
+  bool allow_nonfinite = false;
 };
 
 struct SamplingOptions {

@@ -6,7 +6,8 @@
 // READING maps the file read-only (mmap); tensors are views into the mapping, valid while any SafetensorsFile or
 // Checkpoint sharing that mapping is alive (copies share it). Every structural check is done in open(): truncated
 // file, absurd header length (> 100 MiB or past the end), bad JSON, unknown dtype, negative or non-integer shape,
-// data_offsets reversed, past the end of the file or overlapping another tensor, byte size != dtype size x shape.
+// data_offsets reversed, past the end of the file, overlapping another tensor or leaving a gap (the tensors must
+// cover the data section exactly, as the reference implementation requires), byte size != dtype size x shape.
 // A violation throws SafetensorsError whose message names the file, the tensor and the byte offset in the file.
 //
 // WRITING is atomic: the bytes go to "<path>.tmp-<pid>", are fsync'ed, and the file is renamed over <path>; a crash
@@ -21,6 +22,8 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace lal::lm {
@@ -53,6 +56,8 @@ class SafetensorsFile {
  public:
   /// Map and validate `path`. Throws SafetensorsError (malformed) or std::runtime_error (cannot open/map).
   static SafetensorsFile open(const std::string& path);
+  /// The same checks over bytes in memory (tests, fuzzing); `name` stands for the file in messages.
+  static SafetensorsFile from_bytes(std::string bytes, const std::string& name);
 
   const std::string& path() const { return path_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
@@ -61,6 +66,7 @@ class SafetensorsFile {
 
  private:
   struct Mapping;
+  void parse();  // the structural checks of open(), over mapping_
   std::shared_ptr<Mapping> mapping_;
   std::string path_;
   std::vector<TensorInfo> tensors_;
@@ -86,6 +92,11 @@ class Checkpoint {
   std::map<std::string, const TensorInfo*> by_name_;
   std::string description_;
 };
+
+/// The "weight_map" of a model.safetensors.index.json: (tensor, shard file name) pairs in file order. Refuses bad
+/// JSON, nesting past the JSON depth limit, a missing weight_map, and shard names that are not plain file names.
+std::vector<std::pair<std::string, std::string>> parse_safetensors_index(std::string_view text,
+                                                                        const std::string& name);
 
 /// A tensor to write: bytes are copied from `data` (`nbytes` must equal dtype size x shape).
 struct TensorToWrite {

@@ -8,7 +8,9 @@
 // THREADING: forward() is const and may run concurrently on different caches (LibTorch ops are thread-safe), but
 // the engine serialises calls anyway to bound memory.
 // ERRORS: load() throws std::runtime_error naming the checkpoint and the tensor for a missing tensor, a shape that
-// disagrees with config.json, or a weight dtype that is not F32/F16/BF16.
+// disagrees with config.json, a weight dtype that is not F32/F16/BF16, or a non-finite weight (checked on the device
+// where the weights live; WeightOptions::allow_nonfinite overrides); and, before allocating anything, when the
+// weights cannot fit the device (check_memory_budget).
 #pragma once
 
 #include <memory>
@@ -60,7 +62,25 @@ struct WeightOptions {
   /// device just before it runs (copies queued on the compute stream; the device holds one layer at a time, plus
   /// what the caching allocator keeps). A no-op on the CPU, where the weights are in host memory already.
   bool cpu_offload = false;
+  /// Load weights holding NaN, ±inf (also after conversion to the model dtype, e.g. 1e5 in float16) or a magnitude
+  /// over 1.8e19 (whose square overflows float32). Refused by default: such a model only produces garbage.
+  bool allow_nonfinite = false;
 };
+
+/// Bytes the weights of `config` take on the device and in host memory when loaded as `element_bytes`-byte
+/// elements with `weights` (quantization shrinks the decoder layers' linear weights, cpu_offload moves them to
+/// host memory). A double: a bad config.json (intermediate_size 1e15) must give a number, not an overflow.
+struct WeightBudget {
+  double device_bytes = 0;
+  double host_bytes = 0;  ///< offloaded layers (pinned host memory)
+};
+WeightBudget estimate_weight_bytes(const ModelConfig& config, std::int64_t element_bytes, const WeightOptions& weights,
+                                   bool offload);
+
+/// Refuses (std::runtime_error: "model needs X GiB ..., device has Y GiB free") a budget that cannot fit the device
+/// or host memory free now. LAL_MEMORY_CHECK=off skips the check (when the estimate of free memory is wrong, e.g.
+/// with swap or unified memory).
+void check_memory_budget(const WeightBudget& budget, const torch::Device& device, const std::string& what);
 
 /// Rotary inverse frequencies [rotary_dim/2] (float32) of the config's rope type, computed as transformers does at
 /// initialisation: for dynamic the unscaled table, for longrope the short_factor table (Transformer switches them

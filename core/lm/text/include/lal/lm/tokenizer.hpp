@@ -57,6 +57,9 @@ class Tokenizer {
   /// directory is read for bos/eos/pad when present. Throws TokenizerError naming the file on a missing file, bad
   /// JSON, a missing or unsupported component. Takes about 0.2–1 s for 150k-token vocabularies.
   static Tokenizer from_file(const std::string& path);
+  /// The same from tokenizer.json text already in memory (no tokenizer_config.json: special tokens are guessed as
+  /// from_file does without one). `name` stands for the file in error messages.
+  static Tokenizer from_json(std::string_view json_text, const std::string& name);
 
   /// Text → ids. `text` must be valid UTF-8 (TokenizerError with the byte offset otherwise). With
   /// `add_special_tokens`, the post-processor's tokens are added (e.g. Llama-2's BOS), except that a leading special

@@ -77,6 +77,20 @@ inline std::int64_t cuda_peak_allocated(const at::Device& device) {
   return 0;
 }
 
+/// Bytes free on a CUDA device now (cudaMemGetInfo), or -1 when unknown (CPU, CPU-only builds, an error).
+inline std::int64_t cuda_free_bytes(const at::Device& device) {
+#if defined(LAL_LM_HAVE_CUDA)
+  if (device.is_cuda()) {
+    c10::cuda::CUDAGuard guard(device.index() < 0 ? 0 : device.index());
+    std::size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) return static_cast<std::int64_t>(free_bytes);
+    (void)cudaGetLastError();  // clear the sticky error state of this call
+  }
+#endif
+  (void)device;
+  return -1;
+}
+
 inline void cuda_reset_peak(const at::Device& device) {
 #if defined(LAL_LM_HAVE_CUDA)
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());

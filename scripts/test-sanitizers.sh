@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The torch-free code under AddressSanitizer + UndefinedBehaviorSanitizer, and the libFuzzer targets (tests/fuzz),
+# built with clang into ./build-fuzz (LAL_FUZZ_BUILD_DIR). Runs the runtime, tokenizer, memory, brain (plugins),
+# hardening and fuzz tests there: the fuzz corpus is replayed and each target fuzzes for LAL_FUZZ_SECONDS (60).
+# Called by scripts/test.sh after the main suite; skipped with a message when clang cannot link libFuzzer.
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${LAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
+jobs=${LAL_JOBS:-$(nproc)}
+if ! command -v clang++ >/dev/null; then
+  echo "test-sanitizers: clang++ not found (scripts/install-deps.sh installs it); skipped"
+  exit 0
+fi
+if command -v ccache >/dev/null; then
+  export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$root}
+fi
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DLAL_WITH_TORCH=OFF -DLAL_FUZZ=ON -DLAL_BUILD_TESTS=ON -DLAL_USE_PCH=OFF \
+  -DLAL_TEST_SUITES="runtime;tokenizer;memory;brain" -DLAL_FUZZ_SECONDS="${LAL_FUZZ_SECONDS:-60}" "$@"
+cmake --build "$build" -j "$jobs"
+cd "$build"
+# LeakSanitizer on, and every sanitizer report fails the test that triggered it.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# sdk_template_out_of_tree builds the SDK template against an installed lal with the system compiler: it is covered
+# by the main suite and would mix sanitized and unsanitized objects here.
+ctest --output-on-failure -j "$jobs" --timeout 900 -E "sdk_template_out_of_tree"

