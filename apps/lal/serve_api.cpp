@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lal/checks/input_limits.hpp"
+
 namespace lal::serve {
 
 using nlohmann::json;
@@ -149,9 +151,11 @@ void check_user(const std::string& user, const std::string& param, const Request
 ChatRequest parse_chat_request(std::string_view text, const RequestLimits& limits) {
   json body;
   try {
-    body = json::parse(text.begin(), text.end());
+    body = checks::parse_json_limited(text, "the request body");  // bounded nesting; 1e999 is a parse error
   } catch (const json::parse_error& e) {
     bad("", std::string("the request body is not valid JSON: ") + e.what());
+  } catch (const checks::InputLimitError& e) {
+    bad("", e.what());
   }
   if (!body.is_object()) bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
 

@@ -7,7 +7,8 @@ tokenizer: the real Qwen3, Llama-3 and Llama-2 (SentencePiece-BPE) tokenizer.jso
 pre-tokenizers, decoders, post-processors and added tokens kept, the vocabulary cut to the bytes/pieces that
 small texts need and the merges among them, then a NUL and a text to encode.
 safetensors: files written in the format (first byte 0x00) and index files (first byte 0x01).
-pipeline: every shipped configs/*.yaml and the runtime's test pipelines."""
+pipeline: every shipped configs/*.yaml and the runtime's test pipelines.
+serve_request: OpenAI-style chat request bodies as clients send them."""
 import json
 import os
 import struct
@@ -120,8 +121,24 @@ def pipeline_seeds():
             write("pipeline", "seed-" + os.path.basename(p), f.read())
 
 
+def serve_seeds():
+    chat = [{"role": "user", "content": "こんにちは"}]
+    seeds = {
+        "minimal": {"model": "lal", "messages": chat},
+        "stream": {"model": "lal", "stream": True, "stream_options": {"include_usage": True}, "user": "taro",
+                   "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "東京の天気は？"}],
+                   "temperature": 0.7, "top_p": 0.9, "max_tokens": 64, "seed": 3, "stop": ["\n\n", "。"],
+                   "reasoning_effort": "low"},
+        "overrides": {"model": "lal", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                      "lal": {"modules.left_brain.config.max_tokens": 32}, "max_completion_tokens": 16},
+        "unsupported": {"model": "lal", "n": 2, "tools": [], "logprobs": True, "messages": chat},
+    }
+    for name, body in seeds.items():
+        write("serve_request", "seed-%s.json" % name, json.dumps(body, ensure_ascii=False).encode())
+
+
 if __name__ == "__main__":
-    for t in ["tokenizer", "safetensors", "pipeline"]:  # seeds only: reproducers stay
+    for t in ["tokenizer", "safetensors", "pipeline", "serve_request"]:  # seeds only: reproducers stay
         d = os.path.join(out, t)
         for f in os.listdir(d) if os.path.isdir(d) else []:
             if f.startswith("seed-"):
@@ -130,4 +147,5 @@ if __name__ == "__main__":
     tokenizer_reproducers()
     safetensors_seeds()
     pipeline_seeds()
+    serve_seeds()
     print("seeds written under", out, file=sys.stderr)
