@@ -9,6 +9,12 @@
 
 #include "lal/runtime/pipeline.hpp"
 
+/// Plugins stay mapped for the life of the fuzzer. libFuzzer registers the coverage counters of every instrumented
+/// library when it is loaded and reads them after every input; a plugin unloaded by dlclose() leaves it reading
+/// unmapped memory (a SEGV inside libFuzzer, not in lal). Boost.DLL is compiled into this program, so its calls
+/// bind to this definition.
+extern "C" int dlclose(void*) { return 0; }
+
 namespace {
 /// The plugins the corpus names, loaded once and kept: each input's registry then finds them already mapped
 /// (dlopen of a loaded library is a reference count), so an execution costs parsing and validation, not file I/O.
