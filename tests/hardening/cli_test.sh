@@ -73,7 +73,7 @@ if has generate; then
   expect 2 "--top_k must be an integer ≥ 0, got -5" -- "${g[@]}" --top_k -5
   expect 2 "--min_p must be in [0, 1], got 2" -- "${g[@]}" --min_p 2
   expect 2 "--temperature must be a finite number ≥ 0, got -1" -- "${g[@]}" --temperature -1
-  expect 2 "--max_new_tokens must be an integer ≥ 1, got 0" -- "${g[@]}" --max_new_tokens 0
+  expect 2 "--max_new_tokens must be an integer ≥ 0, got -1" -- "${g[@]}" --max_new_tokens -1
 
   python3 "$src/tests/hardening/make_bad_models.py" "$work/models" || fail "make_bad_models.py"
   m=$work/models
