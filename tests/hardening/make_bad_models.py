@@ -8,7 +8,8 @@ OUT_DIR/nan                one NaN in model.layers.0.mlp.down_proj.weight
 OUT_DIR/inf                -inf in model.layers.0.self_attn.k_proj.weight (fused q/k/v: the check names the part)
 OUT_DIR/huge               3e38 in model.embed_tokens.weight (finite in float32, inf in float16)
 OUT_DIR/short_header       the safetensors header length one byte short (every tensor read one byte off)
-OUT_DIR/huge_intermediate  config.json intermediate_size 10^12 (weights of ~100 TiB)
+OUT_DIR/huge_intermediate  config.json hidden_size 65536, intermediate_size 4194304: in the ranges config.json
+                           allows, but weights of ~3 TiB (refused before anything is allocated)
 """
 import json
 import math
@@ -86,7 +87,7 @@ def main(out):
     write(out, "inf", CONFIG, with_value(good, "model.layers.0.self_attn.k_proj.weight", 3, -math.inf))
     write(out, "huge", CONFIG, with_value(good, "model.embed_tokens.weight", 0, 3e38))
     write(out, "short_header", CONFIG, good, one_byte_short)
-    write(out, "huge_intermediate", dict(CONFIG, intermediate_size=10**12), good)
+    write(out, "huge_intermediate", dict(CONFIG, hidden_size=65536, intermediate_size=4194304), good)
 
 
 if __name__ == "__main__":
