@@ -235,8 +235,7 @@ TEST_CASE("refused: dtype, token ids, norms, activation") {
   check_refused("llama", R"(, "rms_norm_eps": 0)", "rms_norm_eps", "must be > 0");
   check_refused("llama", R"(, "rms_norm_eps": -1e-6)", "rms_norm_eps", "must be > 0");
   CHECK_THROWS_WITH_AS(parse("llama", R"(, "rms_norm_eps": 1e999)"),
-                       doctest::Contains("/m/config.json: not valid JSON: [json.exception.out_of_range.406] number "
-                                         "overflow parsing '1e999'"),
+                       doctest::Contains("number overflow parsing '1e999'"),  // a parse error naming the number
                        ConfigError);
   check_refused("gpt_neox", R"(, "layer_norm_eps": 0.0)", "layer_norm_eps", "must be > 0");
   check_refused("llama", R"(, "rms_norm_eps": "1e-6")", "rms_norm_eps", "expected a number");
