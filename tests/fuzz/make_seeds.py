@@ -8,7 +8,9 @@ pre-tokenizers, decoders, post-processors and added tokens kept, the vocabulary 
 small texts need and the merges among them, then a NUL and a text to encode.
 safetensors: files written in the format (first byte 0x00) and index files (first byte 0x01).
 pipeline: every shipped configs/*.yaml and the runtime's test pipelines.
-serve_request: OpenAI-style chat request bodies as clients send them."""
+serve_request: OpenAI-style chat request bodies as clients send them.
+jinja: the real chat templates of tests/chat_templates, each with one of its conversations (template, NUL,
+variables as JSON), and small templates that use the rest of the supported subset."""
 import json
 import os
 import struct
@@ -137,8 +139,61 @@ def serve_seeds():
         write("serve_request", "seed-%s.json" % name, json.dumps(body, ensure_ascii=False).encode())
 
 
+JINJA_FEATURES = {
+    "macro-call": "{% macro m(a, b=2) %}[{{ a }}{{ b }}{{ caller() if caller is defined }}]{% endmacro %}"
+                  "{{ m(1) }}{% call m('x', b=none) %}body{% endcall %}",
+    "loops": "{%- for k, v in {'a': 1, 'b': [1, 2]} | dictsort %}{{ loop.index }}:{{ k }}={{ v | tojson }}"
+             "{% if loop.last %}.{% endif %}{% else %}empty{% endfor %}{% for i in range(10) if i is even %}"
+             "{% if i > 5 %}{% break %}{% endif %}{{ i }}{% continue %}{% endfor %}",
+    "namespace-set": "{% set ns = namespace(n=0, s='') %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+                     "{% set ns.s = ns.s ~ m.role[:1] | upper %}{% endfor %}{{ ns.n }} {{ ns.s }}"
+                     "{% set block %}x{{ 3 * 4 // 5 % 7 ** 2 }}{% endset %}{{ block | trim | length }}",
+    "strings-filters": "{{ 'a,b,c'.split(',') | join('-') }} {{ ' Hi '.strip().lower().startswith('h') }} "
+                       "{{ [3, 1, 2] | sort | reverse | list | first }} {{ messages | map(attribute='role') | "
+                       "unique | list | tojson(indent=2) }} {{ 'x' * 3 }} {{ '%s-%d' % ('a', 1) }} "
+                       "{{ messages[-1].content | default('none') }} {{ tools | selectattr('type', 'equalto', "
+                       "'function') | list | count }} {{ 'abc'[::-1] }} {{ {'k': none}.get('k') is none }}",
+    "whitespace-raw": "a  \n  {%- if true -%}  b  {%+ if false %}c{% elif 1 in [1] %}d{% endif %}\n"
+                      "{% raw %}{{ not parsed }}{% endraw %}{# comment #}{% filter upper %}e{% endfilter %}"
+                      "{% generation %}g{% endgeneration %}",
+    "raise": "{% if messages | length > 1 %}{{ raise_exception('too many: ' ~ messages | length) }}{% endif %}",
+}
+
+
+def jinja_seeds():
+    tdir = os.path.join(root, "tests", "chat_templates")
+    with open(os.path.join(tdir, "templates.json"), encoding="utf-8") as f:
+        templates = json.load(f)["templates"]
+    conv_dir = os.path.join(tdir, "conversations")
+    conversations = sorted(os.listdir(conv_dir))
+    for n, t in enumerate(templates):
+        with open(os.path.join(tdir, "templates", t["file"]), "rb") as f:
+            source = f.read()
+        with open(os.path.join(conv_dir, conversations[n % len(conversations)]), encoding="utf-8") as f:
+            variables = json.load(f)
+        for k, v in t.items():
+            if k.endswith("_token"):
+                variables[k] = v
+        variables["add_generation_prompt"] = True
+        name = "seed-" + t["file"].rsplit(".", 1)[0]
+        write("jinja", name, source + b"\0" + json.dumps(variables, ensure_ascii=False).encode())
+    for name, source in JINJA_FEATURES.items():
+        write("jinja", "seed-" + name, source.encode())
+
+
+def jinja_reproducers():
+    # Nesting past the parser's limit (256) must be a JinjaError, not a stack overflow.
+    write("jinja", "repro-expression-nested-2000-deep", b"{{ " + b"(" * 2000 + b"1" + b")" * 2000 + b" }}")
+    write("jinja", "repro-blocks-nested-2000-deep", b"{% if true %}" * 2000 + b"x" + b"{% endif %}" * 2000)
+    # Output and loop bounds: 10^12 characters and 10^12 iterations are refused, not attempted.
+    write("jinja", "repro-output-bomb", b"{{ 'x' * 1000000 * 1000000 }}")
+    write("jinja", "repro-loop-bomb", b"{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}"
+                                      b"{% endfor %}")
+    write("jinja", "repro-macro-recursion", b"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
+
+
 if __name__ == "__main__":
-    for t in ["tokenizer", "safetensors", "pipeline", "serve_request"]:  # seeds only: reproducers stay
+    for t in ["tokenizer", "safetensors", "pipeline", "serve_request", "jinja"]:  # seeds only: reproducers stay
         d = os.path.join(out, t)
         for f in os.listdir(d) if os.path.isdir(d) else []:
             if f.startswith("seed-"):
@@ -148,4 +203,6 @@ if __name__ == "__main__":
     safetensors_seeds()
     pipeline_seeds()
     serve_seeds()
+    jinja_seeds()
+    jinja_reproducers()
     print("seeds written under", out, file=sys.stderr)
