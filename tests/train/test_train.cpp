@@ -7,14 +7,17 @@
 
 #include "lal/lm/tokenizer.hpp"
 #include "lal/lm/transformer.hpp"
+#include "lal/train/chunked_loss.hpp"
 #include "lal/train/distill.hpp"
 #include "lal/train/files.hpp"
 #include "lal/train/model.hpp"
+#include "lal/train/optim.hpp"
 #include "lal/train/options.hpp"
 #include "lal/train/questions.hpp"
 #include "lal/train/report.hpp"
 #include "lal/train/student_config.hpp"
 #include "lal/train/vocab_trim.hpp"
+#include "lal/train/world.hpp"
 
 // After LibTorch: its glog defines CHECK too, and doctest's must win.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
@@ -327,4 +330,226 @@ TEST_CASE("memory plan: a 32B teacher on one H200, a 7B student on two, a 12 GiB
   CHECK(parse_bytes("1.5G", "--max_gpu_memory") == std::int64_t{3} << 29);
   CHECK_THROWS_WITH_AS(parse_bytes("12 parsecs", "--max_gpu_memory"), doctest::Contains("--max_gpu_memory"),
                        OptionError);
+}
+
+TEST_CASE("AdamW: the multi-tensor (and, where LibTorch has it, fused) kernel equals the per-tensor loop") {
+  torch::manual_seed(7);
+  auto make_params = [] {
+    torch::manual_seed(11);
+    std::vector<std::pair<std::string, torch::Tensor>> p;
+    p.emplace_back("w", torch::randn({5, 7}).requires_grad_(true));
+    p.emplace_back("norm", torch::randn({7}).requires_grad_(true));
+    p.emplace_back("lm_head", torch::randn({9, 5}).requires_grad_(true));
+    p.emplace_back("unused", torch::randn({3, 3}).requires_grad_(true));  // no gradient: left alone
+    return p;
+  };
+  std::vector<std::vector<torch::Tensor>> grads;
+  for (int s = 0; s < 4; ++s) grads.push_back({torch::randn({5, 7}), torch::randn({7}), torch::randn({9, 5}) * 1e-3});
+  auto run = [&](AdamWKernel k) {
+    auto params = make_params();
+    AdamW opt(params, 0.1, k);
+    for (int s = 0; s < 4; ++s) {
+      for (std::size_t i = 0; i < 3; ++i)
+        params[i].second.mutable_grad() = grads[static_cast<std::size_t>(s)][i].clone();
+      opt.step(1e-2 * (s + 1));
+      opt.zero_grad();
+    }
+    CHECK(opt.steps() == 4);
+    std::vector<torch::Tensor> out;
+    for (auto& [n, t] : params) out.push_back(t.detach().clone());
+    for (auto& [n, t] : opt.state(World::get()))
+      if (n != "step") out.push_back(t.clone());
+    return out;
+  };
+  const auto loop = run(AdamWKernel::Loop), multi = run(AdamWKernel::MultiTensor);
+  const auto initial = make_params();
+  CHECK_FALSE(torch::equal(loop[0], initial[0].second));  // it moved
+  CHECK(torch::equal(loop[3], initial[3].second));        // no gradient: untouched
+  REQUIRE(loop.size() == multi.size());
+  for (std::size_t i = 0; i < loop.size(); ++i) CHECK(torch::equal(loop[i], multi[i]));
+  if (fused_adamw_available(torch::kCPU)) {
+    const auto fused = run(AdamWKernel::Fused);
+    for (std::size_t i = 0; i < loop.size(); ++i) CHECK(torch::allclose(loop[i], fused[i], 1e-5, 1e-7));
+  } else {
+    CHECK_THROWS_WITH_AS(adamw_kernel("fused", torch::kCPU), doctest::Contains("has no fused AdamW kernel"),
+                         std::runtime_error);
+    CHECK(adamw_kernel("auto", torch::kCPU) == AdamWKernel::MultiTensor);
+  }
+  CHECK_THROWS_WITH_AS(adamw_kernel("adam", torch::kCPU), doctest::Contains("expected auto, fused"),
+                       std::runtime_error);
+  // Against the formula (one step from zero moments: the update is lr * g / (|g| + eps) per element, plus decay).
+  auto p = make_params();
+  AdamW one(p, 0.0, AdamWKernel::MultiTensor);
+  const auto before = p[1].second.detach().clone();
+  p[1].second.mutable_grad() = grads[0][1].clone();
+  one.step(0.5);
+  const auto expect = before - 0.5 * grads[0][1] / (grads[0][1].abs() + 1e-8);
+  CHECK(torch::allclose(p[1].second.detach(), expect, 1e-5, 1e-6));
+  // Decay reaches matrices only: with zero gradients a matrix shrinks by (1 - lr * wd), a vector stays.
+  for (auto k : {AdamWKernel::Loop, AdamWKernel::MultiTensor}) {
+    auto q = make_params();
+    const auto w0 = q[0].second.detach().clone(), n0 = q[1].second.detach().clone();
+    AdamW decay(q, 0.1, k);
+    q[0].second.mutable_grad() = torch::zeros({5, 7}), q[1].second.mutable_grad() = torch::zeros({7});
+    decay.step(0.5);
+    CHECK(torch::allclose(q[0].second.detach(), w0 * 0.95, 1e-6, 1e-7));
+    CHECK(torch::equal(q[1].second.detach(), n0));
+  }
+}
+
+TEST_CASE("gradient clipping: multi-tensor norm over all gradients, scaled to max_norm") {
+  std::vector<std::pair<std::string, torch::Tensor>> p;
+  p.emplace_back("a", torch::zeros({2}).requires_grad_(true));
+  p.emplace_back("b", torch::zeros({1}).requires_grad_(true));
+  p.emplace_back("c", torch::zeros({1}).requires_grad_(true));  // no gradient
+  p[0].second.mutable_grad() = torch::tensor({3.0f, 0.0f});
+  p[1].second.mutable_grad() = torch::tensor({4.0f});
+  CHECK(clip_gradients(p, 10.0) == doctest::Approx(5.0));
+  CHECK(p[1].second.grad().item<float>() == doctest::Approx(4.0));
+  CHECK(clip_gradients(p, 1.0) == doctest::Approx(5.0));
+  CHECK(p[0].second.grad()[0].item<float>() == doctest::Approx(0.6).epsilon(1e-5));
+  CHECK(p[1].second.grad().item<float>() == doctest::Approx(0.8).epsilon(1e-5));
+}
+
+namespace {
+std::vector<torch::Tensor> grads_of(const CausalLM& m) {
+  std::vector<torch::Tensor> g;
+  for (const auto& [n, p] : m.named_parameters())
+    g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+  return g;
+}
+void clear_grads(const CausalLM& m) {
+  for (const auto& [n, p] : m.named_parameters()) p.mutable_grad() = torch::Tensor();
+}
+double max_grad_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  double d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
+  return d;
+}
+}  // namespace
+
+TEST_CASE("chunked lm_head + loss equals the plain logits path: loss and gradients (full teacher, top-k, CE)") {
+  const std::int64_t V = 61, N = 23;
+  auto m = CausalLM::random(student_config("tiny", nullptr, V), 5, torch::kCPU);
+  torch::manual_seed(3);
+  auto ids = torch::randint(0, V, {2, 14}, torch::kInt64);
+  auto rows = torch::randperm(28, torch::kInt64).narrow(0, 0, N);
+  auto targets = torch::randint(0, V, {N}, torch::kInt64);
+  auto teacher = torch::randn({N, V}) * 3;
+  teacher.narrow(1, V - 5, 5).fill_(-std::numeric_limits<float>::infinity());  // tokens the teacher cannot produce
+  auto topk = teacher.log_softmax(-1).topk(6, -1);
+  auto topk_ids = std::get<1>(topk).clone(), topk_lp = std::get<0>(topk).clone();
+  topk_ids[3][5] = -1, topk_ids[7][4] = -1;  // unused slots
+  const double T = 2.0;
+  for (double alpha : {0.0, 0.7}) {
+    for (int mode = 0; mode < 3; ++mode) {  // 0: full teacher, 1: top-k, 2: CE only
+      CAPTURE(alpha);
+      CAPTURE(mode);
+      // Reference: whole logits, then the loss functions already checked against Python above.
+      clear_grads(m);
+      auto h = m.hidden_states(ids, torch::kFloat32);
+      auto s = torch::linear(h.view({-1, h.size(-1)}).index_select(0, rows), m.lm_head());
+      LossParts ref = mode == 0   ? distillation_loss(s, teacher, targets, T, alpha)
+                      : mode == 1 ? distillation_loss_topk(s, topk_ids, topk_lp, targets, T, alpha)
+                                  : distillation_loss(s, torch::Tensor(), targets, T, alpha);
+      torch::Tensor ref_kl = mode == 0   ? mean_kl(s.detach(), teacher)
+                             : mode == 1 ? distillation_loss_topk(s.detach(), topk_ids, topk_lp, targets, 1, 1).kd
+                                         : torch::Tensor();
+      (ref.total * 1.5).backward();
+      const auto ref_grads = grads_of(m);
+      for (std::int64_t chunk : {5, 1024}) {
+        CAPTURE(chunk);
+        clear_grads(m);
+        auto hc = m.hidden_states(ids, torch::kFloat32);
+        ChunkedLossInput in;
+        in.hidden = hc.view({-1, hc.size(-1)}).index_select(0, rows), in.lm_head = m.lm_head();
+        in.targets = targets, in.temperature = T, in.alpha = alpha, in.chunk_tokens = chunk;
+        if (mode == 0) in.teacher = [&](std::int64_t b, std::int64_t c) { return teacher.narrow(0, b, c); };
+        if (mode == 1) in.topk_ids = topk_ids, in.topk_logprobs = topk_lp;
+        torch::Tensor kl;
+        auto got = chunked_distillation_loss(in, &kl);
+        CHECK(got.total.item<double>() == doctest::Approx(ref.total.item<double>()).epsilon(1e-5));
+        CHECK(got.ce.item<double>() == doctest::Approx(ref.ce.item<double>()).epsilon(1e-5));
+        CHECK(got.kd.defined() == (mode != 2));
+        if (mode != 2) {
+          CHECK(got.kd.item<double>() == doctest::Approx(ref.kd.item<double>()).epsilon(1e-5));
+          CHECK(kl.item<double>() == doctest::Approx(ref_kl.item<double>()).epsilon(1e-5));
+        }
+        (got.total * 1.5).backward();
+        const double d = max_grad_diff(grads_of(m), ref_grads);
+        CHECK(d < 1e-5);
+      }
+    }
+  }
+  // No gradient wanted (validation): the value alone, nothing attached.
+  torch::NoGradGuard g;
+  ChunkedLossInput in;
+  auto h = m.hidden_states(ids, torch::kFloat32);
+  in.hidden = h.view({-1, h.size(-1)}).index_select(0, rows), in.lm_head = m.lm_head(), in.targets = targets;
+  in.chunk_tokens = 4;
+  auto v = chunked_distillation_loss(in);
+  CHECK_FALSE(v.total.requires_grad());
+  CHECK(v.total.item<double>() ==
+        doctest::Approx(
+            torch::nn::functional::cross_entropy(torch::linear(in.hidden, m.lm_head()), targets).item<double>())
+            .epsilon(1e-5));
+}
+
+TEST_CASE("sequence packing: two documents in one row give the loss and gradients of two padded rows") {
+  const std::int64_t V = 57;
+  auto m = CausalLM::random(student_config("tiny", nullptr, V), 9, torch::kCPU);
+  torch::manual_seed(4);
+  auto a = torch::randint(0, V, {5}, torch::kInt64), b = torch::randint(0, V, {8}, torch::kInt64);
+  // Unpacked: [2, 8], a right-padded. Predicted positions: all but each document's last token.
+  auto unpacked = torch::zeros({2, 8}, torch::kInt64);
+  unpacked[0].narrow(0, 0, 5).copy_(a), unpacked[1].copy_(b);
+  auto rows_u = torch::cat({torch::arange(0, 4), torch::arange(8, 15)});
+  // Packed: [1, 15] = a, b, one padding token; positions restart for b; segments 0, 1, padding -1.
+  auto packed = torch::zeros({1, 15}, torch::kInt64);
+  packed[0].narrow(0, 0, 5).copy_(a), packed[0].narrow(0, 5, 8).copy_(b);
+  CausalLM::Packing pk;
+  pk.positions = torch::cat({torch::arange(0, 5), torch::arange(0, 8), torch::zeros({2}, torch::kInt64)}).view({1, 15});
+  pk.segments = torch::cat({torch::zeros({5}, torch::kInt64), torch::ones({8}, torch::kInt64),
+                            torch::full({2}, -1, torch::kInt64)})
+                    .view({1, 15});
+  auto rows_p = torch::cat({torch::arange(0, 4), torch::arange(5, 12)});
+  auto targets = torch::cat({a.narrow(0, 1, 4), b.narrow(0, 1, 7)});
+  auto loss_of = [&](const torch::Tensor& ids, const CausalLM::Packing& p, const torch::Tensor& rows) {
+    clear_grads(m);
+    auto h = m.hidden_states(ids, torch::kFloat32, p);
+    auto s = torch::linear(h.view({-1, h.size(-1)}).index_select(0, rows), m.lm_head());
+    auto loss = torch::nn::functional::cross_entropy(s, targets);
+    loss.backward();
+    return std::make_pair(loss.item<double>(), grads_of(m));
+  };
+  const auto [lu, gu] = loss_of(unpacked, {}, rows_u);
+  const auto [lp, gp] = loss_of(packed, pk, rows_p);
+  CHECK(lp == doctest::Approx(lu).epsilon(1e-6));
+  CHECK(max_grad_diff(gp, gu) < 1e-5);
+  // Without the segments, b would attend to a: the loss changes (the mask is what makes packing exact).
+  CausalLM::Packing positions_only;
+  positions_only.positions = pk.positions;
+  const auto [lw, gw] = loss_of(packed, positions_only, rows_p);
+  CHECK(std::abs(lw - lu) > 1e-4);
+}
+
+TEST_CASE("activation checkpointing: the same loss and gradients, layers recomputed in backward") {
+  const std::int64_t V = 45;
+  auto m = CausalLM::random(student_config("tiny", nullptr, V), 12, torch::kCPU);
+  torch::manual_seed(6);
+  auto ids = torch::randint(0, V, {2, 10}, torch::kInt64);
+  auto run = [&](bool recompute) {
+    clear_grads(m);
+    auto h = m.hidden_states(ids.narrow(1, 0, 9), torch::kFloat32, {}, recompute);
+    auto loss = torch::nn::functional::cross_entropy(torch::linear(h, m.lm_head()).reshape({-1, V}),
+                                                     ids.narrow(1, 1, 9).reshape({-1}));
+    loss.backward();
+    return std::make_pair(loss.item<double>(), grads_of(m));
+  };
+  const auto [l0, g0] = run(false);
+  const auto [l1, g1] = run(true);
+  CHECK(l1 == l0);
+  CHECK(max_grad_diff(g1, g0) < 1e-6);
+  // Every parameter received a gradient through the recomputation (none left at zero).
+  for (const auto& g : g1) CHECK(g.abs().sum().item<double>() > 0);
 }

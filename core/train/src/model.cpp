@@ -4,6 +4,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "lal/train/recompute.hpp"
+
 namespace lal::train {
 
 using lal::lm::DType;
@@ -164,7 +166,7 @@ torch::Tensor CausalLM::norm(const torch::Tensor& x, const torch::Tensor& w) con
 }
 
 torch::Tensor CausalLM::attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                  const torch::Tensor& sin) const {
+                                  const torch::Tensor& sin, const torch::Tensor& mask) const {
   const auto& c = config_;
   const auto B = x.size(0), T = x.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
   auto q = apply_rotary(linear(l.q, x).view({B, T, H, D}).transpose(1, 2), cos, sin);
@@ -174,27 +176,43 @@ torch::Tensor CausalLM::attention(const Layer& l, const torch::Tensor& x, const 
     k = k.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
     v = v.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
   }
-  auto out =
-      lal::lm::detail::attention(q, k, v, torch::Tensor(), /*causal=*/T > 1, 1.0 / std::sqrt(static_cast<double>(D)));
+  auto out = lal::lm::detail::attention(q, k, v, mask, /*causal=*/T > 1, 1.0 / std::sqrt(static_cast<double>(D)));
   return linear(l.o, out.transpose(1, 2).reshape({B, T, H * D}));
 }
 
 torch::Tensor CausalLM::forward(const torch::Tensor& ids, torch::ScalarType compute_dtype) const {
+  return torch::linear(hidden_states(ids, compute_dtype), on_device(lm_head_, compute_dtype)).to(torch::kFloat32);
+}
+
+torch::Tensor CausalLM::hidden_states(const torch::Tensor& ids, torch::ScalarType compute_dtype, const Packing& packing,
+                                      bool recompute_layers) const {
   const auto B = ids.size(0), T = ids.size(1);
   auto positions =
-      torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(device_)).view({1, T}).expand({B, T});
+      packing.positions.defined()
+          ? packing.positions.to(device_)
+          : torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(device_)).view({1, T}).expand({B, T});
+  torch::Tensor mask;  // [B, 1, T, T]: same document and not in the future
+  if (packing.segments.defined()) {
+    const auto seg = packing.segments.to(device_);
+    mask = seg.unsqueeze(2)
+               .eq(seg.unsqueeze(1))
+               .logical_and(torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(device_)).tril())
+               .unsqueeze(1);
+  }
   auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
   auto emb = torch::cat({freqs, freqs}, -1);
   auto cos = emb.cos().to(compute_dtype).unsqueeze(1);
   auto sin = emb.sin().to(compute_dtype).unsqueeze(1);
   auto h = torch::embedding(embed_, ids.to(device_)).to(compute_dtype);
   for (const auto& l : layers_) {
-    h = h + attention(l, norm(h, l.attn_norm), cos, sin);
-    const auto x = norm(h, l.mlp_norm);
-    h = h + linear(l.down, torch::silu(linear(l.gate, x)) * linear(l.up, x));
+    auto layer = [this, &l, cos, sin, mask](const torch::Tensor& x) {
+      auto y = x + attention(l, norm(x, l.attn_norm), cos, sin, mask);
+      const auto z = norm(y, l.mlp_norm);
+      return y + linear(l.down, torch::silu(linear(l.gate, z)) * linear(l.up, z));
+    };
+    h = recompute_layers && torch::GradMode::is_enabled() ? recompute_in_backward(layer, h) : layer(h);
   }
-  h = norm(h, final_norm_);
-  return torch::linear(h, on_device(lm_head_, compute_dtype)).to(torch::kFloat32);
+  return norm(h, final_norm_);
 }
 
 void CausalLM::collect_parameters() {

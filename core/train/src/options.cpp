@@ -38,7 +38,8 @@ const std::vector<Row>& rows() {
               "preset (half-teacher, tiny, demo, qwen2.5-0.5b, qwen2.5-1.5b, llama-1b)"),
       LAL_OPT(student_init, String, "auto | random | teacher (copy evenly spaced teacher layers)"),
       LAL_OPT(trim_vocab, Bool, "keep only tokens the data uses (+BPE parents, bytes, specials); maps teacher logits"),
-      LAL_OPT(chat_template, String, "chat template: empty = the model's own; chatml, qwen2.5, qwen3, llama2, llama3, phi4, or a .jinja file"),
+      LAL_OPT(chat_template, String,
+              "chat template: empty = the model's own; chatml, qwen2.5, qwen3, llama2, llama3, phi4, or a .jinja file"),
       LAL_OPT(system_prompt, String, "system message for teacher prompts (empty = none)"),
       LAL_OPT(output_dir, String, "where the model (and its -work directory) are written"),
       LAL_OPT(hf_model_name, String, "name of the exported model directory"),
@@ -70,6 +71,15 @@ const std::vector<Row>& rows() {
       LAL_OPT(resume_from, String, "continue a run: its -work directory or one checkpoint in it"),
       LAL_OPT(max_steps, Int, "stop after this many optimizer steps (0 = all epochs)"),
       LAL_OPT(seed, Int, "seed for questions, sampling, initialisation and shuffling"),
+      LAL_OPT(precision, String, "compute precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32 (float32 masters)"),
+      LAL_OPT(adamw, String, "AdamW kernel: auto (fused where LibTorch has it, else foreach) | fused | foreach | loop"),
+      LAL_OPT(
+          loss_chunk_tokens, Int,
+          "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole); 0 = unchunked"),
+      LAL_OPT(pack_sequences, Bool, "pack a micro-batch's examples into as few rows as fit max_length (no padding)"),
+      LAL_OPT(activation_checkpointing, Bool, "recompute each layer in backward (less memory, ~1/3 more compute)"),
+      LAL_OPT(profile_step, Int,
+              "0 = off; N: torch profiler trace (Chrome JSON) of optimizer step N into <work>/profile-step-N.json"),
       LAL_OPT(quantize, String, "teacher weights: auto (int4 on GPU) | none | int8 | int4"),
       LAL_OPT(quantize_group, Int, "group size of the int8/int4 quantization"),
       LAL_OPT(cpu_offload, Bool, "keep teacher weights in CPU memory, move one layer at a time to the GPU"),
@@ -287,6 +297,12 @@ quantize_ok:
   if (o.teacher_logits != "auto" && o.teacher_logits != "online" && o.teacher_logits != "topk" &&
       o.teacher_logits != "none")
     fail("--teacher_logits: '" + o.teacher_logits + "' (expected auto, online, topk or none)");
+  if (o.precision != "auto" && o.precision != "bf16" && o.precision != "fp32")
+    fail("--precision: '" + o.precision + "' (expected auto, bf16 or fp32)");
+  if (o.adamw != "auto" && o.adamw != "fused" && o.adamw != "foreach" && o.adamw != "loop")
+    fail("--adamw: '" + o.adamw + "' (expected auto, fused, foreach or loop)");
+  if (o.profile_step < 0) fail("--profile_step: must be >= 0 (0 = off)");
+  if (o.loss_chunk_tokens < 0) fail("--loss_chunk_tokens: must be >= 0 (0 = unchunked)");
   if (o.teacher_logits == "topk" && o.store_topk < 1) fail("--teacher_logits topk needs --store_topk K (K >= 1)");
   if (o.student_init != "auto" && o.student_init != "random" && o.student_init != "teacher")
     fail("--student_init: '" + o.student_init + "' (expected auto, random or teacher)");
@@ -308,10 +324,20 @@ std::int64_t parse_bytes(const std::string& text, const std::string& what) {
   }
   std::string unit = text.substr(used);
   std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
-  const std::vector<std::pair<std::string, double>> units = {
-      {"", 1},         {"b", 1},        {"k", 1024.0},   {"kib", 1024.0}, {"kb", 1e3},
-      {"m", 1 << 20},  {"mib", 1 << 20}, {"mb", 1e6},     {"g", 1 << 30},  {"gib", 1 << 30},
-      {"gb", 1e9},     {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12}};
+  const std::vector<std::pair<std::string, double>> units = {{"", 1},
+                                                             {"b", 1},
+                                                             {"k", 1024.0},
+                                                             {"kib", 1024.0},
+                                                             {"kb", 1e3},
+                                                             {"m", 1 << 20},
+                                                             {"mib", 1 << 20},
+                                                             {"mb", 1e6},
+                                                             {"g", 1 << 30},
+                                                             {"gib", 1 << 30},
+                                                             {"gb", 1e9},
+                                                             {"t", 1099511627776.0},
+                                                             {"tib", 1099511627776.0},
+                                                             {"tb", 1e12}};
   for (const auto& [u, scale] : units)
     if (used > 0 && unit == u && std::isfinite(value) && value > 0 && value * scale < 9e18)
       return static_cast<std::int64_t>(value * scale);

@@ -1,11 +1,12 @@
 // Stages (b') teacher top-k, (c) training, (d) export — the LibTorch side of `lal distill`.
 #include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -13,17 +14,19 @@
 #include <random>
 #include <set>
 
+#include "collectives.hpp"
 #include "lal/lm/model_path.hpp"
 #include "lal/lm/tokenizer.hpp"
 #include "lal/lm/transformer.hpp"
+#include "lal/train/chunked_loss.hpp"
 #include "lal/train/distill.hpp"
 #include "lal/train/files.hpp"
 #include "lal/train/model.hpp"
+#include "lal/train/optim.hpp"
 #include "lal/train/report.hpp"
 #include "lal/train/student_config.hpp"
 #include "lal/train/vocab_trim.hpp"
 #include "lal/train/world.hpp"
-#include "collectives.hpp"
 #if defined(LAL_LM_HAVE_CUDA)
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -132,6 +135,20 @@ class Teacher {
     auto pos = torch::arange(T, torch::kInt64).view({1, T}).expand({ids.size(0), T}).to(ids.device());
     return engine_model_->forward(ids, pos, torch::Tensor(), nullptr, false);
   }
+  /// Logits [N, V] (compute dtype) at the flat positions `rows` of `ids`: the output layer runs on those rows only.
+  torch::Tensor logits_at(const torch::Tensor& ids, const CausalLM::Packing& packing, const torch::Tensor& rows) const {
+    torch::NoGradGuard no_grad;
+    if (!model_) {
+      if (packing.segments.defined()) throw std::logic_error("packed batch for a teacher that cannot take one");
+      auto l = logits(ids);
+      return l.view({-1, l.size(-1)}).index_select(0, rows);
+    }
+    auto h = model_->hidden_states(ids, compute_, packing);
+    h = h.view({-1, h.size(-1)}).index_select(0, rows);
+    return torch::linear(h, model_->lm_head().to(h.device(), compute_));
+  }
+  /// Whether logits_at() takes packed batches (the trainable decoder does; the engine's families do not).
+  bool takes_packed() const { return model_ != nullptr; }
   std::int64_t vocab() const { return vocab_; }
   const std::string& dir() const { return dir_; }
 
@@ -225,16 +242,55 @@ struct Batch {
   torch::Tensor rows;                      // [N] flat positions b*T + t that predict an answer token
   torch::Tensor targets;                   // [N] student ids
   torch::Tensor topk_ids, topk_logprobs;   // [N, K] (student ids, -1 unused), or undefined
+  CausalLM::Packing packing;               // undefined: one example per row
   std::int64_t tokens = 0;
 };
 
+/// Where each example of a micro-batch goes: row and offset. With `pack_length` > 0, first-fit over the examples
+/// longest first into rows of that many tokens (a row holds several documents); otherwise one example per row.
+struct Placement {
+  std::vector<std::int64_t> row, offset;
+  std::int64_t rows = 0, length = 0;  // rows used, longest row
+};
+
+Placement place_examples(const std::vector<std::int64_t>& lengths, std::int64_t pack_length) {
+  Placement pl;
+  const auto n = lengths.size();
+  pl.row.assign(n, 0), pl.offset.assign(n, 0);
+  if (pack_length <= 0) {
+    for (std::size_t i = 0; i < n; ++i) pl.row[i] = static_cast<std::int64_t>(i);
+    pl.rows = static_cast<std::int64_t>(n);
+    for (auto l : lengths) pl.length = std::max(pl.length, l);
+    return pl;
+  }
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return lengths[a] > lengths[b]; });
+  std::vector<std::int64_t> fill;
+  for (auto i : order) {
+    std::size_t r = 0;
+    while (r < fill.size() && fill[r] + lengths[i] > std::max(pack_length, lengths[i])) ++r;
+    if (r == fill.size()) fill.push_back(0);
+    pl.row[i] = static_cast<std::int64_t>(r), pl.offset[i] = fill[r];
+    fill[r] += lengths[i];
+  }
+  pl.rows = static_cast<std::int64_t>(fill.size());
+  for (auto f : fill) pl.length = std::max(pl.length, f);
+  return pl;
+}
+
+/// The tensors of one micro-batch. `pack_length` > 0 packs its examples into rows of up to that many tokens, each
+/// with its own positions and attention (see place_examples); the loss rows keep the examples' order either way.
 Batch make_batch(const std::vector<Example>& data, const std::vector<std::int64_t>& which, const VocabAlign& va,
-                 torch::Device device) {
-  std::int64_t T = 0;
-  for (auto i : which)
-    T = std::max<std::int64_t>(T, static_cast<std::int64_t>(data[static_cast<std::size_t>(i)].ids.size()));
-  const auto B = static_cast<std::int64_t>(which.size());
+                 torch::Device device, std::int64_t pack_length = 0) {
+  std::vector<std::int64_t> lengths;
+  for (auto i : which) lengths.push_back(static_cast<std::int64_t>(data[static_cast<std::size_t>(i)].ids.size()));
+  const auto pl = place_examples(lengths, pack_length);
+  const bool packed = pl.rows < static_cast<std::int64_t>(which.size());
+  const auto T = pl.length, B = pl.rows;
   auto sid = torch::zeros({B, T}, torch::kInt64), tid = torch::zeros({B, T}, torch::kInt64);
+  auto pos = torch::zeros({B, T}, torch::kInt64), seg = torch::full({B, T}, -1, torch::kInt64);  // -1: padding
+  auto pa = pos.accessor<std::int64_t, 2>(), ga = seg.accessor<std::int64_t, 2>();
   std::vector<std::int64_t> rows, targets, kid;
   std::vector<float> klp;
   std::size_t K = 0;
@@ -243,20 +299,22 @@ Batch make_batch(const std::vector<Example>& data, const std::vector<std::int64_
                         ? 0
                         : data[static_cast<std::size_t>(i)].topk_ids[0].size());
   auto sa = sid.accessor<std::int64_t, 2>(), ta = tid.accessor<std::int64_t, 2>();
-  for (std::int64_t b = 0; b < B; ++b) {
-    const auto& e = data[static_cast<std::size_t>(which[static_cast<std::size_t>(b)])];
-    const auto n = static_cast<std::int64_t>(e.ids.size());
+  for (std::size_t j = 0; j < which.size(); ++j) {
+    const auto& e = data[static_cast<std::size_t>(which[j])];
+    const auto n = static_cast<std::int64_t>(e.ids.size()), b = pl.row[j], at = pl.offset[j];
     for (std::int64_t t = 0; t < n; ++t) {
-      ta[b][t] = e.ids[static_cast<std::size_t>(t)];
+      ta[b][at + t] = e.ids[static_cast<std::size_t>(t)];
       const auto s = va.to_student(e.ids[static_cast<std::size_t>(t)]);
       if (s < 0)
         throw std::runtime_error("token id " + std::to_string(e.ids[static_cast<std::size_t>(t)]) +
                                  " is missing from the trimmed vocabulary");
-      sa[b][t] = s;
+      sa[b][at + t] = s;
+      pa[b][at + t] = t;
+      ga[b][at + t] = static_cast<std::int64_t>(j);
     }
     for (std::int64_t t = first_predicted(e); t + 1 < n; ++t) {
-      rows.push_back(b * T + t);
-      targets.push_back(sa[b][t + 1]);
+      rows.push_back(b * T + at + t);
+      targets.push_back(sa[b][at + t + 1]);
       if (K) {
         const auto pos = static_cast<std::size_t>(t - first_predicted(e));
         for (std::size_t k = 0; k < K; ++k) {
@@ -272,6 +330,7 @@ Batch make_batch(const std::vector<Example>& data, const std::vector<std::int64_
   batch.rows = torch::tensor(rows, torch::kInt64).to(device);
   batch.targets = torch::tensor(targets, torch::kInt64).to(device);
   batch.tokens = static_cast<std::int64_t>(rows.size());
+  if (packed) batch.packing.positions = pos.to(device), batch.packing.segments = seg.to(device);
   if (K) {
     const auto N = static_cast<std::int64_t>(rows.size()), KK = static_cast<std::int64_t>(K);
     batch.topk_ids = torch::tensor(kid, torch::kInt64).view({N, KK}).to(device);
@@ -281,93 +340,6 @@ Batch make_batch(const std::vector<Example>& data, const std::vector<std::int64_
 }
 
 // ------------------------------------------------------------------------------------------------ optimisation
-
-/// AdamW exactly as torch.optim.AdamW (decoupled decay), over explicit tensors so its state checkpoints plainly.
-///
-/// Sharded (ZeRO-1) in a distributed run: `owner[i]` is the rank that keeps parameter i's moments and updates it;
-/// the other ranks receive the updated values (broadcast_updates). An empty `owner` means this rank owns all.
-class AdamW {
- public:
-  AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, double weight_decay,
-        std::vector<int> owner = {}, int rank = 0)
-      : params_(params), weight_decay_(weight_decay), owner_(std::move(owner)), rank_(rank) {
-    if (owner_.empty()) owner_.assign(params_.size(), rank_);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const auto& p = params_[i].second;
-      const bool mine = owner_[i] == rank_;
-      m_.push_back(mine ? torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach() : torch::Tensor());
-      v_.push_back(mine ? torch::zeros_like(p, torch::TensorOptions().dtype(torch::kFloat32)).detach() : torch::Tensor());
-    }
-  }
-  void step(double lr) {
-    torch::NoGradGuard no_grad;
-    ++t_;
-    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double c1 = 1 - std::pow(b1, static_cast<double>(t_)), c2 = 1 - std::pow(b2, static_cast<double>(t_));
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      auto& p = params_[i].second;
-      if (owner_[i] != rank_ || !p.grad().defined()) continue;
-      const auto& g = p.grad();
-      if (p.dim() >= 2 && weight_decay_ > 0) p.mul_(1 - lr * weight_decay_);  // matrices only, not norms/biases
-      m_[i].mul_(b1).add_(g, 1 - b1);
-      v_[i].mul_(b2).addcmul_(g, g, 1 - b2);
-      auto denom = (v_[i] / c2).sqrt_().add_(eps);
-      p.addcdiv_(m_[i], denom, -lr / c1);
-    }
-  }
-  void zero_grad() {
-    for (auto& [name, p] : params_)
-      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
-  }
-  /// Every rank's updated parameters, sent from their owners (one packed broadcast per owner).
-  void broadcast_updates(World& world) const {
-    for (int r = 0; r < world.size(); ++r) {
-      std::vector<torch::Tensor> mine;
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        if (owner_[i] == r) mine.push_back(params_[i].second);
-      collectives::broadcast(world, mine, r, "parameter broadcast");
-    }
-  }
-  /// The whole optimizer state, gathered from the owners: complete on rank 0 (a collective: all ranks call it).
-  /// Checkpoints hold the whole state, so a run can resume with another world size.
-  std::vector<std::pair<std::string, torch::Tensor>> state(World& world) const {
-    std::vector<std::pair<std::string, torch::Tensor>> s;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      auto m = m_[i], v = v_[i];
-      if (world.distributed()) {
-        if (!m.defined())
-          m = torch::zeros_like(params_[i].second, torch::TensorOptions().dtype(torch::kFloat32)),
-          v = torch::zeros_like(m);
-        collectives::broadcast(world, {m, v}, owner_[i], "optimizer-state gather");
-      }
-      s.emplace_back("exp_avg." + params_[i].first, m);
-      s.emplace_back("exp_avg_sq." + params_[i].first, v);
-    }
-    s.emplace_back("step", torch::tensor({t_}, torch::kInt64));
-    return s;
-  }
-  void load(const std::map<std::string, torch::Tensor>& s, const std::string& source) {
-    torch::NoGradGuard no_grad;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (owner_[i] != rank_) continue;
-      for (auto [prefix, dst] : {std::pair<const char*, torch::Tensor*>{"exp_avg.", &m_[i]}, {"exp_avg_sq.", &v_[i]}}) {
-        auto it = s.find(prefix + params_[i].first);
-        if (it == s.end())
-          throw std::runtime_error(source + ": no optimizer tensor '" + prefix + params_[i].first + "'");
-        dst->copy_(it->second);
-      }
-    }
-    t_ = s.at("step").item<std::int64_t>();
-  }
-
- private:
-  std::vector<std::pair<std::string, torch::Tensor>> params_;
-  std::vector<torch::Tensor> m_, v_;
-  double weight_decay_;
-  std::vector<int> owner_;
-  int rank_;
-  std::int64_t t_ = 0;
-};
 
 /// ZeRO-1 partition: each parameter to the rank with the fewest elements so far, largest parameters first
 /// (deterministic, so every rank computes the same owners).
@@ -398,18 +370,29 @@ double learning_rate(const DistillOptions& o, std::int64_t step, std::int64_t to
          0.5 * (o.learning_rate - o.min_learning_rate) * (1 + std::cos(M_PI * std::min(1.0, progress)));
 }
 
-/// Scale gradients so that their global L2 norm is at most max_norm; returns the norm before clipping.
-double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params, double max_norm) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> norms;
-  for (const auto& [name, p] : params)
-    if (p.grad().defined()) norms.push_back(p.grad().pow(2).sum());
-  if (norms.empty()) return 0.0;
-  const double norm = std::sqrt(torch::stack(norms).sum().item<double>());
-  if (max_norm > 0 && norm > max_norm)
-    for (const auto& [name, p] : params)
-      if (p.grad().defined()) p.grad().mul_(max_norm / (norm + 1e-6));
-  return norm;
+// ------------------------------------------------------------------------------------------------ profiling
+
+/// torch's profiler (Kineto) around one optimizer step: CPU ops, and CUDA kernels on a GPU.
+void start_profiler(const torch::Device& device) {
+  namespace prof = torch::profiler::impl;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
+  lal::lm::detail::synchronize(device);
+  try {
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("--profile_step: torch's profiler cannot start in this LibTorch: ") +
+                             e.what());
+  }
+}
+
+void stop_profiler(const torch::Device& device, const std::string& path) {
+  lal::lm::detail::synchronize(device);
+  auto result = torch::autograd::profiler::disableProfiler();
+  if (result) result->save(path);
+  spdlog::info("profiler trace of this step: {} (chrome://tracing or https://ui.perfetto.dev)", path);
 }
 
 // ------------------------------------------------------------------------------------------------ checkpoints
@@ -756,14 +739,35 @@ struct Trainer {
     return (micro + micro_per_step() - 1) / micro_per_step();
   }
 
-  /// The loss of one batch: student forward, teacher logits (online or stored top-k), KD + CE.
+  /// Examples per row when packing (0: one per row): the trainable decoder takes packed rows, the engine's other
+  /// teacher families do not.
+  std::int64_t pack_length() const {
+    return o.pack_sequences && (!teacher || teacher->takes_packed()) ? o.max_length : 0;
+  }
+
+  /// The loss of one batch: student forward, teacher logits (online or stored top-k), KD + CE. With
+  /// loss_chunk_tokens > 0 the output layer and the loss run together over token chunks (chunked_loss.hpp);
+  /// 0 is the plain path (whole [tokens x vocab] logits), kept as the reference.
   LossParts batch_loss(const Batch& b, torch::Tensor* kl_metric = nullptr) const {
-    auto logits = student.forward(b.student_ids, compute);
-    auto s = logits.view({-1, logits.size(-1)}).index_select(0, b.rows);
+    auto h = student.hidden_states(b.student_ids, compute, b.packing, o.activation_checkpointing);
+    h = h.view({-1, h.size(-1)}).index_select(0, b.rows);
+    torch::Tensor tl;  // the teacher's logits at the predicted rows, teacher vocabulary
+    if (teacher) tl = teacher->logits_at(b.teacher_ids, b.packing, b.rows);
+    if (o.loss_chunk_tokens > 0) {
+      ChunkedLossInput in;
+      in.hidden = h, in.lm_head = student.lm_head(), in.targets = b.targets;
+      if (tl.defined())
+        in.teacher = [&](std::int64_t begin, std::int64_t count) {
+          return va.teacher_to_student(tl.narrow(0, begin, count).to(torch::kFloat32));
+        };
+      if (use_topk && !tl.defined()) in.topk_ids = b.topk_ids, in.topk_logprobs = b.topk_logprobs;
+      in.temperature = o.distillation_temperature, in.alpha = o.alpha, in.chunk_tokens = o.loss_chunk_tokens;
+      return chunked_distillation_loss(in, kl_metric);
+    }
+    auto s = torch::linear(h, student.lm_head().to(compute)).to(torch::kFloat32);
     torch::Tensor t;
-    if (teacher) {
-      auto tl = teacher->logits(b.teacher_ids);
-      t = va.teacher_to_student(tl.view({-1, tl.size(-1)}).index_select(0, b.rows).to(torch::kFloat32));
+    if (tl.defined()) {
+      t = va.teacher_to_student(tl.to(torch::kFloat32));
       if (kl_metric) *kl_metric = mean_kl(s.detach(), t);
     }
     if (use_topk && !t.defined()) {
@@ -771,7 +775,6 @@ struct Trainer {
         *kl_metric = distillation_loss_topk(s.detach(), b.topk_ids, b.topk_logprobs, b.targets, 1.0, 1.0).kd;
       return distillation_loss_topk(s, b.topk_ids, b.topk_logprobs, b.targets, o.distillation_temperature, o.alpha);
     }
-    if (o.teacher_logits == "none") t = torch::Tensor();
     if (t.defined() && o.alpha == 0) {  // hard labels only, teacher kept for the metric
       auto parts = distillation_loss(s, torch::Tensor(), b.targets, 1, 0);
       torch::NoGradGuard g;
@@ -794,7 +797,7 @@ struct Trainer {
       std::vector<std::int64_t> which(
           val_idx.begin() + static_cast<long>(i),
           val_idx.begin() + static_cast<long>(std::min(val_idx.size(), i + static_cast<std::size_t>(o.batch_size))));
-      const auto b = make_batch(data, which, va, device);
+      const auto b = make_batch(data, which, va, device, pack_length());
       torch::Tensor klm;
       const auto parts = batch_loss(b, &klm);
       const auto n = static_cast<double>(b.tokens);
@@ -820,7 +823,10 @@ struct Trainer {
 TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) {
   if (o.threads > 0) torch::set_num_threads(static_cast<int>(o.threads));
   const torch::Device device(resolve_device(o));
-  const auto compute = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  const auto compute = o.precision == "bf16"   ? torch::kBFloat16
+                       : o.precision == "fp32" ? torch::kFloat32
+                       : device.is_cuda()      ? torch::kBFloat16
+                                               : torch::kFloat32;
   const bool use_topk = o.teacher_logits == "topk" || (o.teacher_logits == "auto" && o.store_topk > 0);
   const bool online = !o.teacher_model.empty() && !use_topk && o.teacher_logits != "none";
   auto data = load_examples(o, p, use_topk);
@@ -880,8 +886,14 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     for (const auto& [name, param] : params) values.push_back(param);
     collectives::broadcast(world, values, 0, "initial weights");
   }
-  AdamW opt(params, o.weight_decay, world.distributed() ? partition_parameters(params, world.size()) : std::vector<int>{},
-            world.rank());
+  AdamW opt(params, o.weight_decay, adamw_kernel(o.adamw, device),
+            world.distributed() ? partition_parameters(params, world.size()) : std::vector<int>{}, world.rank());
+  std::unique_ptr<collectives::GradientReducer> reducer;
+  if (world.distributed()) {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& [name, param] : params) tensors.push_back(param);
+    reducer = std::make_unique<collectives::GradientReducer>(world, tensors);
+  }
   TrainState st;
   // The global generator is part of the checkpoint; seed it here so that its state does not depend on what earlier
   // stages in this process drew from it (teacher sampling does).
@@ -905,6 +917,16 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
                world.distributed() ? " (rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
                                          ", data parallel, optimizer state sharded)"
                                    : std::string());
+  spdlog::info(
+      "training speed settings: compute {} (float32 masters), AdamW {}, loss {}, packing {}, activation "
+      "checkpointing {}",
+      compute == torch::kBFloat16 ? "bf16" : "fp32", adamw_kernel_name(opt.kernel()),
+      o.loss_chunk_tokens > 0 ? "chunked by " + std::to_string(o.loss_chunk_tokens) + " tokens"
+                              : std::string("unchunked"),
+      tr.pack_length() > 0 ? "on"
+      : o.pack_sequences   ? "off (the teacher's family takes no packed rows)"
+                           : "off",
+      o.activation_checkpointing ? "on" : "off");
 
   ProgressBar bar("train", total, "step", o.progress && world.is_main(), st.step);
   const auto t_start = std::chrono::steady_clock::now();
@@ -916,6 +938,8 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     // so the summed gradient equals a one-process run's with the same global batch.
     if (st.cursor >= static_cast<std::int64_t>(batches.size()))
       st.epoch++, st.cursor = 0, batches = tr.epoch_batches(st.epoch);
+    const bool profiling = o.profile_step == st.step + 1 && world.is_main();
+    if (profiling) start_profiler(device);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<Batch> micro;
     std::int64_t step_tokens = 0;
@@ -923,24 +947,24 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
          ++k, ++st.cursor) {
       const auto& which = batches[static_cast<std::size_t>(st.cursor)];
       for (auto i : which) step_tokens += predicted_tokens(data[static_cast<std::size_t>(i)]);
-      if (k % world.size() == world.rank()) micro.push_back(make_batch(data, which, va, device));
+      if (k % world.size() == world.rank()) micro.push_back(make_batch(data, which, va, device, tr.pack_length()));
     }
     const double lr = learning_rate(o, st.step, total);
     double loss = 0, kd = 0, ce = 0;
-    for (const auto& b : micro) {
+    for (std::size_t k = 0; k < micro.size(); ++k) {
+      const auto& b = micro[k];
       const auto parts = tr.batch_loss(b);
       const double w = static_cast<double>(b.tokens) / static_cast<double>(step_tokens);
+      if (reducer && k + 1 == micro.size()) reducer->arm();  // all-reduce during the step's last backward
       (parts.total * w).backward();
       loss += parts.total.item<double>() * w, ce += parts.ce.item<double>() * w;
       if (parts.kd.defined()) kd += parts.kd.item<double>() * w;
     }
     if (world.distributed()) {
-      std::vector<torch::Tensor> grads;
-      for (auto& [name, param] : params) {
-        if (!param.grad().defined()) param.mutable_grad() = torch::zeros_like(param);
-        grads.push_back(param.grad());
-      }
-      collectives::all_reduce_sum(world, grads, "gradient all-reduce");
+      reducer->finish();
+      if (st.step == 0 && world.is_main())
+        spdlog::info("gradient all-reduce: {} of {} buckets launched while backward ran",
+                     reducer->launched_during_backward(), reducer->buckets());
       std::vector<double> sums{loss, ce, kd};
       world.all_reduce_sum(sums, "loss sums");
       loss = sums[0], ce = sums[1], kd = sums[2];
@@ -950,6 +974,8 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     opt.broadcast_updates(world);
     opt.zero_grad();
     ++st.step;
+    if (profiling)
+      stop_profiler(device, (fs::path(p.work) / ("profile-step-" + std::to_string(st.step) + ".json")).string());
     st.last_train_loss = loss;
     run_tokens += step_tokens;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -2,18 +2,19 @@
 #include "lal/train/world.hpp"
 
 #include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/function_hook.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <tuple>
 
 #include "collectives.hpp"
-
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if defined(LAL_TRAIN_HAVE_GLOO)
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
@@ -47,7 +48,8 @@ int env_int(const char* name, int min, int max) {
 }
 
 std::chrono::milliseconds collective_timeout() {
-  return std::chrono::milliseconds(1000LL * (env("LAL_DIST_TIMEOUT_S") ? env_int("LAL_DIST_TIMEOUT_S", 1, 86400) : 600));
+  return std::chrono::milliseconds(1000LL *
+                                   (env("LAL_DIST_TIMEOUT_S") ? env_int("LAL_DIST_TIMEOUT_S", 1, 86400) : 600));
 }
 
 }  // namespace
@@ -72,10 +74,12 @@ WorldEnv WorldEnv::from_environment() {
                                "MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)");
   }
   if (w.size > 1) {
-    if (env("MASTER_ADDR")) w.master_addr = env("MASTER_ADDR");
+    if (env("MASTER_ADDR"))
+      w.master_addr = env("MASTER_ADDR");
     else if (w.launcher == "torchrun")
-      throw std::runtime_error("RANK/WORLD_SIZE are set but MASTER_ADDR is not: start the ranks with torchrun, or "
-                               "export MASTER_ADDR and MASTER_PORT");
+      throw std::runtime_error(
+          "RANK/WORLD_SIZE are set but MASTER_ADDR is not: start the ranks with torchrun, or "
+          "export MASTER_ADDR and MASTER_PORT");
     if (env("MASTER_PORT")) w.master_port = env_int("MASTER_PORT", 1, 65535);
   }
   return w;
@@ -252,6 +256,137 @@ void broadcast(World& world, const std::vector<torch::Tensor>& tensors, int root
     }
   });
 }
+
+// ------------------------------------------------------------------------------------------------ overlapped reduce
+
+struct GradientReducer::State {
+  World* world = nullptr;
+  std::vector<torch::Tensor> params;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // kept alive: they hold the hooks
+  std::vector<std::vector<std::size_t>> buckets;                     // parameter indices, launch order
+  std::vector<std::size_t> bucket_of;
+  std::mutex mutex;
+  bool armed = false;
+  std::vector<char> ready;             // per parameter, this backward
+  std::vector<std::size_t> remaining;  // per bucket
+  std::size_t next = 0;                // next bucket to launch
+  std::vector<torch::Tensor> flats;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  int during_backward = 0;
+  std::string late;  // a gradient that arrived after its bucket was launched
+
+  void reset() {  // caller holds mutex
+    ready.assign(params.size(), 0);
+    remaining.clear();
+    for (const auto& b : buckets) remaining.push_back(b.size());
+    next = 0, flats.clear(), works.clear(), during_backward = 0, late.clear();
+  }
+  void launch_ready(bool in_backward) {  // caller holds mutex
+    while (next < buckets.size() && remaining[next] == 0) {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> flat;
+      for (auto i : buckets[next]) {
+        const auto& g = params[i].grad();
+        flat.push_back(g.defined() ? g.reshape({-1}) : torch::zeros({params[i].numel()}, params[i].options()));
+      }
+      std::vector<torch::Tensor> one{torch::cat(flat)};
+      world->impl()->run("gradient all-reduce (overlapped)", [&](auto& pg) {
+        c10d::AllreduceOptions ao;
+        ao.reduceOp = c10d::ReduceOp::SUM;
+        works.push_back(pg.allreduce(one, ao));
+      });
+      flats.push_back(one[0]);
+      if (in_backward) ++during_backward;
+      ++next;
+    }
+  }
+};
+
+namespace {
+struct ReadyHook : torch::autograd::FunctionPostHook {
+  ReadyHook(std::weak_ptr<GradientReducer::State> s, std::size_t i) : state(std::move(s)), index(i) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    auto s = state.lock();
+    if (!s) return outputs;
+    std::lock_guard<std::mutex> lock(s->mutex);
+    if (!s->armed) return outputs;
+    const auto b = s->bucket_of[index];
+    if (b < s->next) {
+      s->late = "parameter " + std::to_string(index);
+      return outputs;
+    }
+    if (!s->ready[index]) s->ready[index] = 1, --s->remaining[b];
+    s->launch_ready(true);
+    return outputs;
+  }
+  std::weak_ptr<GradientReducer::State> state;
+  std::size_t index;
+};
+}  // namespace
+
+GradientReducer::GradientReducer(World& world, const std::vector<torch::Tensor>& params, std::int64_t bucket_bytes)
+    : state_(std::make_shared<State>()) {
+  auto& s = *state_;
+  s.world = &world, s.params = params;
+  s.bucket_of.assign(params.size(), 0);
+  std::int64_t bytes = bucket_bytes;
+  for (std::size_t k = params.size(); k-- > 0;) {
+    const auto b = params[k].numel() * static_cast<std::int64_t>(params[k].element_size());
+    const bool same_kind =
+        !s.buckets.empty() && params[s.buckets.back().front()].options().type_equal(params[k].options());
+    if (s.buckets.empty() || bytes + b > bucket_bytes || !same_kind) s.buckets.emplace_back(), bytes = 0;
+    s.buckets.back().push_back(k);
+    s.bucket_of[k] = s.buckets.size() - 1;
+    bytes += b;
+  }
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    auto acc = torch::autograd::impl::grad_accumulator(params[k]);
+    if (!acc) throw std::logic_error("GradientReducer: a parameter is not a leaf that requires grad");
+    acc->add_post_hook(std::make_unique<ReadyHook>(state_, k));
+    s.accumulators.push_back(std::move(acc));
+  }
+}
+
+GradientReducer::~GradientReducer() = default;
+
+void GradientReducer::arm() {
+  auto& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.reset();
+  s.armed = true;
+}
+
+void GradientReducer::finish() {
+  auto& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (!s.armed) s.reset();  // no backward on this rank this step
+  s.armed = false;
+  if (!s.late.empty())
+    throw std::logic_error("GradientReducer: the gradient of " + s.late + " arrived after its bucket was reduced");
+  for (auto& r : s.remaining) r = 0;  // whatever did not arrive counts as zero
+  s.launch_ready(false);
+  s.world->impl()->run("gradient all-reduce (overlapped)", [&](auto&) {
+    for (auto& w : s.works) w->wait();
+  });
+  torch::NoGradGuard no_grad;
+  for (std::size_t b = 0; b < s.buckets.size(); ++b) {
+    std::int64_t off = 0;
+    for (auto i : s.buckets[b]) {
+      auto& p = s.params[i];
+      auto part = s.flats[b].narrow(0, off, p.numel()).view_as(p);
+      if (p.grad().defined())
+        p.mutable_grad().copy_(part);
+      else
+        p.mutable_grad() = part.clone();
+      off += p.numel();
+    }
+  }
+  s.flats.clear(), s.works.clear();
+}
+
+int GradientReducer::launched_during_backward() const { return state_->during_backward; }
+int GradientReducer::buckets() const { return static_cast<int>(state_->buckets.size()); }
 
 }  // namespace collectives
 

@@ -84,6 +84,20 @@ class CausalLM {
   /// compute in `compute_dtype` (bfloat16 on CUDA: float32 masters are cast per use, norms/softmax stay float32).
   torch::Tensor forward(const torch::Tensor& ids, torch::ScalarType compute_dtype = torch::kFloat32) const;
 
+  /// Where the documents of a packed batch lie: `positions` [B, T] int64 rotary positions (restarting at 0 for each
+  /// document) and `segments` [B, T] int64 document numbers (a token attends only to earlier tokens of its own
+  /// segment). Both undefined: one document per row, positions 0..T-1, plain causal attention.
+  struct Packing {
+    torch::Tensor positions, segments;
+  };
+  /// The final-normed hidden states [B, T, E] in `compute_dtype` (forward() = lm_head(hidden_states())). With
+  /// `recompute_layers`, each layer keeps only its input for backward and runs again there (activation
+  /// checkpointing: the same gradients, less memory, one more forward).
+  torch::Tensor hidden_states(const torch::Tensor& ids, torch::ScalarType compute_dtype, const Packing& packing = {},
+                              bool recompute_layers = false) const;
+  /// The output projection [V, E] as stored (the embedding when tied).
+  const torch::Tensor& lm_head() const { return lm_head_; }
+
   const lal::lm::ModelConfig& config() const { return config_; }
   lal::lm::ModelConfig& mutable_config() { return config_; }
   torch::Device device() const { return device_; }
@@ -112,8 +126,8 @@ class CausalLM {
   CausalLM() = default;
   torch::Tensor linear(const Linear& l, const torch::Tensor& x) const;
   torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w) const;
-  torch::Tensor attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                          const torch::Tensor& sin) const;
+  torch::Tensor attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                          const torch::Tensor& mask) const;
   torch::Tensor on_device(const torch::Tensor& t, torch::ScalarType dtype) const;
   void collect_parameters();
 

@@ -23,14 +23,14 @@ class OptionError : public std::runtime_error {
 
 struct DistillOptions {
   // --- what to distill from / train on
-  std::string teacher_model;        ///< HF directory or hub id (downloaded on first use); empty for corpus training
-  std::vector<std::string> corpus;  ///< text files (.txt: paragraphs, .jsonl: {"text"} or {"question","answer"})
-  std::string tokenizer;            ///< tokenizer.json (or its directory) for corpus training
-  std::string questions;            ///< questions file (.txt or .jsonl); generated when missing
+  std::string teacher_model;            ///< HF directory or hub id (downloaded on first use); empty for corpus training
+  std::vector<std::string> corpus;      ///< text files (.txt: paragraphs, .jsonl: {"text"} or {"question","answer"})
+  std::string tokenizer;                ///< tokenizer.json (or its directory) for corpus training
+  std::string questions;                ///< questions file (.txt or .jsonl); generated when missing
   std::string student_config = "auto";  ///< auto (largest that fits), a preset name or an HF config.json
-  std::string student_init = "auto";            ///< auto | random | teacher (copy evenly spaced teacher layers)
-  bool trim_vocab = false;    ///< keep only the tokens the data uses (+ their BPE parents, bytes, specials)
-  std::string chat_template;  ///< empty = detect from the model directory; else chatml, qwen2.5, llama3 ...
+  std::string student_init = "auto";    ///< auto | random | teacher (copy evenly spaced teacher layers)
+  bool trim_vocab = false;              ///< keep only the tokens the data uses (+ their BPE parents, bytes, specials)
+  std::string chat_template;            ///< empty = detect from the model directory; else chatml, qwen2.5, llama3 ...
   std::string system_prompt;
   // --- output
   std::string output_dir = "./models";
@@ -65,13 +65,20 @@ struct DistillOptions {
   std::string resume_from;
   std::int64_t max_steps = 0;  ///< 0 = num_epochs over the data; >0 stops after this many steps
   std::int64_t seed = 42;
+  // --- training speed (core/train/BENCHMARKS.md)
+  std::string precision = "auto";         ///< auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32; masters stay float32
+  std::string adamw = "auto";             ///< auto (fused where LibTorch has it, else foreach) | fused | foreach | loop
+  std::int64_t loss_chunk_tokens = 1024;  ///< tokens per chunk of the fused lm_head + loss; 0 = unchunked
+  bool pack_sequences = true;             ///< several examples per row (per-document positions and attention)
+  bool activation_checkpointing = false;  ///< recompute each layer in backward instead of keeping its activations
+  std::int64_t profile_step = 0;          ///< >0: torch profiler trace of that optimizer step (work dir)
   // --- devices and memory
   std::string quantize = "auto";  ///< auto (int4 on GPU, none on CPU) | none | int8 | int4
   std::int64_t quantize_group = 64;
   bool cpu_offload = false;
   bool use_cpu_only = false;
   std::string device = "auto";
-  std::int64_t threads = 0;  ///< 0 = LibTorch default
+  std::int64_t threads = 0;    ///< 0 = LibTorch default
   std::string max_gpu_memory;  ///< cap on lal's CUDA allocations per GPU ("12GiB", "8000MiB"); empty = the whole GPU
   // The original project's Windows/Triton workarounds: accepted so copied command lines work, with no effect.
   bool ignore_memory_plan = false;  ///< run even when the plan says it does not fit
