@@ -105,8 +105,8 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
   }
   const double sp = static_cast<double>(parameter_count(student));
   m.student = sp * (8 + 8.0 / std::max(1, ranks));  // fp32 weights + grads; Adam m and v sharded (ZeRO-1)
-  m.activations = B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) *
-                  (cpu ? 4 : 2) * 34;
+  m.activations =
+      B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) * (cpu ? 4 : 2) * 34;
   m.logits = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
   m.train_device = (o.cpu_offload && !cpu ? 0 : m.teacher) + m.student + m.activations + m.logits;
   return m;
@@ -150,7 +150,8 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
   if (teacher && device != "cpu" && !o.cpu_offload) {
     auto v = o;
     v.cpu_offload = true;
-    if (fits(v, *current, quant, ranks)) out.push_back("--cpu_offload (teacher in CPU memory): ~" + need(v, *current, quant, ranks));
+    if (fits(v, *current, quant, ranks))
+      out.push_back("--cpu_offload (teacher in CPU memory): ~" + need(v, *current, quant, ranks));
   }
   const double current_params = static_cast<double>(parameter_count(*current));
   for (const auto& name : auto_students()) {
@@ -171,8 +172,10 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
       }
   auto v = o;
   for (int i = 0; i < 6 && (v.max_length > 64 || v.batch_size > 1); ++i) {
-    if (v.batch_size > 1) v.batch_size = std::max<std::int64_t>(1, v.batch_size / 2);
-    else v.max_length /= 2;
+    if (v.batch_size > 1)
+      v.batch_size = std::max<std::int64_t>(1, v.batch_size / 2);
+    else
+      v.max_length /= 2;
     if (fits(v, *current, quant, ranks)) {
       out.push_back("--batch_size " + std::to_string(v.batch_size) + " --max_length " + std::to_string(v.max_length) +
                     " (raise --gradient_accumulation to keep the batch): ~" + need(v, *current, quant, ranks));
@@ -241,9 +244,10 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     s << "(tokenizer " << o.tokenizer << ")\n";
   }
   const auto student_params = parameter_count(student);
-  s << "  student           " << o.student_config << (options.student_config == "auto" ? " (auto: the largest that fits)" : "") << ": " << student.model_type << ", " << student.num_layers
-    << " layers, hidden " << student.hidden_size << ", heads " << student.num_heads << "/" << student.num_kv_heads
-    << ", vocab " << student.vocab_size << (o.trim_vocab ? " before trimming" : "") << ", "
+  s << "  student           " << o.student_config
+    << (options.student_config == "auto" ? " (auto: the largest that fits)" : "") << ": " << student.model_type << ", "
+    << student.num_layers << " layers, hidden " << student.hidden_size << ", heads " << student.num_heads << "/"
+    << student.num_kv_heads << ", vocab " << student.vocab_size << (o.trim_vocab ? " before trimming" : "") << ", "
     << human_count(static_cast<double>(student_params)) << " parameters, init "
     << (o.student_init == "auto" ? (teacher_init ? "teacher layers" : "random") : o.student_init) << "\n";
   if (examples > 0) {
@@ -285,7 +289,8 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   if (!fits) {
     const auto ideas = fitting_alternatives(o, teacher ? &*teacher : nullptr, device, quant, world.size, cap.bytes);
     if (ideas.empty()) s << "  what would fit    nothing lal can change: use a larger device\n";
-    for (std::size_t i = 0; i < ideas.size(); ++i) s << (i ? "                    " : "  what would fit    ") << ideas[i] << "\n";
+    for (std::size_t i = 0; i < ideas.size(); ++i)
+      s << (i ? "                    " : "  what would fit    ") << ideas[i] << "\n";
   }
   return s.str();
 }
@@ -360,7 +365,8 @@ void merge_rank_data(const RunPaths& p) {
   if (parts.empty()) return;
   std::map<std::int64_t, std::string> records;
   auto add = [&](const std::string& file) {
-    for (const auto& line : read_complete_lines(file)) records.emplace(json::parse(line).at("index").get<std::int64_t>(), line);
+    for (const auto& line : read_complete_lines(file))
+      records.emplace(json::parse(line).at("index").get<std::int64_t>(), line);
   };
   if (fs::exists(p.data)) add(p.data);
   for (const auto& f : parts) add(f.string());
@@ -560,13 +566,15 @@ int run_distill(const DistillOptions& options) {
   for (const char* flag : {"windows_mode", "use_triton_windows", "use_direct_gpu"})
     if (get_option(options, flag) == "true")
       spdlog::warn("--{}: accepted for the original project's command lines; it has no effect in lal", flag);
+  check_speed_options(options, resolve_device(options));
   if (options.dry_run) {
     std::cout << describe_plan(options);
     return 0;
   }
   DistillOptions o = options;
   o.student_config = resolve_student(options);
-  if (o.student_config != options.student_config) spdlog::info("student: {} (auto: the largest that fits)", o.student_config);
+  if (o.student_config != options.student_config)
+    spdlog::info("student: {} (auto: the largest that fits)", o.student_config);
   apply_gpu_memory_cap(o, resolve_device(o));
   if (!o.ignore_memory_plan) {
     // Stop before loading anything large when the plan cannot fit; the plan says what would.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "collectives.hpp"
+#include "lal/train/distill.hpp"
 #include "lal/train/world.hpp"
 
 // torch::_fused_adamw_ came with LibTorch 2.0 (CUDA); its CPU kernel with 2.4. Debian's 1.13 has neither.
@@ -43,6 +44,10 @@ AdamWKernel adamw_kernel(const std::string& name, const torch::Device& device) {
     return AdamWKernel::Fused;
   }
   throw std::runtime_error("--adamw " + name + ": expected auto, fused, foreach or loop");
+}
+
+void check_speed_options(const DistillOptions& o, const std::string& device) {
+  (void)adamw_kernel(o.adamw, torch::Device(device));
 }
 
 const char* adamw_kernel_name(AdamWKernel k) {

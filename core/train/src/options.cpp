@@ -78,6 +78,9 @@ const std::vector<Row>& rows() {
           "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole); 0 = unchunked"),
       LAL_OPT(pack_sequences, Bool, "pack a micro-batch's examples into as few rows as fit max_length (no padding)"),
       LAL_OPT(activation_checkpointing, Bool, "recompute each layer in backward (less memory, ~1/3 more compute)"),
+      LAL_OPT(vocab_multiple, Int,
+              "corpus training: round the student's vocabulary up to a multiple of this (fast GEMM shapes; the "
+              "extra rows are never produced); 1 = the tokenizer's size"),
       LAL_OPT(profile_step, Int,
               "0 = off; N: torch profiler trace (Chrome JSON) of optimizer step N into <work>/profile-step-N.json"),
       LAL_OPT(quantize, String, "teacher weights: auto (int4 on GPU) | none | int8 | int4"),
@@ -286,6 +289,9 @@ void validate(const DistillOptions& o) {
     c::require_in_half_open_range("--generation_top_p", o.generation_top_p, 0.0, 1.0);
     c::require_in_range("--store_topk", o.store_topk, std::int64_t{0}, std::int64_t{1} << 20);
     c::require_in_range("--threads", o.threads, std::int64_t{0}, std::int64_t{4096});
+    c::require_in_range("--loss_chunk_tokens", o.loss_chunk_tokens, std::int64_t{0}, std::int64_t{1} << 24);
+    c::require_in_range("--vocab_multiple", o.vocab_multiple, std::int64_t{1}, std::int64_t{4096});
+    c::require_in_range("--profile_step", o.profile_step, std::int64_t{0}, std::int64_t{1} << 40);
   } catch (const checks::OptionRangeError& e) {
     fail(e.what());
   }
@@ -301,8 +307,6 @@ quantize_ok:
     fail("--precision: '" + o.precision + "' (expected auto, bf16 or fp32)");
   if (o.adamw != "auto" && o.adamw != "fused" && o.adamw != "foreach" && o.adamw != "loop")
     fail("--adamw: '" + o.adamw + "' (expected auto, fused, foreach or loop)");
-  if (o.profile_step < 0) fail("--profile_step: must be >= 0 (0 = off)");
-  if (o.loss_chunk_tokens < 0) fail("--loss_chunk_tokens: must be >= 0 (0 = unchunked)");
   if (o.teacher_logits == "topk" && o.store_topk < 1) fail("--teacher_logits topk needs --store_topk K (K >= 1)");
   if (o.student_init != "auto" && o.student_init != "random" && o.student_init != "teacher")
     fail("--student_init: '" + o.student_init + "' (expected auto, random or teacher)");

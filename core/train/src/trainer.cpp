@@ -845,6 +845,10 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     vocab = student_config(o.student_config, teacher_cfg ? &*teacher_cfg : nullptr,
                            teacher_cfg ? teacher_cfg->vocab_size : static_cast<std::int64_t>(tok.vocab_size()), &dummy)
                 .vocab_size;
+    // Training on text: the tokenizer's size is arbitrary (Qwen's 151,665); GEMMs over a vocabulary that is not a
+    // multiple of 8 fall back to slow cuBLAS kernels (core/train/BENCHMARKS.md), so round it up, as published
+    // checkpoints do. The extra rows are never produced (va.usable; the engine ignores them too).
+    if (!teacher_cfg) vocab = (vocab + o.vocab_multiple - 1) / o.vocab_multiple * o.vocab_multiple;
   }
   va.student_vocab = vocab;
   va.usable = trim ? vocab : std::min<std::int64_t>(vocab, static_cast<std::int64_t>(tok.vocab_size()));

@@ -18,7 +18,6 @@
 
 #include <cstdint>
 #include <string>
-
 #include <vector>
 
 #include "lal/lm/model_config.hpp"
@@ -60,8 +59,8 @@ struct MemoryEstimate {
   bool fits(std::int64_t capacity) const;  ///< with 5 % headroom
 };
 MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
-                               const lal::lm::ModelConfig& student, const std::string& device,
-                               const std::string& quant, int ranks);
+                               const lal::lm::ModelConfig& student, const std::string& device, const std::string& quant,
+                               int ranks);
 /// Changes to the options that would make the run fit `capacity` bytes per device, each with its estimate.
 std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
                                               const std::string& device, const std::string& quant, int ranks,
@@ -82,6 +81,10 @@ struct DeviceCapacity {
 DeviceCapacity device_capacity(const DistillOptions& o, const std::string& device);
 /// Caps LibTorch's CUDA caching allocator at --max_gpu_memory on `device` (no-op on CPU or without the option).
 void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device);
+
+/// Checks the training-speed options against this LibTorch on `device` (--adamw fused where it has no fused kernel):
+/// throws std::runtime_error naming the option, before any stage runs (also for --dry_run). LibTorch.
+void check_speed_options(const DistillOptions& o, const std::string& device);
 
 /// "cuda" when a GPU is visible and not --use_cpu_only, else "cpu" (or --device when given).
 std::string resolve_device(const DistillOptions& o);
