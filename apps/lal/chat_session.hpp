@@ -1,8 +1,9 @@
-// Shared by `lal chat` and `lal bench chat`: find the pipeline and the model, apply command-line overrides, load
-// the language-model services the pipeline's `resources:` name, and start the runtime.
+// Shared by `lal chat` and `lal bench chat`: find the pipeline, turn the command-line options into pipeline
+// overrides (the app never rewrites the pipeline), and start the runtime, which creates the model from `resources:`.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,11 +19,11 @@ struct ChatOptions {
   std::string device;        ///< overrides resources.model.device
   std::string dtype;         ///< overrides resources.model.dtype
   std::string chat_template;  ///< overrides resources.model.chat_template (a format name or a .jinja file)
-  std::string kernels;       ///< auto | fused | torch (lal::lm::ModelOptions::kernels); empty = auto
-  int max_batch = 0;         ///< sequences decoded together (ModelOptions::max_batch); 0 = automatic
-  long long prefix_cache_mb = -1;  ///< conversation-prefix KV cache (ModelOptions::prefix_cache_mb); -1 = automatic
-  std::string output;        ///< "text" | "jsonl" | "" (keep the pipeline's)
-  std::string memory_db;     ///< overrides config.path of every long_term / procedural module
+  std::string kernels;       ///< overrides resources.model.kernels (auto | fused | torch)
+  std::optional<int> max_batch;              ///< overrides resources.model.max_batch
+  std::optional<long long> prefix_cache_mb;  ///< overrides resources.model.prefix_cache_mb
+  std::string output;        ///< which of the pipeline's `outputs:` runs ("text", "jsonl"); "" = the pipeline's
+  std::string memory_db;     ///< overrides config `path` of every module declaring it (the SQLite memory tiers)
   bool hide_thoughts = false;
   long long seed = -1;       ///< < 0: keep the pipeline's
   std::vector<std::string> plugin_dirs;
@@ -44,8 +45,8 @@ struct ChatSession {
   std::unique_ptr<runtime::Runtime> runtime;
   std::string config_file;
   std::string model_description;
-  std::string emotion_topic;  ///< topic of the emotion module's `state` output, if any
-  std::string memory_topic;   ///< topic served by the long_term module's `recall`, if any
+  std::string emotion_topic;               ///< a topic carrying lal.EmotionState/1, if any
+  std::vector<std::string> memory_topics;  ///< recall topics served by memory tiers
 };
 
 /// Load the model the pipeline's resources.model names, with the options' overrides (what start_chat_session loads

@@ -78,6 +78,22 @@ class BenchContext final : public Context {
   }
   CancellationToken cancellation_scoped(TurnId, const std::string&) override { return {}; }
   void cancel_scoped(TurnId, const std::string&) override {}
+  // The benchmark's thread is the module's only "strand": posted work runs at once; waiting is not offered.
+  void post(std::function<void()> fn) override { fn(); }
+  Executor executor() override {
+    return [](std::function<void()> fn) { fn(); };
+  }
+  Timer post_after(std::chrono::milliseconds, std::function<void()>) override {
+    throw std::logic_error("the memory benchmark's host has no timers");
+  }
+  std::shared_ptr<void> turn_state_erased(TurnId, const char*, std::function<std::shared_ptr<void>()>) override {
+    throw std::logic_error("the memory benchmark's host keeps no turn state");
+  }
+  void await_erased(std::string_view, const char*, TurnId, std::chrono::milliseconds, ErasedHandler,
+                    std::function<void()>) override {
+    throw std::logic_error("the memory benchmark's host cannot await");
+  }
+  void on_cancel_erased(TurnId, const std::string&, std::function<void()>) override {}
   std::shared_ptr<void> busy_guard() override { return nullptr; }
   std::shared_ptr<void> find_service(const std::string&, const char*) override { return nullptr; }
   void register_service(const std::string&, const char*, std::shared_ptr<void>) override {}

@@ -127,6 +127,16 @@ class CountingModel final : public LanguageModel {
     generated += static_cast<std::int64_t>(r.ids.size());
     return r;
   }
+  void submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done,
+              const CancellationToken& cancel) override {
+    base_->submit(
+        request,
+        [this, on_token = std::move(on_token)](const TokenEvent& ev) {
+          ++generated;  // the session outlives its runtime, and the runtime its modules' generations
+          if (on_token) on_token(ev);
+        },
+        std::move(on_done), cancel);
+  }
   std::atomic<std::int64_t> generated{0};
 
  private:

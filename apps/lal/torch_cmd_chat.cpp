@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -10,9 +11,8 @@
 
 #include "chat_session.hpp"
 #include "memory_cli.hpp"
-#include "lal/lm/engine.hpp"
-#include "lal/lm/torch_language_model.hpp"
 #include "lal/messages.hpp"
+#include "lal/services/language_model.hpp"
 
 namespace lal::cli {
 
@@ -31,12 +31,15 @@ void add_chat_options(po::options_description& desc) {
       "max_batch", po::value<int>(),
       "sequences the model decodes together (0: 16 on a GPU, 8 on the CPU; 1: one generation at a time)")(
       "prefix_cache_mb", po::value<long long>(), "conversation-prefix KV cache in MiB (-1: automatic, 0: off)")(
-      "output", po::value<std::string>(), "text (stage-labelled thoughts, then the answer) | jsonl (one event per line)")(
+            "output", po::value<std::string>(),
+      "which of the pipeline's `outputs:` runs; configs/chat.yaml: text (stage-labelled thoughts, then the answer) | "
+      "jsonl (one event per line)")(
       "memory_db", po::value<std::string>(), "SQLite file for long-term and procedural memory")(
       "hide_thoughts", "show only the answer")("seed", po::value<long long>(), "seed for every module that samples")(
       "plugin_path", po::value<std::vector<std::string>>()->composing(), "extra plugin directory (repeatable)")(
       "set", po::value<std::vector<std::string>>()->composing(),
-      "override a pipeline value: --set modules.left_brain.config.max_tokens=64 (repeatable)");
+      "override a pipeline value: --set modules.left_brain.config.max_tokens=64, --set 'modules.*.config.seed=3' "
+      "(every module declaring the key), --set output=jsonl (repeatable)");
 }
 
 ChatOptions chat_options_from(const po::variables_map& vm) {
@@ -52,16 +55,14 @@ ChatOptions chat_options_from(const po::variables_map& vm) {
   str("kernels", o.kernels);
   if (vm.count("max_batch")) {
     o.max_batch = vm["max_batch"].as<int>();
-    if (o.max_batch < 0) throw UsageError("--max_batch must be >= 0 (0: automatic)");
+    if (*o.max_batch < 0) throw UsageError("--max_batch must be >= 0 (0: automatic)");
   }
   if (vm.count("prefix_cache_mb")) {
     o.prefix_cache_mb = vm["prefix_cache_mb"].as<long long>();
-    if (o.prefix_cache_mb < -1) throw UsageError("--prefix_cache_mb must be >= -1 (-1: automatic, 0: off)");
+    if (*o.prefix_cache_mb < -1) throw UsageError("--prefix_cache_mb must be >= -1 (-1: automatic, 0: off)");
   }
   str("output", o.output);
   str("memory_db", o.memory_db);
-  if (!o.output.empty() && o.output != "text" && o.output != "jsonl")
-    throw UsageError("--output must be text or jsonl, not '" + o.output + "'");
   o.hide_thoughts = vm.count("hide_thoughts") != 0;
   if (vm.count("seed")) {
     o.seed = vm["seed"].as<long long>();
@@ -95,119 +96,106 @@ std::string describe_errors(const runtime::PipelineLoad& load) {
   return s;
 }
 
-/// The topic wired to `port` of the first module using `plugin`, or "".
-std::string topic_of(const runtime::PipelineSpec& spec, const std::string& plugin, const std::string& port) {
+/// `text` as a YAML double-quoted scalar, so a path with `:` or `#` stays one string.
+std::string yaml_quote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+/// The topic carrying `type` that some module publishes (output port), or "".
+std::string topic_carrying(const runtime::PipelineSpec& spec, const char* type) {
   for (const auto& m : spec.modules)
-    if (m.plugin == plugin)
-      if (const auto* w = m.wire(port)) return w->topic;
+    for (const auto& w : m.wires)
+      if (const PortSpec* p = m.loaded->descriptor->find_port(w.port))
+        if (p->direction == PortDirection::output && p->type == type) return w.topic;
   return {};
 }
 
-std::string resolve_model(std::string path) {
-  if (path.empty() || path == "default") {
-    const fs::path bundled = fs::path(data_dir()) / "models" / "lal-demo";
-    if (!fs::exists(bundled / "config.json"))
-      throw std::runtime_error(
-          "no model: the bundled demo model is not at " + bundled.string() +
-          ". Pass --model_path DIR (a Hugging Face model directory, e.g. one saved by `lal distill`) or a hub id "
-          "(downloaded on first use), e.g. --model_path Qwen/Qwen2.5-7B-Instruct");
-    return bundled.string();
+/// Every option is a pipeline override: the pipeline stays what the file says, plus these values. Options that apply
+/// to "every module that has X" use `modules.*.config.X` (applied where the plugin declares X).
+std::vector<runtime::Override> chat_overrides(const ChatOptions& options) {
+  std::vector<runtime::Override> overrides;
+  if (!options.output.empty()) overrides.push_back({"output", options.output});
+  if (options.hide_thoughts) {
+    if (options.output == "jsonl")
+      throw UsageError("--hide_thoughts applies to --output text; jsonl always carries every event");
+    overrides.push_back({"modules.*.config.hide_thoughts", "true"});
   }
-  return path;
+  if (!options.memory_db.empty()) overrides.push_back({"modules.*.config.path", yaml_quote(options.memory_db)});
+  if (options.seed >= 0) overrides.push_back({"modules.*.config.seed", std::to_string(options.seed)});
+  if (!options.model_path.empty()) overrides.push_back({"resources.model.path", yaml_quote(options.model_path)});
+  if (!options.device.empty()) overrides.push_back({"resources.model.device", yaml_quote(options.device)});
+  if (!options.dtype.empty()) overrides.push_back({"resources.model.dtype", yaml_quote(options.dtype)});
+  if (!options.chat_template.empty())
+    overrides.push_back({"resources.model.chat_template", yaml_quote(options.chat_template)});
+  if (!options.kernels.empty()) overrides.push_back({"resources.model.kernels", yaml_quote(options.kernels)});
+  if (options.max_batch) overrides.push_back({"resources.model.max_batch", std::to_string(*options.max_batch)});
+  if (options.prefix_cache_mb)
+    overrides.push_back({"resources.model.prefix_cache_mb", std::to_string(*options.prefix_cache_mb)});
+  overrides.insert(overrides.end(), options.extra_overrides.begin(), options.extra_overrides.end());
+  return overrides;
 }
 
-/// The model resource: resources.model.{path,device,dtype}, with command-line overrides.
-std::shared_ptr<LanguageModel> load_model(const runtime::PipelineSpec& spec, const ChatOptions& options) {
-  std::string model_path, device = "auto", dtype = "auto", chat_template;
-  if (auto it = spec.resources.find("model"); it != spec.resources.end()) {
-    if (!it->second.is_map())
-      throw std::runtime_error(it->second.where().str() + ": resources.model must be a map {path, device, dtype, chat_template}");
-    const auto& m = it->second.as_map();
-    auto get = [&](const char* key, std::string& out) {
-      if (auto f = m.find(key); f != m.end()) {
-        if (!f->second.is_string())
-          throw std::runtime_error(f->second.where().str() + ": resources.model." + key + " must be a string");
-        out = f->second.as_string();
-      }
-    };
-    get("path", model_path);
-    get("device", device);
-    get("dtype", dtype);
-    get("chat_template", chat_template);
-  }
-  if (!options.model_path.empty()) model_path = options.model_path;
-  if (!options.device.empty()) device = options.device;
-  if (!options.dtype.empty()) dtype = options.dtype;
-  if (!options.chat_template.empty()) chat_template = options.chat_template;
-
-  lm::ModelOptions mo;
-  mo.model_path = resolve_model(model_path);
-  mo.device = device;
-  mo.dtype = dtype;
-  mo.chat_template = chat_template;
-  if (!options.kernels.empty()) mo.kernels = options.kernels;
-  mo.max_batch = options.max_batch;
-  mo.prefix_cache_mb = options.prefix_cache_mb;
-  spdlog::info("loading model {} ({}, {})", mo.model_path, device, dtype);
-  return lm::load_language_model(mo);
+std::string config_file_of(const ChatOptions& options) {
+  return options.config.empty() ? (fs::path(data_dir()) / "configs" / "chat.yaml").string() : options.config;
 }
 
 }  // namespace
 
 std::shared_ptr<LanguageModel> load_chat_model(const ChatOptions& options) {
-  const std::string file =
-      options.config.empty() ? (fs::path(data_dir()) / "configs" / "chat.yaml").string() : options.config;
+  const std::string file = config_file_of(options);
   std::vector<runtime::fs::path> dirs(options.plugin_dirs.begin(), options.plugin_dirs.end());
-  auto load = runtime::load_pipeline(file, dirs, options.extra_overrides);
+  auto load = runtime::load_pipeline(file, dirs, chat_overrides(options));
   if (!load.ok()) throw std::runtime_error("invalid pipeline " + file + ":" + describe_errors(load));
-  return load_model(load.spec, options);
+  const auto resources = runtime::create_resources(load.spec);  // as the runtime would, from `resources:`
+  auto it = resources.find("model");
+  if (it == resources.end() || it->second.kind->service_type != LanguageModel::kServiceName)
+    throw std::runtime_error(file + ": the pipeline declares no language_model resource named `model`");
+  return std::static_pointer_cast<LanguageModel>(it->second.service);
 }
 
 ChatSession start_chat_session(const ChatOptions& options, runtime::RuntimeOptions runtime_options) {
   ChatSession session;
-  session.config_file = options.config.empty() ? (fs::path(data_dir()) / "configs" / "chat.yaml").string()
-                                               : options.config;
+  session.config_file = config_file_of(options);
   std::vector<runtime::fs::path> dirs(options.plugin_dirs.begin(), options.plugin_dirs.end());
 
-  // First pass: find which modules the options apply to (by plugin and by declared config keys).
-  auto first = runtime::load_pipeline(session.config_file, dirs, options.extra_overrides);
-  if (!first.ok()) throw std::runtime_error("invalid pipeline " + session.config_file + ":" + describe_errors(first));
-  std::vector<runtime::Override> overrides = options.extra_overrides;
-  bool has_output = false;
-  for (const auto& m : first.spec.modules) {
-    const auto& d = *m.loaded->descriptor;
-    const std::string base = "modules." + m.id + ".";
-    if (d.kind == ModuleKind::output_strategy) {
-      has_output = true;
-      if (options.output == "jsonl" && m.plugin != "jsonl") {
-        overrides.push_back({base + "plugin", "jsonl"});
-        // jsonl times events from the turn's percept (t_ms); other outputs have no such port.
-        overrides.push_back({base + "inputs.percept", first.spec.input_topic});
-      }
-      if (options.output == "text" && m.plugin != "think_aloud" && m.plugin != "answer_only")
-        overrides.push_back({base + "plugin", "think_aloud"});
-      if (options.hide_thoughts) overrides.push_back({base + "config.hide_thoughts", "true"});
-    }
-    if (!options.memory_db.empty() && d.find_config("path") && d.kind == ModuleKind::memory_tier)
-      overrides.push_back({base + "config.path", "\"" + options.memory_db + "\""});
-    if (options.seed >= 0 && d.find_config("seed"))
-      overrides.push_back({base + "config.seed", std::to_string(options.seed)});
-  }
-  if (!has_output) throw std::runtime_error(session.config_file + ": the pipeline has no output strategy module");
-  if (options.hide_thoughts && options.output == "jsonl")
-    throw UsageError("--hide_thoughts applies to --output text; jsonl always carries every event");
-
+  const std::vector<runtime::Override> overrides = chat_overrides(options);
   auto load = runtime::load_pipeline(session.config_file, dirs, overrides);
-  if (!load.ok()) throw std::runtime_error("invalid pipeline " + session.config_file + ":" + describe_errors(load));
-  session.emotion_topic = topic_of(load.spec, "emotion", "state");
-  session.memory_topic = topic_of(load.spec, "long_term", "recall");
+  if (!load.ok()) {
+    const auto& choices = load.spec.output_choices;
+    if (!options.output.empty() && !choices.empty() &&
+        std::find(choices.begin(), choices.end(), options.output) == choices.end()) {
+      std::string list;
+      for (const auto& c : choices) list += (list.empty() ? "" : " or ") + c;
+      throw UsageError("--output must be " + list + ", not '" + options.output + "'");
+    }
+    throw std::runtime_error("invalid pipeline " + session.config_file + ":" + describe_errors(load));
+  }
+  if (!options.output.empty() && load.spec.output_choices.empty())
+    throw UsageError("--output: " + session.config_file + " declares no `outputs:` to choose from");
+  session.emotion_topic = topic_carrying(load.spec, EmotionState::kTypeName);
+  for (const auto& m : load.spec.modules)
+    if (m.loaded->descriptor->kind == ModuleKind::memory_tier)
+      for (const auto& w : m.wires)
+        if (const PortSpec* p = m.loaded->descriptor->find_port(w.port))
+          if (p->direction == PortDirection::server && p->type == RecallRequest::kTypeName)
+            session.memory_topics.push_back(w.topic);
 
-  std::shared_ptr<LanguageModel> model = options.model ? options.model : load_model(first.spec, options);
-  session.model_description = model->describe();
-
+  // The runtime creates the model from `resources:` (lal/runtime/resources.hpp), as `lal run` does — unless the
+  // caller shares one it already has (`lal serve`: one model, one runtime per user).
+  if (options.model)
+    runtime_options.resources["model"] =
+        runtime::Resource{"model", runtime::resource_kinds().find("language_model"), options.model};
   session.runtime = std::make_unique<runtime::Runtime>(std::move(load.spec), std::move(runtime_options));
-  session.runtime->register_service<LanguageModel>("model", model);
   session.runtime->start();
+  for (const auto& [name, r] : session.runtime->resources())
+    if (r.kind && r.kind->service_type == LanguageModel::kServiceName)
+      session.model_description += (session.model_description.empty() ? "" : ", ") +
+                                   std::static_pointer_cast<LanguageModel>(r.service)->describe();
   return session;
 }
 
@@ -293,7 +281,8 @@ int chat_command(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_command_line("chat",
                           "[--config FILE] [--model_path DIR] [--output text|jsonl] [--memory_db FILE] "
-                          "[--user NAME] [--hide_thoughts] [--seed N] [--device auto|cpu|cuda]",
+                          "[--user NAME] [--hide_thoughts] [--seed N] [--device auto|cpu|cuda] "
+                          "[--plugin_path DIR] [--set PATH=VALUE]",
                           args, desc, {}, vm))
     return 0;
   const ChatOptions options = chat_options_from(vm);
@@ -348,27 +337,32 @@ int chat_command(const std::vector<std::string>& args) {
       } else if (cmd == "/emotion") {
         std::lock_guard<std::mutex> lk(emotion_mu);
         if (session.emotion_topic.empty())
-          std::cout << "このパイプラインには emotion モジュールがありません\n";
+          std::cout << "このパイプラインには感情状態を出すモジュールがありません\n";
         else
           show_emotion(emotion);
       } else if (cmd == "/forget" || (cmd == "/memory" && line.rfind("/memory search ", 0) == 0)) {
         memory_repl_command(memory_db, user, cmd, line.substr(cmd == "/forget" ? std::min(line.size(), cmd.size() + 1)
                                                                                 : std::string("/memory search ").size()));
       } else if (cmd == "/memory") {
-        if (session.memory_topic.empty()) {
-          std::cout << "このパイプラインには long_term 記憶がありません\n";
+        if (session.memory_topics.empty()) {
+          std::cout << "このパイプラインには記憶モジュールがありません\n";
         } else {
-          RecallRequest req;  // an empty cue asks for the most active memories
+          RecallRequest req;  // an empty cue asks each tier for its most active memories
           req.limit = 10;
-          try {
-            auto reply = rt.request<RecallRequest, RecallReply>(session.memory_topic, req, user,
-                                                                std::chrono::seconds(5));
-            if (reply->items.empty()) std::cout << "（まだ何も覚えていません）\n";
-            for (const auto& item : reply->items)
-              std::cout << "- [" << item.kind << "] " << item.text << "  (activation " << item.activation << ")\n";
-          } catch (const std::exception& e) {
-            std::cout << "記憶を読めませんでした: " << e.what() << "\n";
+          std::size_t shown = 0;
+          for (const auto& topic : session.memory_topics) {
+            try {
+              auto reply = rt.request<RecallRequest, RecallReply>(topic, req, user, std::chrono::seconds(5));
+              for (const auto& item : reply->items) {
+                ++shown;
+                std::cout << "- [" << item.tier << "/" << item.kind << "] " << item.text << "  (activation "
+                          << item.activation << ")\n";
+              }
+            } catch (const std::exception& e) {
+              std::cout << "記憶を読めませんでした (" << topic << "): " << e.what() << "\n";
+            }
           }
+          if (!shown) std::cout << "（まだ何も覚えていません）\n";
         }
       } else {
         std::cout << "知らないコマンドです: " << cmd << "（/help で一覧）\n";

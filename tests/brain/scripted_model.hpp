@@ -56,6 +56,35 @@ class ScriptedModel final : public LanguageModel {
  public:
   using Chooser = std::function<Script(const GenerationRequest&)>;
   explicit ScriptedModel(Chooser choose) : choose_(std::move(choose)) {}
+  ~ScriptedModel() override {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+  /// Like an engine that decodes several sequences at once: each submitted generation streams on its own thread.
+  void submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done,
+              const CancellationToken& cancel) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    threads_.emplace_back([this, request, on_token = std::move(on_token), on_done = std::move(on_done), cancel] {
+      GenerationOutcome o;
+      try {
+        o.result = generate(
+            request,
+            [&](const TokenEvent& ev) {
+              if (on_token) on_token(ev);
+              return true;
+            },
+            cancel);
+      } catch (const std::exception& e) {
+        o.error = e.what();
+      }
+      if (on_done) on_done(o);
+    });
+  }
 
   std::string describe() const override { return "scripted test model"; }
 
@@ -112,6 +141,7 @@ class ScriptedModel final : public LanguageModel {
   Chooser choose_;
   mutable std::mutex mu_;
   std::vector<GenerationRequest> requests_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace lal::test

@@ -111,6 +111,16 @@ for name in ("chat.yaml", "minimal.yaml", "fast.yaml", "think-then-answer.yaml")
     v = subprocess.run([LAL, "validate", os.path.join(CONFIGS, name)], capture_output=True, text=True)
     check(v.returncode == 0, f"{name} does not validate: {v.stderr}")
 
+# 4b. The runtime owns `resources:`: `lal run` on the chat pipeline has the model too, and the output slot and
+# wildcard overrides work there as in `lal chat`.
+run = subprocess.run([LAL, "run", os.path.join(CONFIGS, "chat.yaml"), "--set", f"resources.model.path={MODEL}",
+                      "--set", f'modules.*.config.path="{db}"', "--set", "output=jsonl"],
+                     input="hi\n", capture_output=True, text=True, timeout=600)
+check(run.returncode == 0, f"lal run configs/chat.yaml exited {run.returncode}: {run.stderr[-500:]}")
+run_events = events(run.stdout)
+check([e for e in run_events if e.get("event") == "turn_done"], f"lal run chat.yaml: no turn_done: {run.stdout[-500:]}")
+check([e for e in run_events if e["kind"] == "answer" and e["text"]], "lal run chat.yaml: no answer text")
+
 # 5. Bad input: clear errors, non-zero exit, nothing lost.
 bad = subprocess.run([LAL, "chat", "--model_path", os.path.join(WORK, "nope")], input="", capture_output=True,
                      text=True)

@@ -16,13 +16,13 @@ echo "$out" | grep -q "^4 errors in" || fail "error count: $out"
 "$lal" validate /nonexistent.yaml 2>&1 | grep -q "cannot open" || fail "missing file not reported"
 
 g=$("$lal" graph "$src/configs/hello.yaml" --format mermaid) || fail "graph failed"
-echo "$g" | grep -q 'm_intuition -->|"thought.stream: lal.ThoughtChunk/1"| m_speaker' || fail "mermaid edge: $g"
+echo "$g" | grep -q 'm_intuition -->|"thought.stream: lal.ThoughtChunk/2"| m_speaker' || fail "mermaid edge: $g"
 echo "$g" | grep -q 'm_intuition -.->|"memory.recall: lal.RecallRequest/1 → lal.RecallReply/1"| m_memory' || fail "mermaid request edge: $g"
 d=$("$lal" graph "$src/configs/hello.yaml") || fail "dot failed"
 echo "$d" | grep -q '"input" -> "memory" \[label="turn.input\\nlal.Percept/1"\]' || fail "dot edge: $d"
 
 p=$("$lal" plugins) || fail "plugins failed"
-echo "$p" | grep -q "working_memory  (memory_tier, version 0.1.0, ABI 1)" || fail "plugins listing: $p"
+echo "$p" | grep -q "working_memory  (memory_tier, version 0.1.0, ABI 2)" || fail "plugins listing: $p"
 echo "$p" | grep -q "server recall: lal.RecallRequest/1 → lal.RecallReply/1" || fail "plugins ports: $p"
 
 r=$(printf 'こんにちは\n東京の天気は？\n' | "$lal" run "$src/configs/hello.yaml") || fail "run failed"
@@ -32,7 +32,7 @@ echo "$r" | grep -q '^\[直感\] 挨拶ですね。' || fail "run output: $r"
 "$lal" run 2>&1 | grep -q "give a FILE.yaml" || fail "run without file"
 "$lal" run "$src/configs/hello.yaml" --bogus 2>&1 | grep -q "unrecognised option '--bogus'" || fail "unknown option"
 "$lal" nonsense >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command exit code"
-"$lal" --version | grep -q "SDK ABI 1" || fail "version"
+"$lal" --version | grep -q "SDK ABI 2" || fail "version"
 for c in plugins validate graph run "bench bus"; do
   "$lal" $c --help | grep -q "Usage: lal $c" || fail "--help of $c"
 done

@@ -97,7 +97,7 @@ TEST_CASE("ports: unknown port, wrong section, required input unwired") {
     inputs: {percpt: turn.input, thought: x}
 )");
   CHECK_MESSAGE(has_error(l, 4, {"has no port 'percpt'", "did you mean 'percept'"}), dump(l));
-  CHECK_MESSAGE(has_error(l, 4, {"port 'thought'", "output port; wire it under `outputs`"}), dump(l));
+  CHECK_MESSAGE(has_error(l, 4, {"port 'thought'", "is an output port: it belongs under `outputs:`, not under `inputs:`"}), dump(l));
   CHECK_MESSAGE(has_error(l, 2, {"required input port 'percept'", "is not wired"}), dump(l));
 }
 
@@ -129,12 +129,41 @@ TEST_CASE("producer/consumer type mismatch names both modules and both types") {
     inputs: {thought: turn.input}
 )");
   CHECK_MESSAGE(has_error(l, 8, {"type mismatch on topic 'thought.stream'", "module 'intuition' (port 'thought')",
-                                 "produces lal.ThoughtChunk/1", "module 'memory' (port 'percept')",
+                                 "produces lal.ThoughtChunk/2", "module 'memory' (port 'percept')",
                                  "expects lal.Percept/1"}),
                 dump(l));
   CHECK_MESSAGE(has_error(l, 11, {"the pipeline input produces lal.Percept/1", "module 'speaker'",
-                                  "expects lal.ThoughtChunk/1"}),
+                                  "expects lal.ThoughtChunk/2"}),
                 dump(l));
+  // The consumer came first: the mismatch is reported at the producer's wiring, which introduced it.
+  auto later = load(R"(modules:
+  memory:
+    plugin: working_memory
+    inputs: {percept: thought.stream, recall: memory.recall}
+  intuition:
+    plugin: first_impression
+    inputs: {percept: turn.input}
+    outputs: {thought: thought.stream}
+)");
+  CHECK_MESSAGE(has_error(later, 8, {"type mismatch on topic 'thought.stream'"}), dump(later));
+}
+
+TEST_CASE("options declared once: defaults, ranges and list elements are checked at load time") {
+  auto l = load(R"(modules:
+  intuition:
+    plugin: first_impression
+    config: {recall_deadline_ms: -5, language: jp}
+    inputs: {percept: turn.input}
+    outputs: {thought: thought.stream}
+  speaker:
+    plugin: transcript
+    inputs: {thought: thought.stream}
+)");
+  CHECK_MESSAGE(has_error(l, 4, {"config key 'recall_deadline_ms' must be in [0, 60000], found -5"}), dump(l));
+  CHECK_MESSAGE(has_error(l, 4, {"config key 'language' must be one of auto, ja, en, found 'jp'"}), dump(l));
+  auto ok = load(kHello);
+  REQUIRE(ok.ok());
+  CHECK(ok.spec.modules[1].config.at("recall_deadline_ms").as_int() == 200);  // FirstImpressionOptions' initialiser
 }
 
 TEST_CASE("request without a server") {
@@ -189,7 +218,7 @@ modules:
 
 TEST_CASE("a plugin built for another ABI is refused before anything in it runs") {
   CHECK_THROWS_WITH_AS(PluginRegistry::load_file(fs::path(LAL_TEST_PLUGIN_DIR) / "libtest_abi_mismatch.so"),
-                       doctest::Contains("built for lal SDK ABI 99, but this host speaks ABI 1"), PluginError);
+                       doctest::Contains("built for lal SDK ABI 99, but this host speaks ABI 2"), PluginError);
   auto l = load("modules:\n  m:\n    plugin: test_abi_mismatch\n");
   CHECK_MESSAGE(has_error(l, 3, {"ABI 99"}), dump(l));
 }

@@ -570,6 +570,29 @@ void Bus::request(const Member& requester, const Topic& topic, std::shared_ptr<c
   });
 }
 
+std::function<void()> Bus::post_after(const Member& member, std::chrono::milliseconds delay,
+                                      std::function<void()> fn, bool busy) {
+  struct Pending {
+    std::atomic<bool> finished{false};  // ran or cancelled: whoever sets it releases the busy count, once
+    std::function<void()> fn;
+    std::shared_ptr<void> busy;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->fn = std::move(fn);
+  if (busy) pending->busy = hold();
+  auto state = member.state_;
+  auto timer = std::make_shared<asio::steady_timer>(state->strand, delay);
+  timer->async_wait([pending, timer](const boost::system::error_code& ec) {
+    if (ec || pending->finished.exchange(true)) return;  // cancelled: the function is freed with the timer
+    auto f = std::move(pending->fn);
+    auto busy = std::move(pending->busy);
+    if (f) f();  // busy until it ran (it may schedule the next timer: never idle in between)
+  });
+  return [pending] {
+    if (!pending->finished.exchange(true)) pending->busy.reset();
+  };
+}
+
 std::shared_ptr<void> Bus::hold() {
   impl_->add_pending(1);
   std::weak_ptr<Impl> weak = impl_;

@@ -88,9 +88,16 @@ std::string render_graph(const PipelineSpec& spec, const std::string& format) {
       if (m.loaded) os << ", " << to_string(m.loaded->descriptor->kind);
       os << ")\"]\n";
     }
-    for (const auto& e : edges)
-      os << "  " << (e.from == "input" ? "m_input" : id(e.from)) << (e.request ? " -.->|\"" : " -->|\"") << e.topic
-         << ": " << e.type << "\"| " << id(e.to) << "\n";
+    // As in DOT: requests dashed; feedback edges dotted, and grey (linkStyle) so the loop reads as a back edge.
+    std::vector<std::size_t> feedback;
+    for (std::size_t i = 0; i < edges.size(); ++i) {
+      const auto& e = edges[i];
+      const char* arrow = e.request ? " -.->|\"" : e.feedback ? " ..->|\"feedback: " : " -->|\"";
+      os << "  " << (e.from == "input" ? "m_input" : id(e.from)) << arrow << e.topic << ": " << e.type << "\"| "
+         << id(e.to) << "\n";
+      if (e.feedback) feedback.push_back(i);
+    }
+    for (std::size_t i : feedback) os << "  linkStyle " << i << " stroke:gray,stroke-dasharray:2 4\n";
   } else {
     throw std::invalid_argument("unknown graph format '" + format + "' (dot or mermaid)");
   }

@@ -13,6 +13,7 @@
 
 #include "lal/checks/input_limits.hpp"
 #include "lal/messages.hpp"
+#include "lal/runtime/resources.hpp"
 
 namespace lal::runtime {
 
@@ -231,41 +232,142 @@ void parse_wires(Validator& v, const YAML::Node& section, bool in_outputs, Modul
   }
 }
 
-void check_config(Validator& v, ModuleSpec& m, const YAML::Node& config_node) {
-  const PluginDescriptor& d = *m.loaded->descriptor;
+std::string number_text(double x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+
+/// The declared range of a number, or the allowed values of a string (ConfigKeySpec::min/max/one_of).
+void check_range(Validator& v, const ConfigKeySpec& spec, const ConfigValue& value, const std::string& what) {
+  if (value.is_number()) {
+    const double x = value.as_number();
+    if ((spec.min && x < *spec.min) || (spec.max && x > *spec.max)) {
+      std::string range = spec.min && spec.max ? "in [" + number_text(*spec.min) + ", " + number_text(*spec.max) + "]"
+                          : spec.min           ? "≥ " + number_text(*spec.min)
+                                               : "≤ " + number_text(*spec.max);
+      v.error(value.where(), what + " must be " + range + ", found " + number_text(x));
+    }
+  } else if (value.is_string() && !spec.one_of.empty()) {
+    const auto& allowed = spec.one_of;
+    if (std::find(allowed.begin(), allowed.end(), value.as_string()) == allowed.end()) {
+      std::string msg = what + " must be one of " + join(allowed) + ", found '" + value.as_string() + "'";
+      if (auto s = closest(value.as_string(), allowed)) msg += " (did you mean '" + *s + "'?)";
+      v.error(value.where(), msg);
+    }
+  }
+}
+
+/// Check `values` (written under `node`) against the declared `keys` of `owner` ("module 'x'", "resource 'model'")
+/// and fill in the declared defaults. `what` names the declaring thing ("plugin 'long_term'") for messages.
+void check_config_map(Validator& v, const std::string& owner, const std::string& what,
+                      const std::vector<ConfigKeySpec>& keys, ConfigValue::Map& values, const YAML::Node& node,
+                      const SourceLocation& owner_where, const std::vector<std::string>& ignored = {}) {
+  auto find = [&](const std::string& key) -> const ConfigKeySpec* {
+    for (const auto& k : keys)
+      if (k.name == key) return &k;
+    return nullptr;
+  };
   std::vector<std::string> accepted;
-  for (const auto& c : d.config) accepted.push_back(c.name);
-  for (auto& [key, value] : m.config) {
-    const ConfigKeySpec* spec = d.find_config(key);
+  for (const auto& c : keys) accepted.push_back(c.name);
+  for (auto& [key, value] : values) {
+    if (std::find(ignored.begin(), ignored.end(), key) != ignored.end()) continue;
+    const ConfigKeySpec* spec = find(key);
     SourceLocation key_where = value.where();
-    if (config_node && config_node.IsMap())
-      for (const auto& kv : config_node)
+    if (node && node.IsMap())
+      for (const auto& kv : node)
         if (kv.first.Scalar() == key) key_where = v.at(kv.first);
     if (!spec) {
-      std::string msg = "module '" + m.id + "': unknown config key '" + key + "' for plugin '" + d.name + "'";
+      std::string msg = owner + ": unknown config key '" + key + "' for " + what;
       if (auto s = closest(key, accepted)) msg += " (did you mean '" + *s + "'?)";
       msg += accepted.empty() ? "; it takes no config" : "; accepted: " + join(accepted);
       v.error(key_where, msg);
       continue;
     }
-    if (!type_matches(spec->type, value))
-      v.error(value.where(), "module '" + m.id + "': config key '" + key + "' must be " + to_string(spec->type) +
-                                 ", found " + value.type_str());
+    if (!type_matches(spec->type, value)) {
+      v.error(value.where(),
+              owner + ": config key '" + key + "' must be " + to_string(spec->type) + ", found " + value.type_str());
+      continue;
+    }
+    if (value.is_list()) {
+      std::size_t i = 0;
+      for (const auto& e : value.as_list()) {
+        const std::string what = owner + ": config key '" + key + "' element " + std::to_string(i++);
+        if (!type_matches(spec->element, e))
+          v.error(e.where(), what + " must be " + to_string(spec->element) + ", found " + e.type_str());
+        else
+          check_range(v, *spec, e, what);
+      }
+    } else {
+      check_range(v, *spec, value, owner + ": config key '" + key + "'");
+    }
   }
-  for (const auto& spec : d.config) {
-    if (m.config.count(spec.name)) continue;
+  for (const auto& spec : keys) {
+    if (values.count(spec.name)) continue;
     if (spec.required) {
-      v.error(m.where, "module '" + m.id + "': required config key '" + spec.name + "' (" + to_string(spec.type) +
-                           ") is missing" + (spec.doc.empty() ? "" : " — " + spec.doc));
+      v.error(owner_where, owner + ": required config key '" + spec.name + "' (" + to_string(spec.type) +
+                               ") is missing" + (spec.doc.empty() ? "" : " — " + spec.doc));
     } else if (!spec.default_yaml.empty()) {
       try {
-        Validator defaults(v.out_, "<default of plugin " + d.name + ">");
-        m.config[spec.name] = defaults.to_value(YAML::Load(spec.default_yaml));
+        Validator defaults(v.out_, "<default of " + what + ">");
+        values[spec.name] = defaults.to_value(YAML::Load(spec.default_yaml));
       } catch (const YAML::Exception& e) {
-        v.error(m.plugin_where, "plugin '" + d.name + "' declares an unparsable default for '" + spec.name +
-                                    "': " + spec.default_yaml);
+        v.error(owner_where, what + " declares an unparsable default for '" + spec.name + "': " + spec.default_yaml);
       }
     }
+  }
+}
+
+void check_config(Validator& v, ModuleSpec& m, const YAML::Node& config_node) {
+  const PluginDescriptor& d = *m.loaded->descriptor;
+  check_config_map(v, "module '" + m.id + "'", "plugin '" + d.name + "'", d.config, m.config, config_node,
+                   m.plugin_where);
+}
+
+/// Set every value of `from` in `into`, descending into maps present in both (overrides of the chosen output).
+void merge_into(YAML::Node into, const YAML::Node& from) {
+  for (const auto& kv : from) {
+    const std::string key = kv.first.Scalar();
+    YAML::Node target = into[key];
+    if (target && target.IsMap() && kv.second.IsMap())
+      merge_into(target, kv.second);
+    else
+      into[key] = kv.second;
+  }
+}
+
+/// `resources:`: each entry a map with an optional `kind` (default language_model) naming a registered kind, and
+/// that kind's keys. Defaults are filled in and `kind` is written back, so the runtime creates what was checked.
+void check_resources(Validator& v, ConfigValue::Map& resources, const YAML::Node& node) {
+  for (auto& [name, decl] : resources) {
+    const YAML::Node decl_node = node[name];
+    if (!decl.is_map()) {
+      v.error(decl.where(), "resource '" + name + "' must be a map (its `kind` and the kind's config)");
+      continue;
+    }
+    ConfigValue::Map values = decl.as_map();
+    std::string kind = "language_model";
+    if (auto it = values.find("kind"); it != values.end()) {
+      if (!it->second.is_string()) {
+        v.error(it->second.where(), "resource '" + name + "': kind must be a string");
+        continue;
+      }
+      kind = it->second.as_string();
+    }
+    const auto k = resource_kinds().find(kind);
+    if (!k) {
+      const auto known = resource_kinds().names();
+      std::string msg = "resource '" + name + "' has kind '" + kind + "', which this lal cannot create";
+      if (auto s = closest(kind, known)) msg += " (did you mean '" + *s + "'?)";
+      msg += known.empty() ? "; it knows no resource kinds (a build without LibTorch has no language_model)"
+                           : "; known kinds: " + join(known);
+      v.error(decl.where(), msg);
+      continue;
+    }
+    check_config_map(v, "resource '" + name + "'", "resource kind '" + kind + "'", k->keys, values, decl_node,
+                     decl.where(), {"kind"});
+    values["kind"] = ConfigValue(kind, values.count("kind") ? values.at("kind").where() : decl.where());
+    decl = ConfigValue(std::move(values), decl.where());
   }
 }
 
@@ -283,10 +385,13 @@ void check_ports(Validator& v, const ModuleSpec& m) {
       continue;
     }
     const bool belongs_in_outputs = p->direction == PortDirection::output || p->direction == PortDirection::client;
-    if (belongs_in_outputs != w.in_outputs)
-      v.error(w.where, "port '" + w.port + "' of module '" + m.id + "' is " + (belongs_in_outputs ? "an " : "a ") +
-                           to_string(p->direction) + " port; wire it under `" +
-                           (belongs_in_outputs ? "outputs" : "inputs") + "`");
+    if (belongs_in_outputs != w.in_outputs) {
+      const std::string dir = to_string(p->direction);
+      const bool vowel = dir[0] == 'i' || dir[0] == 'o';  // "an input", "an output", "a server", "a client"
+      v.error(w.where, "port '" + w.port + "' of module '" + m.id + "' is " + (vowel ? "an " : "a ") + dir +
+                           " port: it belongs under `" + (belongs_in_outputs ? "outputs" : "inputs") +
+                           ":`, not under `" + (belongs_in_outputs ? "inputs" : "outputs") + ":`");
+    }
   }
   for (const auto& p : d.ports) {
     if (p.optional || m.wire(p.name)) continue;
@@ -345,8 +450,14 @@ void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& 
       }
       for (const auto& p : it->second)
         if (p.port->type != c.port->type) {
-          v.error(c.wire->where, "type mismatch on topic '" + topic + "': " + p.name() + " produces " +
-                                     p.port->type + " but " + c.name() + " expects " + c.port->type);
+          // Reported at whichever of the two wirings comes later in the file: that one introduced the mismatch.
+          const SourceLocation& where =
+              p.wire && std::tie(p.wire->where.line, p.wire->where.column) >
+                            std::tie(c.wire->where.line, c.wire->where.column)
+                  ? p.wire->where
+                  : c.wire->where;
+          v.error(where, "type mismatch on topic '" + topic + "': " + p.name() + " produces " + p.port->type +
+                             " but " + c.name() + " expects " + c.port->type);
           break;
         }
     }
@@ -429,8 +540,28 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
     v.error(v.at(root), "a pipeline file must be a YAML map with at least `modules:`");
     return out;
   }
+  // `modules.*.config.KEY=V` sets KEY on every module whose plugin declares it (applied once plugins are loaded).
+  struct WildcardOverride {
+    std::string key;
+    ConfigValue value;
+  };
+  std::vector<WildcardOverride> wildcards;
   for (const auto& o : overrides) {
     const SourceLocation where{"<override " + o.path + "=" + o.yaml + ">", 1, 1};
+    if (o.path.rfind("modules.*.", 0) == 0) {
+      const std::string rest = o.path.substr(10);
+      if (rest.rfind("config.", 0) != 0 || rest.size() == 7 || rest.find('.', 7) != std::string::npos) {
+        v.error(where, "a wildcard override must be modules.*.config.KEY");
+        continue;
+      }
+      try {
+        Validator ov(out, where.file);
+        wildcards.push_back({rest.substr(7), ov.to_value(YAML::Load(o.yaml))});
+      } catch (const YAML::Exception& e) {
+        v.error(where, "override value is not valid YAML: " + e.msg);
+      }
+      continue;
+    }
     YAML::Node value;
     try {
       value = YAML::Load(o.yaml);
@@ -456,7 +587,8 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
     }
     if (ok) node[parts.back()] = value;
   }
-  v.check_keys(root, {"name", "description", "plugin_path", "input", "resources", "modules"}, "the pipeline");
+  v.check_keys(root, {"name", "description", "plugin_path", "input", "resources", "modules", "outputs", "output"},
+               "the pipeline");
   if (root["name"])
     if (auto s = v.scalar(root["name"], "name")) out.spec.name = *s;
   if (root["description"])
@@ -468,10 +600,12 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
   }
   if (root["resources"]) {
     const ConfigValue r = v.to_value(root["resources"]);
-    if (!r.is_map())
-      v.error(r.where(), "resources must be a map");
-    else
+    if (!r.is_map()) {
+      v.error(r.where(), "resources must be a map from service name to resource");
+    } else {
       out.spec.resources = r.as_map();
+      check_resources(v, out.spec.resources, root["resources"]);
+    }
   }
 
   std::vector<fs::path> search = extra_plugin_dirs;
@@ -502,12 +636,58 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
     return out;
   }
   v.check_duplicate_keys(modules);  // a module id used twice
-  std::set<std::string> ids;
+  // The declarations to load: every module, then the chosen entry of the output slot as module `output`.
+  std::vector<std::pair<YAML::Node, YAML::Node>> declarations;
+  const YAML::Node slot = root["outputs"];
+  YAML::Node output_overrides;  // `modules.output` without a plugin: values set on the chosen output (--set ...)
   for (const auto& kv : modules) {
+    if (slot && kv.first.Scalar() == "output") {
+      if (kv.second.IsMap() && !kv.second["plugin"]) {
+        output_overrides = kv.second;
+      } else {
+        v.error(v.at(kv.first), "module id 'output' is taken by the pipeline's output slot (`outputs:`); rename this "
+                                "module, or move it under `outputs:`");
+      }
+      continue;
+    }
+    declarations.emplace_back(kv.first, kv.second);
+  }
+  if (slot) {
+    if (!slot.IsMap() || slot.size() == 0) {
+      v.error(v.at(slot), "`outputs:` must be a map from output name to a module declaration (the output slot)");
+    } else {
+      v.check_duplicate_keys(slot);
+      for (const auto& kv : slot) out.spec.output_choices.push_back(kv.first.Scalar());
+      out.spec.output_choice = out.spec.output_choices.front();
+      SourceLocation choice_where = v.at(slot);
+      if (const YAML::Node chosen = root["output"]) {
+        choice_where = v.at(chosen);
+        if (auto s = v.scalar(chosen, "output")) out.spec.output_choice = *s;
+      }
+      const auto& choices = out.spec.output_choices;
+      if (std::find(choices.begin(), choices.end(), out.spec.output_choice) == choices.end()) {
+        std::string msg = "output '" + out.spec.output_choice + "' is not in the pipeline's `outputs:`";
+        if (auto s = closest(out.spec.output_choice, choices)) msg += " (did you mean '" + *s + "'?)";
+        v.error(choice_where, msg + "; choose one of: " + join(choices));
+      } else {
+        for (const auto& kv : slot)
+          if (kv.first.Scalar() == out.spec.output_choice) {
+            out.spec.output_where = v.at(kv.first);
+            YAML::Node decl = kv.second;
+            if (output_overrides) merge_into(decl, output_overrides);
+            declarations.emplace_back(YAML::Node(std::string("output")), decl);
+          }
+      }
+    }
+  } else if (root["output"]) {
+    v.error(v.at(root["output"]), "`output:` chooses among the pipeline's `outputs:`, but it declares none");
+  }
+  std::set<std::string> ids;
+  for (const auto& kv : declarations) {
     ModuleSpec m;
     m.id = kv.first.Scalar();
-    m.where = v.at(kv.first);
-    if (!ids.insert(m.id).second) continue;
+    m.where = kv.first.Mark().line >= 0 ? v.at(kv.first) : out.spec.output_where;
+    if (!ids.insert(m.id).second) continue;  // reported by check_duplicate_keys
     const YAML::Node& decl = kv.second;
     if (!decl.IsMap()) {
       v.error(v.at(decl), "module '" + m.id + "' must be a map with at least `plugin:`");
@@ -548,6 +728,8 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
       }
     }
     if (m.loaded) {
+      for (const auto& w : wildcards)
+        if (m.loaded->descriptor->find_config(w.key)) m.config[w.key] = w.value;
       check_config(v, m, decl["config"]);
       check_ports(v, m);
     }

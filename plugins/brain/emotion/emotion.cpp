@@ -198,24 +198,47 @@ std::vector<std::string> ascii_words(const std::string& text) {
   return words;
 }
 
+struct EmotionOptions {
+  std::string language = "ja";
+  double half_life_ms = 60000;
+  double baseline_valence = 0.1, baseline_arousal = 0.0, baseline_dominance = 0.1;
+  double appraisal_gain = 0.6;
+  double exclamation_arousal = 0.1;
+  double neutral_radius = 0.12;
+  double report_intensity = 0.35;
+  double outcome_weight = 0.2;
+
+  static void declare(lal::Options<EmotionOptions>& o) {
+    using E = EmotionOptions;
+    o.field("language", &E::language, "language of the state thought: ja or en").one_of({"ja", "en"});
+    o.field("half_life_ms", &E::half_life_ms, "time for the deviation from the baseline to halve").min(1);
+    o.field("baseline_valence", &E::baseline_valence, "resting valence").range(-1, 1);
+    o.field("baseline_arousal", &E::baseline_arousal, "resting arousal").range(-1, 1);
+    o.field("baseline_dominance", &E::baseline_dominance, "resting dominance").range(-1, 1);
+    o.field("appraisal_gain", &E::appraisal_gain, "how far one percept's impulse moves the state").range(0, 2);
+    o.field("exclamation_arousal", &E::exclamation_arousal, "arousal added per exclamation mark (up to 3)")
+        .range(0, 1);
+    o.field("neutral_radius", &E::neutral_radius, "deviation from the baseline below which the label is neutral")
+        .range(0, 2);
+    o.field("report_intensity", &E::report_intensity, "report a thought when the intensity crosses this").range(0, 2);
+    o.field("outcome_weight", &E::outcome_weight, "dominance change per unit of (answer confidence − 0.5)")
+        .range(-1, 1);
+  }
+};
+
 class EmotionModule final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    const auto language = c.get<std::string>("language");
-    if (language != "ja" && language != "en")
-      throw lal::ConfigError("language must be ja or en, got '" + language + "'");
-    ja_ = language == "ja";
-    half_life_ms_ = c.get<double>("half_life_ms");
-    if (half_life_ms_ <= 0) throw lal::ConfigError("half_life_ms must be positive");
-    baseline_ = {c.get<double>("baseline_valence"), c.get<double>("baseline_arousal"),
-                 c.get<double>("baseline_dominance")};
-    gain_ = c.get<double>("appraisal_gain");
-    exclamation_arousal_ = c.get<double>("exclamation_arousal");
-    neutral_radius_ = c.get<double>("neutral_radius");
-    report_intensity_ = c.get<double>("report_intensity");
-    outcome_weight_ = c.get<double>("outcome_weight");
+    const auto o = ctx.options<EmotionOptions>();
+    ja_ = o.language == "ja";
+    half_life_ms_ = o.half_life_ms;
+    baseline_ = {o.baseline_valence, o.baseline_arousal, o.baseline_dominance};
+    gain_ = o.appraisal_gain;
+    exclamation_arousal_ = o.exclamation_arousal;
+    neutral_radius_ = o.neutral_radius;
+    report_intensity_ = o.report_intensity;
+    outcome_weight_ = o.outcome_weight;
     state_ = baseline_;
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { appraise(m); });
     ctx.on<lal::TurnDone>("done", [this](const lal::Delivery<lal::TurnDone>& m) {
@@ -306,8 +329,8 @@ class EmotionModule final : public lal::Module {
 
   lal::Context* ctx_ = nullptr;
   bool ja_ = true;
-  double half_life_ms_ = 60000, gain_ = 0.6, exclamation_arousal_ = 0.1;
-  double neutral_radius_ = 0.12, report_intensity_ = 0.35, outcome_weight_ = 0.2;
+  double half_life_ms_ = 0, gain_ = 0, exclamation_arousal_ = 0;  // from EmotionOptions in start()
+  double neutral_radius_ = 0, report_intensity_ = 0, outcome_weight_ = 0;
   Pad baseline_, state_;
   std::int64_t last_ns_ = 0;
   std::string reported_label_ = "neutral";
@@ -321,16 +344,7 @@ lal::PluginDescriptor describe() {
       .optional_input<lal::TurnDone>("done", "how the turn went: confidence nudges dominance")
       .output<lal::EmotionState>("state", "the state after each percept")
       .output<lal::ThoughtChunk>("thought", "stage emotion, kind state: when the label or intensity band changes")
-      .config_string("language", "ja", "language of the state thought: ja or en")
-      .config_number("half_life_ms", 60000, "time for the deviation from the baseline to halve")
-      .config_number("baseline_valence", 0.1, "resting valence")
-      .config_number("baseline_arousal", 0.0, "resting arousal")
-      .config_number("baseline_dominance", 0.1, "resting dominance")
-      .config_number("appraisal_gain", 0.6, "how far one percept's impulse moves the state")
-      .config_number("exclamation_arousal", 0.1, "arousal added per exclamation mark (up to 3)")
-      .config_number("neutral_radius", 0.12, "deviation from the baseline below which the label is neutral")
-      .config_number("report_intensity", 0.35, "report a thought when the intensity crosses this")
-      .config_number("outcome_weight", 0.2, "dominance change per unit of (answer confidence − 0.5)");
+      .options<EmotionOptions>();
   return d;
 }
 

@@ -20,6 +20,18 @@ std::string lower_ascii(std::string s) {
   return s;
 }
 
+struct FirstImpressionOptions {
+  std::string language = "auto";
+  std::int64_t recall_deadline_ms = 200;
+  static void declare(lal::Options<FirstImpressionOptions>& o) {
+    o.field("language", &FirstImpressionOptions::language, "auto (follow the input), ja or en")
+        .one_of({"auto", "ja", "en"});
+    o.field("recall_deadline_ms", &FirstImpressionOptions::recall_deadline_ms,
+            "how long to wait for memory before speaking without it")
+        .range(0, 60000);
+  }
+};
+
 enum class Act { question, greeting, request, statement };
 
 Act classify(const std::string& raw) {
@@ -49,10 +61,9 @@ class FirstImpression final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    language_ = ctx.config().get<std::string>("language");
-    if (language_ != "auto" && language_ != "ja" && language_ != "en")
-      throw lal::ConfigError("language must be auto, ja or en, got '" + language_ + "'");
-    deadline_ = std::chrono::milliseconds(ctx.config().get<std::int64_t>("recall_deadline_ms"));
+    const auto o = ctx.options<FirstImpressionOptions>();
+    language_ = o.language;
+    deadline_ = std::chrono::milliseconds(o.recall_deadline_ms);
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { react(m); });
   }
 
@@ -90,8 +101,8 @@ class FirstImpression final : public lal::Module {
   }
 
   lal::Context* ctx_ = nullptr;
-  std::string language_ = "auto";
-  std::chrono::milliseconds deadline_{200};
+  std::string language_;
+  std::chrono::milliseconds deadline_{0};
 };
 
 lal::PluginDescriptor describe() {
@@ -100,8 +111,7 @@ lal::PluginDescriptor describe() {
   d.input<lal::Percept>("percept", "what the user said")
       .requests<lal::RecallRequest, lal::RecallReply>("recall", "asks memory for an association", true)
       .output<lal::ThoughtChunk>("thought", "one intuition-stage thought per percept")
-      .config_string("language", "auto", "auto (follow the input), ja or en")
-      .config_int("recall_deadline_ms", 200, "how long to wait for memory before speaking without it");
+      .options<FirstImpressionOptions>();
   return d;
 }
 

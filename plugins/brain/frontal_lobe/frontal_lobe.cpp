@@ -10,24 +10,53 @@
 // Rules 2–4 cancel scope "analysis" first. After rule 1 the lobe waits up to insight_grace_ms for an insight that
 // the end of the analysis may trigger.
 //
-// Why a worker thread (lal/plugins/turn_worker.hpp): deciding "on the budget deadline" needs a clock that fires without
-// any message arriving, and the lobe must keep receiving thoughts while it waits. Handlers record what arrives; one
-// conductor thread waits, decides and composes, turn after turn.
+// Everything runs on this module's strand: the budget deadline and the insight grace are timers (ctx.post_after),
+// a cancelled turn arrives as a callback (ctx.on_cancel), the answer streams back from LanguageModel::submit, and a
+// turn's record is the module's turn_state. No thread, no lock, no map of its own; turns of different users overlap.
 #include <cstdio>
-#include <map>
-#include <set>
 
 #include "lal/plugin.hpp"
 #include "lal/plugins/prompts.hpp"
 #include "lal/plugins/stage_stream.hpp"
-#include "lal/plugins/turn_worker.hpp"
 
 namespace {
 
 namespace lp = lal::plugins;
-using Clock = std::chrono::steady_clock;
 
-struct TurnState {
+struct FrontalLobeOptions {
+  lp::ModelSettings model = lp::ModelSettings::with(/*max_tokens=*/192, /*temperature=*/0.5, /*priority=*/5);
+  std::int64_t budget_ms = 15000;
+  int budget_tokens = 768;
+  double conclude_confidence = 0.9;
+  int min_analysis_tokens = 24;
+  std::int64_t insight_grace_ms = 100;
+  int max_memories = 5;
+
+  static void declare(lal::Options<FrontalLobeOptions>& o) {
+    o.nested(&FrontalLobeOptions::model);
+    o.field("budget_ms", &FrontalLobeOptions::budget_ms,
+            "conclude (and stop the analysis) this long after the percept at the latest")
+        .min(1);
+    o.field("budget_tokens", &FrontalLobeOptions::budget_tokens,
+            "conclude once intuition + exploration + analysis produced this many tokens")
+        .min(1);
+    o.field("conclude_confidence", &FrontalLobeOptions::conclude_confidence,
+            "conclude early once the analysis is measured this confident")
+        .range(0, 1);
+    o.field("min_analysis_tokens", &FrontalLobeOptions::min_analysis_tokens,
+            "analysis tokens needed before conclude_confidence may apply")
+        .min(0);
+    o.field("insight_grace_ms", &FrontalLobeOptions::insight_grace_ms,
+            "after the analysis closes, wait this long for an insight")
+        .range(0, 60000);
+    o.field("max_memories", &FrontalLobeOptions::max_memories, "recalled items put into the answer prompt").min(0);
+  }
+};
+
+/// One turn as the lobe sees it (the module's turn_state).
+struct Turn {
+  bool started = false;    // the percept arrived
+  bool concluded = false;  // the answer is being (or was) composed: later thoughts are ignored
   lal::MessageHeader percept;
   std::string user_text;
   std::int64_t first_output_ns = 0;
@@ -35,9 +64,11 @@ struct TurnState {
   bool analysis_closed = false;
   bool insight_closed = false;
   float analysis_confidence = -1.0f;
-  std::size_t analysis_tokens = 0;
-  std::size_t thought_tokens = 0;
+  int analysis_tokens = 0;
+  int thought_tokens = 0;
   std::shared_ptr<const lal::Recollection> recollection;
+  lal::Timer budget, grace;
+  bool grace_armed = false;
 };
 
 enum class Reason { none, analysis_done, confident, budget_tokens, budget_time, cancelled };
@@ -58,65 +89,45 @@ class FrontalLobe final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    settings_ = lp::read_model_config(c);
-    model_ = lp::require_model(ctx, settings_.model);
-    budget_ = std::chrono::milliseconds(c.get<std::int64_t>("budget_ms"));
-    budget_tokens_ = c.get<std::size_t>("budget_tokens");
-    conclude_confidence_ = c.get<double>("conclude_confidence");
-    min_analysis_tokens_ = c.get<std::size_t>("min_analysis_tokens");
-    insight_grace_ = std::chrono::milliseconds(c.get<std::int64_t>("insight_grace_ms"));
-    max_memories_ = c.get<std::size_t>("max_memories");
-
-    ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
-      std::lock_guard<std::mutex> lk(worker_.mutex());
-      if (finished_.count(m.header.turn)) return;
-      TurnState& st = turns_[m.header.turn];
-      st.percept = m.header;
-      st.user_text = m->text;
-      worker_.push_locked(m.header.turn);
-    });
+    options_ = ctx.options<FrontalLobeOptions>();
+    model_ = lp::require_model(ctx, options_.model.model);
+    ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { percept(m); });
     ctx.on<lal::ThoughtChunk>("thought", [this](const lal::Delivery<lal::ThoughtChunk>& m) { on_thought(m); });
     ctx.on<lal::ThoughtChunk>("insight", [this](const lal::Delivery<lal::ThoughtChunk>& m) { on_thought(m); });
     ctx.on<lal::Recollection>("recollection", [this](const lal::Delivery<lal::Recollection>& m) {
-      std::lock_guard<std::mutex> lk(worker_.mutex());
-      if (TurnState* st = state(m.header.turn)) st->recollection = m.body;
+      ctx_->turn_state<Turn>(m.header.turn)->recollection = m.body;
     });
-    ctx.on<lal::EmotionState>("emotion", [this](const lal::Delivery<lal::EmotionState>& m) {
-      std::lock_guard<std::mutex> lk(worker_.mutex());
-      emotion_ = m.body;
-    });
-    worker_.start([this](lal::TurnId& turn) { conduct(turn); },
-                  [this](const lal::TurnId& turn, const std::exception& e) {
-                    // The host cannot see this (no strand runs it). conduct() already ended the turn if it could.
-                    ctx_->log(lal::LogLevel::error, "turn " + std::to_string(turn) + ": " + e.what());
-                  },
-                  [this] { return ctx_->busy_guard(); });
+    ctx.on<lal::EmotionState>("emotion", [this](const lal::Delivery<lal::EmotionState>& m) { emotion_ = m.body; });
   }
 
-  void stop() override { worker_.stop(); }
-
  private:
-  // Null for a turn already concluded (late chunks, e.g. the analysis's "stopped here", are ignored).
-  TurnState* state(lal::TurnId turn) {
-    if (finished_.count(turn)) return nullptr;
-    return &turns_[turn];
+  void percept(const lal::Delivery<lal::Percept>& m) {
+    const lal::TurnId turn = m.header.turn;
+    auto st = ctx_->turn_state<Turn>(turn);
+    if (st->started || st->concluded) return;
+    st->started = true;
+    st->percept = m.header;
+    st->user_text = m->text;
+    const auto deadline_ns = m.header.timestamp_ns + options_.budget_ms * 1000000;
+    const auto left =
+        std::chrono::milliseconds(std::max<std::int64_t>(0, (deadline_ns - lal::monotonic_ns()) / 1000000));
+    st->budget = ctx_->post_after(left, [this, turn] { conclude(turn, Reason::budget_time); });
+    ctx_->on_cancel(turn, [this, turn] { conclude(turn, Reason::cancelled); });
+    check(turn, *st);  // thoughts may have come first
   }
 
   void on_thought(const lal::Delivery<lal::ThoughtChunk>& m) {
-    std::lock_guard<std::mutex> lk(worker_.mutex());
-    TurnState* st = state(m.header.turn);
-    if (!st) return;
+    auto st = ctx_->turn_state<Turn>(m.header.turn);
+    if (st->concluded) return;  // late chunks (the analysis's "stopped here") change nothing
     const lal::ThoughtChunk& c = *m;
     if (!c.text.empty() && (st->first_output_ns == 0 || m.header.timestamp_ns < st->first_output_ns))
       st->first_output_ns = m.header.timestamp_ns;
-    const bool token = lp::measured(c) && !c.last;  // one chunk per token; the closing chunk adds none
     switch (c.stage) {
       case lal::Stage::intuition: st->intuition += c.text; break;
       case lal::Stage::exploration: st->exploration += c.text; break;
       case lal::Stage::analysis:
         st->analysis += c.text;
-        if (token) {
+        if (c.has_token) {
           ++st->analysis_tokens;
           st->analysis_confidence = c.confidence;
         }
@@ -130,78 +141,85 @@ class FrontalLobe final : public lal::Module {
       case lal::Stage::emotion:
       case lal::Stage::conclusion: break;
     }
-    if (token &&
+    if (c.has_token &&
         (c.stage == lal::Stage::intuition || c.stage == lal::Stage::exploration || c.stage == lal::Stage::analysis))
       ++st->thought_tokens;
-    worker_.cv().notify_all();
+    check(m.header.turn, *st);
   }
 
-  Reason decide(const TurnState& st) const {
+  Reason decide(const Turn& st) const {
     if (st.analysis_closed) return Reason::analysis_done;
-    if (st.analysis_tokens >= min_analysis_tokens_ && st.analysis_confidence >= conclude_confidence_)
+    if (st.analysis_tokens >= options_.min_analysis_tokens && st.analysis_confidence >= options_.conclude_confidence)
       return Reason::confident;
-    if (st.thought_tokens >= budget_tokens_) return Reason::budget_tokens;
+    if (st.thought_tokens >= options_.budget_tokens) return Reason::budget_tokens;
     return Reason::none;
   }
 
-  void conduct(lal::TurnId turn) {
-    const auto cancel = ctx_->cancellation(turn);
-    TurnState st;
-    std::shared_ptr<const lal::EmotionState> emotion;
-    Reason reason = Reason::none;
-    {
-      std::unique_lock<std::mutex> lk(worker_.mutex());
-      const auto deadline = Clock::time_point(std::chrono::nanoseconds(turns_[turn].percept.timestamp_ns)) + budget_;
-      // Slices of 20 ms: a cancelled turn flips a flag but notifies nobody, so the wait must look now and then.
-      while (!worker_.stopping()) {
-        if (cancel.cancelled()) reason = Reason::cancelled;
-        if (reason == Reason::none) reason = decide(turns_[turn]);
-        if (reason == Reason::none && Clock::now() >= deadline) reason = Reason::budget_time;
-        if (reason != Reason::none) break;
-        worker_.cv().wait_until(lk, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
-      }
-      if (worker_.stopping()) return;
-      if (reason == Reason::analysis_done && !turns_[turn].insight_closed)
-        worker_.cv().wait_for(lk, insight_grace_, [&] { return worker_.stopping() || turns_[turn].insight_closed; });
-      st = std::move(turns_[turn]);
-      turns_.erase(turn);
-      finished_.insert(turn);
-      while (finished_.size() > 256) finished_.erase(finished_.begin());
-      emotion = emotion_;
-    }
+  /// After every change: conclude when a rule holds. Once the analysis closed, give a possible insight
+  /// insight_grace_ms to arrive (it may be triggered by the end of the analysis).
+  void check(lal::TurnId turn, Turn& st) {
+    if (!st.started || st.concluded) return;
+    const Reason reason = decide(st);
+    if (reason == Reason::none) return;
+    if (reason != Reason::analysis_done || st.insight_closed) return conclude(turn, reason);
+    if (st.grace_armed) return;
+    st.grace_armed = true;
+    st.grace = ctx_->post_after(std::chrono::milliseconds(options_.insight_grace_ms),
+                                [this, turn] { conclude(turn, Reason::analysis_done); });
+  }
+
+  void conclude(lal::TurnId turn, Reason reason) {
+    auto st = ctx_->turn_state<Turn>(turn);
+    if (!st->started || st->concluded) return;
+    st->concluded = true;
+    st->budget.cancel();
+    st->grace.cancel();
     if (reason == Reason::confident || reason == Reason::budget_tokens || reason == Reason::budget_time)
       ctx_->cancel_scope(turn, "analysis");
     ctx_->log(lal::LogLevel::debug, "turn " + std::to_string(turn) + ": concluding (" + to_string(reason) + ")");
 
-    lal::TurnDone done;
-    done.user_text = st.user_text;
-    done.strategy = st.analysis_tokens > 0 ? "deep" : "direct";
-    if (reason != Reason::cancelled) {
-      lp::StageStream answer(*ctx_, "answer", lal::Stage::conclusion, lal::ChunkKind::answer, st.percept);
-      try {
-        lp::generate_into(*model_, answer_request(st, emotion.get()), answer, cancel);
-        answer.close();
-      } catch (const std::exception& e) {
-        ctx_->log(lal::LogLevel::error, "turn " + std::to_string(turn) + ": composing the answer failed: " + e.what());
-        answer.close(settings_.language == lp::Language::ja ? "（答えをまとめられませんでした）"
-                                                            : "(I could not put an answer together)");
-      }
-      done.answer = answer.text();
-      done.confidence = answer.stats().known() ? answer.stats().confidence() : 0.0;
-      const std::int64_t first_answer = answer.first_visible_ns();
-      done.first_output_ns = st.first_output_ns && (!first_answer || st.first_output_ns < first_answer)
-                                 ? st.first_output_ns
-                                 : first_answer;
-    } else {
-      done.first_output_ns = st.first_output_ns;
+    auto done = std::make_shared<lal::TurnDone>();
+    done->user_text = st->user_text;
+    done->strategy = st->analysis_tokens > 0 ? "deep" : "direct";
+    const auto cancel = ctx_->cancellation(turn);
+    if (reason == Reason::cancelled) {
+      done->first_output_ns = st->first_output_ns;
+      return finish(st, done, cancel);
     }
-    done.cancelled = cancel.cancelled();
-    done.answer_done_ns = lal::monotonic_ns();
-    ctx_->publish("done", std::move(done), &st.percept);
+    auto answer =
+        std::make_shared<lp::StageStream>(*ctx_, "answer", lal::Stage::conclusion, lal::ChunkKind::answer, st->percept);
+    lp::stream_into(
+        *model_, answer_request(*st, emotion_.get()), answer, cancel,
+        [this, st, done, answer, cancel, turn](const lal::GenerationOutcome& o) {
+          if (o) {
+            answer->close();
+          } else {
+            ctx_->log(lal::LogLevel::error,
+                      "turn " + std::to_string(turn) + ": composing the answer failed: " + o.error);
+            answer->close(options_.model.language == lp::Language::ja ? "（答えをまとめられませんでした）"
+                                                                      : "(I could not put an answer together)");
+          }
+          done->answer = answer->text();
+          done->confidence = answer->stats().known() ? answer->stats().confidence() : 0.0;
+          const std::int64_t first_answer = answer->first_visible_ns();
+          done->first_output_ns = st->first_output_ns && (!first_answer || st->first_output_ns < first_answer)
+                                      ? st->first_output_ns
+                                      : first_answer;
+          finish(st, done, cancel);
+        });
   }
 
-  lal::GenerationRequest answer_request(const TurnState& st, const lal::EmotionState* emotion) const {
-    std::string memories = st.recollection ? lp::format_memories(st.recollection->items, max_memories_) : st.recalled;
+  void finish(const std::shared_ptr<Turn>& st, const std::shared_ptr<lal::TurnDone>& done,
+              const lal::CancellationToken& cancel) {
+    done->cancelled = cancel.cancelled();
+    done->answer_done_ns = lal::monotonic_ns();
+    ctx_->publish("done", *done, &st->percept);
+  }
+
+  lal::GenerationRequest answer_request(const Turn& st, const lal::EmotionState* emotion) const {
+    std::string memories =
+        st.recollection ? lp::format_memories(st.recollection->items, static_cast<std::size_t>(options_.max_memories))
+                        : st.recalled;
     std::string feeling;
     if (emotion && !emotion->label.empty() && emotion->label != "neutral") {
       char buf[96];
@@ -209,7 +227,7 @@ class FrontalLobe final : public lal::Module {
                     emotion->arousal);
       feeling = buf;
     }
-    lp::PromptSections p(settings_.language);
+    lp::PromptSections p(options_.model.language);
     p.add("ユーザーの言葉", "What the user said", st.user_text)
         .add("直感", "Intuition", st.intuition)
         .add("探索", "Exploration", st.exploration)
@@ -217,28 +235,18 @@ class FrontalLobe final : public lal::Module {
         .add("ひらめき", "Insight", st.insight)
         .add("思い出したこと", "What I remember", memories)
         .add("いまの気持ち", "How I feel", feeling);
-    return lp::make_request(settings_, lp::Role::answer, p.str(), st.percept.turn, emotion, settings_.max_tokens);
+    return lp::make_request(options_.model, lp::Role::answer, p.str(), st.percept.turn, emotion,
+                            options_.model.max_tokens);
   }
 
   lal::Context* ctx_ = nullptr;
-  lp::ModelSettings settings_;
+  FrontalLobeOptions options_;
   std::shared_ptr<lal::LanguageModel> model_;
-  std::chrono::milliseconds budget_{15000};
-  std::size_t budget_tokens_ = 768;
-  double conclude_confidence_ = 0.9;
-  std::size_t min_analysis_tokens_ = 24;
-  std::chrono::milliseconds insight_grace_{100};
-  std::size_t max_memories_ = 5;
-
-  // Guarded by worker_.mutex(): shared by the strand's handlers and the conductor.
-  std::map<lal::TurnId, TurnState> turns_;
-  std::set<lal::TurnId> finished_;
   std::shared_ptr<const lal::EmotionState> emotion_;
-  lp::TurnWorker<lal::TurnId> worker_;  // last: joined before the state above goes away
 };
 
 lal::PluginDescriptor describe() {
-  lal::PluginDescriptor d{"frontal_lobe", lal::ModuleKind::brain_region, "0.1.0",
+  lal::PluginDescriptor d{"frontal_lobe", lal::ModuleKind::brain_region, "0.2.0",
                           "Decides when to conclude, stops deep thinking, composes and streams the answer"};
   d.input<lal::Percept>("percept", "what the user said: starts the turn's clock")
       .input<lal::ThoughtChunk>("thought", "the other regions' thoughts")
@@ -247,14 +255,8 @@ lal::PluginDescriptor describe() {
       .optional_input<lal::EmotionState>("emotion", "current emotion: modulates temperature and tone",
                                          lal::OverflowPolicy::keep_latest, 1)
       .output<lal::ThoughtChunk>("answer", "stage conclusion, kind answer, one chunk per token, measured confidence")
-      .output<lal::TurnDone>("done", "one per turn, always (also when cancelled or composing failed)");
-  lp::declare_model_config(d, 192, 0.5, 5);
-  d.config_int("budget_ms", 15000, "conclude (and stop the analysis) this long after the percept at the latest")
-      .config_int("budget_tokens", 768, "conclude once intuition + exploration + analysis produced this many tokens")
-      .config_number("conclude_confidence", 0.9, "conclude early once the analysis is measured this confident")
-      .config_int("min_analysis_tokens", 24, "analysis tokens needed before conclude_confidence may apply")
-      .config_int("insight_grace_ms", 100, "after the analysis closes, wait this long for an insight")
-      .config_int("max_memories", 5, "recalled items put into the answer prompt");
+      .output<lal::TurnDone>("done", "one per turn, always (also when cancelled or composing failed)")
+      .options<FrontalLobeOptions>();
   return d;
 }
 

@@ -1,23 +1,22 @@
 // insight — the "aha" step, triggered only by a measured signal in the thought stream (never by chance). At most
 // `max_per_turn` insights per turn; each is one stage=insight stage on `insight`.
 //
-// Signals (thresholds are config keys, defaults in brackets):
+// Signals (thresholds are config keys; their defaults are InsightOptions' initialisers below):
 //   entropy_drop  The analysis was uncertain and suddenly became sure: over the analysis's per-token entropies
-//                 (recovered from the running means, see lal/plugins/uncertainty.hpp), the mean of the previous
-//                 `window_tokens` [6] tokens is ≥ `entropy_before_min` [1.5 nats] and the mean of the latest
-//                 `window_tokens` is ≤ `entropy_drop_ratio` [0.35] × that. Checked on every analysis token.
-//   disagreement  Intuition and analysis, both closed and both measured at ≥ `disagree_min_confidence` [0.6], share
+//                 (each chunk carries its token's entropy, lal.ThoughtChunk/2), the mean of the previous
+//                 `window_tokens` tokens is ≥ `entropy_before_min` nats and the mean of the latest
+//                 `window_tokens` is ≤ `entropy_drop_ratio` × that. Checked on every analysis token.
+//   disagreement  Intuition and analysis, both closed and both measured at ≥ `disagree_min_confidence`, share
 //                 few matching keys: Jaccard overlap of their keys (lal/plugins/text_features.hpp) ≤
-//                 `disagree_max_overlap` [0.1]. Checked when the later of the two closes.
+//                 `disagree_max_overlap`. Checked when the later of the two closes.
 //   memory        A recalled memory (stage=recall chunks) shaped the analysis but not the intuition: ≥
-//                 `memory_min_overlap` [0.5] of the memory's keys appear in the analysis and ≤
-//                 `memory_max_intuition_overlap` [0.2] in the intuition. Checked when the analysis closes.
+//                 `memory_min_overlap` of the memory's keys appear in the analysis and ≤
+//                 `memory_max_intuition_overlap` in the intuition. Checked when the analysis closes.
 // Every signal is a deterministic function of the token statistics and texts, so the same model output (same seed)
 // gives the same insight. The insight is phrased from the signal itself, or — with `phrase_with_model` — by the model
 // (seeded like every other region).
 #include <algorithm>
 #include <cstdio>
-#include <map>
 #include <numeric>
 
 #include "lal/plugin.hpp"
@@ -34,7 +33,6 @@ struct TurnTrace {
   float intuition_confidence = -1.0f;
   bool intuition_closed = false;
   std::string analysis;
-  lp::RunningMeanDecoder entropy_decoder;
   std::vector<double> entropies;    // one per analysis token
   std::vector<std::string> pieces;  // the text of each analysis token
   float analysis_confidence = -1.0f;
@@ -69,22 +67,51 @@ double mean(const std::vector<double>& v, std::size_t from, std::size_t to) {
          static_cast<double>(to - from);
 }
 
+struct InsightOptions {
+  lp::ModelSettings model = lp::ModelSettings::with(/*max_tokens=*/40, /*temperature=*/0.7, /*priority=*/8);
+  bool phrase_with_model = false;
+  int window_tokens = 6;
+  double entropy_before_min = 1.5;
+  double entropy_drop_ratio = 0.35;
+  double disagree_min_confidence = 0.6;
+  double disagree_max_overlap = 0.1;
+  double memory_min_overlap = 0.5;
+  double memory_max_intuition_overlap = 0.2;
+  int max_per_turn = 1;
+
+  static void declare(lal::Options<InsightOptions>& o) {
+    o.nested(&InsightOptions::model);
+    o.field("phrase_with_model", &InsightOptions::phrase_with_model,
+            "let the model phrase the insight (else it is phrased from the signal)");
+    o.field("window_tokens", &InsightOptions::window_tokens, "entropy_drop: tokens in each of the two windows compared")
+        .min(1);
+    o.field("entropy_before_min", &InsightOptions::entropy_before_min,
+            "entropy_drop: mean entropy (nats) before the drop, at least")
+        .min(0);
+    o.field("entropy_drop_ratio", &InsightOptions::entropy_drop_ratio, "entropy_drop: mean after ≤ ratio × mean before")
+        .range(0, 1);
+    o.field("disagree_min_confidence", &InsightOptions::disagree_min_confidence,
+            "disagreement: both intuition and analysis at least this sure")
+        .range(0, 1);
+    o.field("disagree_max_overlap", &InsightOptions::disagree_max_overlap,
+            "disagreement: Jaccard overlap of their keys at most this")
+        .range(0, 1);
+    o.field("memory_min_overlap", &InsightOptions::memory_min_overlap,
+            "memory: share of the memory's keys found in the analysis")
+        .range(0, 1);
+    o.field("memory_max_intuition_overlap", &InsightOptions::memory_max_intuition_overlap,
+            "memory: share of its keys in the intuition, at most")
+        .range(0, 1);
+    o.field("max_per_turn", &InsightOptions::max_per_turn, "insights per turn, at most").min(0);
+  }
+};
+
 class Insight final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    settings_ = lp::read_model_config(c);
-    if (c.get<bool>("phrase_with_model")) model_ = lp::require_model(ctx, settings_.model);
-    window_ = c.get<std::size_t>("window_tokens");
-    if (window_ < 1) throw lal::ConfigError("window_tokens must be at least 1");
-    entropy_before_min_ = c.get<double>("entropy_before_min");
-    entropy_drop_ratio_ = c.get<double>("entropy_drop_ratio");
-    disagree_min_confidence_ = c.get<double>("disagree_min_confidence");
-    disagree_max_overlap_ = c.get<double>("disagree_max_overlap");
-    memory_min_overlap_ = c.get<double>("memory_min_overlap");
-    memory_max_intuition_overlap_ = c.get<double>("memory_max_intuition_overlap");
-    max_per_turn_ = c.get<int>("max_per_turn");
+    o_ = ctx.options<InsightOptions>();
+    if (o_.phrase_with_model) model_ = lp::require_model(ctx, o_.model.model);
     ctx.on<lal::ThoughtChunk>("thought", [this](const lal::Delivery<lal::ThoughtChunk>& m) { observe(m); });
   }
 
@@ -92,13 +119,8 @@ class Insight final : public lal::Module {
   void observe(const lal::Delivery<lal::ThoughtChunk>& m) {
     const lal::ThoughtChunk& c = *m;
     if (c.stage != lal::Stage::intuition && c.stage != lal::Stage::analysis && c.stage != lal::Stage::recall) return;
-    auto it = traces_.find(m.header.turn);
-    if (it == traces_.end()) {
-      if (traces_.size() >= 64) traces_.erase(traces_.begin());  // the oldest turn, whose analysis never closed
-      it = traces_.emplace(m.header.turn, TurnTrace{}).first;
-    }
-    TurnTrace& t = it->second;
-    const bool ja = settings_.language == lp::Language::ja;
+    TurnTrace& t = *ctx_->turn_state<TurnTrace>(m.header.turn);  // freed by the runtime when the turn ends
+    const bool ja = o_.model.language == lp::Language::ja;
 
     if (c.stage == lal::Stage::recall) {
       t.memory_in_progress += c.text;
@@ -114,37 +136,33 @@ class Insight final : public lal::Module {
       if (c.last) {
         t.intuition_closed = true;
         check_disagreement(t, m.header, ja);
-        if (t.analysis_closed) traces_.erase(it);
       }
       return;
     }
     // analysis
     t.analysis += c.text;
-    if (lp::measured(c)) {
-      t.analysis_confidence = c.confidence;
-      if (!c.last) {  // one chunk per token; the closing chunk repeats the final means
-        t.entropies.push_back(t.entropy_decoder.next(c.mean_entropy));
-        t.pieces.push_back(c.text);
-        check_entropy_drop(t, m.header, ja);
-      }
+    if (lp::measured(c)) t.analysis_confidence = c.confidence;
+    if (c.has_token) {  // one chunk per token; the closing chunk carries none
+      t.entropies.push_back(c.entropy);
+      t.pieces.push_back(c.text);
+      check_entropy_drop(t, m.header, ja);
     }
     if (c.last) {
       t.analysis_closed = true;
       check_disagreement(t, m.header, ja);
       check_memory(t, m.header, ja);
     }
-    // Done with the turn once both stages closed (in either order: the disagreement check needs both).
-    if (t.analysis_closed && t.intuition_closed) traces_.erase(it);
   }
 
   void check_entropy_drop(TurnTrace& t, const lal::MessageHeader& cause, bool ja) {
+    const std::size_t window = static_cast<std::size_t>(o_.window_tokens);
     const std::size_t n = t.entropies.size();
-    if (n < 2 * window_) return;
-    const double before = mean(t.entropies, n - 2 * window_, n - window_);
-    const double after = mean(t.entropies, n - window_, n);
-    if (before < entropy_before_min_ || after > entropy_drop_ratio_ * before) return;
+    if (n < 2 * window) return;
+    const double before = mean(t.entropies, n - 2 * window, n - window);
+    const double after = mean(t.entropies, n - window, n);
+    if (before < o_.entropy_before_min || after > o_.entropy_drop_ratio * before) return;
     std::string clear;
-    for (std::size_t i = n - window_; i < n; ++i) clear += t.pieces[i];
+    for (std::size_t i = n - window; i < n; ++i) clear += t.pieces[i];
     char nums[64];
     std::snprintf(nums, sizeof nums, "%.2f→%.2f", before, after);
     fire(t, cause,
@@ -154,9 +172,10 @@ class Insight final : public lal::Module {
 
   void check_disagreement(TurnTrace& t, const lal::MessageHeader& cause, bool ja) {
     if (!t.intuition_closed || !t.analysis_closed) return;
-    if (t.intuition_confidence < disagree_min_confidence_ || t.analysis_confidence < disagree_min_confidence_) return;
+    if (t.intuition_confidence < o_.disagree_min_confidence || t.analysis_confidence < o_.disagree_min_confidence)
+      return;
     const double overlap = jaccard(lp::match_keys(t.intuition), lp::match_keys(t.analysis));
-    if (overlap > disagree_max_overlap_) return;
+    if (overlap > o_.disagree_max_overlap) return;
     fire(t, cause,
          ja ? "直感（「" + excerpt(t.intuition, 20) + "」）と分析（「" + excerpt(t.analysis, 20) +
                   "」）が食い違っています。どちらも自信があるので、前提を見直したほうがよさそうです。"
@@ -170,8 +189,8 @@ class Insight final : public lal::Module {
     for (const auto& memory : t.memories) {
       const auto keys = lp::match_keys(memory);
       if (keys.empty()) continue;
-      if (lp::key_overlap(analysis_keys, keys) < memory_min_overlap_) continue;
-      if (lp::key_overlap(intuition_keys, keys) > memory_max_intuition_overlap_) continue;
+      if (lp::key_overlap(analysis_keys, keys) < o_.memory_min_overlap) continue;
+      if (lp::key_overlap(intuition_keys, keys) > o_.memory_max_intuition_overlap) continue;
       fire(t, cause,
            ja ? "思い出した「" + excerpt(memory, 30) + "」で考えが変わりました。直感にはなかった視点です。"
               : "Remembering \"" + excerpt(memory, 50) + "\" changed my mind: my intuition did not have it.");
@@ -180,47 +199,34 @@ class Insight final : public lal::Module {
   }
 
   void fire(TurnTrace& t, const lal::MessageHeader& cause, const std::string& realisation) {
-    if (t.fired >= max_per_turn_) return;
+    if (t.fired >= o_.max_per_turn) return;
     ++t.fired;
-    lp::StageStream out(*ctx_, "insight", lal::Stage::insight, lal::ChunkKind::thought, cause);
+    auto out = std::make_shared<lp::StageStream>(*ctx_, "insight", lal::Stage::insight, lal::ChunkKind::thought, cause);
     if (!model_) {
-      out.close(realisation);
+      out->close(realisation);
       return;
     }
-    lp::PromptSections p(settings_.language);
+    lp::PromptSections p(o_.model.language);
     p.add("気づきのきっかけ", "What triggered it", realisation).add("分析", "Analysis", t.analysis);
-    lp::generate_into(
-        *model_, lp::make_request(settings_, lp::Role::insight, p.str(), cause.turn, nullptr, settings_.max_tokens),
-        out, ctx_->cancellation(cause.turn, "insight"));
-    out.close();
+    lp::stream_into(*model_,
+                    lp::make_request(o_.model, lp::Role::insight, p.str(), cause.turn, nullptr, o_.model.max_tokens),
+                    out, ctx_->cancellation(cause.turn, "insight"), [out](const lal::GenerationOutcome& o) {
+                      out->close();
+                      if (!o) throw std::runtime_error(o.error);
+                    });
   }
 
   lal::Context* ctx_ = nullptr;
-  lp::ModelSettings settings_;
+  InsightOptions o_;
   std::shared_ptr<lal::LanguageModel> model_;  // null: phrase insights from the signal alone
-  std::size_t window_ = 6;
-  double entropy_before_min_ = 1.5, entropy_drop_ratio_ = 0.35;
-  double disagree_min_confidence_ = 0.6, disagree_max_overlap_ = 0.1;
-  double memory_min_overlap_ = 0.5, memory_max_intuition_overlap_ = 0.2;
-  int max_per_turn_ = 1;
-  std::map<lal::TurnId, TurnTrace> traces_;  // touched only on this module's strand
 };
 
 lal::PluginDescriptor describe() {
-  lal::PluginDescriptor d{"insight", lal::ModuleKind::brain_region, "0.1.0",
+  lal::PluginDescriptor d{"insight", lal::ModuleKind::brain_region, "0.2.0",
                           "The aha step: fires on a measured signal (entropy drop, disagreement, a decisive memory)"};
   d.input<lal::ThoughtChunk>("thought", "intuition, analysis and recall chunks", lal::OverflowPolicy::block, 8192)
-      .output<lal::ThoughtChunk>("insight", "stage insight, when a signal fires");
-  lp::declare_model_config(d, 40, 0.7, 8);
-  d.config_bool("phrase_with_model", false, "let the model phrase the insight (else it is phrased from the signal)")
-      .config_int("window_tokens", 6, "entropy_drop: tokens in each of the two windows compared")
-      .config_number("entropy_before_min", 1.5, "entropy_drop: mean entropy (nats) before the drop, at least")
-      .config_number("entropy_drop_ratio", 0.35, "entropy_drop: mean after ≤ ratio × mean before")
-      .config_number("disagree_min_confidence", 0.6, "disagreement: both intuition and analysis at least this sure")
-      .config_number("disagree_max_overlap", 0.1, "disagreement: Jaccard overlap of their keys at most this")
-      .config_number("memory_min_overlap", 0.5, "memory: share of the memory's keys found in the analysis")
-      .config_number("memory_max_intuition_overlap", 0.2, "memory: share of its keys in the intuition, at most")
-      .config_int("max_per_turn", 1, "insights per turn, at most");
+      .output<lal::ThoughtChunk>("insight", "stage insight, when a signal fires")
+      .options<InsightOptions>();
   return d;
 }
 

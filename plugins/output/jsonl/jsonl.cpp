@@ -6,7 +6,6 @@
 // decreases, even where messages from different topics arrive in another order than they were published. The
 // percept's time comes from the optional `percept` input; unwired, the turn's first message seen stands in for it.
 #include <cmath>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "lal/plugin.hpp"
@@ -20,14 +19,26 @@ using nlohmann::json;
 
 double round_ms(std::int64_t ns) { return std::round(static_cast<double>(ns) / 1e5) / 10.0; }  // 0.1 ms
 
+struct JsonlOptions {
+  bool include_empty = false;
+  static void declare(lal::Options<JsonlOptions>& o) {
+    o.field("include_empty", &JsonlOptions::include_empty,
+            "also write chunks whose text is empty (a token inside a character)");
+  }
+};
+
+/// When a turn began (the module's turn_state, freed by the runtime a while after the turn is done).
+struct Origin {
+  std::int64_t ns = 0;
+};
+
 class Jsonl final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    include_empty_ = ctx.config().get<bool>("include_empty");
+    include_empty_ = ctx.options<JsonlOptions>().include_empty;
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
-      if (origins_.size() >= 256) origins_.erase(origins_.begin());  // keep the last 256 turns
-      origins_[m.header.turn] = m.header.timestamp_ns;  // the true origin, even if a chunk came first
+      ctx_->turn_state<Origin>(m.header.turn)->ns = m.header.timestamp_ns;  // the true origin, even after a chunk
     });
     auto on_chunk = [this](const lal::Delivery<lal::ThoughtChunk>& m) { chunk(m); };
     ctx.on<lal::ThoughtChunk>("thought", on_chunk);
@@ -41,10 +52,10 @@ class Jsonl final : public lal::Module {
  private:
   // The turn's time origin: the percept when known, else the first message seen (see the file comment).
   std::int64_t origin_ns(lal::TurnId turn, std::int64_t ts) {
-    auto it = origins_.find(turn);
-    if (it != origins_.end()) return it->second;
-    if (origins_.size() >= 256) origins_.erase(origins_.begin());  // keep the last 256 turns
-    return origins_.emplace(turn, ts).first->second;
+    auto origin = ctx_->turn_state<Origin>(turn);
+    if (!origin) return ts;  // turn 0: a message outside any turn
+    if (!origin->ns) origin->ns = ts;
+    return origin->ns;
   }
 
   void chunk(const lal::Delivery<lal::ThoughtChunk>& m) {
@@ -60,10 +71,10 @@ class Jsonl final : public lal::Module {
     j["text"] = c.text;
     j["origin"] = c.origin;
     j["last"] = c.last;
-    if (lp::measured(c)) {
-      j["confidence"] = c.confidence;
-      j["mean_logprob"] = c.mean_logprob;
-      j["mean_entropy"] = c.mean_entropy;
+    if (lp::measured(c)) j["confidence"] = c.confidence;
+    if (c.has_token) {
+      j["logprob"] = c.logprob;
+      j["entropy"] = c.entropy;
     }
     write(j);
   }
@@ -86,8 +97,8 @@ class Jsonl final : public lal::Module {
     j["first_output_ms"] = d.first_output_ns ? json(round_ms(d.first_output_ns - origin)) : json(nullptr);
     j["answer_done_ms"] = d.answer_done_ns ? json(round_ms(d.answer_done_ns - origin)) : json(nullptr);
     write(j);
-    // The origin is kept: modules may still speak for this turn after it is done (emotion appraises the outcome),
-    // and their t_ms must keep counting from the same percept. The map is bounded in origin_ns().
+    // The origin is kept (the runtime frees turn state only a linger after TurnDone): modules may still speak for
+    // this turn after it is done (emotion appraises the outcome), and their t_ms keep counting from the same percept.
   }
 
   void write(const json& j) {
@@ -97,8 +108,7 @@ class Jsonl final : public lal::Module {
 
   lal::Context* ctx_ = nullptr;
   bool include_empty_ = false;
-  std::map<lal::TurnId, std::int64_t> origins_;
-  lp::DoneAfterAnswer closing_;
+  lp::DoneAfterAnswer closing_{ctx_};
 };
 
 lal::PluginDescriptor describe() {
@@ -109,7 +119,7 @@ lal::PluginDescriptor describe() {
       .optional_input<lal::ThoughtChunk>("answer", "the answer, streamed")
       .optional_input<lal::TurnDone>("done", "end of turn: the turn_done line")
       .optional_input<lal::Percept>("percept", "the turn's percept: the time origin of t_ms")
-      .config_bool("include_empty", false, "also write chunks whose text is empty (a token inside a character)");
+      .options<JsonlOptions>();
   return d;
 }
 

@@ -52,20 +52,42 @@ std::string after_english_hedge(std::string text) {
   return text;
 }
 
+struct ThinkAloudOptions {
+  std::string labels = "ja";
+  bool hide_thoughts = false;
+  double hedge_below = 0.7;
+  double strong_hedge_below = 0.45;
+  int hedge_after_tokens = 8;
+  bool show_confidence = false;
+
+  static void declare(lal::Options<ThinkAloudOptions>& o) {
+    o.field("labels", &ThinkAloudOptions::labels, "language of labels and hedges: ja or en").one_of({"ja", "en"});
+    o.field("hide_thoughts", &ThinkAloudOptions::hide_thoughts, "write only the answer");
+    o.field("hedge_below", &ThinkAloudOptions::hedge_below, "answer confidence below which a mild hedge is added")
+        .range(0, 1);
+    o.field("strong_hedge_below", &ThinkAloudOptions::strong_hedge_below,
+            "answer confidence below which a strong hedge is added (≤ hedge_below)")
+        .range(0, 1);
+    o.field("hedge_after_tokens", &ThinkAloudOptions::hedge_after_tokens,
+            "answer tokens held back to measure confidence before the hedge")
+        .min(0);
+    o.field("show_confidence", &ThinkAloudOptions::show_confidence,
+            "after each answer, write its measured confidence and strategy");
+  }
+};
+
 class ThinkAloud final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    const auto labels = c.get<std::string>("labels");
-    if (labels != "ja" && labels != "en") throw lal::ConfigError("labels must be ja or en, got '" + labels + "'");
-    ja_ = labels == "ja";
-    hide_thoughts_ = c.get<bool>("hide_thoughts");
-    hedge_below_ = c.get<double>("hedge_below");
-    strong_hedge_below_ = c.get<double>("strong_hedge_below");
+    const auto o = ctx.options<ThinkAloudOptions>();
+    ja_ = o.labels == "ja";
+    hide_thoughts_ = o.hide_thoughts;
+    hedge_below_ = o.hedge_below;
+    strong_hedge_below_ = o.strong_hedge_below;
     if (strong_hedge_below_ > hedge_below_) throw lal::ConfigError("strong_hedge_below must not exceed hedge_below");
-    hedge_after_tokens_ = c.get<std::size_t>("hedge_after_tokens");
-    show_confidence_ = c.get<bool>("show_confidence");
+    hedge_after_tokens_ = static_cast<std::size_t>(o.hedge_after_tokens);
+    show_confidence_ = o.show_confidence;
     auto on_chunk = [this](const lal::Delivery<lal::ThoughtChunk>& m) { chunk(m); };
     ctx.on<lal::ThoughtChunk>("thought", on_chunk);
     ctx.on<lal::ThoughtChunk>("insight", on_chunk);
@@ -110,10 +132,8 @@ class ThinkAloud final : public lal::Module {
   std::string through_hedge_gate(Stream& s, const lal::ThoughtChunk& c) {
     if (s.gate_open) return c.text;
     s.held += c.text;
-    if (lp::measured(c)) {
-      s.confidence = c.confidence;
-      if (!c.last) ++s.held_tokens;
-    }
+    if (lp::measured(c)) s.confidence = c.confidence;
+    if (c.has_token) ++s.held_tokens;
     if (s.held_tokens < hedge_after_tokens_ && !c.last) return {};
     s.gate_open = true;
     std::string text = s.held;
@@ -173,7 +193,7 @@ class ThinkAloud final : public lal::Module {
   std::map<StreamKey, Stream> streams_;
   std::optional<StreamKey> current_;
   std::deque<StreamKey> waiting_;
-  lp::DoneAfterAnswer closing_;
+  lp::DoneAfterAnswer closing_{ctx_};
 };
 
 lal::PluginDescriptor describe() {
@@ -183,12 +203,7 @@ lal::PluginDescriptor describe() {
       .optional_input<lal::ThoughtChunk>("insight", "insight chunks")
       .optional_input<lal::ThoughtChunk>("answer", "the answer, streamed")
       .optional_input<lal::TurnDone>("done", "end of turn: confidence line, cancellation notice")
-      .config_string("labels", "ja", "language of labels and hedges: ja or en")
-      .config_bool("hide_thoughts", false, "write only the answer")
-      .config_number("hedge_below", 0.7, "answer confidence below which a mild hedge is added")
-      .config_number("strong_hedge_below", 0.45, "answer confidence below which a strong hedge is added")
-      .config_int("hedge_after_tokens", 8, "answer tokens held back to measure confidence before the hedge")
-      .config_bool("show_confidence", false, "after each answer, write its measured confidence and strategy");
+      .options<ThinkAloudOptions>();
   return d;
 }
 

@@ -21,31 +21,43 @@ const char* label(lal::Stage s, bool ja) {
   return "";
 }
 
+struct TranscriptOptions {
+  std::string labels = "ja";
+  bool show_turn = false;
+  static void declare(lal::Options<TranscriptOptions>& o) {
+    o.field("labels", &TranscriptOptions::labels, "stage label language: ja or en").one_of({"ja", "en"});
+    o.field("show_turn", &TranscriptOptions::show_turn, "prefix each line with #<turn>");
+  }
+};
+
+/// The stages of a turn between their first chunk and the one marked last (the module's turn_state).
+using OpenStages = std::set<std::pair<int, std::string>>;  // stage, origin
+
 class Transcript final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto labels = ctx.config().get<std::string>("labels");
-    if (labels != "ja" && labels != "en") throw lal::ConfigError("labels must be ja or en, got '" + labels + "'");
-    ja_ = labels == "ja";
-    show_turn_ = ctx.config().get<bool>("show_turn");
+    const auto o = ctx.options<TranscriptOptions>();
+    ja_ = o.labels == "ja";
+    show_turn_ = o.show_turn;
     ctx.on<lal::ThoughtChunk>("thought", [this](const lal::Delivery<lal::ThoughtChunk>& m) { write(m); });
   }
 
  private:
   void write(const lal::Delivery<lal::ThoughtChunk>& m) {
     // A stage is "open" between its first chunk and the chunk marked last; the label is written once.
-    const auto key = std::make_tuple(m.header.turn, static_cast<int>(m->stage), m->origin);
+    auto open = m.header.turn ? ctx_->turn_state<OpenStages>(m.header.turn) : outside_turns_;
+    const auto key = std::make_pair(static_cast<int>(m->stage), m->origin);
     std::string out;
-    if (!open_.count(key)) {
-      open_.insert(key);
+    if (!open->count(key)) {
+      open->insert(key);
       if (show_turn_) out += "#" + std::to_string(m.header.turn) + " ";
       out += std::string("[") + label(m->stage, ja_) + "] ";
     }
     out += m->text;
     if (m->last) {
       out += "\n";
-      open_.erase(key);
+      open->erase(key);
     }
     ctx_->write_output(out);
   }
@@ -53,15 +65,13 @@ class Transcript final : public lal::Module {
   lal::Context* ctx_ = nullptr;
   bool ja_ = true;
   bool show_turn_ = false;
-  std::set<std::tuple<lal::TurnId, int, std::string>> open_;
+  std::shared_ptr<OpenStages> outside_turns_ = std::make_shared<OpenStages>();  // messages of turn 0
 };
 
 lal::PluginDescriptor describe() {
   lal::PluginDescriptor d{"transcript", lal::ModuleKind::output_strategy, "0.1.0",
                           "Writes thoughts and answers as stage-labelled lines, streamed"};
-  d.input<lal::ThoughtChunk>("thought", "thoughts and answer chunks to write")
-      .config_string("labels", "ja", "stage label language: ja or en")
-      .config_bool("show_turn", false, "prefix each line with #<turn>");
+  d.input<lal::ThoughtChunk>("thought", "thoughts and answer chunks to write").options<TranscriptOptions>();
   return d;
 }
 

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,24 @@ struct ConfigKeySpec {
   bool required = false;
   std::string default_yaml;  ///< default value as YAML text ("7", "true", "\"ja\""); empty = no default
   std::string doc;
+  /// Ranges, checked by the host at load time (and so by `lal validate`). For a list they apply to each element.
+  std::optional<double> min, max;      ///< numbers: inclusive bounds
+  std::vector<std::string> one_of;     ///< strings: the allowed values (empty = any)
+  ConfigType element = ConfigType::any;  ///< lists: the type of each element
+
+  static ConfigKeySpec optional(std::string name, ConfigType type, std::string default_yaml, std::string doc) {
+    ConfigKeySpec k;
+    k.name = std::move(name);
+    k.type = type;
+    k.default_yaml = std::move(default_yaml);
+    k.doc = std::move(doc);
+    return k;
+  }
+  static ConfigKeySpec mandatory(std::string name, ConfigType type, std::string doc) {
+    ConfigKeySpec k = optional(std::move(name), type, {}, std::move(doc));
+    k.required = true;
+    return k;
+  }
 };
 
 /// Everything the host needs to know about a plugin before creating it.
@@ -148,9 +167,15 @@ struct PluginDescriptor {
                     OverflowPolicy::block, 0, is_optional);
   }
 
+  /// Every field of the options struct T (see lal/options.hpp): the way to declare config, once.
+  template <class T>
+  PluginDescriptor& options();
+
   PluginDescriptor& config_key(std::string key, ConfigType type, std::string default_yaml, std::string doc,
                                bool required = false) {
-    config.push_back(ConfigKeySpec{std::move(key), type, required, std::move(default_yaml), std::move(doc)});
+    ConfigKeySpec k = ConfigKeySpec::optional(std::move(key), type, std::move(default_yaml), std::move(doc));
+    k.required = required;
+    config.push_back(std::move(k));
     return *this;
   }
   PluginDescriptor& config_bool(std::string key, bool def, std::string doc) {

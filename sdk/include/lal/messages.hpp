@@ -48,18 +48,24 @@ inline const char* to_string(ChunkKind k) {
 }
 
 /// A streamed piece of a thought or of the answer. A stage's text is the concatenation of its chunks in order;
-/// the chunk with `last = true` closes the stage.
+/// the chunk with `last = true` closes the stage. A model-driven stage publishes one chunk per generated token (its
+/// text may be empty while a UTF-8 character is incomplete) and then one closing chunk that carries no token.
 struct ThoughtChunk {
-  static constexpr const char* kTypeName = "lal.ThoughtChunk/1";
+  static constexpr const char* kTypeName = "lal.ThoughtChunk/2";
   Stage stage = Stage::analysis;
   ChunkKind kind = ChunkKind::thought;
   std::string text;
   bool last = false;
-  /// Measured uncertainty of the text so far (from token log-probabilities), or negative when unknown.
-  float mean_logprob = 1.0f;  ///< mean log-probability per token (≤ 0 when known; > 0 means unknown)
-  float mean_entropy = -1.0f; ///< mean entropy of the next-token distribution in nats (< 0 when unknown)
-  float confidence = -1.0f;   ///< 0..1 when known, derived from the two above by the producer
-  std::string origin;         ///< id of the module that produced it
+  /// True when this chunk carries one model token; then `logprob` is that token's log-probability under the model's
+  /// (untempered) distribution and `entropy` the entropy in nats of that distribution. Read them directly: nothing
+  /// to invert.
+  bool has_token = false;
+  float logprob = 0.0f;
+  float entropy = 0.0f;
+  /// Measured confidence of the stage so far, 0..1 (from its tokens; see lal/plugins/uncertainty.hpp), or -1 when
+  /// nothing was measured (fixed text, no model).
+  float confidence = -1.0f;
+  std::string origin;  ///< id of the module that produced it
 };
 
 /// The end of a turn: everyone has said what they will say. Published by the module that concludes a turn.

@@ -11,11 +11,21 @@
 //   5. destroy             the plugin's own deleter frees the object (inside the plugin's library, so allocation
 //                          and deallocation match). The library stays loaded until after this.
 //
-// THREADING: every handler of a module (ctx.on, ctx.serve, request replies) runs on that module's strand: never two
-// at once for the same module, so a module needs no locks for state touched only by its handlers. Messages on one
-// input port arrive in publish order (FIFO per subscriber). Handlers of *different* modules run concurrently on the
-// bus's thread pool, so long work (a language-model generation) in a handler only delays that module.
-// A module may start its own threads; it must join them in stop(). Context methods are thread-safe.
+// THREADING: every handler of a module (ctx.on, ctx.serve, request replies, ctx.post / post_after / every timers,
+// ctx.await values and timeouts, ctx.on_cancel callbacks, and the callbacks of LanguageModel::submit on a model
+// obtained through ctx.service) runs on that module's strand: never two at once for the same module, so a module
+// needs no locks and no threads. Messages on one input port arrive in publish order (FIFO per subscriber). Handlers
+// of *different* modules run concurrently on the bus's thread pool. Do not block in a handler: wait for another
+// module's message with ctx.await, for time with ctx.post_after, for the model with LanguageModel::submit.
+// Context methods are thread-safe.
+//
+// TURNS. ctx.turn_state<T>(turn) is the module's state for one turn, created on first use and freed by the runtime
+// a short linger (RuntimeOptions::turn_linger, 2 s) after the turn's lal.TurnDone/1 is published or the turn is
+// cancelled; so a module keeps no map keyed by turn and needs no cap on it.
+//
+// BUSY. `lal run`/`lal chat` wait until the pipeline is idle before reading the next line. The SDK counts as busy
+// every message queued or in a handler, every pending ctx.post / post_after timer (until it ran or was cancelled),
+// every ctx.await not yet answered, and every LanguageModel::submit not yet done. A module never counts itself.
 //
 // ERRORS: an exception escaping a handler is caught by the host, logged with the module id and counted; then the
 // module's `failure_policy` from the pipeline applies: `isolate` (default: keep delivering), `disable` (deliver
@@ -25,6 +35,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <type_traits>
+#include <typeinfo>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -53,6 +66,29 @@ class CancellationToken {
 
  private:
   std::shared_ptr<const State> state_;
+};
+
+/// Runs a function on some module's strand (Context::executor()). Thread-safe; drops the function once the module
+/// is stopped.
+using Executor = std::function<void(std::function<void()>)>;
+
+/// A scheduled callback (Context::post_after, Context::every). Cheap to copy; all copies control the same timer.
+/// Dropping every copy does *not* cancel it. Thread-safe.
+class Timer {
+ public:
+  struct State {
+    virtual ~State() = default;
+    virtual void cancel() = 0;
+  };
+  Timer() = default;
+  explicit Timer(std::shared_ptr<State> s) : state_(std::move(s)) {}
+  /// The callback will not run (unless it already started); its busy count is released. Idempotent.
+  void cancel() {
+    if (state_) state_->cancel();
+  }
+
+ private:
+  std::shared_ptr<State> state_;
 };
 
 /// Thrown by blocking requests whose deadline passed, and delivered to async requesters as the error.
@@ -89,6 +125,9 @@ class Context {
   virtual const std::string& module_id() const = 0;
   /// The module's validated configuration, defaults filled in.
   virtual const Config& config() const = 0;
+  /// The config as the plugin's options struct T (declared once with T::declare, see lal/options.hpp).
+  template <class T>
+  T options() const;
   /// Log through the host's logger (stderr), prefixed with the module id.
   virtual void log(LogLevel level, std::string_view text) = 0;
 
@@ -114,9 +153,77 @@ class Context {
 
   /// A shared service registered by the host or another plugin under `name` ("model", "memory"), or null.
   /// `S::kServiceName` is checked against what was registered, so a wrong type is refused, not reinterpreted.
+  /// A service type with `static std::shared_ptr<S> bind_to_module(std::shared_ptr<S>, Context&)` (LanguageModel)
+  /// is returned bound to this module: its asynchronous callbacks then run on this module's strand.
   template <class S>
   std::shared_ptr<S> service(const std::string& name) {
-    return std::static_pointer_cast<S>(find_service(name, S::kServiceName));
+    auto s = std::static_pointer_cast<S>(find_service(name, S::kServiceName));
+    if constexpr (BindsToModule<S>::value) {
+      if (s) return S::bind_to_module(std::move(s), *this);
+    }
+    return s;
+  }
+
+  // ---- time and turns, all on this module's strand ----
+
+  /// Run `fn` on this module's strand soon (after the running handler). Busy until it ran. From any thread; after
+  /// stop() began, `fn` is dropped unrun.
+  virtual void post(std::function<void()> fn) = 0;
+  /// A callable that does what post() does and stays safe to call after the module (and this Context) is gone —
+  /// then it drops `fn`. Hand it to code that may outlive the module (a model's callback thread).
+  virtual Executor executor() = 0;
+  /// Run `fn` on this module's strand after `delay`. Busy until it ran or was cancelled through the returned Timer.
+  virtual Timer post_after(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+  /// Run `fn` on the strand every `period` until the returned Timer is cancelled (or the module stops). A periodic
+  /// timer counts as busy only while a run is due *and* the previous one finished; cancel it when its work is done.
+  Timer every(std::chrono::milliseconds period, std::function<void()> fn) {
+    auto state = std::make_shared<Every>();
+    state->fn = std::move(fn);
+    state->period = period;
+    state->ctx = this;
+    state->schedule(state);
+    return Timer(state);
+  }
+
+  /// This module's state of type T for `turn`, default-constructed on first use (T needs no locking: use it on the
+  /// strand). Freed a short linger after the turn's TurnDone is published or the turn is cancelled (see TURNS).
+  /// Returns a shared_ptr so an in-flight callback may keep it alive; null only for turn 0.
+  template <class T>
+  std::shared_ptr<T> turn_state(TurnId turn) {
+    return std::static_pointer_cast<T>(
+        turn_state_erased(turn, typeid(T).name(), [] { return std::static_pointer_cast<void>(std::make_shared<T>()); }));
+  }
+  /// Whether this module already has a turn_state<T>(turn) (does not create one).
+  template <class T>
+  bool has_turn_state(TurnId turn) {
+    return turn_state_erased(turn, typeid(T).name(), nullptr) != nullptr;
+  }
+
+  /// Wait, without blocking, for the message of `turn` on input port `port` (declared, and subscribed in start()
+  /// with ctx.on or ctx.keep): `on_value` runs on the strand with it — at once (posted) if it already arrived —
+  /// or `on_timeout` runs once `deadline` passed without it, or right away when the port is optional and unwired.
+  /// Exactly one of the two runs, unless the module stops first. Busy until then. The latest message of each turn
+  /// on each subscribed port is kept (turn-scoped) for this.
+  template <class T>
+  void await(std::string_view port, TurnId turn, std::chrono::milliseconds deadline,
+             std::function<void(const Delivery<T>&)> on_value, std::function<void()> on_timeout) {
+    await_erased(port, type_name<T>(), turn, deadline,
+                 [h = std::move(on_value)](const ErasedMessage& m) {
+                   h(Delivery<T>{m.header, std::static_pointer_cast<const T>(m.payload)});
+                 },
+                 std::move(on_timeout));
+  }
+  /// Subscribe to `port` only so that ctx.await can see it (no handler). Returns false for an unwired optional port.
+  template <class T>
+  bool keep(std::string_view port) {
+    return subscribe_erased(port, type_name<T>(), [](const ErasedMessage&) {});
+  }
+
+  /// Run `fn` on the strand when `turn` (or, with a scope, that scope of it) is cancelled; at once (posted) if it
+  /// already is. Runs at most once; not at all if the turn ends uncancelled and its state is freed.
+  void on_cancel(TurnId turn, std::function<void()> fn) { on_cancel_erased(turn, {}, std::move(fn)); }
+  void on_cancel(TurnId turn, const std::string& scope, std::function<void()> fn) {
+    on_cancel_erased(turn, scope, std::move(fn));
   }
   /// Offer a service to the modules started after this one (and to the host). Usually called in start().
   template <class S>
@@ -188,6 +295,46 @@ class Context {
   virtual void cancel_scoped(TurnId turn, const std::string& scope) = 0;
   virtual std::shared_ptr<void> find_service(const std::string& name, const char* service_type) = 0;
   virtual void register_service(const std::string& name, const char* service_type, std::shared_ptr<void> svc) = 0;
+  /// `make` null: look up only.
+  virtual std::shared_ptr<void> turn_state_erased(TurnId turn, const char* key,
+                                                  std::function<std::shared_ptr<void>()> make) = 0;
+  virtual void await_erased(std::string_view port, const char* type, TurnId turn, std::chrono::milliseconds deadline,
+                            ErasedHandler on_value, std::function<void()> on_timeout) = 0;
+  virtual void on_cancel_erased(TurnId turn, const std::string& scope, std::function<void()> fn) = 0;
+
+ private:
+  template <class S, class = void>
+  struct BindsToModule : std::false_type {};
+  template <class S>
+  struct BindsToModule<S, std::void_t<decltype(S::bind_to_module(std::declval<std::shared_ptr<S>>(),
+                                                                    std::declval<Context&>()))>> : std::true_type {};
+
+  // every(): reschedules itself after each run until cancelled.
+  struct Every : Timer::State {
+    std::function<void()> fn;
+    std::chrono::milliseconds period{0};
+    Context* ctx = nullptr;
+    std::mutex mutex;
+    bool cancelled = false;
+    Timer next;
+    void schedule(const std::shared_ptr<Every>& self) {
+      std::lock_guard<std::mutex> lk(mutex);
+      if (cancelled) return;
+      next = ctx->post_after(period, [s = self] {  // the pending timer owns the state until it runs
+        {
+          std::lock_guard<std::mutex> lk(s->mutex);
+          if (s->cancelled) return;
+        }
+        s->fn();
+        s->schedule(s);
+      });
+    }
+    void cancel() override {
+      std::lock_guard<std::mutex> lk(mutex);
+      cancelled = true;
+      next.cancel();
+    }
+  };
 };
 
 /// Base class of every module a plugin creates.

@@ -28,6 +28,7 @@
 #include "lal/contract.hpp"
 #include "lal/messages.hpp"
 #include "lal/module.hpp"
+#include "lal/options.hpp"
 
 namespace lal {
 

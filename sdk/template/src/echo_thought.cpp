@@ -4,12 +4,20 @@
 
 namespace {
 
+// The options, declared once: the initialiser is the default; declare() gives each key its doc (and a range).
+struct EchoOptions {
+  std::string prefix = "heard: ";
+  static void declare(lal::Options<EchoOptions>& o) {
+    o.field("prefix", &EchoOptions::prefix, "text put before the echo");
+  }
+};
+
 class EchoThought final : public lal::Module {
  public:
   // Called once, on the host's control thread: read config, subscribe to inputs. Keep `ctx`.
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    prefix_ = ctx.config().get<std::string>("prefix");
+    prefix_ = ctx.options<EchoOptions>().prefix;
     // Handlers of one module never run concurrently, so this module needs no locks.
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
       lal::ThoughtChunk thought;
@@ -32,7 +40,7 @@ lal::PluginDescriptor describe() {
                           "Echoes each percept as an analysis thought"};
   d.input<lal::Percept>("percept", "what the user said")
       .output<lal::ThoughtChunk>("thought", "one analysis thought per percept")
-      .config_string("prefix", "heard: ", "text put before the echo");
+      .options<EchoOptions>();
   return d;
 }
 

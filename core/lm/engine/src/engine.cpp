@@ -649,6 +649,41 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
   }
 }
 
+void TorchLanguageModel::submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done,
+                                const CancellationToken& cancel) {
+  // An adapter over Scheduler::submit: the callbacks run on the scheduler thread, as the sequence's own callbacks.
+  auto report = [this, on_done](SequenceOutput output, std::exception_ptr error) {
+    GenerationOutcome outcome;
+    outcome.result = result_of(std::move(output));
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::invalid_argument& e) {
+        outcome.error = e.what();
+        outcome.invalid_request = true;
+      } catch (const std::exception& e) {
+        outcome.error = describe() + ": " + e.what();
+      } catch (...) {
+        outcome.error = describe() + ": unknown failure";
+      }
+    }
+    if (on_done) on_done(outcome);
+  };
+  try {
+    SequenceRequest sequence = sequence_for(request);
+    sequence.cancelled = [cancel] { return cancel.cancelled(); };
+    if (on_token)
+      sequence.on_token = [on_token = std::move(on_token)](const TokenStep& st) {
+        on_token(TokenEvent{st.id, st.text, st.logprob, st.entropy});
+        return true;
+      };
+    sequence.on_done = report;
+    scheduler_->submit(std::move(sequence));
+  } catch (...) {  // refused before it was queued (a bad request, the model unloading): on_done says why
+    report(SequenceOutput{}, std::current_exception());
+  }
+}
+
 std::shared_ptr<lal::LanguageModel> load_language_model(const ModelOptions& options) {
   if (options.max_batch < 0) throw std::invalid_argument("max_batch must be >= 0 (0: automatic)");
   if (options.prefix_cache_mb < -1) throw std::invalid_argument("prefix_cache_mb must be >= -1 (-1: automatic)");

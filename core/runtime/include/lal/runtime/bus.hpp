@@ -116,6 +116,11 @@ class Bus {
   /// Returns true when idle. Do not call from a handler.
   bool wait_idle(std::chrono::milliseconds timeout = std::chrono::hours(24));
 
+  /// Run `fn` on `member`'s strand after `delay`. With `busy`, counts as busy until it ran or was cancelled.
+  /// Returns the cancel function (thread-safe, idempotent): `fn` then does not run. After shutdown nothing runs.
+  std::function<void()> post_after(const Member& member, std::chrono::milliseconds delay, std::function<void()> fn,
+                                   bool busy);
+
   /// Count as busy (for wait_idle) until the returned guard is destroyed. Thread-safe.
   std::shared_ptr<void> hold();
 

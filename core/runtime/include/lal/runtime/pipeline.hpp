@@ -4,7 +4,7 @@
 //   description: ...                  # optional
 //   plugin_path: [plugins]            # optional; relative to this file; searched before the default path
 //   input: turn.input                 # topic where user lines are published as lal.Percept/1 (default turn.input)
-//   resources: {...}                  # optional; shared services (models, databases) interpreted by the host app
+//   resources: {...}                  # optional; shared services the runtime creates (lal/runtime/resources.hpp)
 //   modules:
 //     memory:                         # module id (unique)
 //       plugin: working_memory        # libworking_memory.so on the plugin path
@@ -12,6 +12,11 @@
 //       inputs: {percept: turn.input, recall: memory.recall}       # input and server ports → topics
 //       outputs: {thought: thought.stream}                         # output and client ports → topics
 //       failure_policy: isolate       # isolate (default) | disable | fail
+//
+//   outputs:                          # optional: the output slot, interchangeable output strategies; exactly one
+//     text: {plugin: think_aloud, inputs: {...}}   # runs, as module `output` (declared like any module)
+//     jsonl: {plugin: jsonl, inputs: {...}}
+//   output: text                      # which one runs (default: the first); `lal chat --output jsonl` overrides it
 //
 // A wiring value is a topic name, or a map {topic: T, capacity: N, overflow: block|drop_oldest|drop_newest|
 // keep_latest, feedback: true}. `feedback: true` marks a deliberate back edge that cycle detection accepts.
@@ -75,8 +80,12 @@ struct PipelineSpec {
   std::string name;
   std::string description;
   std::string input_topic = "turn.input";
+  /// `resources:` by service name, each a map with `kind` and the kind's config (defaults filled in once validated).
   ConfigValue::Map resources;
-  std::vector<ModuleSpec> modules;
+  std::vector<ModuleSpec> modules;  ///< the chosen output (if the pipeline has an output slot) is the one named `output`
+  std::vector<std::string> output_choices;  ///< the names under `outputs:`, in file order
+  std::string output_choice;                ///< the one that runs
+  SourceLocation output_where;
   std::shared_ptr<PluginRegistry> registry;
 };
 
@@ -87,8 +96,9 @@ struct PipelineLoad {
   bool ok() const { return errors.empty(); }
 };
 
-/// A value set on top of the file before validation: `path` is dotted ("modules.output.plugin",
-/// "resources.model.path"), `yaml` the value as YAML text ("jsonl", "true", "{a: 1}"). Missing maps are created.
+/// A value set on top of the file before validation: `path` is dotted ("modules.left_brain.config.max_tokens",
+/// "resources.model.path", "output"), `yaml` the value as YAML text ("jsonl", "true", "{a: 1}"). Missing maps are
+/// created. `modules.*.config.KEY` sets KEY on every module whose plugin declares it (`lal chat --seed` does this).
 struct Override {
   std::string path;
   std::string yaml;

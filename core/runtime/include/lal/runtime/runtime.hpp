@@ -13,6 +13,7 @@
 
 #include "lal/runtime/bus.hpp"
 #include "lal/runtime/pipeline.hpp"
+#include "lal/runtime/resources.hpp"
 
 namespace lal::runtime {
 
@@ -20,6 +21,13 @@ struct RuntimeOptions {
   BusOptions bus;
   /// Where modules' write_output() goes. Default: stdout, flushed per call.
   std::function<void(std::string_view)> output;
+  /// Resources already created (runtime::create_resources), used instead of creating the pipeline's own: this is
+  /// how several runtimes share one model (see lal/runtime/resources.hpp). Resources of the pipeline missing here
+  /// are created by start() from the registered kinds.
+  ResourceSet resources;
+  /// How long a module's turn_state (and the messages kept for await) outlive the turn's TurnDone or cancellation,
+  /// so that late messages of the turn (an appraisal after the answer) still find it.
+  std::chrono::milliseconds turn_linger{2000};
 };
 
 /// Per-module counters, for `lal run --stats` and tests.
@@ -44,7 +52,9 @@ class Runtime {
     register_service(name, S::kServiceName, std::move(service));
   }
 
-  /// Create and start every module. Throws std::runtime_error naming the module when one fails to start (modules
+  /// Create the pipeline's resources that are neither in RuntimeOptions::resources nor registered as services
+  /// (register_service wins: tests offer a scripted model that way), offer them all as services, then create and
+  /// start every module. Throws std::runtime_error naming the module when one fails to start (modules
   /// already started are stopped again).
   void start();
 
@@ -86,6 +96,8 @@ class Runtime {
   std::string failure() const;
 
   std::vector<ModuleStats> module_stats() const;
+  /// The resources in use (valid after start()): shared with RuntimeOptions::resources.
+  const ResourceSet& resources() const;
   Bus& bus();
   const PipelineSpec& spec() const;
 

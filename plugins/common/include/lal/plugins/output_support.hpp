@@ -3,9 +3,9 @@
 #pragma once
 
 #include <functional>
-#include <map>
 
 #include "lal/messages.hpp"
+#include "lal/module.hpp"
 
 namespace lal::plugins {
 
@@ -25,41 +25,39 @@ inline const char* stage_label(Stage s, bool ja) {
 }
 
 /// The answer and the TurnDone travel on different topics, so an output can receive them out of order (a long
-/// answer is drained in batches). This keeps a turn's "done" until every answer stream of the turn has closed.
-/// Use on the output's strand only.
+/// answer is drained in batches). This keeps a turn's "done" until every answer stream of the turn has closed, in
+/// the module's turn_state (freed by the runtime). Use on the output's strand only.
 class DoneAfterAnswer {
  public:
   using Emit = std::function<void()>;
+  explicit DoneAfterAnswer(Context*& ctx) : ctx_(ctx) {}
 
   /// Call for every answer chunk.
   void answer_chunk(TurnId turn, bool last) {
-    auto& t = turns_[turn];
-    t.open = !last;
-    if (last) {
-      if (t.pending) {
-        Emit e = std::move(t.pending);
-        turns_.erase(turn);
-        e();
-      }
+    auto gate = ctx_->turn_state<Gate>(turn);
+    gate->open = !last;
+    if (last && gate->pending) {
+      Emit e = std::move(gate->pending);
+      gate->pending = nullptr;
+      e();
     }
   }
   /// Call when the turn's TurnDone arrives: `emit` runs now, or when the answer closes.
   void done(TurnId turn, Emit emit) {
-    auto it = turns_.find(turn);
-    if (it != turns_.end() && it->second.open) {
-      it->second.pending = std::move(emit);
+    auto gate = ctx_->turn_state<Gate>(turn);
+    if (gate->open) {
+      gate->pending = std::move(emit);
       return;
     }
-    turns_.erase(turn);
     emit();
   }
 
  private:
-  struct Turn {
+  struct Gate {
     bool open = false;
     Emit pending;
   };
-  std::map<TurnId, Turn> turns_;
+  Context*& ctx_;  // the module's, set in start()
 };
 
 }  // namespace lal::plugins

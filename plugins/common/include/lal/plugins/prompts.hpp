@@ -23,17 +23,12 @@
 #include "lal/contract.hpp"
 #include "lal/messages.hpp"
 #include "lal/module.hpp"
+#include "lal/options.hpp"
 #include "lal/services/language_model.hpp"
 
 namespace lal::plugins {
 
 enum class Language { ja, en };
-
-inline Language parse_language(const std::string& s) {
-  if (s == "ja") return Language::ja;
-  if (s == "en") return Language::en;
-  throw ConfigError("language must be ja or en, got '" + s + "'");
-}
 
 /// What a generation is for. Each role has its own instruction and seed salt.
 enum class Role { intuition, exploration, analysis, insight, answer };
@@ -115,7 +110,8 @@ inline std::string format_memories(const std::vector<MemoryItem>& items, std::si
   return s;
 }
 
-/// The generation settings every model-driven region reads from its config (declared by declare_model_config).
+/// The generation settings every model-driven region has: nested into each region's options struct
+/// (`o.nested(&LeftBrainOptions::model)`) with that region's defaults (`ModelSettings::with(...)`).
 struct ModelSettings {
   std::string model = "model";
   Language language = Language::ja;
@@ -125,40 +121,36 @@ struct ModelSettings {
   double temperature = 0.7;
   double top_p = 0.95;
   int priority = 0;
-  std::uint64_t seed = 0;
+  std::int64_t seed = 0;
   double emotion_temperature_gain = 0.2;
+
+  /// The defaults that differ between regions.
+  static ModelSettings with(int max_tokens, double temperature, int priority) {
+    ModelSettings s;
+    s.max_tokens = max_tokens;
+    s.temperature = temperature;
+    s.priority = priority;
+    return s;
+  }
+
+  static void declare(Options<ModelSettings>& o) {
+    o.field("model", &ModelSettings::model, "name of the LanguageModel service (pipeline `resources:`)");
+    o.field("language", &ModelSettings::language, "persona language: ja or en")
+        .choices({{"ja", Language::ja}, {"en", Language::en}});
+    o.field("persona", &ModelSettings::persona, "system prompt persona; empty = the built-in one for `language`");
+    o.field("max_tokens", &ModelSettings::max_tokens, "most tokens to generate").min(1);
+    o.field("min_tokens", &ModelSettings::min_tokens,
+            "no end-of-sequence before this many tokens (GenerationRequest::min_new_tokens)")
+        .min(0);
+    o.field("temperature", &ModelSettings::temperature, "sampling temperature before emotion modulation").range(0, 2);
+    o.field("top_p", &ModelSettings::top_p, "nucleus sampling threshold (1 = off)").range(0, 1);
+    o.field("priority", &ModelSettings::priority, "GenerationRequest::priority: higher is served first by a shared model");
+    o.field("seed", &ModelSettings::seed, "sampling seed; combined with the turn id so runs are reproducible").min(0);
+    o.field("emotion_temperature_gain", &ModelSettings::emotion_temperature_gain,
+            "temperature += gain × arousal of the current emotion")
+        .range(-1, 1);
+  }
 };
-
-/// Declare the keys read by read_model_config, with this region's defaults.
-inline void declare_model_config(PluginDescriptor& d, int max_tokens, double temperature, int priority) {
-  d.config_string("model", "model", "name of the LanguageModel service (pipeline `resources:`)")
-      .config_string("language", "ja", "persona language: ja or en")
-      .config_string("persona", "", "system prompt persona; empty = the built-in one for `language`")
-      .config_int("max_tokens", max_tokens, "most tokens to generate")
-      .config_int("min_tokens", 4, "no end-of-sequence before this many tokens (GenerationRequest::min_new_tokens)")
-      .config_number("temperature", temperature, "sampling temperature before emotion modulation")
-      .config_number("top_p", 0.95, "nucleus sampling threshold (1 = off)")
-      .config_int("priority", priority, "GenerationRequest::priority: higher is served first by a shared model")
-      .config_int("seed", 0, "sampling seed; combined with the turn id so runs are reproducible")
-      .config_number("emotion_temperature_gain", 0.2, "temperature += gain × arousal of the current emotion");
-}
-
-inline ModelSettings read_model_config(const Config& c) {
-  ModelSettings s;
-  s.model = c.get<std::string>("model");
-  s.language = parse_language(c.get<std::string>("language"));
-  s.persona = c.get<std::string>("persona");
-  s.max_tokens = c.get<int>("max_tokens");
-  if (s.max_tokens < 1) throw ConfigError("max_tokens must be at least 1, got " + std::to_string(s.max_tokens));
-  s.min_tokens = c.get<int>("min_tokens");
-  if (s.min_tokens < 0) throw ConfigError("min_tokens must be ≥ 0, got " + std::to_string(s.min_tokens));
-  s.temperature = c.get<double>("temperature");
-  s.top_p = c.get<double>("top_p");
-  s.priority = c.get<int>("priority");
-  s.seed = static_cast<std::uint64_t>(c.get<std::int64_t>("seed"));
-  s.emotion_temperature_gain = c.get<double>("emotion_temperature_gain");
-  return s;
-}
 
 /// The language model named `name`, or a clear error (thrown from start(), so the pipeline refuses to load).
 inline std::shared_ptr<LanguageModel> require_model(Context& ctx, const std::string& name) {
@@ -183,7 +175,7 @@ inline GenerationRequest make_request(const ModelSettings& s, Role role, const s
   r.temperature = static_cast<float>(std::clamp(s.temperature + s.emotion_temperature_gain * arousal, 0.05, 1.5));
   r.top_p = static_cast<float>(s.top_p);
   r.priority = s.priority;
-  r.seed = turn_seed(s.seed, turn, role);
+  r.seed = turn_seed(static_cast<std::uint64_t>(s.seed), turn, role);
   return r;
 }
 

@@ -1,15 +1,17 @@
 // Streaming one stage of thinking onto the bus, as the thinking-pipeline contract asks: one ThoughtChunk per
-// generated token with the measured running means (see uncertainty.hpp), and exactly one closing chunk marked
-// `last` — also when generation is cancelled or throws.
+// generated token with its measured log-probability and entropy and the stage's confidence so far (see
+// uncertainty.hpp), and exactly one closing chunk marked `last` — also when generation is cancelled or fails.
 //
-//     lal::plugins::StageStream s(ctx, "thought", lal::Stage::intuition, lal::ChunkKind::thought, m.header);
-//     auto result = lal::plugins::generate_into(*model, request, s, ctx.cancellation(turn));
-//     s.close();
+//     auto s = std::make_shared<lal::plugins::StageStream>(ctx, "thought", lal::Stage::intuition,
+//                                                          lal::ChunkKind::thought, m.header);
+//     lal::plugins::stream_into(*model, request, s, ctx.cancellation(turn), [s](const lal::GenerationOutcome& o) {
+//       s->close();   // on the module's strand, after the last token
+//     });
 //
-// Threading: a StageStream belongs to one thread at a time (the handler or worker that generates). Publishing is
-// thread-safe in the host, so a worker thread may use it.
+// Threading: use a StageStream on the module's strand (handlers, and the callbacks of a model bound to the module).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -33,11 +35,14 @@ class StageStream {
     }
   }
 
-  /// Publish a model token: its text (possibly empty) with the stage's running means including it.
+  /// Publish a model token: its text (possibly empty), its log-probability and entropy, the stage's confidence.
   void token(const TokenEvent& ev) {
     stats_.add(ev.logprob, ev.entropy);
     text_ += ev.text;
     ThoughtChunk c = chunk(ev.text, false);
+    c.has_token = true;
+    c.logprob = ev.logprob;
+    c.entropy = ev.entropy;
     stats_.stamp(c);
     send(std::move(c));
   }
@@ -48,7 +53,7 @@ class StageStream {
     send(chunk(text, false));
   }
 
-  /// Publish the closing chunk once: `tail` (may be empty, unmeasured) and the stage's final means.
+  /// Publish the closing chunk once: `tail` (may be empty, unmeasured) and the stage's final confidence.
   void close(const std::string& tail = {}) {
     if (closed_) return;
     closed_ = true;
@@ -91,18 +96,14 @@ class StageStream {
   std::int64_t first_visible_ns_ = 0;
 };
 
-/// Generate with `model`, publishing every token into `stream` as it arrives. Does not close the stream (the caller
-/// may add a closing remark). `cancel` is polled between tokens; pass the scope's token where one applies (it is
-/// also cancelled when the whole turn is). Engine errors propagate as exceptions.
-inline GenerationResult generate_into(LanguageModel& model, const GenerationRequest& request, StageStream& stream,
-                                      const CancellationToken& cancel) {
-  return model.generate(
-      request,
-      [&stream](const TokenEvent& ev) {
-        stream.token(ev);
-        return true;
-      },
-      cancel);
+/// Generate with `model` (bound to the module: see LanguageModel::bind_to_module), publishing every token into
+/// `stream` on the module's strand as it arrives; then `on_done` runs there with the outcome. Does not close the
+/// stream (the caller may add a closing remark). Pass the scope's token where one applies (it is also cancelled
+/// when the whole turn is). An engine error arrives in the outcome; the stream stays open for the caller to close.
+inline void stream_into(LanguageModel& model, const GenerationRequest& request, std::shared_ptr<StageStream> stream,
+                        const CancellationToken& cancel, LanguageModel::DoneCallback on_done) {
+  model.submit(
+      request, [stream](const TokenEvent& ev) { stream->token(ev); }, std::move(on_done), cancel);
 }
 
 }  // namespace lal::plugins

@@ -14,9 +14,9 @@
 // 0.17. Thresholds elsewhere (hedging, concluding) are on this scale.
 //
 // ONE CHUNK PER TOKEN. Model-driven stages publish one ThoughtChunk per generated token (its text may be empty while
-// a UTF-8 character is incomplete), each carrying the running means of the stage so far, and close the stage with a
-// last chunk that adds no token and repeats the final means. So a consumer can recover every token's own value from
-// two consecutive running means (RunningMeanDecoder) — the insight module's entropy-drop signal relies on it.
+// a UTF-8 character is incomplete) carrying that token's own log-probability and entropy (lal.ThoughtChunk/2) and
+// the stage's confidence so far, and close the stage with a last chunk that adds no token and carries the final
+// confidence.
 #pragma once
 
 #include <algorithm>
@@ -48,12 +48,9 @@ class TokenStats {
   float mean_entropy() const { return count_ ? static_cast<float>(sum_entropy_ / count_) : 0.0f; }
   float confidence() const { return confidence_from(mean_logprob(), mean_entropy()); }
 
-  /// Write the measured means into a chunk; leaves the "unknown" markers when nothing was measured.
+  /// Write the stage's confidence so far into a chunk; leaves "unknown" (-1) when nothing was measured.
   void stamp(ThoughtChunk& chunk) const {
-    if (!known()) return;
-    chunk.mean_logprob = mean_logprob();
-    chunk.mean_entropy = mean_entropy();
-    chunk.confidence = confidence();
+    if (known()) chunk.confidence = confidence();
   }
 
  private:
@@ -62,27 +59,8 @@ class TokenStats {
   std::size_t count_ = 0;
 };
 
-/// True when a chunk carries measured statistics (it came from a model).
-inline bool measured(const ThoughtChunk& c) { return c.confidence >= 0.0f && c.mean_entropy >= 0.0f; }
-
-/// Recovers each token's own value from the running means of consecutive one-token chunks (see the file comment):
-/// the n-th running mean m_n gives x_n = n·m_n − (n−1)·m_{n−1}. Float rounding of the means makes the recovered
-/// value drift by about n·1e-7·|m|, negligible for the few hundred tokens of a stage.
-class RunningMeanDecoder {
- public:
-  double next(float running_mean) {
-    ++n_;
-    const double sum = static_cast<double>(running_mean) * static_cast<double>(n_);
-    const double value = sum - prev_sum_;
-    prev_sum_ = sum;
-    return value;
-  }
-  std::size_t count() const { return n_; }
-
- private:
-  std::size_t n_ = 0;
-  double prev_sum_ = 0.0;
-};
+/// True when a chunk carries a measured confidence (it came from a model).
+inline bool measured(const ThoughtChunk& c) { return c.confidence >= 0.0f; }
 
 /// How strongly an answer should be hedged, from its measured confidence. `mild_below` > `strong_below`.
 enum class Hedge { none, mild, strong };

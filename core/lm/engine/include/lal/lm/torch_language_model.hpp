@@ -1,9 +1,11 @@
 // lal::lm — the SDK's LanguageModel service implemented on the LibTorch engine. Torch-free header.
 //
-// THREADING: generate() may be called from any thread, concurrently: every call is a sequence of one Scheduler
-// (lal/lm/scheduler.hpp) that owns the model and decodes the running calls together, admitted at step boundaries
-// by `priority`; each call's callback runs on its calling thread. OWNERSHIP: the returned service owns the engine
-// and the scheduler; share it through std::shared_ptr.
+// THREADING: generate() and submit() may be called from any thread, concurrently: every call is a sequence of one
+// Scheduler (lal/lm/scheduler.hpp) that owns the model and decodes the running calls together, admitted at step
+// boundaries by `priority`. generate()'s callback runs on its calling thread; submit() is an adapter over
+// Scheduler::submit, so its callbacks run on the scheduler thread (a module's bound model posts them on to its
+// strand, see lal/services/language_model.hpp). OWNERSHIP: the returned service owns the engine and the scheduler;
+// share it through std::shared_ptr.
 // ERRORS: see lal/services/language_model.hpp — std::invalid_argument for bad requests, std::runtime_error naming
 // the model for engine failures; loading throws std::runtime_error with the file/key at fault.
 #pragma once
@@ -30,6 +32,8 @@ class TorchLanguageModel : public lal::LanguageModel {
   GenerationResult generate(const GenerationRequest& request,
                             const std::function<bool(const TokenEvent&)>& on_token = {},
                             const CancellationToken& cancel = {}) override;
+  void submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done,
+              const CancellationToken& cancel = {}) override;
 
   /// The engine, for its description and tokenizer. Do not generate with it directly: the scheduler owns the model.
   Engine& engine() { return *engine_; }
