@@ -39,6 +39,6 @@ test -f "$tmp/async/build/libmood_reply.so"
 out=$(cd "$tmp/async" && echo "こんにちは" | "$tmp/prefix/bin/lal" chat --config pipeline.yaml --output jsonl --seed 1)
 echo "$out" | head -5
 # The reply streamed as analysis thoughts from mood_reply, and its stage closed.
-echo "$out" | grep -q '"origin":"reply"' || { echo "no thought from mood_reply"; exit 1; }
+echo "$out" | grep '"origin":"reply"' | grep -q '"text":"[^"]' || { echo "no reply text from mood_reply"; exit 1; }
 echo "$out" | grep '"origin":"reply"' | grep -q '"last":true' || { echo "mood_reply's stage never closed"; exit 1; }
 echo "sdk template-async ok"

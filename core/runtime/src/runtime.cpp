@@ -10,6 +10,7 @@
 #include <future>
 #include <iostream>
 #include <stdexcept>
+#include <thread>
 
 #include "lal/messages.hpp"
 
@@ -229,6 +230,9 @@ class ModuleHost final : public Context {
                         false);
   }
 
+  /// busy_guard()s of this module still held (Runtime::stop waits for them).
+  int outstanding() const { return outstanding_->load(); }
+
   ModuleStats stats() const { return ModuleStats{spec_.id, failures_.load(), member_->disabled()}; }
 
   const std::string& module_id() const override { return spec_.id; }
@@ -296,7 +300,16 @@ class ModuleHost final : public Context {
                      std::move(on_reply));
   }
 
-  std::shared_ptr<void> busy_guard() override { return rt_.bus->hold(); }
+  std::shared_ptr<void> busy_guard() override {
+    // Counted per module too: Runtime::stop waits for these (a model generation submitted by this module holds one
+    // until its on_done), so that nothing still holds this plugin's callbacks when its library is unloaded.
+    outstanding_->fetch_add(1);
+    return std::shared_ptr<void>(nullptr, [hold = rt_.bus->hold(), count = outstanding_](void*) mutable {
+      count->fetch_sub(1);
+      hold.reset();
+    });
+  }
+
 
   void post(std::function<void()> fn) override { lifeline_->post(std::move(fn), lifeline_); }
 
@@ -490,6 +503,7 @@ class ModuleHost final : public Context {
   Config config_;
   std::optional<Member> member_;
   std::shared_ptr<Lifeline> lifeline_;
+  std::shared_ptr<std::atomic<int>> outstanding_ = std::make_shared<std::atomic<int>>(0);
   std::mutex turns_mutex_;
   std::map<TurnId, TurnSlot> turns_;
   std::set<std::string> subscribed_;
@@ -609,6 +623,17 @@ void Runtime::stop() {
   impl_->stopped = true;
   impl_->cancel_everything.store(true);
   for (auto it = impl_->hosts.rbegin(); it != impl_->hosts.rend(); ++it) (*it)->stop();
+  // Work the modules handed out (model generations, now cancelled) ends soon and drops the modules' callbacks:
+  // wait for it, so no plugin code is still referenced when the libraries go. Bounded: a stuck engine only delays.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  bool waited = false;
+  for (auto& h : impl_->hosts)
+    while (h->outstanding() > 0 && std::chrono::steady_clock::now() < give_up) {
+      waited = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  // A callback releases its count from inside its own destruction: let that finish before the code goes.
+  if (waited) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   impl_->bus->shutdown();
   // Join the pool and release every handler before the module objects (and, later, their libraries) go away.
   impl_->bus.reset();

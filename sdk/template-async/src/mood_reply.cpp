@@ -37,6 +37,7 @@ class MoodReply final : public lal::Module {
     lal::GenerationRequest request;
     request.messages = {{"system", "Reply in one sentence. Your mood: " + mood}, {"user", m->text}};
     request.max_new_tokens = options_.max_tokens;
+    request.min_new_tokens = 4;  // no end-of-sequence before this: a small model may otherwise say nothing
     const lal::MessageHeader cause = m.header;
     model_->submit(
         request, [this, cause](const lal::TokenEvent& t) { say(cause, t.text, false); },
