@@ -24,6 +24,9 @@
 //
 // A resource service must therefore be safe to use from several runtimes at once; LanguageModel is (see
 // lal/services/language_model.hpp). A resource lives as long as the last runtime or ResourceSet holding it.
+// Runtime::stop() waits (up to 10 s) until the generations its modules submitted to a shared model have ended, so a
+// stopped runtime leaves no callbacks into its plugins behind; keep one copy of the PipelineSpec (it holds the
+// plugin libraries) for as long as you keep the shared resources.
 //
 // THREADING: register kinds before loading pipelines (at program start); lookups are then read-only and thread-safe.
 // create_resources() may take long (a model load) and runs on the calling thread.
