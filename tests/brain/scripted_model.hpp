@@ -69,7 +69,7 @@ class ScriptedModel final : public LanguageModel {
   void submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done,
               const CancellationToken& cancel) override {
     std::lock_guard<std::mutex> lk(mu_);
-    threads_.emplace_back([this, request, on_token = std::move(on_token), on_done = std::move(on_done), cancel] {
+    threads_.emplace_back([this, request, on_token = std::move(on_token), on_done = std::move(on_done), cancel]() mutable {
       GenerationOutcome o;
       try {
         o.result = generate(
@@ -82,7 +82,12 @@ class ScriptedModel final : public LanguageModel {
       } catch (const std::exception& e) {
         o.error = e.what();
       }
-      if (on_done) on_done(o);
+      // The callbacks are the plugin's code: drop them here, on_token first, so nothing of the plugin is left when
+      // on_done has released the module (its host may unload the plugin right after).
+      on_token = nullptr;
+      auto done = std::move(on_done);
+      on_done = nullptr;
+      if (done) done(o);
     });
   }
 

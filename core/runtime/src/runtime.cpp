@@ -305,8 +305,8 @@ class ModuleHost final : public Context {
     // until its on_done), so that nothing still holds this plugin's callbacks when its library is unloaded.
     outstanding_->fetch_add(1);
     return std::shared_ptr<void>(nullptr, [hold = rt_.bus->hold(), count = outstanding_](void*) mutable {
+      hold.reset();        // first: once the count is 0, Runtime::stop may destroy the bus
       count->fetch_sub(1);
-      hold.reset();
     });
   }
 

@@ -652,7 +652,14 @@ GenerationResult TorchLanguageModel::generate(const GenerationRequest& request,
 void TorchLanguageModel::submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done,
                                 const CancellationToken& cancel) {
   // An adapter over Scheduler::submit: the callbacks run on the scheduler thread, as the sequence's own callbacks.
-  auto report = [this, on_done](SequenceOutput output, std::exception_ptr error) {
+  // They may be code of a plugin whose host waits for on_done before unloading it, so both are dropped before
+  // on_done returns, not whenever the scheduler lets go of the sequence.
+  struct Callbacks {
+    TokenCallback on_token;
+    DoneCallback on_done;
+  };
+  auto callbacks = std::make_shared<Callbacks>(Callbacks{std::move(on_token), std::move(on_done)});
+  auto report = [this, callbacks](SequenceOutput output, std::exception_ptr error) {
     GenerationOutcome outcome;
     outcome.result = result_of(std::move(output));
     if (error) {
@@ -667,16 +674,18 @@ void TorchLanguageModel::submit(const GenerationRequest& request, TokenCallback 
         outcome.error = describe() + ": unknown failure";
       }
     }
-    if (on_done) on_done(outcome);
+    callbacks->on_token = nullptr;
+    DoneCallback done = std::move(callbacks->on_done);
+    callbacks->on_done = nullptr;
+    if (done) done(outcome);
   };
   try {
     SequenceRequest sequence = sequence_for(request);
     sequence.cancelled = [cancel] { return cancel.cancelled(); };
-    if (on_token)
-      sequence.on_token = [on_token = std::move(on_token)](const TokenStep& st) {
-        on_token(TokenEvent{st.id, st.text, st.logprob, st.entropy});
-        return true;
-      };
+    sequence.on_token = [callbacks](const TokenStep& st) {
+      if (callbacks->on_token) callbacks->on_token(TokenEvent{st.id, st.text, st.logprob, st.entropy});
+      return true;
+    };
     sequence.on_done = report;
     scheduler_->submit(std::move(sequence));
   } catch (...) {  // refused before it was queued (a bad request, the model unloading): on_done says why
