@@ -127,6 +127,70 @@ TEST_CASE("config.json in the transformers 4 and 5 dialects: logits and greedy i
   }
 }
 
+TEST_CASE("the trainable decoder (core/train's student) runs every family: reference logits, gradients, names") {
+  std::vector<std::string> names(std::begin(kModels), std::end(kModels));
+  names.insert(names.end(), std::begin(kHfModels), std::end(kHfModels));
+  for (const auto& name : names) {
+    CAPTURE(name);
+    const auto dir = model_dir(name);
+    Expected ex(dir);
+    ParameterOptions trainable;
+    trainable.trainable = true;
+    auto model = Transformer::load(dir, device(), torch::kFloat32, {}, trainable);
+    const auto ckpt = Checkpoint::open_dir(dir);
+    std::int64_t count = 0;
+    for (const auto& [tensor, param] : model->named_parameters()) {
+      CAPTURE(tensor);
+      const TensorInfo* info = ckpt.find(tensor);
+      REQUIRE(info);
+      CHECK(info->shape == param.sizes().vec());
+      CHECK(param.requires_grad());
+      CHECK((param.scalar_type() == torch::kFloat32));
+      count += param.numel();
+    }
+    CHECK(count == model->parameter_count());
+    for (int p = 0; p < kPrompts; ++p) {
+      CAPTURE(p);
+      auto ids = as_batch(ex.ids("prompt." + std::to_string(p)));
+      auto logits = model->logits(ids, torch::kFloat32);
+      CHECK(max_abs(logits.detach()[0], ex.get("logits." + std::to_string(p))) <= 1e-4);
+      if (p == 0) {
+        logits.pow(2).mean().backward();
+        for (const auto& [tensor, param] : model->named_parameters()) {
+          CAPTURE(tensor);
+          REQUIRE(param.grad().defined());
+          CHECK(param.grad().isfinite().all().item<bool>());
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("hidden_states: packed documents equal separate runs, and a layer runner runs every layer once") {
+  for (const char* name : kModels) {
+    CAPTURE(name);
+    auto model = Transformer::load(model_dir(name), device(), torch::kFloat32);
+    torch::NoGradGuard no_grad;
+    auto a = torch::tensor({3, 14, 15, 92, 65}, torch::kLong).view({1, -1});
+    auto b = torch::tensor({35, 89, 79, 32}, torch::kLong).view({1, -1});
+    const auto A = a.size(1), B = b.size(1), T = A + B;
+    auto positions = torch::cat({torch::arange(A), torch::arange(B)}).view({1, T});
+    auto segment = torch::cat({torch::zeros({A}, torch::kLong), torch::ones({B}, torch::kLong)});
+    auto mask = (segment.view({T, 1}) == segment.view({1, T})) & torch::ones({T, T}, torch::kBool).tril();
+    auto packed = model->hidden_states(torch::cat({a, b}, 1), torch::kFloat32, positions, mask.view({1, 1, T, T}));
+    CHECK(max_abs(packed.narrow(1, 0, A), model->hidden_states(a, torch::kFloat32)) <= 1e-5);
+    CHECK(max_abs(packed.narrow(1, A, B), model->hidden_states(b, torch::kFloat32)) <= 1e-5);
+    int calls = 0;
+    LayerRunner counting = [&](const LayerFunction& fn, const torch::Tensor& x) {
+      ++calls;
+      return fn(x);
+    };
+    CHECK(max_abs(model->hidden_states(a, torch::kFloat32, {}, {}, counting),
+                  model->hidden_states(a, torch::kFloat32)) == 0.0);
+    CHECK(calls == model->config().num_layers);
+  }
+}
+
 TEST_CASE("dynamic NTK and longrope switch tables mid-generation the same way in every decode mode") {
   // 40 prompt tokens + 30 new ones cross max_position_embeddings (dynamic) / original_max_position_embeddings
   // (longrope) = 32 during the prefill of prompt 3; prompt 2 (12 tokens) crosses it during decoding.

@@ -174,6 +174,40 @@ TEST_CASE("fused kernels: float32 greedy ids equal the LibTorch path in every de
 }
 
 #if LAL_LM_HAVE_KERNELS
+TEST_CASE("the trainable decoder on CUDA: fused kernels without gradients, LibTorch ops with them, same logits") {
+  for (const std::string name : kModels) {
+    CAPTURE(name);
+    ParameterOptions trainable;
+    trainable.trainable = true;
+    auto model = Transformer::load(model_dir(name), kCuda, torch::kFloat32, {}, trainable);
+    model->set_fused_kernels(true);
+    const auto& c = model->config();
+    torch::manual_seed(5);
+    auto ids = torch::randint(c.vocab_size, {2, 12}, torch::kLong).to(kCuda);
+    for (auto compute : {torch::kFloat32, torch::kBFloat16}) {
+      const std::string dtype = c10::toString(compute);
+      CAPTURE(dtype);
+      auto with_grad = model->logits(ids, compute);  // autograd: the LibTorch ops
+      REQUIRE(with_grad.requires_grad());
+      torch::Tensor fused;
+      {
+        torch::NoGradGuard no_grad;
+        fused = model->logits(ids, compute);  // no gradient: the fused kernels
+      }
+      if (compute == torch::kFloat32)
+        CHECK(max_abs(fused, with_grad.detach()) <= 1e-4);
+      else
+        CHECK(relative_error(fused, with_grad.detach()) <= 1e-2);
+      with_grad.pow(2).mean().backward();
+      for (const auto& [tensor, param] : model->named_parameters()) {
+        CAPTURE(tensor);
+        REQUIRE(param.grad().defined());
+        CHECK(param.grad().isfinite().all().item<bool>());
+      }
+    }
+  }
+}
+
 TEST_CASE("decode attention kernel: Qwen2.5-7B heads over long, padded caches of different lengths, vs float64") {
   const int H = 28, KV = 4, D = 128;
   const std::int64_t B = 3, cap = 3000;

@@ -1,16 +1,13 @@
-// The four families, each as explicit code over checkpoint-named weights (llama.cpp style). Semantics follow the
-// transformers modeling files: RMSNorm in float32 then cast back before the weight; rotate-half rotary embedding
-// on the first rotary_dim channels; softmax in float32.
+// The decoder: loading by the family's weight-name table (families/*.cpp), quantization and offload, trainable
+// parameters, rotary tables, and the entry points (forward, decode_static, logits) over the family's forward.
 #include "lal/lm/transformer.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
+#include "decoder.hpp"
 #include "lal/lm/safetensors.hpp"
-#if LAL_LM_HAVE_KERNELS
-#include "cuda/kernels.hpp"
-#endif
 
 namespace lal::lm {
 
@@ -93,8 +90,11 @@ struct WeightLoader {
     return torch::from_blob(const_cast<std::byte*>(info.data), shape,
                             torch::TensorOptions().dtype(to_torch(info.dtype, info)));
   }
-  torch::Tensor get(const std::string& name, std::vector<std::int64_t> shape) {
-    auto t = mapped(name, shape).to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  /// The tensor on the device in the model dtype; with `rows`, only those rows (vocabulary trimming).
+  torch::Tensor get(const std::string& name, const std::vector<std::int64_t>& shape, const torch::Tensor& rows = {}) {
+    auto cpu = mapped(name, shape);
+    if (rows.defined()) cpu = cpu.index_select(0, rows);
+    auto t = cpu.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
     bytes += t.numel() * static_cast<std::int64_t>(t.element_size());
     check(name, t);
     return t;
@@ -119,79 +119,9 @@ struct WeightLoader {
     bytes += out.numel() * static_cast<std::int64_t>(out.element_size());
     return out;
   }
-  torch::Tensor maybe(const std::string& name, bool wanted, std::vector<std::int64_t> shape) {
-    return wanted ? get(name, std::move(shape)) : torch::Tensor();
-  }
 };
 
-/// [x1 | x2] -> [x2 | x1] along the last dimension, in one kernel (a flip of a [..., 2, d/2] view).
-torch::Tensor swap_halves(const torch::Tensor& x) {
-  auto split = x.sizes().vec();
-  const auto d = split.back();
-  split.back() = 2;
-  split.push_back(d / 2);
-  return x.view(split).flip(-2).reshape(x.sizes());
-}
-
-/// Rotate-half rotary embedding, x * cos + rotate_half(x) * sin, written as x * cos + swap_halves(x) * signed_sin
-/// with signed_sin = [-sin | sin]: the same products (a sign moves from one factor to the other, exactly) in four
-/// kernels instead of six.
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin,
-                           std::int64_t rotary_dim) {
-  if (rotary_dim == x.size(-1)) return x * cos + swap_halves(x) * signed_sin;
-  auto rot = x.narrow(-1, 0, rotary_dim);
-  auto pass = x.narrow(-1, rotary_dim, x.size(-1) - rotary_dim);
-  return torch::cat({rot * cos + swap_halves(rot) * signed_sin, pass}, -1);
-}
-
-torch::Tensor activation(const std::string& act, const torch::Tensor& x) {
-  if (act == "silu" || act == "swish") return torch::silu(x);
-  if (act == "gelu") return torch::gelu(x);
-  if (act == "relu") return torch::relu(x);
-  return torch::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh, gelu_fast
-}
-
-/// The decoder-layer weights that WeightOptions quantize and offload: every linear layer's matrix.
-constexpr torch::Tensor TransformerLayer::*kLinearWeights[] = {
-    &TransformerLayer::qkv_w,  &TransformerLayer::o_w,     &TransformerLayer::gate_up_w,
-    &TransformerLayer::down_w, &TransformerLayer::fc_in_w, &TransformerLayer::fc_out_w};
-
 std::int64_t tensor_bytes(const torch::Tensor& t) { return t.numel() * static_cast<std::int64_t>(t.element_size()); }
-
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
-}
-
-#if LAL_LM_HAVE_KERNELS
-cuda::ScalarType kernel_type(const torch::Tensor& t) {
-  switch (t.scalar_type()) {
-    case torch::kBFloat16: return cuda::ScalarType::BFloat16;
-    case torch::kFloat16: return cuda::ScalarType::Float16;
-    default: return cuda::ScalarType::Float32;
-  }
-}
-void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
-
-/// Where q, k and v heads sit in one token's row of the fused projection (see kernels.hpp).
-cuda::QkvLayout qkv_layout(const ModelConfig& c) {
-  cuda::QkvLayout L;
-  const auto H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  L.heads = static_cast<int>(H);
-  L.head_dim = static_cast<int>(D);
-  if (c.family == Family::GptNeoX) {  // per head [q_h | k_h | v_h]
-    L.kv_heads = static_cast<int>(H);
-    L.token_stride = 3 * H * D;
-    L.q_offset = 0, L.k_offset = D, L.v_offset = 2 * D;
-    L.q_stride = L.k_stride = L.v_stride = 3 * D;
-  } else {  // [q heads | k heads | v heads]
-    L.kv_heads = static_cast<int>(KV);
-    L.token_stride = (H + 2 * KV) * D;
-    L.q_offset = 0, L.k_offset = H * D, L.v_offset = (H + KV) * D;
-    L.q_stride = L.k_stride = L.v_stride = D;
-  }
-  return L;
-}
-#endif
 
 }  // namespace
 
@@ -341,8 +271,9 @@ void check_memory_budget(const WeightBudget& budget, const torch::Device& device
   const double host_free = host_available_bytes();
   const double device_free = device.is_cuda() ? static_cast<double>(detail::cuda_free_bytes(device)) : host_free;
   const double on_host = budget.host_bytes + (device.is_cuda() ? 0 : budget.device_bytes);
-  const std::string hint = " (a wrong config.json? else a smaller dtype, --quantize or --cpu_offload; "
-                           "LAL_MEMORY_CHECK=off skips this check)";
+  const std::string hint =
+      " (a wrong config.json? else a smaller dtype, --quantize or --cpu_offload; "
+      "LAL_MEMORY_CHECK=off skips this check)";
   if (device.is_cuda() && device_free >= 0 && budget.device_bytes > device_free)
     throw std::runtime_error(what + ": the model needs " + gib_text(budget.device_bytes) + " for its weights on " +
                              device.str() + ", which has " + gib_text(device_free) + " free" + hint);
@@ -352,75 +283,75 @@ void check_memory_budget(const WeightBudget& budget, const torch::Device& device
 }
 
 std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::Device device, torch::ScalarType dtype,
-                                               const WeightOptions& weights) {
+                                               const WeightOptions& weights, const ParameterOptions& parameters) {
   const int bits = quantize_bits(weights.quantize, "quantize");
   if (bits && (weights.quantize_group < 2 || weights.quantize_group % 2))
     throw std::invalid_argument("quantize group size " + std::to_string(weights.quantize_group) +
                                 ": expected an even number >= 2");
+  if (parameters.trainable && (bits || weights.cpu_offload || dtype != torch::kFloat32))
+    throw std::invalid_argument("trainable weights are float32, neither quantized nor offloaded");
   std::shared_ptr<Transformer> m(new Transformer());
   m->config_ = ModelConfig::from_dir(dir);
   m->device_ = device;
   m->dtype_ = dtype;
   m->weights_ = weights;
+  m->trainable_ = parameters.trainable;
   // Host memory is where CPU weights live anyway: offloading there is a no-op (Engine::describe() says so).
   m->offload_ = weights.cpu_offload && !device.is_cpu();
-  const ModelConfig& c = m->config_;
+  m->set_fields();
+  ModelConfig& c = m->config_;
   check_memory_budget(
       estimate_weight_bytes(c, static_cast<std::int64_t>(c10::elementSize(dtype)), weights, m->offload_), device,
       c.source);
+  const auto& family = decoder::family_def(c.family);
   const Checkpoint ckpt = Checkpoint::open_dir(dir);
   torch::NoGradGuard no_grad;
   WeightLoader w{ckpt, device, dtype, weights.allow_nonfinite};
-  const auto E = c.hidden_size, I = c.intermediate_size, D = c.head_dim, H = c.num_heads, KV = c.num_kv_heads,
-             V = c.vocab_size;
-  const bool neox = c.family == Family::GptNeoX;
-  const std::string top = neox ? "gpt_neox." : "model.";
-  m->embed_ = w.get(neox ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight", {V, E});
-  for (std::int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = top + "layers." + std::to_string(i) + ".";
+  const auto E = c.hidden_size, V = c.vocab_size;
+  torch::Tensor rows;
+  if (parameters.vocab_rows) rows = torch::tensor(*parameters.vocab_rows, torch::kInt64);
+  auto param = [&](const std::string& name, torch::Tensor t) {
+    if (!m->trainable_) return t;
+    t.requires_grad_(true);
+    m->params_.emplace_back(name, t);
+    return t;
+  };
+  m->embed_ = param(family.embed, w.get(family.embed, {V, E}, rows));
+  std::vector<std::int64_t> layers = parameters.layers;
+  if (layers.empty())
+    for (std::int64_t i = 0; i < c.num_layers; ++i) layers.push_back(i);
+  const auto table = family.layer_weights(c);
+  for (std::size_t out = 0; out < layers.size(); ++out) {
+    const auto i = layers[out];
+    if (i < 0 || i >= c.num_layers)
+      throw std::runtime_error(dir + ": no layer " + std::to_string(i) + " (the model has " +
+                               std::to_string(c.num_layers) + ")");
+    const std::string p = family.layer_prefix + std::to_string(i) + ".";
+    const std::string named = family.layer_prefix + std::to_string(out) + ".";
     Layer l;
-    l.attn_norm_w = w.get(p + "input_layernorm.weight", {E});
-    l.mlp_norm_w = w.get(p + "post_attention_layernorm.weight", {E});
-    switch (c.family) {
-      case Family::Llama:
-      case Family::Qwen2: {
-        const std::string a = p + "self_attn.", m = p + "mlp.";
-        l.qkv_w = w.concat({{a + "q_proj.weight", {H * D, E}},
-                            {a + "k_proj.weight", {KV * D, E}},
-                            {a + "v_proj.weight", {KV * D, E}}});
-        if (c.qkv_bias)
-          l.qkv_b =
-              w.concat({{a + "q_proj.bias", {H * D}}, {a + "k_proj.bias", {KV * D}}, {a + "v_proj.bias", {KV * D}}});
-        l.o_w = w.get(a + "o_proj.weight", {E, H * D});
-        l.o_b = w.maybe(a + "o_proj.bias", c.o_bias, {E});
-        l.gate_up_w = w.concat({{m + "gate_proj.weight", {I, E}}, {m + "up_proj.weight", {I, E}}});
-        if (c.mlp_bias) l.gate_up_b = w.concat({{m + "gate_proj.bias", {I}}, {m + "up_proj.bias", {I}}});
-        l.down_w = w.get(m + "down_proj.weight", {E, I});
-        l.down_b = w.maybe(m + "down_proj.bias", c.mlp_bias, {E});
-        break;
+    for (const auto& entry : table) {
+      torch::Tensor& dense = l.*entry.field;
+      if (m->trainable_) {
+        std::vector<torch::Tensor> parts;
+        for (const auto& part : entry.parts)
+          parts.push_back(param(named + part.name, w.get(p + part.name, part.shape)));
+        if (parts.size() == 1)
+          dense = parts[0];
+        else
+          l.parts.emplace_back(entry.field, std::move(parts));
+        continue;
       }
-      case Family::Phi3:
-        l.qkv_w = w.get(p + "self_attn.qkv_proj.weight", {(H + 2 * KV) * D, E});
-        l.o_w = w.get(p + "self_attn.o_proj.weight", {E, H * D});
-        l.gate_up_w = w.get(p + "mlp.gate_up_proj.weight", {2 * I, E});
-        l.down_w = w.get(p + "mlp.down_proj.weight", {E, I});
-        break;
-      case Family::GptNeoX:
-        l.attn_norm_b = w.get(p + "input_layernorm.bias", {E});
-        l.mlp_norm_b = w.get(p + "post_attention_layernorm.bias", {E});
-        l.qkv_w = w.get(p + "attention.query_key_value.weight", {3 * H * D, E});
-        l.qkv_b = w.maybe(p + "attention.query_key_value.bias", c.qkv_bias, {3 * H * D});
-        l.o_w = w.get(p + "attention.dense.weight", {E, H * D});
-        l.o_b = w.maybe(p + "attention.dense.bias", c.o_bias, {E});
-        l.fc_in_w = w.get(p + "mlp.dense_h_to_4h.weight", {I, E});
-        l.fc_in_b = w.get(p + "mlp.dense_h_to_4h.bias", {I});
-        l.fc_out_w = w.get(p + "mlp.dense_4h_to_h.weight", {E, I});
-        l.fc_out_b = w.get(p + "mlp.dense_4h_to_h.bias", {E});
-        break;
+      if (entry.parts.size() == 1) {
+        dense = w.get(p + entry.parts[0].name, entry.parts[0].shape);
+      } else {
+        std::vector<std::pair<std::string, std::vector<std::int64_t>>> parts;
+        for (const auto& part : entry.parts) parts.emplace_back(p + part.name, part.shape);
+        dense = w.concat(parts);
+      }
     }
     w.verify();  // this layer's weights as loaded, before quantization
     // Quantize / offload this layer's linear weights now, so that the device holds one dense layer at most.
-    for (auto field : kLinearWeights) {
+    for (auto field : m->matrix_fields_) {
       torch::Tensor& dense = l.*field;
       if (!dense.defined()) continue;
       if (bits) {
@@ -440,243 +371,144 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
     }
     m->layers_.push_back(std::move(l));
   }
-  if (neox) {
-    m->final_norm_w_ = w.get("gpt_neox.final_layer_norm.weight", {E});
-    m->final_norm_b_ = w.get("gpt_neox.final_layer_norm.bias", {E});
-  } else {
-    m->final_norm_w_ = w.get("model.norm.weight", {E});
-  }
-  const std::string head = neox ? "embed_out.weight" : "lm_head.weight";
+  m->final_norm_w_ = param(family.final_norm_w, w.get(family.final_norm_w, {E}));
+  if (family.final_norm_b) m->final_norm_b_ = param(family.final_norm_b, w.get(family.final_norm_b, {E}));
   if (c.tie_word_embeddings) {
     m->lm_head_ = m->embed_;
   } else {
-    if (!ckpt.find(head))
-      throw std::runtime_error(ckpt.description() + ": no tensor '" + head + "' and " + c.source +
+    if (!ckpt.find(family.lm_head))
+      throw std::runtime_error(ckpt.description() + ": no tensor '" + family.lm_head + "' and " + c.source +
                                " has \"tie_word_embeddings\": false");
-    m->lm_head_ = w.get(head, {V, E});
+    m->lm_head_ = param(family.lm_head, w.get(family.lm_head, {V, E}, rows));
   }
   w.verify();
+  c.num_layers = static_cast<std::int64_t>(layers.size());
+  if (rows.defined()) c.vocab_size = rows.numel();
   m->parameter_bytes_ = w.bytes;
   m->inv_freq_ = rotary_inverse_frequencies(c).to(device);
   if (c.rope.type == "longrope") m->inv_freq_long_ = longrope_inverse_frequencies(c, c.rope.long_factor).to(device);
   return m;
 }
 
-const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch) const {
+std::shared_ptr<Transformer> Transformer::random(const ModelConfig& config, std::uint64_t seed, torch::Device device) {
+  std::shared_ptr<Transformer> m(new Transformer());
+  m->config_ = config;
+  m->device_ = device;
+  m->trainable_ = true;
+  m->set_fields();
+  const auto& c = m->config_;
+  const auto& family = decoder::family_def(c.family);
+  auto gen = at::detail::createCPUGenerator(seed);
+  const double std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(c.num_layers));
+  auto make = [&](const std::string& name, decoder::WeightRole role, const std::vector<std::int64_t>& shape) {
+    torch::Tensor t;
+    switch (role) {
+      case decoder::WeightRole::Norm: t = torch::ones(shape, torch::kFloat32); break;
+      case decoder::WeightRole::Bias: t = torch::zeros(shape, torch::kFloat32); break;
+      case decoder::WeightRole::Matrix: t = torch::empty(shape, torch::kFloat32).normal_(0.0, std, gen); break;
+      case decoder::WeightRole::ResidualMatrix:
+        t = torch::empty(shape, torch::kFloat32).normal_(0.0, residual_std, gen);
+        break;
+    }
+    t = t.to(device).requires_grad_(true);
+    m->params_.emplace_back(name, t);
+    m->parameter_bytes_ += tensor_bytes(t);
+    return t;
+  };
+  const auto E = c.hidden_size, V = c.vocab_size;
+  m->embed_ = make(family.embed, decoder::WeightRole::Matrix, {V, E});
+  const auto table = family.layer_weights(c);
+  for (std::int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = family.layer_prefix + std::to_string(i) + ".";
+    Layer l;
+    for (const auto& entry : table) {
+      std::vector<torch::Tensor> parts;
+      for (const auto& part : entry.parts) parts.push_back(make(p + part.name, entry.role, part.shape));
+      if (parts.size() == 1)
+        l.*entry.field = parts[0];
+      else
+        l.parts.emplace_back(entry.field, std::move(parts));
+    }
+    m->layers_.push_back(std::move(l));
+  }
+  m->final_norm_w_ = make(family.final_norm_w, decoder::WeightRole::Norm, {E});
+  if (family.final_norm_b) m->final_norm_b_ = make(family.final_norm_b, decoder::WeightRole::Bias, {E});
+  m->lm_head_ = c.tie_word_embeddings ? m->embed_ : make(family.lm_head, decoder::WeightRole::Matrix, {V, E});
+  m->inv_freq_ = rotary_inverse_frequencies(c).to(device);
+  if (c.rope.type == "longrope") m->inv_freq_long_ = longrope_inverse_frequencies(c, c.rope.long_factor).to(device);
+  return m;
+}
+
+void Transformer::set_fields() {
+  for (const auto& entry : decoder::family_def(config_.family).layer_weights(config_)) {
+    fields_.push_back(entry.field);
+    if (entry.role == decoder::WeightRole::Matrix || entry.role == decoder::WeightRole::ResidualMatrix)
+      matrix_fields_.push_back(entry.field);
+  }
+}
+
+std::int64_t Transformer::parameter_count() const {
+  std::int64_t n = embed_.numel() + final_norm_w_.numel() + (final_norm_b_.defined() ? final_norm_b_.numel() : 0);
+  if (!lm_head_.is_same(embed_)) n += lm_head_.numel();
+  for (const auto& l : layers_) {
+    for (auto field : fields_)
+      if ((l.*field).defined()) n += (l.*field).numel();
+    for (const auto& [field, q] : l.quantized) n += q.shape.at(0) * q.shape.at(1);
+    for (const auto& [field, parts] : l.parts)
+      for (const auto& t : parts) n += t.numel();
+  }
+  return n;
+}
+
+const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch, torch::ScalarType compute) const {
   const Layer& stored = layers_[i];
-  if (!offload_ && stored.quantized.empty()) return stored;
+  if (!offload_ && stored.quantized.empty() && stored.parts.empty() && compute == dtype_) return stored;
   scratch = stored;  // shallow: tensors are shared, the previous layer's device copies are released
   if (offload_)
-    for (auto field : kLinearWeights)
+    for (auto field : matrix_fields_)
       if ((scratch.*field).defined()) scratch.*field = (scratch.*field).to(device_, /*non_blocking=*/true);
-  for (const auto& [field, q] : stored.quantized) scratch.*field = dequantize_weight(q, dtype_, device_);
+  for (const auto& [field, q] : stored.quantized) scratch.*field = dequantize_weight(q, compute, device_);
+  for (const auto& [field, parts] : stored.parts) {
+    std::vector<torch::Tensor> cast;
+    for (const auto& t : parts) cast.push_back(t.to(compute));
+    scratch.*field = torch::cat(cast);
+  }
+  if (compute != dtype_)
+    for (auto field : fields_)
+      if ((scratch.*field).defined()) scratch.*field = (scratch.*field).to(compute);
   return scratch;
 }
 
-torch::Tensor Transformer::norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const {
-#if LAL_LM_HAVE_KERNELS
-  if (fused_) {
-    auto in = x.contiguous();
-    auto out = torch::empty_like(in);
-    const auto cols = in.size(-1), rows = in.numel() / cols;
-    if (config_.family == Family::GptNeoX)
-      cuda::layer_norm(in.data_ptr(), out.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, rows, cols,
-                       static_cast<float>(config_.norm_eps), kernel_type(in), stream_of(in));
-    else
-      cuda::add_rms_norm(in.data_ptr(), nullptr, out.data_ptr(), w.data_ptr(), rows, cols,
-                         static_cast<float>(config_.norm_eps), kernel_type(in), stream_of(in));
-    return out;
-  }
-#endif
-  if (config_.family == Family::GptNeoX) return torch::layer_norm(x, {x.size(-1)}, w, b, config_.norm_eps);
-  auto xf = x.to(torch::kFloat32);
-  xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
-  return w * xf.to(x.scalar_type());
-}
-
-torch::Tensor Transformer::attention_block(const Layer& l, std::size_t index, const torch::Tensor& x,
-                                           const Rotation& rotation, const torch::Tensor& mask, bool causal,
-                                           KVCache* cache, const torch::Tensor& slot) const {
-  const auto& c = config_;
-  const auto B = x.size(0), T = x.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  auto qkv = linear(x, l.qkv_w, l.qkv_b);
-#if LAL_LM_HAVE_KERNELS
-  if (rotation.fused) {
-    // q and k rotated in place in the projection's output; a decode step then appends k/v to the cache and attends
-    // with one kernel each.
-    qkv = qkv.contiguous();
-    const auto L = qkv_layout(c);
-    cuda::rotary(qkv.data_ptr(), L, B * T, rotation.positions.data_ptr<std::int64_t>(),
-                 rotation.inv_freq.data_ptr<float>(), static_cast<int>(c.rotary_dim), kernel_type(qkv), stream_of(qkv));
-    if (slot.defined() && T == 1 && mask.defined() && mask.scalar_type() == torch::kBool) {
-      auto& keys = cache->keys[index];
-      auto& values = cache->values[index];
-      const auto slot_stride = slot.numel() == 1 ? 0 : 1;
-      cuda::kv_append(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cache->capacity,
-                      slot.data_ptr<std::int64_t>(), slot_stride, kernel_type(qkv), stream_of(qkv));
-      auto out = torch::empty({B, 1, H * D}, qkv.options());
-      const int splits = cuda::decode_attention_splits(B, L.kv_heads, cache->capacity);
-      torch::Tensor scratch;
-      if (splits > 1) scratch = torch::empty({splits * B * H * (D + 2)}, qkv.options().dtype(torch::kFloat32));
-      auto valid = mask.reshape({B, cache->capacity});
-      if (cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cache->capacity,
-                                 slot.data_ptr<std::int64_t>(), slot_stride, valid.data_ptr<bool>(),
-                                 static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), out.data_ptr(), splits,
-                                 splits > 1 ? scratch.data_ptr<float>() : nullptr, kernel_type(qkv), stream_of(qkv)))
-        return linear(out, l.o_w, l.o_b);
-      // A shape the kernel does not handle: k/v are in the cache already; attend below without writing again.
-      return linear(attend(qkv, B, T, mask, causal, keys, values), l.o_w, l.o_b);
-    }
-  }
-#endif
-  torch::Tensor q, k, v;  // [B, heads, T, D]
-  if (c.family == Family::GptNeoX) {
-    // Fused per head: [q_h | k_h | v_h] for each head h.
-    auto heads = qkv.view({B, T, H, 3 * D}).transpose(1, 2);
-    q = heads.narrow(-1, 0, D);
-    k = heads.narrow(-1, D, D);
-    v = heads.narrow(-1, 2 * D, D);
-    if (!rotation.fused) {
-      q = apply_rotary(q, rotation.cos, rotation.sin, c.rotary_dim);
-      k = apply_rotary(k, rotation.cos, rotation.sin, c.rotary_dim);
-    }
-  } else {
-    // [q heads | k heads | v heads]: the query and key heads are rotated together, in one pass.
-    auto heads = qkv.view({B, T, H + 2 * KV, D}).transpose(1, 2);
-    auto qk = heads.narrow(1, 0, H + KV);
-    if (!rotation.fused) qk = apply_rotary(qk, rotation.cos, rotation.sin, c.rotary_dim);
-    q = qk.narrow(1, 0, H);
-    k = qk.narrow(1, H, KV);
-    v = heads.narrow(1, H + KV, KV);
-  }
-  if (slot.defined()) {  // static decode: write at a device-side slot (one for all rows, or one per row)
-    if (slot.numel() == 1) {
-      cache->keys[index].index_copy_(2, slot, k);
-      cache->values[index].index_copy_(2, slot, v);
-    } else {
-      auto at = slot.view({B, 1, 1, 1}).expand({B, KV, 1, D});  // scatter_: capturable in a CUDA graph
-      cache->keys[index].scatter_(2, at, k);
-      cache->values[index].scatter_(2, at, v);
-    }
-    k = cache->keys[index];
-    v = cache->values[index];
-  } else if (cache) {
-    const auto past = cache->length;
-    cache->keys[index].narrow(2, past, T).copy_(k);
-    cache->values[index].narrow(2, past, T).copy_(v);
-    k = cache->keys[index].narrow(2, 0, past + T);
-    v = cache->values[index].narrow(2, 0, past + T);
-  }
-  return linear(attention_heads(q, k, v, mask, causal), l.o_w, l.o_b);
-}
-
-torch::Tensor Transformer::attention_heads(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
-                                           const torch::Tensor& mask, bool causal) const {
-  const auto& c = config_;
-  const auto B = q.size(0), T = q.size(2), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  if (KV != H) {  // grouped-query attention: each kv head serves H/KV query heads
-    const auto S = k.size(2);
-    k = k.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
-    v = v.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
-  }
-  auto out = detail::attention(q, k, v, mask, causal, 1.0 / std::sqrt(static_cast<double>(D)));
-  return out.transpose(1, 2).reshape({B, T, H * D});
-}
-
-torch::Tensor Transformer::attend(const torch::Tensor& qkv, std::int64_t B, std::int64_t T, const torch::Tensor& mask,
-                                  bool causal, const torch::Tensor& keys, const torch::Tensor& values) const {
-  const auto& c = config_;
-  const auto H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  torch::Tensor q;
-  if (c.family == Family::GptNeoX)
-    q = qkv.view({B, T, H, 3 * D}).transpose(1, 2).narrow(-1, 0, D);
-  else
-    q = qkv.view({B, T, H + 2 * KV, D}).transpose(1, 2).narrow(1, 0, H);
-  return attention_heads(q, keys, values, mask, causal);
-}
-
-torch::Tensor Transformer::mlp_block(const Layer& l, const torch::Tensor& x) const {
-  const auto& act = config_.hidden_act;
-  if (config_.family == Family::GptNeoX)
-    return linear(activation(act, linear(x, l.fc_in_w, l.fc_in_b)), l.fc_out_w, l.fc_out_b);
-  auto gate_up = linear(x, l.gate_up_w, l.gate_up_b);
-  const auto I = config_.intermediate_size;
-#if LAL_LM_HAVE_KERNELS
-  if (fused_ && (act == "silu" || act == "swish")) {
-    gate_up = gate_up.contiguous();
-    auto sizes = gate_up.sizes().vec();
-    sizes.back() = I;
-    auto gated = torch::empty(sizes, gate_up.options());
-    cuda::swiglu(gate_up.data_ptr(), gated.data_ptr(), gate_up.numel() / (2 * I), I, kernel_type(gate_up),
-                 stream_of(gate_up));
-    return linear(gated, l.down_w, l.down_b);
-  }
-#endif
-  return linear(activation(act, gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), l.down_w, l.down_b);
-}
-
-torch::Tensor Transformer::run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask,
-                                      bool causal, KVCache* cache, const torch::Tensor& slot) const {
-  const auto& c = config_;
-  Rotation rotation;
-  rotation.fused = fused_ && c.rope.attention_factor == 1.0;
-  if (rotation.fused) {
-    rotation.positions = positions.to(device_, torch::kLong).contiguous();
-    rotation.inv_freq = inverse_frequencies(positions).contiguous();
-  } else {
-    // Rotary tables for these positions: [B, 1, T, rotary_dim] in the model dtype; sin with the sign of
-    // rotate_half folded in ([-sin | sin], see apply_rotary).
-    // yarn and longrope scale cos and sin by the attention factor (in float32, before the cast, as transformers).
-    auto freqs = positions.to(device_, torch::kFloat32).unsqueeze(-1) * inverse_frequencies(positions).view({1, 1, -1});
-    auto cos = torch::cat({freqs, freqs}, -1).cos();
-    auto half_sin = freqs.sin();
-    if (c.rope.attention_factor != 1.0) {
-      cos = cos * c.rope.attention_factor;
-      half_sin = half_sin * c.rope.attention_factor;
-    }
-    rotation.cos = cos.to(dtype_).unsqueeze(1);
-    rotation.sin = torch::cat({-half_sin, half_sin}, -1).to(dtype_).unsqueeze(1);
-  }
-
+torch::Tensor Transformer::run(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
+                               KVCache* cache, const torch::Tensor& slot, torch::ScalarType compute, bool fused,
+                               const LayerRunner& run_layer) const {
+  const auto& family = decoder::family_def(config_.family);
+  decoder::Pass p(config_);
+  p.fused = fused;
+  p.rotation = decoder::rotation_for(config_, positions, inverse_frequencies(positions), compute, fused);
+  p.mask = mask;
+  p.causal = causal;
+  p.cache = cache;
+  p.slot = slot;
+  p.final_norm_w = final_norm_w_.to(compute);
+  if (final_norm_b_.defined()) p.final_norm_b = final_norm_b_.to(compute);
+  decoder::Residual stream(p, std::move(h));
   Layer scratch;
-#if LAL_LM_HAVE_KERNELS
-  if (fused_ && c.family != Family::GptNeoX) {
-    // Residual add fused with the next norm: x = norm(h += delta), two kernels per layer.
-    h = h.contiguous();
-    auto x = torch::empty_like(h);
-    const auto E = h.size(-1), rows = h.numel() / E;
-    const auto eps = static_cast<float>(c.norm_eps);
-    auto add_norm = [&](const torch::Tensor& delta, const torch::Tensor& w) {
-      auto d = delta.defined() ? delta.contiguous() : delta;
-      cuda::add_rms_norm(h.data_ptr(), d.defined() ? d.data_ptr() : nullptr, x.data_ptr(), w.data_ptr(), rows, E, eps,
-                         kernel_type(h), stream_of(h));
-    };
-    add_norm({}, layers_.at(0).attn_norm_w);
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Layer& l = layer_for_use(i, scratch);
-      add_norm(attention_block(l, i, x, rotation, mask, causal, cache, slot), l.mlp_norm_w);
-      add_norm(mlp_block(l, x), i + 1 < layers_.size() ? layers_[i + 1].attn_norm_w : final_norm_w_);
-    }
-    return x;
-  }
-#endif
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layer_for_use(i, scratch);
-    if (c.family == Family::GptNeoX) {
-      auto attn = attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), rotation, mask, causal, cache, slot);
-      if (c.parallel_residual) {
-        auto mlp = mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
-        h = mlp + attn + h;
-      } else {
-        attn = attn + h;
-        h = mlp_block(l, norm(attn, l.mlp_norm_w, l.mlp_norm_b)) + attn;
-      }
-    } else {
-      h = h + attention_block(l, i, norm(h, l.attn_norm_w, l.attn_norm_b), rotation, mask, causal, cache, slot);
-      h = h + mlp_block(l, norm(h, l.mlp_norm_w, l.mlp_norm_b));
+    if (!run_layer) {
+      family.layer(p, i, layer_for_use(i, scratch, compute), stream);
+      continue;
     }
+    // The layer as a function that owns what it reads (no cache): it may run again in backward.
+    auto layer = [this, pass = p, i, compute, fn = family.layer](const torch::Tensor& x) {
+      Layer own;
+      decoder::Residual s(pass, x);
+      fn(pass, i, layer_for_use(i, own, compute), s);
+      return s.h();
+    };
+    stream.set(run_layer(layer, stream.h()));
   }
-  return norm(h, final_norm_w_, final_norm_b_);
+  return family.final_norm(p, stream);
 }
 
 torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::Tensor& positions,
@@ -689,7 +521,7 @@ torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::
                              ", which this engine does not implement");
   const auto B = ids.size(0);
   auto mask = key_mask.view({B, 1, 1, cache.capacity});
-  auto h = run_layers(torch::embedding(embed_, ids), positions, mask, false, &cache, slot);
+  auto h = run(torch::embedding(embed_, ids), positions, mask, false, &cache, slot, dtype_, fused_);
   return torch::linear(h, lm_head_).to(torch::kFloat32);
 }
 
@@ -722,10 +554,45 @@ torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor
     causal = T > 1;
   }
 
-  auto h = run_layers(torch::embedding(embed_, ids.to(device_)), positions, mask, causal, cache, {});
+  auto h = run(torch::embedding(embed_, ids.to(device_)), positions, mask, causal, cache, {}, dtype_, fused_);
   if (cache) cache->length = S;
   if (last_only) h = h.narrow(1, T - 1, 1);
   return torch::linear(h, lm_head_).to(torch::kFloat32);
 }
+
+torch::Tensor Transformer::logits(const torch::Tensor& ids, torch::ScalarType compute_dtype) const {
+  return torch::linear(hidden_states(ids, compute_dtype), lm_head_.to(compute_dtype)).to(torch::kFloat32);
+}
+
+torch::Tensor Transformer::hidden_states(const torch::Tensor& ids, torch::ScalarType compute_dtype,
+                                         const torch::Tensor& positions, const torch::Tensor& mask,
+                                         const LayerRunner& run_layer) const {
+  const auto B = ids.size(0), T = ids.size(1);
+  if (config_.sliding_window > 0 && T > config_.sliding_window)
+    throw std::runtime_error(config_.source + ": sequence of " + std::to_string(T) +
+                             " tokens exceeds \"sliding_window\" " + std::to_string(config_.sliding_window) +
+                             ", which this engine does not implement");
+  auto pos =
+      positions.defined()
+          ? positions.to(device_)
+          : torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(device_)).view({1, T}).expand({B, T});
+  // The rows are gathered before the cast: a float32 master embedding is not cast whole.
+  auto h = torch::embedding(embed_, ids.to(device_)).to(compute_dtype);
+  const bool fused = fused_ && !torch::GradMode::is_enabled();
+  const auto m = mask.defined() ? mask.to(device_) : mask;
+  return run(std::move(h), pos, m, !m.defined() && T > 1, nullptr, {}, compute_dtype, fused, run_layer);
+}
+
+namespace decoder {
+const FamilyDef& family_def(Family f) {
+  switch (f) {
+    case Family::Llama:
+    case Family::Qwen2: return kLlamaQwen2;
+    case Family::Phi3: return kPhi3;
+    case Family::GptNeoX: return kGptNeoX;
+  }
+  throw std::logic_error("unknown model family");
+}
+}  // namespace decoder
 
 }  // namespace lal::lm

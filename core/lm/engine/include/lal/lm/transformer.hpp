@@ -1,18 +1,22 @@
-// lal::lm — the decoder-only transformer families as flat forward functions over checkpoint-named weights.
+// lal::lm — the decoder-only transformer families over checkpoint-named weights: one decoder for the engine
+// (inference with a KV cache and the fused CUDA kernels) and for core/train's student (trainable parameters,
+// autograd). The families are one file each under src/families/ (a weight-name table and a straight-line forward
+// over the shared blocks of src/decoder.hpp).
 //
-// THIS HEADER INCLUDES LIBTORCH (through torch_compat.hpp). Include it only from engine sources and tests; every
-// other part of lal talks to the torch-free Engine (engine.hpp) or the SDK's LanguageModel.
+// THIS HEADER INCLUDES LIBTORCH (through torch_compat.hpp). Include it only from engine and trainer sources and
+// tests; every other part of lal talks to the torch-free Engine (engine.hpp) or the SDK's LanguageModel.
 //
 // OWNERSHIP: a Transformer owns its weights (copied out of the mmapped checkpoint into the chosen device/dtype).
 // forward() does not modify the model, only the KVCache passed to it; one KVCache per concurrent generation.
 // THREADING: forward() is const and may run concurrently on different caches (LibTorch ops are thread-safe), but
-// the engine serialises calls anyway to bound memory.
+// the engine serialises calls anyway to bound memory. A trainable model is used by one trainer thread.
 // ERRORS: load() throws std::runtime_error naming the checkpoint and the tensor for a missing tensor, a shape that
 // disagrees with config.json, a weight dtype that is not F32/F16/BF16, or a non-finite weight (checked on the device
 // where the weights live; WeightOptions::allow_nonfinite overrides); and, before allocating anything, when the
 // weights cannot fit the device (check_memory_budget).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +52,9 @@ struct TransformerLayer {
   /// With WeightOptions::quantize: the quantized linear weights, each naming the field it stands for (that field
   /// then stays undefined until forward() dequantizes it for the layer's use).
   std::vector<std::pair<torch::Tensor TransformerLayer::*, QuantizedTensor>> quantized;
+  /// Trainable models: the fields made of several checkpoint tensors (qkv_w from q_proj, k_proj, v_proj), each
+  /// part a parameter of its own (the field stays undefined; a forward concatenates the parts).
+  std::vector<std::pair<torch::Tensor TransformerLayer::*, std::vector<torch::Tensor>>> parts;
 };
 
 /// How the decoder layers' weights are stored. Embeddings, lm_head, norms and biases are always dense and resident.
@@ -82,6 +89,18 @@ WeightBudget estimate_weight_bytes(const ModelConfig& config, std::int64_t eleme
 /// with swap or unified memory).
 void check_memory_budget(const WeightBudget& budget, const torch::Device& device, const std::string& what);
 
+/// Which parameters a load keeps, and whether they train (core/train: the student, a teacher's layer subset).
+struct ParameterOptions {
+  /// Trainable parameters (core/train's student): every checkpoint tensor a float32 leaf that requires grad, kept
+  /// separate (named_parameters()); needs dtype float32, quantize none and no cpu_offload.
+  bool trainable = false;
+  /// Which checkpoint layers to load, in this order (empty = all); config().num_layers becomes their count.
+  std::vector<std::int64_t> layers;
+  /// Keep only these rows of the embedding and lm_head (vocabulary trimming); config().vocab_size becomes their
+  /// count. Not owned; read during load() only.
+  const std::vector<std::int32_t>* vocab_rows = nullptr;
+};
+
 /// Rotary inverse frequencies [rotary_dim/2] (float32) of the config's rope type, computed as transformers does at
 /// initialisation: for dynamic the unscaled table, for longrope the short_factor table (Transformer switches them
 /// per forward; RopeConfig says how). Shared with core/train's student so both rotate identically.
@@ -89,12 +108,22 @@ torch::Tensor rotary_inverse_frequencies(const ModelConfig& c);
 /// longrope's table for `factors` (short_factor or long_factor): 1 / (factor_i * theta^(2i/dim)).
 torch::Tensor longrope_inverse_frequencies(const ModelConfig& c, const std::vector<double>& factors);
 
+/// One decoder layer as a function of the residual stream [B, T, hidden] (see Transformer::hidden_states).
+using LayerFunction = std::function<torch::Tensor(const torch::Tensor&)>;
+/// Runs a layer on the stream: return fn(x), or arrange for it to run again in backward (activation checkpointing:
+/// `fn` owns what it reads and computes the same thing each time).
+using LayerRunner = std::function<torch::Tensor(const LayerFunction& fn, const torch::Tensor& x)>;
+
 class Transformer {
  public:
   /// Load `dir` (config.json + safetensors) onto `device` in `dtype` (float32, bfloat16 or float16), decoder
   /// weights stored as `weights` says. Throws std::invalid_argument for a bad quantize mode or group size.
   static std::shared_ptr<Transformer> load(const std::string& dir, torch::Device device, torch::ScalarType dtype,
-                                           const WeightOptions& weights = {});
+                                           const WeightOptions& weights = {}, const ParameterOptions& parameters = {});
+  /// A randomly initialised trainable float32 model of `config`'s family (normal(0, 0.02), matrices that write into
+  /// the residual stream scaled by 1/sqrt(2 layers), norms 1, biases 0), drawn from a CPU generator seeded by `seed`
+  /// in the order of the family's weight table (same seed, same weights, on any device).
+  static std::shared_ptr<Transformer> random(const ModelConfig& config, std::uint64_t seed, torch::Device device);
 
   /// Run `ids` [B,T] (int64) at `positions` [B,T] (rotary positions; with left padding they start at 0 at each
   /// row's first real token). `key_mask` [B, S] bool, S = cached length + T, marks real (non-padding) tokens, or is
@@ -103,6 +132,20 @@ class Transformer {
   /// Returns float32 logits [B, T, vocab] or, with `last_only`, [B, 1, vocab].
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& key_mask,
                         KVCache* cache, bool last_only) const;
+
+  /// Training and scoring: float32 logits [B, T, vocab] for right-padded `ids` [B, T] (causal attention, positions
+  /// 0..T-1, no cache), computed in `compute_dtype` (weights cast per use: float32 masters run in bfloat16 on CUDA;
+  /// norms and softmax stay float32). Differentiable when gradients are enabled; the fused kernels (when turned on)
+  /// run only when they are not.
+  torch::Tensor logits(const torch::Tensor& ids, torch::ScalarType compute_dtype) const;
+  /// The final-normed hidden states [B, T, hidden] in `compute_dtype` that logits() projects with lm_head().
+  /// `positions` [B, T] (default 0..T-1 in every row) and `mask` bool [B, 1, T, T] (true = may attend; default
+  /// causal) describe packed documents; `run_layer` (default: plain calls) runs each decoder layer.
+  torch::Tensor hidden_states(const torch::Tensor& ids, torch::ScalarType compute_dtype,
+                              const torch::Tensor& positions = {}, const torch::Tensor& mask = {},
+                              const LayerRunner& run_layer = {}) const;
+  /// The output projection [vocab, hidden] as stored (the embedding when tied).
+  const torch::Tensor& lm_head() const { return lm_head_; }
 
   /// Shape-static decode step (CUDA-graph capturable): one token per row, `ids`/`positions` [B,1], keys/values
   /// written at cache slot `slot` (int64 [1] tensor on the device), attention over the whole cache capacity with
@@ -132,35 +175,28 @@ class Transformer {
   const WeightOptions& weight_options() const { return weights_; }
   /// Whether weights are streamed from host memory (cpu_offload on a non-CPU device).
   bool offloaded() const { return offload_; }
+  /// Trainable models: every parameter with its checkpoint name (tied lm_head not repeated), in a fixed order (the
+  /// family's table order, embedding first). Empty for inference models.
+  const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
+  /// Number of weights (quantized ones counted by their dense shape; a tied lm_head once).
+  std::int64_t parameter_count() const;
 
  private:
   using Layer = TransformerLayer;
   Transformer() = default;
-  /// Rotary input of a forward: cos/sin tables (LibTorch path), or the positions and inverse frequencies for the
-  /// fused kernel (`fused`: not with yarn/longrope's attention factor, which the kernel does not apply).
-  struct Rotation {
-    torch::Tensor cos, sin, positions, inv_freq;
-    bool fused = false;
-  };
-  torch::Tensor attention_block(const Layer& l, std::size_t index, const torch::Tensor& x, const Rotation& rotation,
-                                const torch::Tensor& mask, bool causal, KVCache* cache,
-                                const torch::Tensor& slot = {}) const;
-  /// Attention of rotated q [B,H,T,D] over k/v [B,KV,S,D] (grouped heads expanded), as [B, T, H*D].
-  torch::Tensor attention_heads(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const torch::Tensor& mask,
-                                bool causal) const;
-  /// attention_heads() with q taken from a fused projection output `qkv` [B, T, ...].
-  torch::Tensor attend(const torch::Tensor& qkv, std::int64_t B, std::int64_t T, const torch::Tensor& mask,
-                       bool causal, const torch::Tensor& keys, const torch::Tensor& values) const;
-  torch::Tensor run_layers(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
-                           KVCache* cache, const torch::Tensor& slot) const;
-  torch::Tensor mlp_block(const Layer& l, const torch::Tensor& x) const;
-  torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
-  /// Layer `i` ready to run: itself when dense and resident, else `scratch` filled with device copies and
-  /// dequantized weights (freed when scratch is overwritten by the next layer).
-  const Layer& layer_for_use(std::size_t i, Layer& scratch) const;
+  /// Embedded tokens h -> final normed hidden states: the family's forward over the decoder blocks.
+  torch::Tensor run(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
+                    KVCache* cache, const torch::Tensor& slot, torch::ScalarType compute, bool fused,
+                    const LayerRunner& run_layer = {}) const;
+  /// Layer `i` ready to run in `compute`: itself when dense, resident and in that dtype, else `scratch` filled with
+  /// device copies, dequantized weights, concatenated parts and casts (released when scratch is overwritten by the
+  /// next layer).
+  const Layer& layer_for_use(std::size_t i, Layer& scratch, torch::ScalarType compute) const;
   /// The inverse frequencies for a forward over `positions`: inv_freq_, or for dynamic/longrope the table chosen by
   /// the longest position (device-side, so a CUDA graph captures the choice).
   torch::Tensor inverse_frequencies(const torch::Tensor& positions) const;
+  /// The weight fields of this family's layers (all of them, and the linear matrices), from its table.
+  void set_fields();
 
   ModelConfig config_;
   torch::Device device_{torch::kCPU};
@@ -169,6 +205,9 @@ class Transformer {
   WeightOptions weights_;
   bool offload_ = false;
   bool fused_ = false;
+  bool trainable_ = false;
+  std::vector<torch::Tensor Layer::*> fields_, matrix_fields_;
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
   torch::Tensor inv_freq_;       // [rotary_dim/2] float32, rope scaling applied
   torch::Tensor inv_freq_long_;  // longrope: the long_factor table
   torch::Tensor embed_, final_norm_w_, final_norm_b_, lm_head_;

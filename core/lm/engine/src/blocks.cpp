@@ -1,0 +1,290 @@
+// The decoder's shared blocks (decoder.hpp). Semantics follow the transformers modeling files: RMSNorm in float32
+// then cast back before the weight; rotate-half rotary embedding on the first rotary_dim channels; softmax in
+// float32. The LibTorch ops are the reference (and differentiable); the fused CUDA kernels round as they do.
+#include <cmath>
+
+#include "decoder.hpp"
+#if LAL_LM_HAVE_KERNELS
+#include "cuda/kernels.hpp"
+#endif
+
+namespace lal::lm::decoder {
+
+namespace {
+
+/// [x1 | x2] -> [x2 | x1] along the last dimension, in one kernel (a flip of a [..., 2, d/2] view).
+torch::Tensor swap_halves(const torch::Tensor& x) {
+  auto split = x.sizes().vec();
+  const auto d = split.back();
+  split.back() = 2;
+  split.push_back(d / 2);
+  return x.view(split).flip(-2).reshape(x.sizes());
+}
+
+/// Rotate-half rotary embedding, x * cos + rotate_half(x) * sin, written as x * cos + swap_halves(x) * signed_sin
+/// with signed_sin = [-sin | sin]: the same products (a sign moves from one factor to the other, exactly) in four
+/// kernels instead of six.
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin,
+                           std::int64_t rotary_dim) {
+  if (rotary_dim == x.size(-1)) return x * cos + swap_halves(x) * signed_sin;
+  auto rot = x.narrow(-1, 0, rotary_dim);
+  auto pass = x.narrow(-1, rotary_dim, x.size(-1) - rotary_dim);
+  return torch::cat({rot * cos + swap_halves(rot) * signed_sin, pass}, -1);
+}
+
+torch::Tensor activation(const std::string& act, const torch::Tensor& x) {
+  if (act == "silu" || act == "swish") return torch::silu(x);
+  if (act == "gelu") return torch::gelu(x);
+  if (act == "relu") return torch::relu(x);
+  return torch::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh, gelu_fast
+}
+
+/// q [B, H, T, D] attending to k/v [B, KV, S, D] (grouped heads expanded), as [B, T, H * D].
+torch::Tensor attention_heads(const ModelConfig& c, const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                              const torch::Tensor& mask, bool causal) {
+  const auto B = q.size(0), T = q.size(2), H = c.num_heads, KV = k.size(1), D = c.head_dim;
+  if (KV != H) {  // grouped-query attention: each kv head serves H/KV query heads
+    const auto S = k.size(2);
+    k = k.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
+    v = v.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
+  }
+  auto out = detail::attention(q, k, v, mask, causal, 1.0 / std::sqrt(static_cast<double>(D)));
+  return out.transpose(1, 2).reshape({B, T, H * D});
+}
+
+/// The q, k and v heads [B, heads, T, D] of a fused projection output [B, T, ...] (views).
+struct Heads {
+  torch::Tensor q, k, v;
+};
+Heads split_heads(const ModelConfig& c, QkvOrder order, const torch::Tensor& qkv) {
+  const auto B = qkv.size(0), T = qkv.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
+  if (order == QkvOrder::PerHead) {
+    auto heads = qkv.view({B, T, H, 3 * D}).transpose(1, 2);
+    return {heads.narrow(-1, 0, D), heads.narrow(-1, D, D), heads.narrow(-1, 2 * D, D)};
+  }
+  auto heads = qkv.view({B, T, H + 2 * KV, D}).transpose(1, 2);
+  return {heads.narrow(1, 0, H), heads.narrow(1, H, KV), heads.narrow(1, H + KV, KV)};
+}
+
+/// Rotates q and k of `qkv` with the LibTorch ops. Grouped: the query and key heads together, in one pass.
+Heads rotated_heads(const Pass& p, QkvOrder order, const torch::Tensor& qkv) {
+  const auto& c = p.config;
+  const auto& r = p.rotation;
+  if (order == QkvOrder::PerHead) {
+    auto h = split_heads(c, order, qkv);
+    return {apply_rotary(h.q, r.cos, r.sin, c.rotary_dim), apply_rotary(h.k, r.cos, r.sin, c.rotary_dim), h.v};
+  }
+  const auto B = qkv.size(0), T = qkv.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
+  auto heads = qkv.view({B, T, H + 2 * KV, D}).transpose(1, 2);
+  auto qk = apply_rotary(heads.narrow(1, 0, H + KV), r.cos, r.sin, c.rotary_dim);
+  return {qk.narrow(1, 0, H), qk.narrow(1, H, KV), heads.narrow(1, H + KV, KV)};
+}
+
+#if LAL_LM_HAVE_KERNELS
+cuda::ScalarType kernel_type(const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kBFloat16: return cuda::ScalarType::BFloat16;
+    case torch::kFloat16: return cuda::ScalarType::Float16;
+    default: return cuda::ScalarType::Float32;
+  }
+}
+void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+/// Where q, k and v heads sit in one token's row of the fused projection (see kernels.hpp).
+cuda::QkvLayout qkv_layout(const ModelConfig& c, QkvOrder order) {
+  cuda::QkvLayout L;
+  const auto H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
+  L.heads = static_cast<int>(H);
+  L.head_dim = static_cast<int>(D);
+  if (order == QkvOrder::PerHead) {
+    L.kv_heads = static_cast<int>(H);
+    L.token_stride = 3 * H * D;
+    L.q_offset = 0, L.k_offset = D, L.v_offset = 2 * D;
+    L.q_stride = L.k_stride = L.v_stride = 3 * D;
+  } else {
+    L.kv_heads = static_cast<int>(KV);
+    L.token_stride = (H + 2 * KV) * D;
+    L.q_offset = 0, L.k_offset = H * D, L.v_offset = (H + KV) * D;
+    L.q_stride = L.k_stride = L.v_stride = D;
+  }
+  return L;
+}
+
+/// The fused path of attention(): q and k rotated in place in the projection's output; a static decode step then
+/// appends k/v to the cache and attends with one kernel each. Returns an undefined tensor when the rest is left to
+/// the LibTorch ops (`*cached` says whether k/v are in the cache already).
+torch::Tensor fused_attention(const Pass& p, std::size_t layer, QkvOrder order, torch::Tensor& qkv, bool* cached) {
+  const auto& c = p.config;
+  const auto B = qkv.size(0), T = qkv.size(1), H = c.num_heads, D = c.head_dim;
+  qkv = qkv.contiguous();
+  const auto L = qkv_layout(c, order);
+  cuda::rotary(qkv.data_ptr(), L, B * T, p.rotation.positions.data_ptr<std::int64_t>(),
+               p.rotation.inv_freq.data_ptr<float>(), static_cast<int>(c.rotary_dim), kernel_type(qkv), stream_of(qkv));
+  if (!(p.slot.defined() && T == 1 && p.mask.defined() && p.mask.scalar_type() == torch::kBool)) return {};
+  auto& keys = p.cache->keys[layer];
+  auto& values = p.cache->values[layer];
+  const auto capacity = p.cache->capacity;
+  const auto slot_stride = p.slot.numel() == 1 ? 0 : 1;
+  cuda::kv_append(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), capacity, p.slot.data_ptr<std::int64_t>(),
+                  slot_stride, kernel_type(qkv), stream_of(qkv));
+  *cached = true;
+  auto out = torch::empty({B, 1, H * D}, qkv.options());
+  const int splits = cuda::decode_attention_splits(B, L.kv_heads, capacity);
+  torch::Tensor scratch;
+  if (splits > 1) scratch = torch::empty({splits * B * H * (D + 2)}, qkv.options().dtype(torch::kFloat32));
+  auto valid = p.mask.reshape({B, capacity});
+  if (cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), capacity,
+                             p.slot.data_ptr<std::int64_t>(), slot_stride, valid.data_ptr<bool>(),
+                             static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), out.data_ptr(), splits,
+                             splits > 1 ? scratch.data_ptr<float>() : nullptr, kernel_type(qkv), stream_of(qkv)))
+    return out;
+  return {};  // a shape the kernel does not handle: attend with the LibTorch ops over the cache
+}
+#endif
+
+}  // namespace
+
+Rotation rotation_for(const ModelConfig& c, const torch::Tensor& positions, const torch::Tensor& inv_freq,
+                      torch::ScalarType dtype, bool fused) {
+  Rotation r;
+  r.fused = fused && c.rope.attention_factor == 1.0;
+  const auto device = inv_freq.device();
+  if (r.fused) {
+    r.positions = positions.to(device, torch::kLong).contiguous();
+    r.inv_freq = inv_freq.contiguous();
+    return r;
+  }
+  // yarn and longrope scale cos and sin by the attention factor (in float32, before the cast, as transformers).
+  auto freqs = positions.to(device, torch::kFloat32).unsqueeze(-1) * inv_freq.view({1, 1, -1});
+  auto cos = torch::cat({freqs, freqs}, -1).cos();
+  auto half_sin = freqs.sin();
+  if (c.rope.attention_factor != 1.0) {
+    cos = cos * c.rope.attention_factor;
+    half_sin = half_sin * c.rope.attention_factor;
+  }
+  r.cos = cos.to(dtype).unsqueeze(1);
+  r.sin = torch::cat({-half_sin, half_sin}, -1).to(dtype).unsqueeze(1);
+  return r;
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
+}
+
+torch::Tensor layer_norm(const Pass& p, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+#if LAL_LM_HAVE_KERNELS
+  if (p.fused) {
+    auto in = x.contiguous();
+    auto out = torch::empty_like(in);
+    const auto cols = in.size(-1), rows = in.numel() / cols;
+    cuda::layer_norm(in.data_ptr(), out.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, rows, cols,
+                     static_cast<float>(p.config.norm_eps), kernel_type(in), stream_of(in));
+    return out;
+  }
+#endif
+  return torch::layer_norm(x, {x.size(-1)}, w, b, p.config.norm_eps);
+}
+
+Residual::Residual(const Pass& p, torch::Tensor h) : pass_(p), h_(std::move(h)) {
+  if (p.fused) h_ = h_.contiguous();  // the kernel updates it in place
+}
+
+void Residual::add(const torch::Tensor& delta) {
+  if (!pass_.fused) {
+    h_ = h_ + delta;
+    return;
+  }
+  if (pending_.defined()) h_.add_(pending_);
+  pending_ = delta;
+}
+
+const torch::Tensor& Residual::h() {
+  if (pending_.defined()) h_.add_(pending_);
+  pending_ = torch::Tensor();
+  return h_;
+}
+
+void Residual::set(torch::Tensor h) {
+  h_ = pass_.fused ? h.contiguous() : std::move(h);
+  pending_ = torch::Tensor();
+}
+
+torch::Tensor Residual::rms_norm(const torch::Tensor& w) {
+#if LAL_LM_HAVE_KERNELS
+  if (pass_.fused) {
+    auto d = pending_.defined() ? pending_.contiguous() : pending_;
+    pending_ = torch::Tensor();
+    auto out = torch::empty_like(h_);
+    const auto E = h_.size(-1), rows = h_.numel() / E;
+    cuda::add_rms_norm(h_.data_ptr(), d.defined() ? d.data_ptr() : nullptr, out.data_ptr(), w.data_ptr(), rows, E,
+                       static_cast<float>(pass_.config.norm_eps), kernel_type(h_), stream_of(h_));
+    return out;
+  }
+#endif
+  auto xf = h().to(torch::kFloat32);
+  xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + pass_.config.norm_eps);
+  return w * xf.to(h_.scalar_type());
+}
+
+torch::Tensor attention(const Pass& p, std::size_t layer, QkvOrder order, torch::Tensor qkv) {
+  const auto& c = p.config;
+  bool cached = false;
+#if LAL_LM_HAVE_KERNELS
+  if (p.rotation.fused) {
+    auto out = fused_attention(p, layer, order, qkv, &cached);
+    if (out.defined()) return out;
+  }
+#endif
+  auto heads = p.rotation.fused ? split_heads(c, order, qkv) : rotated_heads(p, order, qkv);
+  auto k = heads.k, v = heads.v;
+  if (p.slot.defined()) {  // static decode: write at a device-side slot (one for all rows, or one per row)
+    auto& keys = p.cache->keys[layer];
+    auto& values = p.cache->values[layer];
+    if (cached) {
+      // the fused kernel appended k/v already
+    } else if (p.slot.numel() == 1) {
+      keys.index_copy_(2, p.slot, k);
+      values.index_copy_(2, p.slot, v);
+    } else {
+      const auto B = k.size(0);
+      auto at = p.slot.view({B, 1, 1, 1}).expand({B, k.size(1), 1, c.head_dim});  // scatter_: capturable
+      keys.scatter_(2, at, k);
+      values.scatter_(2, at, v);
+    }
+    k = keys;
+    v = values;
+  } else if (p.cache) {
+    const auto past = p.cache->length, T = qkv.size(1);
+    p.cache->keys[layer].narrow(2, past, T).copy_(k);
+    p.cache->values[layer].narrow(2, past, T).copy_(v);
+    k = p.cache->keys[layer].narrow(2, 0, past + T);
+    v = p.cache->values[layer].narrow(2, 0, past + T);
+  }
+  return attention_heads(c, heads.q, k, v, p.mask, p.causal);
+}
+
+torch::Tensor gated_mlp(const Pass& p, const torch::Tensor& x, const torch::Tensor& gate_up_w,
+                        const torch::Tensor& gate_up_b, const torch::Tensor& down_w, const torch::Tensor& down_b) {
+  const auto& act = p.config.hidden_act;
+  auto gate_up = linear(x, gate_up_w, gate_up_b);
+  const auto I = gate_up.size(-1) / 2;
+#if LAL_LM_HAVE_KERNELS
+  if (p.fused && (act == "silu" || act == "swish")) {
+    gate_up = gate_up.contiguous();
+    auto sizes = gate_up.sizes().vec();
+    sizes.back() = I;
+    auto gated = torch::empty(sizes, gate_up.options());
+    cuda::swiglu(gate_up.data_ptr(), gated.data_ptr(), gate_up.numel() / (2 * I), I, kernel_type(gate_up),
+                 stream_of(gate_up));
+    return linear(gated, down_w, down_b);
+  }
+#endif
+  return linear(activation(act, gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), down_w, down_b);
+}
+
+torch::Tensor plain_mlp(const Pass& p, const torch::Tensor& x, const torch::Tensor& in_w, const torch::Tensor& in_b,
+                        const torch::Tensor& out_w, const torch::Tensor& out_b) {
+  return linear(activation(p.config.hidden_act, linear(x, in_w, in_b)), out_w, out_b);
+}
+
+}  // namespace lal::lm::decoder
