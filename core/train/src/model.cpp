@@ -1,4 +1,4 @@
-// The trainable decoder (mirrors lal::lm::Transformer's llama/qwen2 path op for op), the KD loss, quantization.
+// The trainer's interface to the engine's decoder (lal::lm::Transformer), the KD loss, safetensors I/O.
 #include "lal/train/model.hpp"
 
 #include <cmath>
@@ -9,7 +9,6 @@
 namespace lal::train {
 
 using lal::lm::DType;
-using lal::lm::Family;
 using lal::lm::ModelConfig;
 
 // ----------------------------------------------------------------------------------------------- safetensors I/O
@@ -124,252 +123,42 @@ torch::Tensor mean_kl(const torch::Tensor& student_logits, const torch::Tensor& 
 
 // ----------------------------------------------------------------------------------------------- the decoder
 
-namespace {
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const auto half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+CausalLM CausalLM::random(const ModelConfig& config, std::uint64_t seed, torch::Device device) {
+  return CausalLM(lal::lm::Transformer::random(config, seed, device));
 }
 
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  return x * cos + rotate_half(x) * sin;
-}
-
-void check_family(const ModelConfig& c) {
-  if (c.family != Family::Qwen2 && c.family != Family::Llama)
-    throw std::runtime_error(c.source + ": model_type " + c.model_type +
-                             " is not supported by the trainable decoder (qwen2, llama)");
-  if (c.rotary_dim != c.head_dim) throw std::runtime_error(c.source + ": partial rotary is not supported");
-  if (c.rope.depends_on_length() || c.rope.attention_factor != 1.0)
-    throw std::runtime_error(c.source + ": rope type \"" + c.rope.type +
-                             "\" is not supported by the trainable decoder (default, linear, llama3)");
-  if (c.hidden_act != "silu" && c.hidden_act != "swish")
-    throw std::runtime_error(c.source + ": hidden_act " + c.hidden_act + " is not supported (silu)");
-}
-}  // namespace
-
-torch::Tensor CausalLM::on_device(const torch::Tensor& t, torch::ScalarType dtype) const {
-  if (!t.defined()) return t;
-  if (t.device() == device_ && t.scalar_type() == dtype) return t;
-  return t.to(device_, dtype, /*non_blocking=*/offload_);
-}
-
-torch::Tensor CausalLM::linear(const Linear& l, const torch::Tensor& x) const {
-  const auto dt = x.scalar_type();
-  auto w = l.is_quantized ? dequantize_weight(l.quantized, dt, device_) : on_device(l.weight, dt);
-  return l.bias.defined() ? torch::linear(x, w, on_device(l.bias, dt)) : torch::linear(x, w);
-}
-
-torch::Tensor CausalLM::norm(const torch::Tensor& x, const torch::Tensor& w) const {
-  auto xf = x.to(torch::kFloat32);
-  xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
-  return on_device(w, x.scalar_type()) * xf.to(x.scalar_type());
-}
-
-torch::Tensor CausalLM::attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos,
-                                  const torch::Tensor& sin, const torch::Tensor& mask) const {
-  const auto& c = config_;
-  const auto B = x.size(0), T = x.size(1), H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  auto q = apply_rotary(linear(l.q, x).view({B, T, H, D}).transpose(1, 2), cos, sin);
-  auto k = apply_rotary(linear(l.k, x).view({B, T, KV, D}).transpose(1, 2), cos, sin);
-  auto v = linear(l.v, x).view({B, T, KV, D}).transpose(1, 2);
-  if (KV != H) {
-    k = k.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
-    v = v.unsqueeze(2).expand({B, KV, H / KV, T, D}).reshape({B, H, T, D});
-  }
-  auto out = lal::lm::detail::attention(q, k, v, mask, /*causal=*/T > 1, 1.0 / std::sqrt(static_cast<double>(D)));
-  return linear(l.o, out.transpose(1, 2).reshape({B, T, H * D}));
+CausalLM CausalLM::load(const std::string& dir, const LoadOptions& o) {
+  lal::lm::WeightOptions w;
+  w.quantize = o.quantize, w.quantize_group = o.quantize_group, w.cpu_offload = o.cpu_offload;
+  lal::lm::ParameterOptions p;
+  p.trainable = o.trainable, p.layers = o.layers, p.vocab_rows = o.vocab_rows;
+  return CausalLM(lal::lm::Transformer::load(dir, o.device, o.trainable ? torch::kFloat32 : o.dtype, w, p));
 }
 
 torch::Tensor CausalLM::forward(const torch::Tensor& ids, torch::ScalarType compute_dtype) const {
-  return torch::linear(hidden_states(ids, compute_dtype), on_device(lm_head_, compute_dtype)).to(torch::kFloat32);
+  return decoder_->logits(ids, compute_dtype);
 }
 
 torch::Tensor CausalLM::hidden_states(const torch::Tensor& ids, torch::ScalarType compute_dtype, const Packing& packing,
                                       bool recompute_layers) const {
-  const auto B = ids.size(0), T = ids.size(1);
-  auto positions =
-      packing.positions.defined()
-          ? packing.positions.to(device_)
-          : torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(device_)).view({1, T}).expand({B, T});
   torch::Tensor mask;  // [B, 1, T, T]: same document and not in the future
   if (packing.segments.defined()) {
-    const auto seg = packing.segments.to(device_);
+    const auto T = ids.size(1);
+    const auto seg = packing.segments.to(device());
     mask = seg.unsqueeze(2)
                .eq(seg.unsqueeze(1))
-               .logical_and(torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(device_)).tril())
+               .logical_and(torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(device())).tril())
                .unsqueeze(1);
   }
-  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1);
-  auto cos = emb.cos().to(compute_dtype).unsqueeze(1);
-  auto sin = emb.sin().to(compute_dtype).unsqueeze(1);
-  auto h = torch::embedding(embed_, ids.to(device_)).to(compute_dtype);
-  for (const auto& l : layers_) {
-    auto layer = [this, &l, cos, sin, mask](const torch::Tensor& x) {
-      auto y = x + attention(l, norm(x, l.attn_norm), cos, sin, mask);
-      const auto z = norm(y, l.mlp_norm);
-      return y + linear(l.down, torch::silu(linear(l.gate, z)) * linear(l.up, z));
-    };
-    h = recompute_layers && torch::GradMode::is_enabled() ? recompute_in_backward(layer, h) : layer(h);
-  }
-  return norm(h, final_norm_);
-}
-
-void CausalLM::collect_parameters() {
-  params_.clear();
-  params_.emplace_back("model.embed_tokens.weight", embed_);
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    auto& l = layers_[i];
-    params_.emplace_back(p + "input_layernorm.weight", l.attn_norm);
-    params_.emplace_back(p + "post_attention_layernorm.weight", l.mlp_norm);
-    const std::pair<const char*, Linear*> lin[] = {
-        {"self_attn.q_proj", &l.q}, {"self_attn.k_proj", &l.k}, {"self_attn.v_proj", &l.v}, {"self_attn.o_proj", &l.o},
-        {"mlp.gate_proj", &l.gate}, {"mlp.up_proj", &l.up},     {"mlp.down_proj", &l.down}};
-    for (auto [name, ln] : lin) {
-      if (ln->weight.defined()) params_.emplace_back(p + name + ".weight", ln->weight);
-      if (ln->bias.defined()) params_.emplace_back(p + name + ".bias", ln->bias);
-    }
-  }
-  params_.emplace_back("model.norm.weight", final_norm_);
-  if (!config_.tie_word_embeddings) params_.emplace_back("lm_head.weight", lm_head_);
-}
-
-CausalLM CausalLM::random(const ModelConfig& config, std::uint64_t seed, torch::Device device) {
-  check_family(config);
-  CausalLM m;
-  m.config_ = config;
-  m.device_ = device;
-  const auto& c = config;
-  auto gen = at::detail::createCPUGenerator(seed);
-  const double std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(c.num_layers));
-  auto normal = [&](std::vector<std::int64_t> shape, double s) {
-    return torch::empty(shape, torch::kFloat32).normal_(0.0, s, gen).to(device).requires_grad_(true);
-  };
-  auto ones = [&](std::int64_t n) { return torch::ones({n}, torch::kFloat32).to(device).requires_grad_(true); };
-  auto zeros = [&](std::int64_t n) { return torch::zeros({n}, torch::kFloat32).to(device).requires_grad_(true); };
-  const auto E = c.hidden_size, I = c.intermediate_size, H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  m.embed_ = normal({c.vocab_size, E}, std);
-  for (std::int64_t i = 0; i < c.num_layers; ++i) {
-    Layer l;
-    l.attn_norm = ones(E), l.mlp_norm = ones(E);
-    l.q.weight = normal({H * D, E}, std), l.k.weight = normal({KV * D, E}, std), l.v.weight = normal({KV * D, E}, std);
-    if (c.qkv_bias) l.q.bias = zeros(H * D), l.k.bias = zeros(KV * D), l.v.bias = zeros(KV * D);
-    l.o.weight = normal({E, H * D}, residual_std);
-    if (c.o_bias) l.o.bias = zeros(E);
-    l.gate.weight = normal({I, E}, std), l.up.weight = normal({I, E}, std),
-    l.down.weight = normal({E, I}, residual_std);
-    if (c.mlp_bias) l.gate.bias = zeros(I), l.up.bias = zeros(I), l.down.bias = zeros(E);
-    m.layers_.push_back(std::move(l));
-  }
-  m.final_norm_ = ones(E);
-  m.lm_head_ = c.tie_word_embeddings ? m.embed_ : normal({c.vocab_size, E}, std);
-  m.inv_freq_ = rotary_inverse_frequencies(c).to(device);
-  m.collect_parameters();
-  return m;
-}
-
-CausalLM CausalLM::load(const std::string& dir, const LoadOptions& o) {
-  CausalLM m;
-  m.config_ = ModelConfig::from_dir(dir);
-  check_family(m.config_);
-  m.device_ = o.device;
-  m.offload_ = o.cpu_offload && o.device.is_cuda();
-  const auto ckpt = lal::lm::Checkpoint::open_dir(dir);
-  torch::NoGradGuard no_grad;
-  auto& c = m.config_;
-  const auto E = c.hidden_size, I = c.intermediate_size, H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim;
-  const auto dtype = o.trainable ? torch::kFloat32 : o.dtype;
-  auto get = [&](const std::string& name, std::vector<std::int64_t> shape, bool layer_weight) {
-    const auto& info = ckpt.at(name);
-    if (info.shape != shape)
-      throw std::runtime_error(info.file + ": tensor '" + name + "' has a shape that disagrees with config.json");
-    if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
-      throw std::runtime_error(info.file + ": tensor '" + name + "' is not F32/F16/BF16");
-    const auto target = layer_weight && m.offload_ ? torch::Device(torch::kCPU) : o.device;
-    auto t = from_info(info).to(target, dtype, /*non_blocking=*/false, /*copy=*/true);
-    if (layer_weight && m.offload_) t = t.pin_memory();
-    return o.trainable ? t.requires_grad_(true) : t;
-  };
-  auto rows = [&](torch::Tensor t) {
-    if (!o.vocab_rows) return t;
-    auto idx = torch::tensor(*o.vocab_rows, torch::kInt64).to(t.device());
-    auto r = t.detach().index_select(0, idx).contiguous();
-    return o.trainable ? r.requires_grad_(true) : r;
-  };
-  auto lin = [&](const std::string& p, std::int64_t out, std::int64_t in, bool bias) {
-    Linear l;
-    const bool quant = o.quantize == "int8" || o.quantize == "int4";
-    if (quant) {
-      auto w = from_info(ckpt.at(p + ".weight"));
-      if (w.sizes().vec() != std::vector<std::int64_t>{out, in})
-        throw std::runtime_error(dir + ": tensor '" + p + ".weight' has a shape that disagrees with config.json");
-      l.quantized = quantize_weight(w.to(o.device.is_cuda() && !m.offload_ ? o.device : torch::Device(torch::kCPU)),
-                                    o.quantize == "int8" ? 8 : 4, o.quantize_group);
-      if (m.offload_)
-        l.quantized.data = l.quantized.data.pin_memory(), l.quantized.scales = l.quantized.scales.pin_memory();
-      l.is_quantized = true;
-    } else {
-      l.weight = get(p + ".weight", {out, in}, true);
-    }
-    if (bias) l.bias = get(p + ".bias", {out}, true);
-    return l;
-  };
-  std::vector<std::int64_t> layers = o.layers;
-  if (layers.empty())
-    for (std::int64_t i = 0; i < c.num_layers; ++i) layers.push_back(i);
-  for (auto i : layers) {
-    if (i < 0 || i >= c.num_layers) throw std::runtime_error(dir + ": no layer " + std::to_string(i));
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    Layer l;
-    l.attn_norm = get(p + "input_layernorm.weight", {E}, true);
-    l.mlp_norm = get(p + "post_attention_layernorm.weight", {E}, true);
-    l.q = lin(p + "self_attn.q_proj", H * D, E, c.qkv_bias);
-    l.k = lin(p + "self_attn.k_proj", KV * D, E, c.qkv_bias);
-    l.v = lin(p + "self_attn.v_proj", KV * D, E, c.qkv_bias);
-    l.o = lin(p + "self_attn.o_proj", E, H * D, c.o_bias);
-    l.gate = lin(p + "mlp.gate_proj", I, E, c.mlp_bias);
-    l.up = lin(p + "mlp.up_proj", I, E, c.mlp_bias);
-    l.down = lin(p + "mlp.down_proj", E, I, c.mlp_bias);
-    m.layers_.push_back(std::move(l));
-  }
-  m.embed_ = rows(get("model.embed_tokens.weight", {c.vocab_size, E}, false));
-  m.final_norm_ = get("model.norm.weight", {E}, false);
-  if (c.tie_word_embeddings) {
-    m.lm_head_ = m.embed_;
-  } else {
-    if (!ckpt.find("lm_head.weight"))
-      throw std::runtime_error(ckpt.description() + ": no tensor 'lm_head.weight' and tie_word_embeddings is false");
-    m.lm_head_ = rows(get("lm_head.weight", {c.vocab_size, E}, false));
-  }
-  c.num_layers = static_cast<std::int64_t>(layers.size());
-  if (o.vocab_rows) c.vocab_size = static_cast<std::int64_t>(o.vocab_rows->size());
-  m.inv_freq_ = rotary_inverse_frequencies(c).to(o.device);
-  m.collect_parameters();
-  return m;
-}
-
-std::int64_t CausalLM::parameter_count() const {
-  std::int64_t n = 0;
-  for (const auto& [name, t] : params_) n += t.numel();
-  for (const auto& l : layers_)
-    for (const Linear* ln : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-      if (ln->is_quantized) n += ln->quantized.shape[0] * ln->quantized.shape[1];
-  return n;
-}
-
-std::int64_t CausalLM::weight_bytes() const {
-  std::int64_t n = 0;
-  for (const auto& [name, t] : params_) n += t.numel() * static_cast<std::int64_t>(t.element_size());
-  for (const auto& l : layers_)
-    for (const Linear* ln : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-      if (ln->is_quantized) n += ln->quantized.bytes();
-  return n;
+  lal::lm::LayerRunner run_layer;
+  if (recompute_layers && torch::GradMode::is_enabled()) run_layer = recompute_in_backward;
+  return decoder_->hidden_states(ids, compute_dtype, packing.positions, mask, run_layer);
 }
 
 void CausalLM::load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
   torch::NoGradGuard no_grad;
-  for (auto& [name, p] : params_) {
+  for (const auto& [name, param] : named_parameters()) {
+    auto p = param;
     auto it = tensors.find(name);
     if (it == tensors.end()) throw std::runtime_error(source + ": no tensor '" + name + "'");
     if (it->second.sizes() != p.sizes())
@@ -380,8 +169,10 @@ void CausalLM::load_state(const std::map<std::string, torch::Tensor>& tensors, c
 
 void CausalLM::save_safetensors(const std::string& path, DType dtype,
                                 const std::map<std::string, std::string>& metadata) const {
+  if (named_parameters().empty()) throw std::logic_error("save_safetensors: the model is not trainable");
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& [name, t] : params_) out.emplace_back(name, t.detach().to(torch::kCPU, to_torch_dtype(dtype)));
+  for (const auto& [name, t] : named_parameters())
+    out.emplace_back(name, t.detach().to(torch::kCPU, to_torch_dtype(dtype)));
   auto meta = metadata;
   meta.emplace("format", "pt");
   write_tensors(path, out, meta);

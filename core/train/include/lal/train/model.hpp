@@ -3,18 +3,19 @@
 //
 // THIS HEADER INCLUDES LIBTORCH. Include it from core/train sources and tests only; the CLI uses distill.hpp.
 //
-// CausalLM is a Qwen2/Llama decoder written over explicit, checkpoint-named parameter tensors. Its forward is the
-// engine's (lal::lm::Transformer) operation for operation — RMSNorm in float32 then cast before the weight,
-// rotate-half rotary, grouped-query attention through lal::lm::detail::attention, float32 logits — so a model
-// exported from here gives the engine the same logits (tests/train checks <= 1e-4 in float32). Unlike the engine,
-// it runs with autograd and lets each linear weight be int8/int4-quantized or kept in CPU memory (teacher use).
+// CausalLM is the engine's decoder (lal::lm::Transformer: one class, one file per family under
+// core/lm/engine/src/families) with the trainer's interface: a student has trainable float32 parameters, one per
+// checkpoint tensor (named_parameters()), and its forward runs the engine's blocks with autograd-capable LibTorch
+// ops; a teacher is loaded like the engine's model (int8/int4, CPU offload). A model exported from here gives the
+// engine the same logits (tests/train checks <= 1e-4 in float32) because it is the same code.
 //
-// OWNERSHIP: a CausalLM owns its tensors. THREADING: forward() is const; one trainer thread uses a model.
+// OWNERSHIP: a CausalLM owns (shares) its decoder. THREADING: forward() is const; one trainer thread uses a model.
 // ERRORS: std::runtime_error naming the checkpoint and tensor (missing tensor, wrong shape, unsupported family).
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -77,7 +78,8 @@ class CausalLM {
   /// A randomly initialised trainable model (normal(0, 0.02), residual projections scaled by 1/sqrt(2 layers),
   /// norms 1, biases 0), created with a generator seeded by `seed` (same seed, same weights, on any device).
   static CausalLM random(const lal::lm::ModelConfig& config, std::uint64_t seed, torch::Device device);
-  /// Load a qwen2/llama Hugging Face directory. The returned config reflects `layers` and `vocab_rows`.
+  /// Load a Hugging Face directory of any family the engine runs. The returned config reflects `layers` and
+  /// `vocab_rows`.
   static CausalLM load(const std::string& dir, const LoadOptions& options);
 
   /// Logits [B, T, V] float32 for right-padded `ids` [B, T] (causal attention; positions 0..T-1). Linear layers
@@ -92,52 +94,35 @@ class CausalLM {
   };
   /// The final-normed hidden states [B, T, E] in `compute_dtype` (forward() = lm_head(hidden_states())). With
   /// `recompute_layers`, each layer keeps only its input for backward and runs again there (activation
-  /// checkpointing: the same gradients, less memory, one more forward).
+  /// checkpointing: the same gradients, less memory, one more forward). lal::lm::Transformer::hidden_states.
   torch::Tensor hidden_states(const torch::Tensor& ids, torch::ScalarType compute_dtype, const Packing& packing = {},
                               bool recompute_layers = false) const;
   /// The output projection [V, E] as stored (the embedding when tied).
-  const torch::Tensor& lm_head() const { return lm_head_; }
+  const torch::Tensor& lm_head() const { return decoder_->lm_head(); }
 
-  const lal::lm::ModelConfig& config() const { return config_; }
-  lal::lm::ModelConfig& mutable_config() { return config_; }
-  torch::Device device() const { return device_; }
-  /// Trainable tensors with their checkpoint names (tied lm_head not repeated), in a fixed order.
-  const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
-  std::int64_t parameter_count() const;
+  const lal::lm::ModelConfig& config() const { return decoder_->config(); }
+  torch::Device device() const { return decoder_->device(); }
+  /// The decoder itself (e.g. to turn on the fused CUDA kernels of a teacher: they run when no gradient is needed).
+  lal::lm::Transformer& decoder() const { return *decoder_; }
+  /// Trainable tensors with their checkpoint names (tied lm_head not repeated), in a fixed order; empty unless the
+  /// model is trainable.
+  const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const {
+    return decoder_->named_parameters();
+  }
+  std::int64_t parameter_count() const { return decoder_->parameter_count(); }
   /// Bytes the weights occupy as stored (quantized weights at their packed size).
-  std::int64_t weight_bytes() const;
+  std::int64_t weight_bytes() const { return decoder_->parameter_bytes(); }
 
   /// Overwrite parameters from `tensors` (name -> tensor); every parameter must be present with its shape.
   void load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& source);
   /// Write the parameters as a safetensors file with checkpoint names, converted to `dtype` (F32 or BF16).
+  /// Throws std::logic_error for a model that is not trainable.
   void save_safetensors(const std::string& path, lal::lm::DType dtype,
                         const std::map<std::string, std::string>& metadata = {}) const;
 
  private:
-  struct Linear {
-    torch::Tensor weight, bias;  // dense weight (undefined when quantized)
-    QuantizedTensor quantized;
-    bool is_quantized = false;
-  };
-  struct Layer {
-    torch::Tensor attn_norm, mlp_norm;
-    Linear q, k, v, o, gate, up, down;
-  };
-  CausalLM() = default;
-  torch::Tensor linear(const Linear& l, const torch::Tensor& x) const;
-  torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w) const;
-  torch::Tensor attention(const Layer& l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                          const torch::Tensor& mask) const;
-  torch::Tensor on_device(const torch::Tensor& t, torch::ScalarType dtype) const;
-  void collect_parameters();
-
-  lal::lm::ModelConfig config_;
-  torch::Device device_{torch::kCPU};
-  bool offload_ = false;
-  torch::Tensor inv_freq_;
-  torch::Tensor embed_, final_norm_, lm_head_;
-  std::vector<Layer> layers_;
-  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  explicit CausalLM(std::shared_ptr<lal::lm::Transformer> decoder) : decoder_(std::move(decoder)) {}
+  std::shared_ptr<lal::lm::Transformer> decoder_;
 };
 
 /// Rotary inverse frequencies with rope scaling: the engine's own function (one implementation for both).
