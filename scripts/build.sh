@@ -5,6 +5,7 @@
 # libtorch, or any folder holding TorchConfig.cmake) builds against that LibTorch instead of Debian's CPU one, into
 # ./build-cuda; with the CUDA toolkit (nvcc) present the fused CUDA kernels are built too. LAL_DEPS_PREFIX=DIR uses
 # Debian packages unpacked there (`dpkg -x pkg.deb DIR`) on a machine without them installed. README: "GPU".
+# LAL_TARGETS="a b" builds only those targets (default: all); LAL_BUILD_DIR=DIR builds there.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cuda_build=
@@ -59,4 +60,4 @@ if [ ${#prefixes[@]} -gt 0 ]; then
 fi
 jobs=${LAL_JOBS:-$(nproc)}
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=${LAL_BUILD_TYPE:-Release} ${extra[@]+"${extra[@]}"} "$@"
-cmake --build "$build" -j "$jobs"
+cmake --build "$build" -j "$jobs" ${LAL_TARGETS:+--target $LAL_TARGETS}

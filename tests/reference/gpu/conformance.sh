@@ -3,8 +3,9 @@
 # Run from the repo root with the Debian packages of /work/shared/gpu/fetch-debs.sh in .gpu-debs/ (see run.sh).
 #   conformance.sh write   only let transformers write the checkpoints (+ its logits and greedy ids) and bring
 #                          them back as $OUT/conformance.tar.gz (fixtures for tests/lm/hf5_configs)
-#   conformance.sh         build lal (tests/reference/gpu/CMakeLists.txt), write, then check on CPU and CUDA;
-#                          $OUT/conformance.jsonl holds one line per variant and device.
+#   conformance.sh         build lal and the lm tests (lib.sh: the top-level CUDA build), run the engine tests and the
+#                          fused-kernel parity tests on CUDA, write, then check on CPU and CUDA (fused kernels on:
+#                          --device cuda picks them); $OUT/conformance.jsonl holds one line per variant and device.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -29,15 +30,16 @@ WRITER=$!
 python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
 TINY=$!
 . tests/reference/gpu/lib.sh
-gpu_configure || exit 1
-ninja -C $B -j16 lal lm_config_tests lm_engine_tests >> $OUT/build.txt 2>&1 || { grep -E "error" -A3 $OUT/build.txt | head -40; exit 1; }
-el "built"; grep -c "warning:" $OUT/build.txt | xargs echo "build warnings:"
+gpu_build lal lm_config_tests lm_engine_tests lm_kernel_tests || exit 1
+el "built"
 $B/bin/lm_config_tests 2>&1 | tail -2
 wait $TINY
 LAL_LM_TINY_MODELS=/tmp/tiny LAL_LM_TEST_DEVICE=cuda timeout 200 $B/bin/lm_engine_tests \
   -tc="config.json in the*,dynamic NTK*,prompt_logits*,float32 logits*,greedy generation*" > $OUT/engine_tests.txt 2>&1
 echo "engine tests (CUDA) rc=$?"; tail -3 $OUT/engine_tests.txt; grep -E "ERROR" -A3 $OUT/engine_tests.txt | head -20
-el "engine tests"
+LAL_LM_TINY_MODELS=/tmp/tiny timeout 120 $B/bin/lm_kernel_tests > $OUT/kernel_tests.txt 2>&1
+echo "kernel parity tests (CUDA) rc=$?"; grep -E "ERROR|MESSAGE|values:" -A2 $OUT/kernel_tests.txt | head -40; tail -3 $OUT/kernel_tests.txt
+el "engine and kernel tests"
 wait $WRITER; cat $OUT/write.jsonl; tail -3 $OUT/write.err; el "written"
 python3 tests/reference/gpu/conformance.py check $D $B/bin/lal > $OUT/conformance.jsonl; cat $OUT/conformance.jsonl
 el "checked"

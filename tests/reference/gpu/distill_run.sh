@@ -10,9 +10,6 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 TEACHER=${TEACHER:-qwen2.5-1.5b} N=${N:-128} GB=${GB:-64} LEN=${LEN:-512} BS=${BS:-8}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; date -u
-PFX=/tmp/pfx; mkdir -p $PFX; for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
-export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 # GPU work while the build runs (nice'd): teacher, tiny models, int8/int4 error, the PyTorch anchor.
 (python3 tests/reference/make_bench_model.py $TEACHER /tmp/teacher --device cuda && cp .gpu-tok/*.json /tmp/teacher/ \
  && python3 tests/reference/quant_error.py /tmp/teacher --group 64 > $OUT/quant_error.jsonl \
@@ -25,12 +22,9 @@ json.dump(c,open('/tmp/anchor/config.json','w'))" \
  > $OUT/prep.txt 2>&1 &
 PREP=$!
 python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
-B=/tmp/b
-cmake -S tests/reference/gpu -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$PFX/usr" \
-  -DFMT_FIRST=$PFX/usr/include -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 -DLAL_GPU_TRAIN=ON \
-  > $OUT/build.txt 2>&1 || { tail -30 $OUT/build.txt; exit 1; }
-nice -n 5 ninja -C $B -j16 lal lm_quantize_tests >> $OUT/build.txt 2>&1 || { grep -E "error" -A3 $OUT/build.txt | head -40; }
-el "built"; grep -c "warning:" $OUT/build.txt | xargs echo "build warnings:"; grep "warning:" $OUT/build.txt | sort -u | head -5
+. tests/reference/gpu/lib.sh
+gpu_build lal lm_quantize_tests
+el "built"
 wait; el "prep done"; tail -3 $OUT/prep.txt; cat $OUT/quant_error.jsonl $OUT/anchor.jsonl
 LAL_LM_TINY_MODELS=/tmp/tiny LAL_LM_TEST_DEVICE=cuda timeout 60 $B/bin/lm_quantize_tests 2>&1 | tail -4
 el "quantize tests (cuda)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `lal distill` on 1 and 2 GPUs of one host (c10d NCCL through torchrun), in one device call on nvidia-h200-x2:
-# build lal (tests/reference/gpu CMake, LAL_GPU_TRAIN), the memory plan for a Qwen2.5-32B-shaped teacher (config only)
+# build lal (lib.sh: the top-level CUDA build), the memory plan for a Qwen2.5-32B-shaped teacher (config only)
 # on one H200 and under a 12 GiB cap, then a random Qwen2.5-1.5B-shaped int4 teacher distilled into a
 # Qwen2.5-0.5B-shaped student on 1 GPU (accumulation 2) and on 2 GPUs (accumulation 1, the same global batch,
 # the same teacher data), reporting tokens/s and the scaling. Run from the repo root with .gpu-debs and .stage/tok
@@ -9,18 +9,11 @@ set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; date -u
-PFX=/tmp/pfx; mkdir -p $PFX; for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
-export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 NCCL_INC=$(python3 -c "import importlib.util as u; s=u.find_spec('nvidia.nccl'); print(list(s.submodule_search_locations)[0]+'/include')" 2>/dev/null)
 (python3 tests/reference/make_bench_model.py qwen2.5-1.5b /tmp/teacher --device cuda && cp .stage/tok/tokenizer_config.json /tmp/teacher/ && gunzip -c .stage/tok/tokenizer.json.gz > /tmp/teacher/tokenizer.json) \
   > $OUT/prep.txt 2>&1 &
-B=/tmp/b
-cmake -S tests/reference/gpu -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$PFX/usr" \
-  -DFMT_FIRST=$PFX/usr/include -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 -DLAL_GPU_TRAIN=ON \
-  ${NCCL_INC:+-DLAL_NCCL_INCLUDE_DIR=$NCCL_INC} > $OUT/build.txt 2>&1 || { tail -30 $OUT/build.txt; exit 1; }
-grep -E "distributed backends|NCCL" $OUT/build.txt
-ninja -C $B -j30 lal >> $OUT/build.txt 2>&1 || { grep -E "error" -A3 $OUT/build.txt | head -40; exit 1; }
+. tests/reference/gpu/lib.sh
+GPU_CMAKE_ARGS="${NCCL_INC:+-DLAL_NCCL_INCLUDE_DIR=$NCCL_INC}" gpu_build lal || exit 1
 el "built"; wait; tail -2 $OUT/prep.txt
 L=$B/bin/lal
 python3 -c "

@@ -6,13 +6,8 @@
 # then run this from the repo root with .gpu-debs (fetch-debs.sh + PCRE2/ICU) and .gpu-check carried; writes $OUT/*.
 set -u
 P="「ls」は何をするものですか？日本語で答えてください。"
-PFX=/tmp/pfx; mkdir -p $PFX; for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
-export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-B=/tmp/b
-cmake -S tests/reference/gpu -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$PFX/usr" \
-  -DFMT_FIRST=$PFX/usr/include -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 -DLAL_GPU_TRAIN=ON > $OUT/build.txt 2>&1 || { tail -30 $OUT/build.txt; exit 1; }
-ninja -C $B -j16 lal >> $OUT/build.txt 2>&1 || { grep -E "error" -A3 $OUT/build.txt | head -30; exit 1; }
+. tests/reference/gpu/lib.sh
+gpu_build lal || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u
 L=$B/bin/lal; M=models/lal-demo
 $L generate --model_path $M --prompt "$P" --chat --greedy --max_new_tokens 48 --min_new_tokens 24 --dtype float32 --device cuda > $OUT/cuda_text.txt

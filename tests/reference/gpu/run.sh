@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The lm engine on a GPU host, in one call: build (tests/reference/gpu/CMakeLists.txt: lal_lm, its tests and a
-# `lal` with generate / bench generate, without runtime/tokenizer deps), engine tests on CUDA, CPU-vs-CUDA sampling,
+# The lm engine on a GPU host, in one call: build (lib.sh: the top-level CUDA build of lal and the lm tests), engine
+# tests on CUDA, CPU-vs-CUDA sampling,
 # parity with transformers, benchmarks (lal and the transformers anchor). Run from the repo root with the Debian
 # packages of /work/shared/gpu/fetch-debs.sh in .gpu-debs/; writes $OUT/log.txt, $OUT/bench.jsonl, $OUT/parity.jsonl.
 set -u
@@ -13,14 +13,9 @@ MODELS=$!
 python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
 TINY=$!
 . tests/reference/gpu/lib.sh
-gpu_configure || exit 1
 python3 -c 'import torch,transformers;print("torch",torch.__version__,"cuda",torch.version.cuda,"transformers",transformers.__version__)'
-if ! ninja -C $B -j16 lal lm_engine_tests >> $OUT/build.txt 2>&1; then
-  grep -E "error" -A3 $OUT/build.txt | head -40; echo "RETRY WITHOUT CUDA GRAPHS / ASYNC READ"
-  cmake $B "-DCMAKE_CXX_FLAGS=-DLAL_LM_DISABLE_CUDA_GRAPHS -DLAL_LM_DISABLE_ASYNC_READ" >/dev/null
-  ninja -C $B -j16 lal lm_engine_tests >> $OUT/build.txt 2>&1 || { grep -E "error" $OUT/build.txt | head -30; exit 1; }
-fi
-el "built"; grep -c "warning:" $OUT/build.txt | xargs echo "build warnings:"; grep "warning:" $OUT/build.txt | sort -u | head -5
+gpu_build lal lm_engine_tests || exit 1
+el "built"
 wait $TINY
 LAL_LM_TINY_MODELS=/tmp/tiny LAL_LM_TEST_DEVICE=cuda timeout 150 $B/bin/lm_engine_tests > $OUT/engine_tests.txt 2>&1; echo "engine tests rc=$?"
 tail -4 $OUT/engine_tests.txt; grep -E "ERROR|SIGSEGV|FATAL" -A4 $OUT/engine_tests.txt | head -30
