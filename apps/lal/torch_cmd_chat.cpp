@@ -1,18 +1,18 @@
 // lal chat — talk to the thinking pipeline: staged thoughts stream while the answer forms.
-#include <boost/dll/runtime_symbol_info.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/dll/runtime_symbol_info.hpp>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <mutex>
 
 #include "chat_session.hpp"
-#include "memory_cli.hpp"
 #include "lal/messages.hpp"
 #include "lal/services/language_model.hpp"
+#include "memory_cli.hpp"
 
 namespace lal::cli {
 
@@ -26,15 +26,15 @@ void add_chat_options(po::options_description& desc) {
       "dtype", po::value<std::string>(), "auto | float32 | bfloat16 | float16")(
       "chat_template", po::value<std::string>(),
       "chat template: the model's own by default; a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) "
-      "or a Jinja file")(
-      "kernels", po::value<std::string>(), "auto | fused | torch: fused CUDA kernels (auto: on a GPU when built)")(
+      "or a Jinja file")("kernels", po::value<std::string>(),
+                         "auto | fused | torch: fused CUDA kernels (auto: on a GPU when built)")(
       "max_batch", po::value<int>(),
       "sequences the model decodes together (0: 16 on a GPU, 8 on the CPU; 1: one generation at a time)")(
       "prefix_cache_mb", po::value<long long>(), "conversation-prefix KV cache in MiB (-1: automatic, 0: off)")(
-            "output", po::value<std::string>(),
+      "output", po::value<std::string>(),
       "which of the pipeline's `outputs:` runs; configs/chat.yaml: text (stage-labelled thoughts, then the answer) | "
-      "jsonl (one event per line)")(
-      "memory_db", po::value<std::string>(), "SQLite file for long-term and procedural memory")(
+      "jsonl (one event per line)")("memory_db", po::value<std::string>(),
+                                    "SQLite file for long-term and procedural memory")(
       "hide_thoughts", "show only the answer")("seed", po::value<long long>(), "seed for every module that samples")(
       "plugin_path", po::value<std::vector<std::string>>()->composing(), "extra plugin directory (repeatable)")(
       "set", po::value<std::vector<std::string>>()->composing(),

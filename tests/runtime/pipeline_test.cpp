@@ -97,7 +97,9 @@ TEST_CASE("ports: unknown port, wrong section, required input unwired") {
     inputs: {percpt: turn.input, thought: x}
 )");
   CHECK_MESSAGE(has_error(l, 4, {"has no port 'percpt'", "did you mean 'percept'"}), dump(l));
-  CHECK_MESSAGE(has_error(l, 4, {"port 'thought'", "is an output port: it belongs under `outputs:`, not under `inputs:`"}), dump(l));
+  CHECK_MESSAGE(
+      has_error(l, 4, {"port 'thought'", "is an output port: it belongs under `outputs:`, not under `inputs:`"}),
+      dump(l));
   CHECK_MESSAGE(has_error(l, 2, {"required input port 'percept'", "is not wired"}), dump(l));
 }
 
@@ -128,13 +130,13 @@ TEST_CASE("producer/consumer type mismatch names both modules and both types") {
     plugin: transcript
     inputs: {thought: turn.input}
 )");
-  CHECK_MESSAGE(has_error(l, 8, {"type mismatch on topic 'thought.stream'", "module 'intuition' (port 'thought')",
-                                 "produces lal.ThoughtChunk/2", "module 'memory' (port 'percept')",
-                                 "expects lal.Percept/1"}),
+  CHECK_MESSAGE(has_error(l, 8,
+                          {"type mismatch on topic 'thought.stream'", "module 'intuition' (port 'thought')",
+                           "produces lal.ThoughtChunk/2", "module 'memory' (port 'percept')", "expects lal.Percept/1"}),
                 dump(l));
-  CHECK_MESSAGE(has_error(l, 11, {"the pipeline input produces lal.Percept/1", "module 'speaker'",
-                                  "expects lal.ThoughtChunk/2"}),
-                dump(l));
+  CHECK_MESSAGE(
+      has_error(l, 11, {"the pipeline input produces lal.Percept/1", "module 'speaker'", "expects lal.ThoughtChunk/2"}),
+      dump(l));
   // The consumer came first: the mismatch is reported at the producer's wiring, which introduced it.
   auto later = load(R"(modules:
   memory:

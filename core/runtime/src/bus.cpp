@@ -570,8 +570,8 @@ void Bus::request(const Member& requester, const Topic& topic, std::shared_ptr<c
   });
 }
 
-std::function<void()> Bus::post_after(const Member& member, std::chrono::milliseconds delay,
-                                      std::function<void()> fn, bool busy) {
+std::function<void()> Bus::post_after(const Member& member, std::chrono::milliseconds delay, std::function<void()> fn,
+                                      bool busy) {
   struct Pending {
     std::atomic<bool> finished{false};  // ran or cancelled: whoever sets it releases the busy count, once
     std::function<void()> fn;

@@ -451,13 +451,12 @@ void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& 
       for (const auto& p : it->second)
         if (p.port->type != c.port->type) {
           // Reported at whichever of the two wirings comes later in the file: that one introduced the mismatch.
-          const SourceLocation& where =
-              p.wire && std::tie(p.wire->where.line, p.wire->where.column) >
-                            std::tie(c.wire->where.line, c.wire->where.column)
-                  ? p.wire->where
-                  : c.wire->where;
-          v.error(where, "type mismatch on topic '" + topic + "': " + p.name() + " produces " + p.port->type +
-                             " but " + c.name() + " expects " + c.port->type);
+          const SourceLocation& where = p.wire && std::tie(p.wire->where.line, p.wire->where.column) >
+                                                      std::tie(c.wire->where.line, c.wire->where.column)
+                                            ? p.wire->where
+                                            : c.wire->where;
+          v.error(where, "type mismatch on topic '" + topic + "': " + p.name() + " produces " + p.port->type + " but " +
+                             c.name() + " expects " + c.port->type);
           break;
         }
     }
@@ -645,8 +644,9 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
       if (kv.second.IsMap() && !kv.second["plugin"]) {
         output_overrides = kv.second;
       } else {
-        v.error(v.at(kv.first), "module id 'output' is taken by the pipeline's output slot (`outputs:`); rename this "
-                                "module, or move it under `outputs:`");
+        v.error(v.at(kv.first),
+                "module id 'output' is taken by the pipeline's output slot (`outputs:`); rename this "
+                "module, or move it under `outputs:`");
       }
       continue;
     }

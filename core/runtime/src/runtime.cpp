@@ -3,12 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstring>
-#include <optional>
-#include <set>
 #include <condition_variable>
+#include <cstring>
 #include <future>
 #include <iostream>
+#include <optional>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -226,8 +226,8 @@ class ModuleHost final : public Context {
 
   /// Not counted as busy: frees the turn's state after the linger (Runtime::Impl::turn_ended).
   void free_turn_later(TurnId turn, std::chrono::milliseconds linger) {
-    rt_.bus->post_after(*member_, linger, [this, life = lifeline_, turn] { life->run([this, turn] { free_turn(turn); }); },
-                        false);
+    rt_.bus->post_after(
+        *member_, linger, [this, life = lifeline_, turn] { life->run([this, turn] { free_turn(turn); }); }, false);
   }
 
   /// busy_guard()s of this module still held (Runtime::stop waits for them).
@@ -254,8 +254,7 @@ class ModuleHost final : public Context {
       std::lock_guard<std::mutex> lk(turns_mutex_);
       subscribed_.insert(p.name);
     }
-    rt_.bus->subscribe(*member_, topics_.at(p.name), w->capacity.value_or(p.capacity),
-                       w->overflow.value_or(p.overflow),
+    rt_.bus->subscribe(*member_, topics_.at(p.name), w->capacity.value_or(p.capacity), w->overflow.value_or(p.overflow),
                        [this, name = p.name, h = std::move(handler)](const ErasedMessage& m) {
                          h(m);
                          if (m.header.turn) arrived(name, m);
@@ -305,11 +304,10 @@ class ModuleHost final : public Context {
     // until its on_done), so that nothing still holds this plugin's callbacks when its library is unloaded.
     outstanding_->fetch_add(1);
     return std::shared_ptr<void>(nullptr, [hold = rt_.bus->hold(), count = outstanding_](void*) mutable {
-      hold.reset();        // first: once the count is 0, Runtime::stop may destroy the bus
+      hold.reset();  // first: once the count is 0, Runtime::stop may destroy the bus
       count->fetch_sub(1);
     });
   }
-
 
   void post(std::function<void()> fn) override { lifeline_->post(std::move(fn), lifeline_); }
 
@@ -319,11 +317,10 @@ class ModuleHost final : public Context {
 
   Timer post_after(std::chrono::milliseconds delay, std::function<void()> fn) override {
     auto t = std::make_shared<BusTimer>();
-    t->cancel_fn = rt_.bus->post_after(*member_, delay,
-                                       [life = lifeline_, fn = std::move(fn)] { life->run(fn); }, true);
+    t->cancel_fn = rt_.bus->post_after(
+        *member_, delay, [life = lifeline_, fn = std::move(fn)] { life->run(fn); }, true);
     return Timer(t);
   }
-
 
   std::shared_ptr<void> turn_state_erased(TurnId turn, const char* key,
                                           std::function<std::shared_ptr<void>()> make) override {

@@ -216,8 +216,7 @@ struct EmotionOptions {
     o.field("baseline_arousal", &E::baseline_arousal, "resting arousal").range(-1, 1);
     o.field("baseline_dominance", &E::baseline_dominance, "resting dominance").range(-1, 1);
     o.field("appraisal_gain", &E::appraisal_gain, "how far one percept's impulse moves the state").range(0, 2);
-    o.field("exclamation_arousal", &E::exclamation_arousal, "arousal added per exclamation mark (up to 3)")
-        .range(0, 1);
+    o.field("exclamation_arousal", &E::exclamation_arousal, "arousal added per exclamation mark (up to 3)").range(0, 1);
     o.field("neutral_radius", &E::neutral_radius, "deviation from the baseline below which the label is neutral")
         .range(0, 2);
     o.field("report_intensity", &E::report_intensity, "report a thought when the intensity crosses this").range(0, 2);
