@@ -32,6 +32,41 @@ std::string trimmed(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
+struct HippocampusOptions {
+  std::int64_t deadline_ms = 150;
+  int limit = 10;
+  int max_items = 6;
+  double rank_constant = 1.0;
+  double weight_working = 1.0, weight_short_term = 1.0, weight_long_term = 1.0;
+  double base_importance = 0.3, arousal_importance = 0.3, remember_importance = 0.9;
+  std::vector<std::string> remember_markers = {"覚えておいて",   "覚えといて",      "覚えてね",      "覚えてください",
+                                               "忘れないで",     "please remember", "remember that", "don't forget"};
+
+  static void declare(lal::Options<HippocampusOptions>& o) {
+    o.field("deadline_ms", &HippocampusOptions::deadline_ms, "how long to wait for each tier").min(1);
+    o.field("limit", &HippocampusOptions::limit, "memories asked from each tier").min(1);
+    o.field("max_items", &HippocampusOptions::max_items, "memories in the recollection (and recall thoughts)").min(0);
+    o.field("rank_constant", &HippocampusOptions::rank_constant, "k in the rank fusion weight / (k + rank)").min(0);
+    o.field("weight_working", &HippocampusOptions::weight_working, "weight of working memory in the fusion").min(0);
+    o.field("weight_short_term", &HippocampusOptions::weight_short_term, "weight of short-term memory in the fusion")
+        .min(0);
+    o.field("weight_long_term", &HippocampusOptions::weight_long_term, "weight of long-term memory in the fusion")
+        .min(0);
+    o.field("base_importance", &HippocampusOptions::base_importance,
+            "importance of an utterance that discloses nothing (small talk)")
+        .range(0, 1);
+    o.field("arousal_importance", &HippocampusOptions::arousal_importance,
+            "added importance per unit of positive arousal")
+        .range(0, 1);
+    o.field("remember_importance", &HippocampusOptions::remember_importance,
+            "importance when the user asks to be remembered")
+        .range(0, 1);
+    o.field("remember_markers", &HippocampusOptions::remember_markers,
+            "requests to be remembered (matched case-insensitively for ASCII); 「覚えていますか」 asks instead");
+  }
+};
+
+/// One percept's recall: the tiers' answers as they arrive. Shared by the reply callbacks, freed with the last.
 struct Gather {
   lal::MessageHeader cause;
   std::string cue;
@@ -43,20 +78,10 @@ class Hippocampus final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    deadline_ = std::chrono::milliseconds(c.get<std::int64_t>("deadline_ms"));
-    limit_ = static_cast<int>(c.get<std::int64_t>("limit"));
-    max_items_ = static_cast<std::size_t>(std::max<std::int64_t>(0, c.get<std::int64_t>("max_items")));
-    rank_constant_ = c.get<double>("rank_constant");
-    weights_["working"] = c.get<double>("weight_working");
-    weights_["short_term"] = c.get<double>("weight_short_term");
-    weights_["long_term"] = c.get<double>("weight_long_term");
-    base_importance_ = c.get<double>("base_importance");
-    arousal_importance_ = c.get<double>("arousal_importance");
-    remember_importance_ = c.get<double>("remember_importance");
-    remember_markers_ = c.get<std::vector<std::string>>("remember_markers");
-    if (deadline_.count() <= 0) throw lal::ConfigError("deadline_ms must be positive");
-    if (rank_constant_ < 0) throw lal::ConfigError("rank_constant must not be negative");
+    options_ = ctx.options<HippocampusOptions>();
+    weights_ = {{"working", options_.weight_working},
+                {"short_term", options_.weight_short_term},
+                {"long_term", options_.weight_long_term}};
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { recall(m); });
     ctx.on<lal::TurnDone>("done", [this](const lal::Delivery<lal::TurnDone>& m) { encode(m); });
     ctx.on<lal::EmotionState>("emotion",
@@ -65,32 +90,27 @@ class Hippocampus final : public lal::Module {
 
  private:
   void recall(const lal::Delivery<lal::Percept>& m) {
-    const std::uint64_t key = ++next_gather_;
-    Gather& g = pending_[key];
-    g.cause = m.header;
-    g.cue = m->text;
-    g.outstanding = static_cast<int>(std::size(kTiers));
+    auto gather = std::make_shared<Gather>();
+    gather->cause = m.header;
+    gather->cue = m->text;
+    gather->outstanding = static_cast<int>(std::size(kTiers));
+    const std::chrono::milliseconds deadline(options_.deadline_ms);
     lal::RecallRequest req;
     req.cue = m->text;
-    req.limit = limit_;
+    req.limit = options_.limit;
     for (const char* tier : kTiers) {
       ctx_->request<lal::RecallRequest, lal::RecallReply>(
-          tier, req, deadline_,
-          [this, key, tier = std::string(tier)](lal::Reply<lal::RecallReply> reply) {
-            auto it = pending_.find(key);
-            if (it == pending_.end()) return;
+          tier, req, deadline,
+          [this, gather, deadline, tier = std::string(tier)](lal::Reply<lal::RecallReply> reply) {
             if (reply) {
-              it->second.by_tier[tier] = reply->items;
+              gather->by_tier[tier] = reply->items;
             } else if (reply.timed_out) {
               ctx_->log(lal::LogLevel::warn, "tier '" + tier + "' did not answer within " +
-                                                 std::to_string(deadline_.count()) + " ms; recalling without it");
+                                                 std::to_string(deadline.count()) + " ms; recalling without it");
             } else {
               ctx_->log(lal::LogLevel::debug, "tier '" + tier + "': " + reply.error);  // unwired tiers land here
             }
-            if (--it->second.outstanding == 0) {
-              finish(it->second);
-              pending_.erase(it);
-            }
+            if (--gather->outstanding == 0) finish(*gather);
           },
           &m.header);
     }
@@ -111,7 +131,7 @@ class Hippocampus final : public lal::Module {
         const auto& item = it->second[r];
         // What was just said is in working memory already; echoing it back is not remembering.
         if (trimmed(item.text) == trimmed(g.cue)) continue;
-        const double contribution = w / (rank_constant_ + static_cast<double>(r + 1));
+        const double contribution = w / (options_.rank_constant + static_cast<double>(r + 1));
         auto same =
             std::find_if(merged.begin(), merged.end(), [&](const Merged& x) { return x.item.text == item.text; });
         if (same != merged.end()) {
@@ -124,7 +144,8 @@ class Hippocampus final : public lal::Module {
     std::sort(merged.begin(), merged.end(), [](const Merged& a, const Merged& b) {
       return a.fused != b.fused ? a.fused > b.fused : a.order < b.order;
     });
-    if (merged.size() > max_items_) merged.resize(max_items_);
+    if (merged.size() > static_cast<std::size_t>(options_.max_items))
+      merged.resize(static_cast<std::size_t>(options_.max_items));
 
     lal::Recollection rec;
     rec.cue = g.cue;
@@ -154,7 +175,7 @@ class Hippocampus final : public lal::Module {
   }
 
   double importance(const std::string& user, const std::string& user_text) {
-    const auto disclosure = lal::memory::score_importance(user_text, base_importance_);
+    const auto disclosure = lal::memory::score_importance(user_text, options_.base_importance);
     double imp = disclosure.score;
     if (!disclosure.reasons.empty()) {
       std::string why;
@@ -162,12 +183,12 @@ class Hippocampus final : public lal::Module {
       ctx_->log(lal::LogLevel::debug, "importance " + std::to_string(imp) + " (" + why + ")");
     }
     auto e = emotion_.find(user);
-    if (e != emotion_.end()) imp += arousal_importance_ * std::max(0.0, e->second->arousal);
+    if (e != emotion_.end()) imp += options_.arousal_importance * std::max(0.0, e->second->arousal);
     std::string lower = user_text;
     for (char& ch : lower)
       if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-    for (const auto& marker : remember_markers_)
-      if (!marker.empty() && lower.find(marker) != std::string::npos) imp = std::max(imp, remember_importance_);
+    for (const auto& marker : options_.remember_markers)
+      if (!marker.empty() && lower.find(marker) != std::string::npos) imp = std::max(imp, options_.remember_importance);
     return std::clamp(imp, 0.0, 1.0);
   }
 
@@ -185,19 +206,13 @@ class Hippocampus final : public lal::Module {
   }
 
   lal::Context* ctx_ = nullptr;
-  std::chrono::milliseconds deadline_{150};
-  int limit_ = 10;
-  std::size_t max_items_ = 6;
-  double rank_constant_ = 1.0, base_importance_ = 0.3, arousal_importance_ = 0.3, remember_importance_ = 0.9;
+  HippocampusOptions options_;
   std::map<std::string, double> weights_;
-  std::vector<std::string> remember_markers_;
-  std::uint64_t next_gather_ = 0;
-  std::map<std::uint64_t, Gather> pending_;
   std::map<std::string, std::shared_ptr<const lal::EmotionState>> emotion_;  // latest per user
 };
 
 lal::PluginDescriptor describe() {
-  lal::PluginDescriptor d{"hippocampus", lal::ModuleKind::brain_region, "0.1.0",
+  lal::PluginDescriptor d{"hippocampus", lal::ModuleKind::brain_region, "0.2.0",
                           "Hippocampus: recalls from every memory tier per percept, stores each turn as an episode"};
   d.input<lal::Percept>("percept", "the cue for recall")
       .input<lal::TurnDone>("done", "finished turns, stored as episodes (wire with feedback: true)")
@@ -210,21 +225,7 @@ lal::PluginDescriptor describe() {
       .requests<lal::RecallRequest, lal::RecallReply>("short_term", "short-term memory", true)
       .requests<lal::RecallRequest, lal::RecallReply>("long_term", "long-term memory", true)
       .requests<lal::RecallRequest, lal::RecallReply>("procedural", "procedural memory (strategy suggestion)", true)
-      .config_int("deadline_ms", 150, "how long to wait for each tier")
-      .config_int("limit", 10, "memories asked from each tier")
-      .config_int("max_items", 6, "memories in the recollection (and recall thoughts)")
-      .config_number("rank_constant", 1.0, "k in the rank fusion weight / (k + rank)")
-      .config_number("weight_working", 1.0, "weight of working memory in the fusion")
-      .config_number("weight_short_term", 1.0, "weight of short-term memory in the fusion")
-      .config_number("weight_long_term", 1.0, "weight of long-term memory in the fusion")
-      .config_number("base_importance", 0.3, "importance of an utterance that discloses nothing (small talk)")
-      .config_number("arousal_importance", 0.3, "added importance per unit of positive arousal")
-      .config_number("remember_importance", 0.9, "importance when the user asks to be remembered")
-      .config_key(
-          "remember_markers", lal::ConfigType::list,
-          "[\"覚えておいて\", \"覚えといて\", \"覚えてね\", \"覚えてください\", \"忘れないで\", \"please remember\", "
-          "\"remember that\", \"don't forget\"]",
-          "requests to be remembered (matched case-insensitively for ASCII); 「覚えていますか」 asks instead");
+      .options<HippocampusOptions>();
   return d;
 }
 

@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 
+#include "lal/memory/db_settings.hpp"
 #include "lal/memory/recall.hpp"
 #include "lal/memory/store.hpp"
 #include "lal/memory/write_queue.hpp"
@@ -30,33 +31,72 @@ std::int64_t wall_ns_of(const lal::MessageHeader& h) {
   return h.timestamp_ns > 0 && h.timestamp_ns <= mono_now ? wall_now - (mono_now - h.timestamp_ns) : wall_now;
 }
 
+/// The recall library's defaults (lal::memory::RecallSettings): long_term's config defaults are these, not copies.
+const lal::memory::RecallSettings kRecallDefaults{};
+
+struct LongTermOptions {
+  lal::memory::DbSettings db;
+  std::int64_t write_queue = 256;
+  double decay = kRecallDefaults.decay;
+  double importance_weight = kRecallDefaults.importance_weight;
+  double rank_constant = kRecallDefaults.rank_constant;
+  double weight_lexical = kRecallDefaults.w_lexical;
+  double weight_embedding = kRecallDefaults.w_embedding;
+  double weight_activation = kRecallDefaults.w_activation;
+  double weight_temporal = kRecallDefaults.w_temporal;
+  double weight_hop = kRecallDefaults.w_hop;
+  double weight_slot = kRecallDefaults.w_slot;
+  double relevance_floor = kRecallDefaults.relevance_floor;
+  std::int64_t candidates = static_cast<std::int64_t>(kRecallDefaults.candidates);
+  bool multi_hop = kRecallDefaults.multi_hop;
+  bool extract_facts = true;
+
+  static void declare(lal::Options<LongTermOptions>& o) {
+    using O = LongTermOptions;
+    o.nested(&O::db);
+    o.field("write_queue", &O::write_queue, "writes held in memory while the database is busy").min(1);
+    o.field("decay", &O::decay, "ACT-R decay d in B = ln(Σ t^-d)").range(0.001, 0.999);
+    o.field("importance_weight", &O::importance_weight,
+            "weight of importance (0..1) next to B in the activation ranking");
+    o.field("rank_constant", &O::rank_constant, "k in the fusion weight / (k + rank)").min(0);
+    o.field("weight_lexical", &O::weight_lexical, "fusion weight of the BM25 ranking").min(0);
+    o.field("weight_embedding", &O::weight_embedding, "fusion weight of the embedding-cosine ranking").min(0);
+    o.field("weight_activation", &O::weight_activation,
+            "fusion weight of the activation ranking (relevant memories only)")
+        .min(0);
+    o.field("weight_temporal", &O::weight_temporal, "fusion weight of the time-window ranking (「先週」, \"last time\")")
+        .min(0);
+    o.field("weight_hop", &O::weight_hop, "fusion weight of the second, memory-cued recall").min(0);
+    o.field("weight_slot", &O::weight_slot, "fusion weight of the facts of the slot a question asks about").min(0);
+    o.field("relevance_floor", &O::relevance_floor,
+            "share of the best BM25 a memory needs to be ranked by activation")
+        .range(0, 1);
+    o.field("candidates", &O::candidates, "BM25 candidates considered per recall").min(1);
+    o.field("multi_hop", &O::multi_hop, "let the best memories cue a second recall");
+    o.field("extract_facts", &O::extract_facts, "store the user's statements about themselves as semantic memories");
+  }
+};
+
 class LongTermMemory final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    const lal::memory::DbOptions o =
-        lal::memory::db_options_from(c, "long_term memory (module '" + ctx.module_id() + "')");
-    st_.decay = c.get<double>("decay");
-    st_.importance_weight = c.get<double>("importance_weight");
-    st_.rank_constant = c.get<double>("rank_constant");
-    st_.w_lexical = c.get<double>("weight_lexical");
-    st_.w_embedding = c.get<double>("weight_embedding");
-    st_.w_activation = c.get<double>("weight_activation");
-    st_.w_temporal = c.get<double>("weight_temporal");
-    st_.w_hop = c.get<double>("weight_hop");
-    st_.w_slot = c.get<double>("weight_slot");
-    st_.relevance_floor = c.get<double>("relevance_floor");
-    st_.multi_hop = c.get<bool>("multi_hop");
-    const auto candidates = c.get<std::int64_t>("candidates");
-    extract_facts_ = c.get<bool>("extract_facts");
-    if (st_.decay <= 0 || st_.decay >= 1)
-      throw lal::ConfigError("decay must be in (0, 1), got " + std::to_string(st_.decay));
-    if (st_.rank_constant < 0) throw lal::ConfigError("rank_constant must not be negative");
-    if (candidates < 1) throw lal::ConfigError("candidates must be at least 1");
-    st_.candidates = static_cast<std::size_t>(candidates);
-    const auto capacity = c.get<std::int64_t>("write_queue");
-    if (capacity < 1) throw lal::ConfigError("write_queue must be at least 1");
+    const auto options = ctx.options<LongTermOptions>();
+    const lal::memory::DbOptions o = options.db.db_options("long_term memory (module '" + ctx.module_id() + "')");
+    st_.decay = options.decay;
+    st_.importance_weight = options.importance_weight;
+    st_.rank_constant = options.rank_constant;
+    st_.w_lexical = options.weight_lexical;
+    st_.w_embedding = options.weight_embedding;
+    st_.w_activation = options.weight_activation;
+    st_.w_temporal = options.weight_temporal;
+    st_.w_hop = options.weight_hop;
+    st_.w_slot = options.weight_slot;
+    st_.relevance_floor = options.relevance_floor;
+    st_.multi_hop = options.multi_hop;
+    st_.candidates = static_cast<std::size_t>(options.candidates);
+    extract_facts_ = options.extract_facts;
+    const auto capacity = options.write_queue;
 
     // A database that cannot be opened (locked past the timeout, corrupt, unreadable) fails the pipeline load here,
     // with the file named: running on without the memory the user expects would be worse.
@@ -186,7 +226,7 @@ class LongTermMemory final : public lal::Module {
   std::map<std::string, lal::memory::UserIndex> index_;  // per user
   lal::memory::RecallSettings st_;
   std::int64_t data_version_ = 0;
-  bool extract_facts_ = true, warned_read_only_ = false;
+  bool extract_facts_ = false, warned_read_only_ = false;  // extract_facts_: from LongTermOptions
 };
 
 lal::PluginDescriptor describe() {
@@ -198,25 +238,7 @@ lal::PluginDescriptor describe() {
           "recall",
           "memories by rank fusion of lexical, embedding, activation, time and second-hop signals; empty "
           "cue = most active")
-      .config_string("path", "~/.local/share/lal/memory.db", "SQLite file; `~` is the home directory")
-      .config_bool("read_only", false, "open read-only: recall works, nothing is stored")
-      .config_int("busy_timeout_ms", 2000, "how long one write waits for another program's lock before a retry")
-      .config_string("synchronous", "normal", "normal (fsync at checkpoints) or full (fsync every commit)")
-      .config_bool("check_on_open", true, "run PRAGMA quick_check when opening (refuses a damaged file)")
-      .config_int("write_queue", 256, "writes held in memory while the database is busy")
-      .config_number("decay", 0.5, "ACT-R decay d in B = ln(Σ t^-d)")
-      .config_number("importance_weight", 1.0, "weight of importance (0..1) next to B in the activation ranking")
-      .config_number("rank_constant", 2.0, "k in the fusion weight / (k + rank)")
-      .config_number("weight_lexical", 1.0, "fusion weight of the BM25 ranking")
-      .config_number("weight_embedding", 0.3, "fusion weight of the embedding-cosine ranking")
-      .config_number("weight_activation", 0.15, "fusion weight of the activation ranking (relevant memories only)")
-      .config_number("weight_temporal", 1.0, "fusion weight of the time-window ranking (「先週」, \"last time\")")
-      .config_number("weight_hop", 0.4, "fusion weight of the second, memory-cued recall")
-      .config_number("weight_slot", 1.0, "fusion weight of the facts of the slot a question asks about")
-      .config_number("relevance_floor", 0.5, "share of the best BM25 a memory needs to be ranked by activation")
-      .config_int("candidates", 100, "BM25 candidates considered per recall")
-      .config_bool("multi_hop", true, "let the best memories cue a second recall")
-      .config_bool("extract_facts", true, "store the user's statements about themselves as semantic memories");
+      .options<LongTermOptions>();
   return d;
 }
 

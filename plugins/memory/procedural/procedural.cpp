@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 
+#include "lal/memory/db_settings.hpp"
 #include "lal/memory/embedding.hpp"
 #include "lal/memory/sqlite.hpp"
 #include "lal/plugin.hpp"
@@ -82,18 +83,35 @@ struct Suggestion {
   double confidence = 0.0;
 };
 
+struct ProceduralOptions {
+  lal::memory::DbSettings db;
+  double success_confidence = 0.7;
+  std::int64_t direct_after = 2;
+  double similarity = 0.85;
+
+  static void declare(lal::Options<ProceduralOptions>& o) {
+    o.nested(&ProceduralOptions::db);
+    o.field("success_confidence", &ProceduralOptions::success_confidence,
+            "answer confidence at or above which the strategy worked")
+        .range(0, 1);
+    o.field("direct_after", &ProceduralOptions::direct_after,
+            "successful deep answers to a pattern before suggesting direct")
+        .min(1);
+    o.field("similarity", &ProceduralOptions::similarity,
+            "embedding cosine at which a request counts as a known pattern")
+        .range(-1, 1);
+  }
+};
+
 class ProceduralMemory final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    const lal::memory::DbOptions o =
-        lal::memory::db_options_from(c, "procedural memory (module '" + ctx.module_id() + "')");
-    success_confidence_ = c.get<double>("success_confidence");
-    direct_after_ = c.get<std::int64_t>("direct_after");
-    similarity_ = c.get<double>("similarity");
-    if (direct_after_ < 1)
-      throw lal::ConfigError("direct_after must be at least 1, got " + std::to_string(direct_after_));
+    const auto options = ctx.options<ProceduralOptions>();
+    const lal::memory::DbOptions o = options.db.db_options("procedural memory (module '" + ctx.module_id() + "')");
+    success_confidence_ = options.success_confidence;
+    direct_after_ = options.direct_after;
+    similarity_ = options.similarity;
     db_.emplace(o);
     if (db_->read_only())
       ctx.log(o.read_only ? lal::LogLevel::info : lal::LogLevel::error,
@@ -310,8 +328,8 @@ class ProceduralMemory final : public lal::Module {
   lal::Context* ctx_ = nullptr;
   std::optional<Database> db_;
   std::map<std::string, std::vector<Pattern>> by_user_;
-  double success_confidence_ = 0.7, similarity_ = 0.85;
-  std::int64_t direct_after_ = 2;
+  double success_confidence_ = 0, similarity_ = 0;  // from ProceduralOptions
+  std::int64_t direct_after_ = 0;
   bool warned_read_only_ = false;
 };
 
@@ -321,14 +339,7 @@ lal::PluginDescriptor describe() {
   d.input<lal::Episode>("episode", "episodes with the strategy used and its measured confidence")
       .serves<lal::RecallRequest, lal::RecallReply>(
           "recall", "the strategy to use for the cue's pattern (kind procedural, text = strategy, score = confidence)")
-      .config_string("path", "~/.local/share/lal/memory.db", "SQLite file (may be shared with long_term)")
-      .config_bool("read_only", false, "open read-only: suggestions work, nothing is learned")
-      .config_int("busy_timeout_ms", 2000, "how long to wait for another program's lock before failing")
-      .config_string("synchronous", "normal", "normal (fsync at checkpoints) or full (fsync every commit)")
-      .config_bool("check_on_open", true, "run PRAGMA quick_check when opening (refuses a damaged file)")
-      .config_number("success_confidence", 0.7, "answer confidence at or above which the strategy worked")
-      .config_int("direct_after", 2, "successful deep answers to a pattern before suggesting direct")
-      .config_number("similarity", 0.85, "embedding cosine at which a request counts as a known pattern");
+      .options<ProceduralOptions>();
   return d;
 }
 

@@ -28,6 +28,7 @@
 #include <optional>
 #include <random>
 
+#include "lal/memory/db_settings.hpp"
 #include "lal/memory/episode_text.hpp"
 #include "lal/memory/store.hpp"
 #include "lal/memory/write_queue.hpp"
@@ -54,26 +55,60 @@ std::int64_t wall_ns_of(const lal::MessageHeader& h) {
   return h.timestamp_ns > 0 && h.timestamp_ns <= mono_now ? wall_now - (mono_now - h.timestamp_ns) : wall_now;
 }
 
+struct ShortTermOptions {
+  lal::memory::DbSettings db = in_process();
+  double half_life_s = 600;
+  double time_scale = 1;
+  double forget_below = 0.05;
+  std::int64_t capacity = 64;
+  std::int64_t rehearsals_to_consolidate = 3;
+  double importance_to_consolidate = 0.8;
+  double keep_importance = 0.35;
+  bool extract_facts = true;
+  double min_relevance = 0.2;
+
+  /// short_term's `path` is empty by default: the journal is in-process only unless a file is given.
+  static lal::memory::DbSettings in_process() {
+    lal::memory::DbSettings db;
+    db.path.clear();
+    return db;
+  }
+
+  static void declare(lal::Options<ShortTermOptions>& o) {
+    using O = ShortTermOptions;
+    o.nested(&O::db);
+    o.field("half_life_s", &O::half_life_s, "seconds after which a use counts half as much").min(0.001);
+    o.field("time_scale", &O::time_scale, "simulated seconds per real second (tests make time pass quickly)")
+        .min(0.001);
+    o.field("forget_below", &O::forget_below, "strength under which an episode leaves short-term memory").range(0, 1);
+    o.field("capacity", &O::capacity, "episodes kept per user; the weakest leaves first when full").min(1);
+    o.field("rehearsals_to_consolidate", &O::rehearsals_to_consolidate,
+            "recalls after which an episode is consolidated at once")
+        .min(1);
+    o.field("importance_to_consolidate", &O::importance_to_consolidate,
+            "importance at or above which an episode is consolidated at once");
+    o.field("keep_importance", &O::keep_importance,
+            "importance at or above which a leaving episode is consolidated rather than forgotten");
+    o.field("extract_facts", &O::extract_facts, "extract facts when consolidating into the database (as long_term does)");
+    o.field("min_relevance", &O::min_relevance, "share of the cue's keys an episode must match to be recalled")
+        .range(0, 1);
+  }
+};
 class ShortTermMemory final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto& c = ctx.config();
-    half_life_s_ = c.get<double>("half_life_s");
-    time_scale_ = c.get<double>("time_scale");
-    forget_below_ = c.get<double>("forget_below");
-    capacity_ = c.get<std::int64_t>("capacity");
-    rehearsals_ = c.get<std::int64_t>("rehearsals_to_consolidate");
-    importance_threshold_ = c.get<double>("importance_to_consolidate");
-    keep_importance_ = c.get<double>("keep_importance");
-    min_relevance_ = c.get<double>("min_relevance");
-    extract_facts_ = c.get<bool>("extract_facts");
-    if (half_life_s_ <= 0) throw lal::ConfigError("half_life_s must be positive, got " + std::to_string(half_life_s_));
-    if (time_scale_ <= 0) throw lal::ConfigError("time_scale must be positive, got " + std::to_string(time_scale_));
-    if (capacity_ < 1) throw lal::ConfigError("capacity must be at least 1, got " + std::to_string(capacity_));
-    if (rehearsals_ < 1)
-      throw lal::ConfigError("rehearsals_to_consolidate must be at least 1, got " + std::to_string(rehearsals_));
-    if (!c.get<std::string>("path").empty()) open_journal(c);
+    const auto options = ctx.options<ShortTermOptions>();
+    half_life_s_ = options.half_life_s;
+    time_scale_ = options.time_scale;
+    forget_below_ = options.forget_below;
+    capacity_ = options.capacity;
+    rehearsals_ = options.rehearsals_to_consolidate;
+    importance_threshold_ = options.importance_to_consolidate;
+    keep_importance_ = options.keep_importance;
+    min_relevance_ = options.min_relevance;
+    extract_facts_ = options.extract_facts;
+    if (!options.db.path.empty()) open_journal(options.db);
     ctx.on<lal::Episode>("episode", [this](const lal::Delivery<lal::Episode>& m) { encode(m); });
     ctx.serve<lal::RecallRequest, lal::RecallReply>(
         "recall", [this](const lal::Delivery<lal::RecallRequest>& m) { return recall(m); });
@@ -98,8 +133,8 @@ class ShortTermMemory final : public lal::Module {
   }
 
  private:
-  void open_journal(const lal::Config& c) {
-    store_.emplace(lal::memory::db_options_from(c, "short_term memory (module '" + ctx_->module_id() + "')"));
+  void open_journal(const lal::memory::DbSettings& db) {
+    store_.emplace(db.db_options("short_term memory (module '" + ctx_->module_id() + "')"));
     if (store_->read_only()) {
       ctx_->log(lal::LogLevel::warn,
                 "journal database '" + store_->path() + "' is read-only: short-term memory lives in this process only");
@@ -302,10 +337,11 @@ class ShortTermMemory final : public lal::Module {
   }
 
   lal::Context* ctx_ = nullptr;
-  double half_life_s_ = 600, time_scale_ = 1, forget_below_ = 0.05, importance_threshold_ = 0.8,
-         keep_importance_ = 0.35, min_relevance_ = 0.2;
-  std::int64_t capacity_ = 64, rehearsals_ = 3;
-  bool extract_facts_ = true;
+  // From ShortTermOptions (start()).
+  double half_life_s_ = 0, time_scale_ = 0, forget_below_ = 0, importance_threshold_ = 0, keep_importance_ = 0,
+         min_relevance_ = 0;
+  std::int64_t capacity_ = 0, rehearsals_ = 0;
+  bool extract_facts_ = false;
   std::uint64_t next_id_ = 0;
   std::map<std::string, std::vector<StoredEpisode>> by_user_;
   std::optional<lal::memory::MemoryStore> store_;
@@ -323,24 +359,7 @@ lal::PluginDescriptor describe() {
           "recall", "episodes sharing words/bigrams with the cue, by relevance × strength; empty cue = strongest")
       .output<lal::Episode>("consolidate",
                             "without `path`: each episode worth keeping, exactly once, for long-term memory")
-      .config_string("path", "",
-                     "SQLite file of the journal and of long-term memory (long_term's `path`); empty = in-process "
-                     "only, consolidated episodes are published on `consolidate`")
-      .config_bool("read_only", false, "open the journal read-only (nothing is journaled)")
-      .config_int("busy_timeout_ms", 2000, "how long one write waits for another program's lock before a retry")
-      .config_string("synchronous", "normal", "normal (fsync at checkpoints) or full (fsync every commit)")
-      .config_bool("check_on_open", true, "run PRAGMA quick_check when opening (refuses a damaged file)")
-      .config_number("half_life_s", 600.0, "seconds after which a use counts half as much")
-      .config_number("time_scale", 1.0, "simulated seconds per real second (tests make time pass quickly)")
-      .config_number("forget_below", 0.05, "strength under which an episode leaves short-term memory")
-      .config_int("capacity", 64, "episodes kept per user; the weakest leaves first when full")
-      .config_int("rehearsals_to_consolidate", 3, "recalls after which an episode is consolidated at once")
-      .config_number("importance_to_consolidate", 0.8,
-                     "importance at or above which an episode is consolidated at once")
-      .config_number("keep_importance", 0.35,
-                     "importance at or above which a leaving episode is consolidated rather than forgotten")
-      .config_bool("extract_facts", true, "extract facts when consolidating into the database (as long_term does)")
-      .config_number("min_relevance", 0.2, "share of the cue's keys an episode must match to be recalled");
+      .options<ShortTermOptions>();
   return d;
 }
 

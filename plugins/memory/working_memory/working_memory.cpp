@@ -19,15 +19,25 @@ struct Chunk {
   std::vector<std::int64_t> uses_ns;  // encoding time, then each recall
 };
 
+struct WorkingMemoryOptions {
+  std::int64_t capacity = 7;
+  double decay = 0.5;
+
+  static void declare(lal::Options<WorkingMemoryOptions>& o) {
+    o.field("capacity", &WorkingMemoryOptions::capacity,
+            "chunks held per user before the least active is displaced (7±2 is human-like)")
+        .min(1);
+    o.field("decay", &WorkingMemoryOptions::decay, "ACT-R decay d in B = ln(Σ t^-d)").min(0.001);
+  }
+};
+
 class WorkingMemory final : public lal::Module {
  public:
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
-    const auto capacity = ctx.config().get<std::int64_t>("capacity");
-    if (capacity < 1) throw lal::ConfigError("capacity must be at least 1, got " + std::to_string(capacity));
-    capacity_ = static_cast<std::size_t>(capacity);
-    decay_ = ctx.config().get<double>("decay");
-    if (decay_ <= 0.0) throw lal::ConfigError("decay must be positive, got " + std::to_string(decay_));
+    const auto options = ctx.options<WorkingMemoryOptions>();
+    capacity_ = static_cast<std::size_t>(options.capacity);
+    decay_ = options.decay;
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) { encode(m); });
     ctx.serve<lal::RecallRequest, lal::RecallReply>(
         "recall", [this](const lal::Delivery<lal::RecallRequest>& m) { return recall(m); });
@@ -104,8 +114,8 @@ class WorkingMemory final : public lal::Module {
   }
 
   lal::Context* ctx_ = nullptr;
-  std::size_t capacity_ = 7;
-  double decay_ = 0.5;
+  std::size_t capacity_ = 0;  // from WorkingMemoryOptions
+  double decay_ = 0.0;
   std::uint64_t next_id_ = 0;
   std::map<std::string, std::vector<Chunk>> by_user_;
 };
@@ -116,8 +126,7 @@ lal::PluginDescriptor describe() {
   d.input<lal::Percept>("percept", "each perceived line becomes a chunk")
       .serves<lal::RecallRequest, lal::RecallReply>(
           "recall", "chunks sharing words/bigrams with the cue, best first; empty cue = every chunk by activation")
-      .config_int("capacity", 7, "chunks held per user before the least active is displaced (7±2 is human-like)")
-      .config_number("decay", 0.5, "ACT-R decay d in B = ln(Σ t^-d)");
+      .options<WorkingMemoryOptions>();
   return d;
 }
 

@@ -44,6 +44,7 @@ class DbError : public std::runtime_error {
   DbErrorKind kind_;
 };
 
+/// How to open a database (a tier fills it from its config keys: lal/memory/db_settings.hpp).
 struct DbOptions {
   std::string path;               ///< file name; a leading `~` is the home directory
   std::string owner = "memory";   ///< who opens it, for messages ("long_term memory database")
@@ -52,22 +53,6 @@ struct DbOptions {
   bool quick_check = true;        ///< run PRAGMA quick_check at open
   bool synchronous_full = false;  ///< fsync every commit (survives power loss) instead of at checkpoints
 };
-
-/// DbOptions from the config keys every database-backed tier declares: path, read_only, busy_timeout_ms,
-/// synchronous (normal | full) and check_on_open. Throws lal::ConfigError for a bad `synchronous`.
-inline DbOptions db_options_from(const lal::Config& c, std::string owner) {
-  DbOptions o;
-  o.path = c.get<std::string>("path");
-  o.owner = std::move(owner);
-  o.read_only = c.get<bool>("read_only");
-  o.busy_timeout_ms = static_cast<int>(c.get<std::int64_t>("busy_timeout_ms"));
-  o.quick_check = c.get<bool>("check_on_open");
-  const auto sync = c.get<std::string>("synchronous");
-  if (sync != "normal" && sync != "full")
-    throw lal::ConfigError("synchronous must be normal or full, got '" + sync + "'");
-  o.synchronous_full = sync == "full";
-  return o;
-}
 
 /// `~` and `~/...` → $HOME/...; everything else unchanged.
 inline std::string expand_home(const std::string& path) {
