@@ -257,6 +257,7 @@ TurnEvent parse_turn_event(std::string_view line) {
     e.turn_done = true;
     e.cancelled = j.value("cancelled", false);
     e.strategy = j.value("strategy", "");
+    e.finish_reason = j.value("finish_reason", "");
     if (j.contains("first_output_ms") && j["first_output_ms"].is_number())
       e.first_output_ms = j["first_output_ms"].get<double>();
     if (j.contains("answer_done_ms") && j["answer_done_ms"].is_number())

@@ -86,6 +86,7 @@ struct TurnEvent {
   bool turn_done = false;  ///< the closing event (then the fields below are set)
   bool cancelled = false;
   std::string strategy;
+  std::string finish_reason;  ///< of the answer: stop | length | cancelled | error (TurnDone::finish_reason)
   std::optional<double> first_output_ms, answer_done_ms;
   std::uint64_t turn = 0;
 };

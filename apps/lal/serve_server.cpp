@@ -855,7 +855,6 @@ struct Server::Impl {
     json lal_events = json::array();
     bool first_thought = false, first_answer = false, client_gone = false, timed_out = false, shut = false;
     bool cancelled = false;
-    const char* finish_reason = "stop";
     TurnEvent closing;
     bool done = false;
     auto cancel = [&] {
@@ -947,6 +946,9 @@ struct Server::Impl {
     }
     for (const auto& piece : serializer.flush()) thought(piece);
     if (!stopper.stopped()) answer(closing, stopper.flush());
+    // As OpenAI: "length" when the answer ran into its token budget (max_tokens), else "stop" (the model ended
+    // it, or a stop string did).
+    const char* finish_reason = !stopper.stopped() && closing.finish_reason == "length" ? "length" : "stop";
 
     const Usage usage{count_tokens ? count_tokens(r.input) : 0, session->model->generated.load() - tokens_before};
     metrics.prompt_tokens += usage.prompt_tokens;

@@ -174,9 +174,10 @@ TEST_CASE("jsonl events parse, turn_done included") {
   CHECK(*e.confidence == doctest::Approx(0.4));
   CHECK(!e.turn_done);
   const TurnEvent d = parse_turn_event(
-      R"({"t_ms":80,"turn":3,"stage":"conclusion","kind":"state","event":"turn_done","text":"a","cancelled":false,"strategy":"deep","first_output_ms":4.5,"answer_done_ms":null})");
+      R"({"t_ms":80,"turn":3,"stage":"conclusion","kind":"state","event":"turn_done","text":"a","cancelled":false,"strategy":"deep","first_output_ms":4.5,"answer_done_ms":null,"finish_reason":"length"})");
   CHECK(d.turn_done);
   CHECK(d.strategy == "deep");
+  CHECK(d.finish_reason == "length");
   CHECK(*d.first_output_ms == doctest::Approx(4.5));
   CHECK(!d.answer_done_ms);
   CHECK_THROWS(parse_turn_event("not json"));

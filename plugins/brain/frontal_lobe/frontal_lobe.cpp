@@ -184,6 +184,7 @@ class FrontalLobe final : public lal::Module {
     const auto cancel = ctx_->cancellation(turn);
     if (reason == Reason::cancelled) {
       done->first_output_ns = st->first_output_ns;
+      done->finish_reason = "cancelled";
       return finish(st, done, cancel);
     }
     auto answer =
@@ -191,6 +192,7 @@ class FrontalLobe final : public lal::Module {
     lp::stream_into(
         *model_, answer_request(*st, emotion_.get()), answer, cancel,
         [this, st, done, answer, cancel, turn](const lal::GenerationOutcome& o) {
+          done->finish_reason = o ? o.result.finish_reason : "error";
           if (o) {
             answer->close();
           } else {

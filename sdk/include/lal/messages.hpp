@@ -78,6 +78,9 @@ struct TurnDone {
   double confidence = 0.0;  ///< measured confidence of the answer, 0..1
   std::int64_t first_output_ns = 0;  ///< monotonic time of the turn's first visible chunk (0 = unknown)
   std::int64_t answer_done_ns = 0;   ///< monotonic time the answer was complete
+  /// How the answer's generation ended: "stop" (the model ended it), "length" (it reached the answer's
+  /// max_tokens), "cancelled", or "error" (composing failed; the answer is a fixed apology).
+  std::string finish_reason;
 };
 
 /// One remembered item.
