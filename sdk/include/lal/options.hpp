@@ -51,6 +51,8 @@ namespace options_detail {
 
 /// Shortest decimal text that reads back as the same double ("0.35", not "0.350000").
 inline std::string number_text(double v) {
+  if (v > -1e15 && v < 1e15 && v == static_cast<double>(static_cast<long long>(v)))
+    return std::to_string(static_cast<long long>(v)) + ".0";  // 600.0, not 6e+02
   for (int precision = 1; precision <= 17; ++precision) {
     std::ostringstream os;
     os.precision(precision);
