@@ -28,14 +28,19 @@ int run_bench_generate(const std::vector<std::string>& args) {
                                                                   "prompt tokens per sequence")(
       "new_tokens", po::value<int>()->default_value(128), "tokens generated per sequence")(
       "warmup", po::value<int>()->default_value(1), "untimed warm-up runs")(
-      "repeat", po::value<int>()->default_value(1), "timed runs (the best is reported)")(
+      "repeat", po::value<int>()->default_value(1), "timed runs (the best is reported; JSON lists every run)")(
       "bandwidth", po::bool_switch(), "also measure device memory bandwidth and the weight-read floor per step")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
-      "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
+      "dtype", po::value<std::string>()->default_value("auto"),
+      "auto|float32|bfloat16|float16|int8|int4 (auto on the CPU: bfloat16 for a bfloat16 checkpoint on "
+      "an AVX-512 CPU, else float32; int8/int4: weight-only, groups of 32, int8 lm-head)")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
       "kernels", po::value<std::string>()->default_value("auto"),
-      "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops")(
-      "json", po::bool_switch(), "print one JSON object");
+      "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops")("json", po::bool_switch(),
+                                                                                          "print one JSON object")(
+      "profile", po::bool_switch(),
+      "after the timed runs, run once more under LibTorch's profiler and print a per-operator table (self time, "
+      "calls) of that run's prefill + decode to stderr");
   po::variables_map vm;
   if (!parse_command_line("bench generate", "--model_path DIR [--batch N] [--prompt_len N] [--new_tokens N]", args,
                           desc, {}, vm))
@@ -90,14 +95,29 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
   for (int i = 0; i < vm["warmup"].as<int>(); ++i) engine->generate(prompts, go);
   engine->reset_peak_memory();
   lal::lm::GenerateStats best;
+  nlohmann::json runs = nlohmann::json::array();
+  // The first new token comes from the prefill logits; the other new_tokens-1 each cost one decode step.
+  auto step_seconds = [](const lal::lm::GenerateStats& st) {
+    return st.decode_seconds / static_cast<double>(std::max<std::int64_t>(1, st.decode_steps - 1));
+  };
   for (int i = 0; i < std::max(1, vm["repeat"].as<int>()); ++i) {
     lal::lm::GenerateStats st;
     engine->generate(prompts, go, {}, {}, &st);
     if (i == 0 || st.decode_seconds < best.decode_seconds) best = st;
+    runs.push_back({{"prefill_tokens_per_s", st.prompt_tokens / st.prefill_seconds},
+                    {"decode_tokens_per_s", batch / step_seconds(st)},
+                    {"decode_ms_per_step", step_seconds(st) * 1e3}});
+  }
+  if (vm["profile"].as<bool>()) {
+    lal::lm::GenerateStats st;
+    const auto table = lal::lm::profile_operators([&] { engine->generate(prompts, go, {}, {}, &st); });
+    std::cerr << "LibTorch profile of one generate() (batch " << batch << ", prompt " << prompt_len << ", "
+              << new_tokens << " new tokens; prefill " << st.prefill_seconds * 1e3 << " ms, decode "
+              << st.decode_seconds * 1e3 << " ms under the profiler):\n"
+              << table;
   }
   const double prefill_tps = best.prompt_tokens / best.prefill_seconds;
-  // The first new token comes from the prefill logits; the other new_tokens-1 each cost one decode step.
-  const double step_s = best.decode_seconds / static_cast<double>(std::max<std::int64_t>(1, best.decode_steps - 1));
+  const double step_s = step_seconds(best);
   const double decode_tps = batch / step_s;
   nlohmann::json r = {
       {"model", engine->describe()},
@@ -115,6 +135,7 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
       {"decode_tokens_per_s", decode_tps},
       {"decode_tokens_per_s_per_sequence", 1.0 / step_s},
       {"peak_memory_bytes", engine->peak_memory_bytes()},
+      {"runs", runs},
       {"peak_memory_kind", engine->device_name().rfind("cuda", 0) == 0 ? "cuda max allocated" : "process peak RSS"}};
   if (vm["bandwidth"].as<bool>()) {
     if (!bandwidth) bandwidth = engine->measure_memory_bandwidth();

@@ -23,7 +23,7 @@ void add_chat_options(po::options_description& desc) {
       "model_path", po::value<std::string>(),
       "model directory or hub id org/name[@rev] (fetched on first use; default: resources.model.path; "
       "'default' = the bundled demo model)")("device", po::value<std::string>(), "auto | cpu | cuda | cuda:N")(
-      "dtype", po::value<std::string>(), "auto | float32 | bfloat16 | float16")(
+      "dtype", po::value<std::string>(), "auto | float32 | bfloat16 | float16 | int8 | int4")(
       "chat_template", po::value<std::string>(),
       "chat template: the model's own by default; a built-in format (chatml, qwen2.5, qwen3, llama2, llama3, phi4) "
       "or a Jinja file")("kernels", po::value<std::string>(),

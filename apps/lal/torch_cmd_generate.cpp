@@ -85,7 +85,9 @@ int run_generate(const std::vector<std::string>& args) {
       "generate nothing: print the prompt's float32 logits as JSON {\"shape\": [T, vocab], \"logits\": [[...]]} "
       "(one forward over the prompt; for parity checks against transformers)")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
-      "dtype", po::value<std::string>()->default_value("auto"), "auto|float32|bfloat16|float16")(
+      "dtype", po::value<std::string>()->default_value("auto"),
+      "auto|float32|bfloat16|float16|int8|int4 (auto on the CPU: bfloat16 for a bfloat16 checkpoint on "
+      "an AVX-512 CPU, else float32; int8/int4: weight-only, groups of 32, int8 lm-head)")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
       "kernels", po::value<std::string>()->default_value("auto"),
       "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops")(
@@ -115,6 +117,8 @@ int run_generate(const std::vector<std::string>& args) {
   mo.kernels = vm["kernels"].as<std::string>();
   mo.allow_nonfinite = vm["allow_nonfinite"].as<bool>();
   auto engine = lal::lm::Engine::load(mo);
+  if (mo.dtype == "auto" || mo.dtype == "int8" || mo.dtype == "int4")
+    std::cerr << "lal generate: " << engine->describe() << std::endl;  // the dtype chosen, and why
   const auto* tok = engine->tokenizer();
 
   const auto& defaults = engine->config().generation;

@@ -63,8 +63,10 @@ const bool registered = [] {
                               "model directory or hub id org/name[@rev] (fetched on first use); `default` = the "
                               "bundled demo model"),
       ConfigKeySpec::optional("device", ConfigType::string, "\"auto\"", "auto | cpu | cuda | cuda:N"),
-      one_of(ConfigKeySpec::optional("dtype", ConfigType::string, "\"auto\"", "auto | float32 | bfloat16 | float16"),
-             {"auto", "float32", "bfloat16", "float16"}),
+      one_of(ConfigKeySpec::optional("dtype", ConfigType::string, "\"auto\"",
+                                     "auto | float32 | bfloat16 | float16 | int8 | int4 (int8/int4: weight-only, "
+                                     "groups of 32, int8 lm-head; CPU decode kernels)"),
+             {"auto", "float32", "bfloat16", "float16", "int8", "int4"}),
       ConfigKeySpec::optional("chat_template", ConfigType::string, "\"\"",
                               "chat template: empty = the model's own; a built-in format (chatml, qwen2.5, qwen3, "
                               "llama2, llama3, phi4) or a Jinja file"),

@@ -177,7 +177,7 @@ ERRORS = [
     (["--prompt_ids", "1,2", "--chat"], "--chat needs --prompt"),
     (["--prompt", "x", "--device", "tpu"], "device 'tpu'"),
     (["--prompt", "x", "--device", "cuda"], "CUDA is not available"),
-    (["--prompt", "x", "--dtype", "int4"], "dtype 'int4'"),
+    (["--prompt", "x", "--dtype", "fp8"], "dtype 'fp8'"),
     (["--prompt", "x", "--decode_mode", "warp"], "decode mode 'warp'"),
 ]
 for args, message in ERRORS:

@@ -555,8 +555,8 @@ TEST_CASE("load errors name the file and the key or tensor") {
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("but config.json implies"));
 
   m.write_config();
-  o.dtype = "int8";
-  CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("dtype 'int8'"));
+  o.dtype = "int2";
+  CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("dtype 'int2'"));
   o.dtype = "float32";
   o.device = "tpu";
   CHECK_THROWS_WITH(Engine::load(o), doctest::Contains("device 'tpu'"));

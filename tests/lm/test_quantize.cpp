@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cpu_linear.hpp"  // core/lm/engine/src/cpu: the CPU decode kernels' LibTorch entry points
 #include "lal/lm/engine.hpp"
 #include "lal/lm/quantize.hpp"
 #include "lal/lm/safetensors.hpp"
@@ -76,12 +77,19 @@ void remove_copy(const std::string& dir) {
   ::rmdir(dir.c_str());
 }
 
-std::string dequantized_copy(const std::string& name, int bits) {
+/// The tensor `--dtype int8|int4` also quantizes (int8): lm_head / embed_out, or with tied embeddings the embedding.
+bool is_output_matrix(const Checkpoint& ckpt, const TensorInfo& t) {
+  if (t.name == "lm_head.weight" || t.name == "embed_out.weight") return true;
+  const bool tied = !ckpt.find("lm_head.weight") && !ckpt.find("embed_out.weight");
+  return tied && (t.name == "model.embed_tokens.weight" || t.name == "gpt_neox.embed_in.weight");
+}
+
+std::string dequantized_copy(const std::string& name, int bits, std::int64_t group = kGroup, bool output_int8 = false) {
   const auto src = model_dir(name);
   // Plain POSIX/stdio file handling: std::filesystem crashed in the GPU build (LibTorch from the PyTorch wheel),
   // as it did in test_engine.cpp's load-errors case.
-  const std::string dst =
-      "/tmp/lal_lm_deq_" + name + "_" + std::to_string(bits) + "_" + std::to_string(::getpid());
+  const std::string dst = "/tmp/lal_lm_deq_" + name + "_" + std::to_string(bits) + "_" + std::to_string(group) +
+                          (output_int8 ? "_head_" : "_") + std::to_string(::getpid());
   REQUIRE((::mkdir(dst.c_str(), 0755) == 0 || errno == EEXIST));
   copy_plain(src + "/config.json", dst + "/config.json");
   const auto ckpt = Checkpoint::open_dir(src);
@@ -90,7 +98,9 @@ std::string dequantized_copy(const std::string& name, int bits) {
   for (const auto& n : ckpt.names()) {
     const auto& info = ckpt.at(n);
     auto t = as_float32(info);
-    if (is_layer_linear(info)) t = dequantize_weight(quantize_weight(t, bits, kGroup), torch::kFloat32, torch::kCPU);
+    if (is_layer_linear(info)) t = dequantize_weight(quantize_weight(t, bits, group), torch::kFloat32, torch::kCPU);
+    if (output_int8 && is_output_matrix(ckpt, info))
+      t = dequantize_weight(quantize_weight(t, 8, group), torch::kFloat32, torch::kCPU);
     keep.push_back(t.contiguous());
     out.push_back({n, DType::F32, info.shape, keep.back().data_ptr(), static_cast<std::size_t>(t.numel()) * 4});
   }
@@ -254,4 +264,96 @@ TEST_CASE("generation does not draw from LibTorch's global CPU generator") {
       e->generate({{7}}, g);
     }
   CHECK(torch::equal(gen.get_state(), before));
+}
+
+TEST_CASE("CPU kernels: quantized linear equals dequantize-then-matmul, every group size and row count") {
+  torch::manual_seed(3);
+  for (int bits : {8, 4})
+    for (std::int64_t group : {16, 32, 64})
+      for (std::int64_t rows : {1, 3, 8}) {
+        CAPTURE(bits);
+        CAPTURE(group);
+        CAPTURE(rows);
+        auto w = torch::randn({75, 192}) * 0.05;
+        auto b = torch::randn({75});
+        auto x = torch::randn({rows, 192});
+        const auto q = quantize_weight(w, bits, group);
+        auto ref = torch::linear(x, dequantize_weight(q, torch::kFloat32, torch::kCPU), b);
+        auto got = cpu::linear(x, q, b);
+        REQUIRE(got.sizes() == ref.sizes());
+        CHECK((got - ref).abs().max().item<double>() <= 1e-5 * (1 + ref.abs().max().item<double>()));
+        auto no_bias = cpu::linear(x.view({rows, 1, 192}), q, torch::Tensor());
+        CHECK((no_bias.sizes() == torch::IntArrayRef({rows, 1, 75})));
+        CHECK((no_bias.view({rows, 75}) + b - ref).abs().max().item<double>() <=
+              1e-5 * (1 + ref.abs().max().item<double>()));
+      }
+}
+
+TEST_CASE("CPU kernels: dense float32/bfloat16 linear equals torch::linear, long inputs split over the pool") {
+  torch::manual_seed(4);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16})
+    for (std::int64_t rows : {1, 5, 8, 9, 40}) {
+      CAPTURE(rows);
+      CAPTURE(dtype == torch::kFloat32);
+      auto w = torch::randn({131, 96}).to(dtype), b = torch::randn({131}).to(dtype);
+      auto x = torch::randn({rows, 96}).to(dtype);
+      REQUIRE(cpu::applies(x, w));
+      auto ref = torch::linear(x.to(torch::kFloat32), w.to(torch::kFloat32), b.to(torch::kFloat32));
+      auto got = cpu::linear(x, w, b);
+      CHECK((got.scalar_type() == dtype));
+      const double tol = dtype == torch::kFloat32 ? 1e-5 : 2e-2;  // bfloat16: the output is rounded to 8 bits
+      CHECK((got.to(torch::kFloat32) - ref).abs().max().item<double>() <= tol * (1 + ref.abs().max().item<double>()));
+    }
+}
+
+TEST_CASE("--dtype int8/int4: layers and lm-head equal a dense model holding the dequantized weights, greedy too") {
+  GenerateOptions g;
+  g.sampling.greedy = true;
+  g.max_new_tokens = 12;
+  g.stop_at_eos = false;
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 2, 77, 13}, {3, 4}};
+  const std::vector<std::int32_t> prompt = {1, 5, 9, 2, 77, 13, 40, 8, 3, 61, 22};
+  // Tied (qwen2: the int8 embedding serves the lookups too), untied with biases (llama), gpt_neox untied.
+  for (const std::string name : {"qwen2_tied_gqa", "llama_bias_linear_sharded", "neox_parallel"})
+    for (const std::string dtype : {"int8", "int4"}) {
+      CAPTURE(name);
+      CAPTURE(dtype);
+      const auto ref_dir = dequantized_copy(name, dtype == "int8" ? 8 : 4, 32, /*output_int8=*/true);
+      ModelOptions o;
+      o.model_path = model_dir(name);
+      o.device = test_device();
+      o.dtype = dtype;
+      auto quant = Engine::load(o);
+      CHECK(quant->describe().find(dtype + " (group 32)") != std::string::npos);
+      CHECK(quant->describe().find("lm-head int8") != std::string::npos);
+      o.model_path = ref_dir;
+      o.dtype = "float32";
+      auto ref = Engine::load(o);
+      CHECK(quant->parameter_bytes() < ref->parameter_bytes() / 2);  // tiny models: norms and biases stay float32
+      const auto ql = quant->prompt_logits(prompt), rl = ref->prompt_logits(prompt);
+      REQUIRE(ql.size() == rl.size());
+      double err = 0, top = 0;
+      for (std::size_t i = 0; i < ql.size(); ++i)
+        err = std::max(err, static_cast<double>(std::fabs(ql[i] - rl[i]))),
+        top = std::max(top, static_cast<double>(std::fabs(rl[i])));
+      CHECK(err <= 1e-5 * (1 + top));
+      for (const std::string mode : {"dynamic", "static"}) {
+        CAPTURE(mode);
+        o.decode_mode = mode;
+        o.model_path = model_dir(name);
+        o.dtype = dtype;
+        const auto q = Engine::load(o)->generate(prompts, g);  // decode steps: the fused CPU kernels
+        o.model_path = ref_dir;
+        o.dtype = "float32";
+        const auto r = Engine::load(o)->generate(prompts, g);
+        for (std::size_t b = 0; b < prompts.size(); ++b) CHECK(q[b].ids == r[b].ids);
+      }
+      remove_copy(ref_dir);
+    }
+  ModelOptions bad;
+  bad.model_path = model_dir("qwen2_tied_gqa");
+  bad.device = test_device();
+  bad.dtype = "int8";
+  bad.quantize = "int4";
+  CHECK_THROWS_WITH_AS(Engine::load(bad), doctest::Contains("give one of them"), std::invalid_argument);
 }

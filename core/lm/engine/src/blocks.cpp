@@ -3,6 +3,7 @@
 // float32. The LibTorch ops are the reference (and differentiable); the fused CUDA kernels round as they do.
 #include <cmath>
 
+#include "cpu/cpu_linear.hpp"
 #include "decoder.hpp"
 #if LAL_LM_HAVE_KERNELS
 #include "cuda/kernels.hpp"
@@ -43,6 +44,13 @@ torch::Tensor activation(const std::string& act, const torch::Tensor& x) {
 torch::Tensor attention_heads(const ModelConfig& c, const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
                               const torch::Tensor& mask, bool causal) {
   const auto B = q.size(0), T = q.size(2), H = c.num_heads, KV = k.size(1), D = c.head_dim;
+  if (KV != H && T == 1 && q.device().is_cpu() && !torch::GradMode::is_enabled()) {
+    // One query per row: the H/KV query heads of a group attend as H/KV "positions" of one k/v head, so the cache
+    // is read in place instead of being expanded (copied) to H heads every step. Head order as below.
+    auto grouped = detail::attention(q.reshape({B, KV, H / KV, D}), k, v, mask, false,
+                                     1.0 / std::sqrt(static_cast<double>(D)));
+    return grouped.reshape({B, 1, H * D});
+  }
   if (KV != H) {  // grouped-query attention: each kv head serves H/KV query heads
     const auto S = k.size(2);
     k = k.unsqueeze(2).expand({B, KV, H / KV, S, D}).reshape({B, H, S, D});
@@ -168,6 +176,14 @@ Rotation rotation_for(const ModelConfig& c, const torch::Tensor& positions, cons
 }
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  if (!torch::GradMode::is_enabled() && x.device().is_cpu()) {  // CPU inference: src/cpu (decode kernels, threads)
+    if (cpu::applies(x, w)) return cpu::linear(x, w, b);
+    if (w.scalar_type() == torch::kChar || w.scalar_type() == torch::kByte) {
+      const QuantizedTensor* q = cpu::QuantizedWeights::find(w);
+      if (!q) throw std::logic_error("decoder::linear: an integer weight that is no quantized weight of this layer");
+      return cpu::linear(x, *q, b);
+    }
+  }
   return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
 }
 

@@ -4,16 +4,20 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <optional>
 #include <set>
 #include <stdexcept>
 
+#include "cpu/cpu_linear.hpp"
+#include "cpu/matvec.hpp"
 #include "engine_impl.hpp"
 #include "lal/lm/model_path.hpp"
 #include "lal/lm/sampling.hpp"
@@ -33,6 +37,9 @@ namespace lal::lm {
 
 namespace {
 
+/// Group size of `--dtype int8|int4` (the block size of llama.cpp's Q8_0 and Q4_0).
+constexpr std::int64_t kQuantizedDtypeGroup = 32;
+
 torch::Device parse_device(const std::string& s) {
   if (s == "auto") return detail::cuda_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   if (s == "cpu") return torch::kCPU;
@@ -46,9 +53,28 @@ torch::Device parse_device(const std::string& s) {
   throw std::invalid_argument("device '" + s + "': expected auto, cpu, cuda or cuda:N");
 }
 
-torch::ScalarType parse_dtype(const std::string& s, const torch::Device& device, const ModelConfig& config) {
+/// `--dtype auto` on the CPU: the fastest dtype that uses the checkpoint's weights exactly as stored (the documented
+/// tolerance: only activations round, never weights; README "CPU"). bfloat16 for a bfloat16 checkpoint where the
+/// CPU has AVX-512 (oneDNN's bfloat16 products and the decode kernels: about twice float32's speed, half the
+/// memory), else float32. int8/int4 change the weights: only on request.
+torch::ScalarType auto_cpu_dtype(const ModelConfig& config, std::string& why) {
+  const bool bf16_checkpoint = config.torch_dtype == "bfloat16";
+  const bool avx512 = cpu::detected_isa() == cpu::Isa::Avx512;
+  if (bf16_checkpoint && avx512) {
+    why = "auto on the CPU: bfloat16 (the checkpoint's dtype; AVX-512 present)";
+    return torch::kBFloat16;
+  }
+  why = bf16_checkpoint ? "auto on the CPU: float32 (bfloat16 checkpoint, but no AVX-512 for fast bfloat16)"
+                        : "auto on the CPU: float32 (the checkpoint is " +
+                              (config.torch_dtype.empty() ? std::string("of unstated dtype") : config.torch_dtype) +
+                              "; bfloat16 would round its weights)";
+  return torch::kFloat32;
+}
+
+torch::ScalarType parse_dtype(const std::string& s, const torch::Device& device, const ModelConfig& config,
+                              std::string& why) {
   if (s == "auto") {
-    if (!device.is_cuda()) return torch::kFloat32;
+    if (!device.is_cuda()) return auto_cpu_dtype(config, why);
     return config.torch_dtype == "float16" ? torch::kFloat16 : torch::kBFloat16;
   }
   if (s == "float32" || s == "fp32") return torch::kFloat32;
@@ -58,7 +84,7 @@ torch::ScalarType parse_dtype(const std::string& s, const torch::Device& device,
       throw std::invalid_argument("dtype float16 is not supported on the CPU; use bfloat16 or float32");
     return torch::kFloat16;
   }
-  throw std::invalid_argument("dtype '" + s + "': expected auto, float32, bfloat16 or float16");
+  throw std::invalid_argument("dtype '" + s + "': expected auto, float32, bfloat16, float16, int8 or int4");
 }
 
 std::string scalar_name(torch::ScalarType t) {
@@ -203,7 +229,24 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   for (const auto& key : config.unknown_keys)
     spdlog::info("{} (not read by lal; not in its list of keys known to be irrelevant)", key);
   const auto device = parse_device(options.device);
-  const auto dtype = parse_dtype(options.dtype, device, config);
+  // --dtype int8|int4: weight-only quantization of every linear weight, lm-head included (int8), in groups of 32
+  // (llama.cpp's Q8_0/Q4_0 block: the same weights can be written to GGUF), computed in float32 on the CPU.
+  std::string quantize = options.quantize;
+  std::int64_t quantize_group = options.quantize_group;
+  const bool quantized_dtype = options.dtype == "int8" || options.dtype == "int4";
+  if (quantized_dtype) {
+    if (quantize != "none" && quantize != options.dtype)
+      throw std::invalid_argument("dtype '" + options.dtype + "' and quantize '" + quantize + "': give one of them");
+    quantize = options.dtype;
+    quantize_group = kQuantizedDtypeGroup;
+  }
+  std::string dtype_why;
+  const auto dtype = parse_dtype(quantized_dtype ? "auto" : options.dtype, device, config, dtype_why);
+  if (quantized_dtype)
+    dtype_why = options.dtype + ": weights in groups of " + std::to_string(kQuantizedDtypeGroup) + ", lm-head int8, " +
+                scalar_name(dtype) + " activations";
+  impl->dtype_choice = dtype_why;
+  if (device.is_cpu()) spdlog::debug("CPU: {}", cpu::threads_report());
   if (impl->decode_mode == "graph" && !detail::DecodeGraph::supported(device))
     throw std::invalid_argument("decode mode 'graph' needs a CUDA device");
   const bool offload = options.cpu_offload && !device.is_cpu();
@@ -213,8 +256,8 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   if (options.kernels != "auto" && options.kernels != "fused" && options.kernels != "torch")
     throw std::invalid_argument("kernels '" + options.kernels + "': expected auto, fused or torch");
   impl->model = Transformer::load(impl->dir, device, dtype,
-                                  WeightOptions{options.quantize, options.quantize_group, options.cpu_offload,
-                                                options.allow_nonfinite});
+                                  WeightOptions{quantize, quantize_group, options.cpu_offload,
+                                                options.allow_nonfinite, quantized_dtype});
   if (options.kernels == "fused" || (options.kernels == "auto" && Transformer::kernels_built() && device.is_cuda()))
     impl->model->set_fused_kernels(true);
   impl->usable_vocab = config.vocab_size;
@@ -241,6 +284,61 @@ const std::string& Engine::model_dir() const { return impl_->dir; }
 std::string Engine::device_name() const { return impl_->model->device().str(); }
 std::string Engine::dtype_name() const { return scalar_name(impl_->model->dtype()); }
 bool Engine::fused_kernels() const { return impl_->model->fused_kernels(); }
+
+std::string profile_operators(const std::function<void()>& work, int top) {
+  namespace prof = torch::autograd::profiler;
+  struct Totals {
+    std::int64_t calls = 0;
+    double self_us = 0, total_us = 0;
+  };
+  std::map<std::string, Totals> by_name;
+  double wall_us = 0;
+  {
+    auto collect = [&](const prof::thread_event_lists& lists) {
+      for (const auto& events : lists) {
+        struct Open {
+          const prof::LegacyEvent* start;
+          double children_us;
+        };
+        std::vector<Open> stack;
+        for (const auto& e : events) {
+          if (e.kind() == prof::EventKind::PushRange) {
+            stack.push_back({&e, 0});
+          } else if (e.kind() == prof::EventKind::PopRange && !stack.empty()) {
+            const Open open = stack.back();
+            stack.pop_back();
+            const double us = open.start->cpuElapsedUs(e);
+            auto& t = by_name[open.start->name()];
+            ++t.calls;
+            t.total_us += us;
+            t.self_us += us - open.children_us;
+            if (!stack.empty()) stack.back().children_us += us;
+          }
+        }
+      }
+    };
+    prof::TLSLegacyProfilerGuard guard(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU),
+                                       collect);
+    const auto t0 = std::chrono::steady_clock::now();
+    work();
+    wall_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  }
+  std::vector<std::pair<std::string, Totals>> rows(by_name.begin(), by_name.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.self_us > b.second.self_us; });
+  std::string out = "| operator | calls | self ms | inclusive ms | self % of wall |\n| --- | --- | --- | --- | --- |\n";
+  char line[256];
+  double listed = 0;
+  for (int i = 0; i < top && i < static_cast<int>(rows.size()); ++i) {
+    const auto& [name, t] = rows[static_cast<std::size_t>(i)];
+    listed += t.self_us;
+    std::snprintf(line, sizeof line, "| %s | %lld | %.2f | %.2f | %.1f |\n", name.c_str(),
+                  static_cast<long long>(t.calls), t.self_us / 1e3, t.total_us / 1e3, 100.0 * t.self_us / wall_us);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "| (wall time of the profiled work; listed self time %.1f %%) | | %.2f | | |\n",
+                100.0 * listed / wall_us, wall_us / 1e3);
+  return out + line;
+}
 
 std::string runtime_report() {
   std::string out = "LibTorch " TORCH_VERSION;
@@ -276,7 +374,9 @@ std::string Engine::describe() const {
   if (w.cpu_offload)
     storage += impl_->model->offloaded() ? ", layers streamed from pinned host memory"
                                          : ", cpu_offload ignored (weights are in host memory already)";
+  if (w.quantize_lm_head) storage += ", lm-head int8";
   if (fused_kernels()) storage += ", fused CUDA kernels";
+  if (!impl_->dtype_choice.empty()) storage += " (" + impl_->dtype_choice + ")";
   return std::string(family_name(c.family)) + " (" + std::to_string(c.num_layers) + " layers, hidden " +
          std::to_string(c.hidden_size) + ") from " + impl_->dir + ", " + device_name() + "/" + dtype_name() + storage;
 }

@@ -20,6 +20,7 @@ struct DecodeLoop;
 struct Engine::Impl {
   std::string dir;
   std::string decode_mode;
+  std::string dtype_choice;                 // why this dtype, when --dtype was auto or int8/int4 (describe())
   std::unique_ptr<DecodeLoop> static_loop;  // reused by static/graph decoding
   std::shared_ptr<Transformer> model;
   std::int64_t usable_vocab = 0;

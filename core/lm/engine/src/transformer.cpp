@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cpu/cpu_linear.hpp"
 #include "decoder.hpp"
 #include "lal/lm/safetensors.hpp"
 
@@ -382,6 +383,13 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
     m->lm_head_ = param(family.lm_head, w.get(family.lm_head, {V, E}, rows));
   }
   w.verify();
+  if (weights.quantize_lm_head) {
+    m->lm_head_q_ = quantize_weight(m->lm_head_, 8, weights.quantize_group);
+    w.bytes += m->lm_head_q_->bytes() - m->lm_head_.numel() * static_cast<std::int64_t>(m->lm_head_.element_size());
+    // Tied: token lookups read rows of the int8 matrix too (what llama.cpp does with a quantized token_embd).
+    if (c.tie_word_embeddings) m->embed_ = torch::Tensor();
+    m->lm_head_ = torch::Tensor();
+  }
   c.num_layers = static_cast<std::int64_t>(layers.size());
   if (rows.defined()) c.vocab_size = rows.numel();
   m->parameter_bytes_ = w.bytes;
@@ -464,6 +472,12 @@ const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch
   const Layer& stored = layers_[i];
   if (!offload_ && stored.quantized.empty() && stored.parts.empty() && compute == dtype_) return stored;
   scratch = stored;  // shallow: tensors are shared, the previous layer's device copies are released
+  if (!offload_ && device_.is_cpu() && stored.parts.empty() && compute == dtype_ && !torch::GradMode::is_enabled()) {
+    // CPU inference: each quantized weight stays packed; its int8/uint8 data tensor stands in the layer as a handle
+    // that decoder::linear() hands to the CPU kernels (cpu::QuantizedWeights, set around the layer by run()).
+    for (const auto& [field, q] : stored.quantized) scratch.*field = q.data;
+    return scratch;
+  }
   if (offload_)
     for (auto field : matrix_fields_)
       if ((scratch.*field).defined()) scratch.*field = (scratch.*field).to(device_, /*non_blocking=*/true);
@@ -496,6 +510,7 @@ torch::Tensor Transformer::run(torch::Tensor h, const torch::Tensor& positions, 
   Layer scratch;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     if (!run_layer) {
+      cpu::QuantizedWeights packed(layers_[i].quantized);
       family.layer(p, i, layer_for_use(i, scratch, compute), stream);
       continue;
     }
@@ -511,6 +526,25 @@ torch::Tensor Transformer::run(torch::Tensor h, const torch::Tensor& positions, 
   return family.final_norm(p, stream);
 }
 
+torch::Tensor Transformer::embed(const torch::Tensor& ids) const {
+  if (embed_.defined()) return torch::embedding(embed_, ids);
+  const QuantizedTensor& q = *lm_head_q_;
+  auto flat = ids.reshape({-1});
+  QuantizedTensor rows = q;
+  rows.data = q.data.index_select(0, flat);
+  rows.scales = q.scales.index_select(0, flat);
+  rows.shape = {flat.size(0), q.shape[1]};
+  auto sizes = ids.sizes().vec();
+  sizes.push_back(q.shape[1]);
+  return dequantize_weight(rows, dtype_, device_).view(sizes);
+}
+
+torch::Tensor Transformer::head(const torch::Tensor& h) const {
+  if (!lm_head_q_) return decoder::linear(h, lm_head_, torch::Tensor()).to(torch::kFloat32);
+  if (device_.is_cpu()) return cpu::linear(h, *lm_head_q_, torch::Tensor()).to(torch::kFloat32);
+  return decoder::linear(h, dequantize_weight(*lm_head_q_, dtype_, device_), torch::Tensor()).to(torch::kFloat32);
+}
+
 torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::Tensor& positions,
                                          const torch::Tensor& slot, const torch::Tensor& key_mask,
                                          KVCache& cache) const {
@@ -521,8 +555,8 @@ torch::Tensor Transformer::decode_static(const torch::Tensor& ids, const torch::
                              ", which this engine does not implement");
   const auto B = ids.size(0);
   auto mask = key_mask.view({B, 1, 1, cache.capacity});
-  auto h = run(torch::embedding(embed_, ids), positions, mask, false, &cache, slot, dtype_, fused_);
-  return torch::linear(h, lm_head_).to(torch::kFloat32);
+  auto h = run(embed(ids), positions, mask, false, &cache, slot, dtype_, fused_);
+  return head(h);
 }
 
 torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor& positions,
@@ -554,10 +588,10 @@ torch::Tensor Transformer::forward(const torch::Tensor& ids, const torch::Tensor
     causal = T > 1;
   }
 
-  auto h = run(torch::embedding(embed_, ids.to(device_)), positions, mask, causal, cache, {}, dtype_, fused_);
+  auto h = run(embed(ids.to(device_)), positions, mask, causal, cache, {}, dtype_, fused_);
   if (cache) cache->length = S;
   if (last_only) h = h.narrow(1, T - 1, 1);
-  return torch::linear(h, lm_head_).to(torch::kFloat32);
+  return head(h);
 }
 
 torch::Tensor Transformer::logits(const torch::Tensor& ids, torch::ScalarType compute_dtype) const {

@@ -29,8 +29,12 @@ class Tokenizer;
 struct ModelOptions {
   std::string model_path;       ///< directory or hub id ("org/name[@rev]", downloaded on first use)
   std::string device = "auto";  ///< auto (CUDA if available) | cpu | cuda | cuda:N
-  std::string dtype =
-      "auto";  ///< auto (float32 on CPU, bfloat16 or config's float16 on CUDA) | float32 | bfloat16 | float16
+  /// auto | float32 | bfloat16 | float16 (CUDA) | int8 | int4. auto: on CUDA bfloat16 (config's float16 where it
+  /// says so); on the CPU bfloat16 for a bfloat16 checkpoint on an AVX-512 CPU, else float32 (weights used exactly
+  /// as stored). int8/int4: weight-only quantization of every decoder linear weight in groups of 32 plus an int8
+  /// lm-head, float32 activations on the CPU (bfloat16 on CUDA); CPU decode reads them with fused
+  /// dequantise-and-dot kernels. describe() says which and why.
+  std::string dtype = "auto";
   bool load_tokenizer = true;  ///< load tokenizer.json when present
   /// How decode steps run: "auto" (CUDA graphs on a GPU, "dynamic" elsewhere), "dynamic" (cache grows, attention
   /// over the filled part), "static" (fixed-shape step over the whole cache: what a CUDA graph captures), "graph"
@@ -119,6 +123,11 @@ struct GenerateStats {
   std::int64_t batch = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0;
   double prefill_seconds = 0, decode_seconds = 0;
 };
+
+/// Run `work` with LibTorch's (legacy, CPU) profiler on, and return a per-operator table over the calling thread:
+/// calls, self time (time in the operator minus the operators it called), inclusive time, share of the profiled
+/// wall time; the `top` operators by self time. For `lal bench generate --profile`.
+std::string profile_operators(const std::function<void()>& work, int top = 25);
 
 /// What this build runs on, for `lal --version`: LibTorch version, CUDA runtime/driver, whether the fused kernels
 /// are built, and the CUDA devices found ("no CUDA device" otherwise). Never throws.

@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,11 @@ struct WeightOptions {
   /// Load weights holding NaN, ±inf (also after conversion to the model dtype, e.g. 1e5 in float16) or a magnitude
   /// over 1.8e19 (whose square overflows float32). Refused by default: such a model only produces garbage.
   bool allow_nonfinite = false;
+  /// Also keep the output projection (lm_head; with tied embeddings the embedding matrix, for both its uses: rows
+  /// are dequantized for the token lookup) as int8 with `quantize_group`, as llama.cpp keeps its output layer at 8
+  /// bits in Q4_0/Q8_0 files. What `--dtype int8|int4` turns on: at batch 1 the lm-head of a small model is a
+  /// quarter of all weights.
+  bool quantize_lm_head = false;
 };
 
 /// Bytes the weights of `config` take on the device and in host memory when loaded as `element_bytes`-byte
@@ -210,7 +216,14 @@ class Transformer {
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   torch::Tensor inv_freq_;       // [rotary_dim/2] float32, rope scaling applied
   torch::Tensor inv_freq_long_;  // longrope: the long_factor table
-  torch::Tensor embed_, final_norm_w_, final_norm_b_, lm_head_;
+  /// Token embeddings of `ids`: rows of embed_, or dequantized rows of the int8 lm-head when they are tied.
+  torch::Tensor embed(const torch::Tensor& ids) const;
+  /// Float32 logits of the final hidden states through lm_head_ or its int8 form.
+  torch::Tensor head(const torch::Tensor& h) const;
+
+  torch::Tensor embed_, final_norm_w_, final_norm_b_,
+      lm_head_;                               // embed_/lm_head_ undefined where lm_head_q_ replaces them
+  std::optional<QuantizedTensor> lm_head_q_;  // WeightOptions::quantize_lm_head
   std::vector<Layer> layers_;
 };
 

@@ -1,0 +1,167 @@
+// CPU linear layers over the matvec kernels, split over LibTorch's intra-op pool; thread setup (cpu_linear.hpp).
+#include "cpu_linear.hpp"
+
+#include <dlfcn.h>
+
+#include <stdexcept>
+
+#include "matvec.hpp"
+
+namespace lal::lm::cpu {
+
+namespace {
+
+/// OpenBLAS' thread-count functions, looked up at run time: LibTorch's BLAS on Debian is whatever the libblas.so.3
+/// alternative is (OpenBLAS with its own pthreads pool, or the reference BLAS, which has neither function).
+struct BlasThreads {
+  using Set = void (*)(int);
+  using Get = int (*)();
+  Set set = reinterpret_cast<Set>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  Get get = reinterpret_cast<Get>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  static const BlasThreads& instance() {
+    static const BlasThreads b;
+    return b;
+  }
+};
+
+/// OpenBLAS single-threaded while the intra-op pool runs several BLAS calls at once; restored afterwards, so that
+/// other users of LibTorch in the process (the trainer) keep OpenBLAS' own parallelism.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() {
+    const auto& b = BlasThreads::instance();
+    if (b.set && b.get && (before_ = b.get()) != 1) b.set(1);
+  }
+  ~SingleThreadedBlas() {
+    if (before_ > 1) BlasThreads::instance().set(before_);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int before_ = 0;
+};
+
+/// y [M, out] = x2d [M, in] · w^T (+ bias) with the kernels, weight rows split over the intra-op pool.
+void run_rows(const WeightView& view, const torch::Tensor& x2d, const torch::Tensor& bias, torch::Tensor& y) {
+  RECORD_FUNCTION("lal::cpu_matvec", std::vector<c10::IValue>());  // one operator in profiles
+  const auto M = x2d.size(0);
+  const float* xp = x2d.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  const Isa isa = active_isa();
+  // Whole blocks of 4 rows per thread (the kernels' row block); a grain well below rows/threads would only add
+  // scheduling: at::parallel_for gives each thread one contiguous range.
+  const auto threads = static_cast<std::int64_t>(at::get_num_threads());
+  const std::int64_t grain = std::max<std::int64_t>(64, (view.rows / threads + 3) / 4 * 4);
+  at::parallel_for(0, view.rows, grain, [&](std::int64_t begin, std::int64_t end) {
+    matmul_rows(view, xp, M, bp, yp, view.rows, begin, end, isa);
+  });
+}
+
+/// x as float32 [M, in] contiguous, and the output shape [..., out].
+torch::Tensor rows_of(const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}).to(torch::kFloat32).contiguous(); }
+std::vector<std::int64_t> out_shape(const torch::Tensor& x, std::int64_t out) {
+  auto s = x.sizes().vec();
+  s.back() = out;
+  return s;
+}
+torch::Tensor float_bias(const torch::Tensor& b) {
+  return b.defined() ? b.to(torch::kFloat32).contiguous() : torch::Tensor();
+}
+
+}  // namespace
+
+bool applies(const torch::Tensor& x, const torch::Tensor& w) {
+  return x.device().is_cpu() && w.device().is_cpu() && w.dim() == 2 && w.is_contiguous() &&
+         w.scalar_type() == x.scalar_type() &&
+         (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16) && x.size(-1) == w.size(1);
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
+  const auto out = w.size(0), in = w.size(1);
+  const auto M = x.numel() / in;
+  if (M > kMaxKernelRows) {
+    if (w.scalar_type() != torch::kFloat32 || at::get_num_threads() < 2 || at::in_parallel_region())
+      return bias.defined() ? torch::linear(x, w, bias) : torch::linear(x, w);
+    // float32 prefill: the intra-op pool splits the product by weight rows, one single-threaded BLAS call each
+    // (one pool of threads instead of LibTorch's and OpenBLAS' competing for the cores).
+    SingleThreadedBlas one_blas_thread;
+    auto x2d = x.reshape({M, in}).contiguous();
+    auto y = torch::empty({M, out}, x.options());
+    const auto threads = static_cast<std::int64_t>(at::get_num_threads());
+    at::parallel_for(0, out, (out + threads - 1) / threads, [&](std::int64_t begin, std::int64_t end) {
+      c10::InferenceMode inference;  // worker threads do not inherit the caller's mode
+      auto part = w.narrow(0, begin, end - begin);
+      auto r = bias.defined() ? torch::linear(x2d, part, bias.narrow(0, begin, end - begin)) : torch::linear(x2d, part);
+      y.narrow(1, begin, end - begin).copy_(r);
+    });
+    return y.view(out_shape(x, out));
+  }
+  WeightView view;
+  view.format = w.scalar_type() == torch::kFloat32 ? WeightFormat::F32 : WeightFormat::BF16;
+  view.rows = out, view.cols = in, view.data = w.data_ptr();
+  auto x2d = rows_of(x);
+  auto y = torch::empty({M, out}, x2d.options());
+  run_rows(view, x2d, float_bias(bias), y);
+  return y.view(out_shape(x, out)).to(x.scalar_type());
+}
+
+torch::Tensor linear(const torch::Tensor& x, const QuantizedTensor& w, const torch::Tensor& bias) {
+  const auto out = w.shape.at(0), in = w.shape.at(1);
+  if (x.size(-1) != in) throw std::invalid_argument("cpu::linear: input width does not match the weight");
+  if (!w.data.device().is_cpu() || !w.data.is_contiguous() || !w.scales.is_contiguous())
+    throw std::invalid_argument("cpu::linear: the quantised weight must be contiguous CPU tensors");
+  WeightView view;
+  view.format = w.bits == 8 ? WeightFormat::Int8 : WeightFormat::Int4;
+  view.rows = out, view.cols = in, view.group = w.group;
+  view.data = w.data.data_ptr();
+  view.scales = reinterpret_cast<const std::uint16_t*>(w.scales.data_ptr<at::Half>());
+  auto x2d = rows_of(x);
+  const auto M = x2d.size(0);
+  auto y = torch::empty({M, out}, x2d.options());
+  auto b = float_bias(bias);
+  if (M <= kMaxKernelRows) {
+    run_rows(view, x2d, b, y);
+    return y.view(out_shape(x, out)).to(x.scalar_type());
+  }
+  // Many rows (prefill): compute-bound, so BLAS multiplies dequantized tiles of kTile weight rows, each tile made
+  // by the thread that uses it (it stays in cache; the layer never exists densely). Tiles split over the pool.
+  constexpr std::int64_t kTile = 128;
+  SingleThreadedBlas one_blas_thread;
+  const std::int64_t tiles = (out + kTile - 1) / kTile;
+  at::parallel_for(0, tiles, 1, [&](std::int64_t t0, std::int64_t t1) {
+    c10::InferenceMode inference;  // worker threads do not inherit the caller's mode
+    auto tile = torch::empty({kTile, in}, x2d.options());
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const std::int64_t r0 = t * kTile, n = std::min(kTile, out - r0);
+      dequantize_rows(view, r0, r0 + n, tile.data_ptr<float>());
+      auto part = tile.narrow(0, 0, n);
+      y.narrow(1, r0, n).copy_(b.defined() ? torch::addmm(b.narrow(0, r0, n), x2d, part.t())
+                                           : torch::mm(x2d, part.t()));
+    }
+  });
+  return y.view(out_shape(x, out)).to(x.scalar_type());
+}
+
+const std::vector<const QuantizedTensor*>*& QuantizedWeights::current() {
+  thread_local const std::vector<const QuantizedTensor*>* list = nullptr;
+  return list;
+}
+
+const QuantizedTensor* QuantizedWeights::find(const torch::Tensor& handle) {
+  if (const auto* list = current())
+    for (const QuantizedTensor* q : *list)
+      if (q->data.is_same(handle)) return q;
+  return nullptr;
+}
+
+std::string threads_report() {
+  const auto& b = BlasThreads::instance();
+  return std::to_string(at::get_num_threads()) + " intra-op threads, " +
+         (b.get ? "OpenBLAS " + std::to_string(b.get()) + " threads (1 inside the engine's products)"
+                : std::string("a BLAS without threads")) +
+         ", kernels " + isa_name(active_isa());
+}
+
+}  // namespace lal::lm::cpu

@@ -1,0 +1,64 @@
+// lal::lm::cpu — linear layers on the CPU for decode-sized inputs, and the process's CPU thread setup.
+// Internal to lal_lm (includes LibTorch through quantize.hpp); the kernels themselves are torch-free (matvec.hpp).
+//
+// WHY: a decode step multiplies each weight by one activation row per sequence. LibTorch 1.13 on the CPU sends
+// float32 to the system BLAS (OpenBLAS: its own thread pool beside LibTorch's OpenMP pool) and bfloat16 to oneDNN;
+// int8/int4 it cannot multiply at all (the engine used to dequantise a whole layer per step). Here every format is
+// read once, in place, by one kernel, split over LibTorch's own intra-op threads: one pool, sized to the cores.
+//
+// THREADING: linear() may be called from any thread; it parallelises with at::parallel_for over LibTorch's intra-op
+// pool (serial when already inside a parallel region). Where it runs several BLAS calls at once (float32 prefill),
+// OpenBLAS is single-threaded for that call and restored after it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lal/lm/quantize.hpp"
+
+namespace lal::lm::cpu {
+
+/// Activation rows up to which linear() uses the kernels: decode steps of up to this many sequences. Longer inputs
+/// (prefill) are compute-bound matrix products, left to LibTorch (BLAS / oneDNN), which block them for the caches.
+constexpr std::int64_t kMaxKernelRows = 8;
+
+/// Whether linear(x, w, b) below takes this product: x and w on the CPU, w a contiguous 2-D float32 or bfloat16
+/// tensor of x's dtype.
+bool applies(const torch::Tensor& x, const torch::Tensor& w);
+/// x [..., in] times w [out, in] transposed, plus bias [out] (optional), in x's dtype. Up to kMaxKernelRows rows:
+/// the kernels (float32 accumulation); more: LibTorch's product (float32: split over the intra-op pool by weight
+/// rows, each part one single-threaded BLAS call; bfloat16: oneDNN, which uses that pool itself).
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias);
+/// The same with a group-wise int8/int4 weight (quantize.hpp) on the CPU. Up to kMaxKernelRows rows: dequantised
+/// inside the kernels' dot products. More: BLAS products with dequantized tiles of 128 weight rows, made and used by
+/// one thread of the pool each (the weight is never dense as a whole).
+torch::Tensor linear(const torch::Tensor& x, const QuantizedTensor& w, const torch::Tensor& bias);
+
+/// The quantized weights of the layer running on this thread, for linear() calls that meet their handles (the
+/// int8/uint8 data tensor standing in a layer's weight field, Transformer::layer_for_use on the CPU). Set around one
+/// layer's forward; nests (restores the previous list).
+class QuantizedWeights {
+ public:
+  template <class FieldAndWeight>
+  explicit QuantizedWeights(const std::vector<FieldAndWeight>& weights) : previous_(current()) {
+    for (const auto& fw : weights) list_.push_back(&fw.second);
+    current() = &list_;
+  }
+  ~QuantizedWeights() { current() = previous_; }
+  QuantizedWeights(const QuantizedWeights&) = delete;
+  QuantizedWeights& operator=(const QuantizedWeights&) = delete;
+  /// The weight whose data tensor is `handle`, or null.
+  static const QuantizedTensor* find(const torch::Tensor& handle);
+
+ private:
+  static const std::vector<const QuantizedTensor*>*& current();
+  std::vector<const QuantizedTensor*> list_;
+  const std::vector<const QuantizedTensor*>* previous_;
+};
+
+/// "2 intra-op threads, OpenBLAS 2 threads (1 inside the engine's products), kernels avx512": for the log and the
+/// benchmark report.
+std::string threads_report();
+
+}  // namespace lal::lm::cpu

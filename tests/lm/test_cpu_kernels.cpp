@@ -1,0 +1,192 @@
+// The CPU decode kernels (core/lm/engine/src/cpu/matvec.hpp) against a float64 reference, for every weight format
+// and every ISA this machine has (portable always; CI's runner may have fewer), with odd shapes, several activation
+// rows, bias and row ranges. Torch-free: builds in seconds.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "matvec.hpp"
+
+using namespace lal::lm::cpu;
+
+namespace {
+
+/// float -> IEEE half bits, round to nearest even (normal range only: the test's scales are in it).
+std::uint16_t to_half(float f) {
+  std::uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  const std::uint32_t sign = (b >> 16) & 0x8000u;
+  const int exponent = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
+  std::uint32_t mantissa = b & 0x7fffffu;
+  REQUIRE(exponent > 0);
+  REQUIRE(exponent < 31);
+  std::uint32_t h = sign | (static_cast<std::uint32_t>(exponent) << 10) | (mantissa >> 13);
+  const std::uint32_t rest = mantissa & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<std::uint16_t>(h);
+}
+
+float bf16_value(std::uint16_t v) {
+  const std::uint32_t b = static_cast<std::uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+
+/// One random weight in `format`, with its values as doubles (what the kernels must multiply by).
+struct TestWeight {
+  WeightView view;
+  std::vector<float> f32;
+  std::vector<std::uint16_t> bf16, scales;
+  std::vector<std::int8_t> int8;
+  std::vector<std::uint8_t> int4;
+  std::vector<double> values;  // [rows, cols]
+
+  TestWeight(WeightFormat format, std::int64_t rows, std::int64_t cols, std::int64_t group, std::mt19937& rng) {
+    std::normal_distribution<float> normal;
+    std::uniform_int_distribution<int> q8(-127, 127), q4(0, 15);
+    std::uniform_real_distribution<float> scale(0.001f, 0.05f);
+    view.format = format, view.rows = rows, view.cols = cols;
+    values.resize(static_cast<std::size_t>(rows * cols));
+    const bool quant = format == WeightFormat::Int8 || format == WeightFormat::Int4;
+    if (quant) {
+      view.group = group;
+      for (std::int64_t i = 0; i < rows * (cols / group); ++i) scales.push_back(to_half(scale(rng)));
+      view.scales = scales.data();
+    }
+    auto scale_of = [&](std::int64_t r, std::int64_t c) {
+      return static_cast<double>(half_to_float(scales[static_cast<std::size_t>(r * (cols / group) + c / group)]));
+    };
+    switch (format) {
+      case WeightFormat::F32:
+        for (auto& v : values) f32.push_back(normal(rng)), v = f32.back();
+        view.data = f32.data();
+        break;
+      case WeightFormat::BF16:
+        for (auto& v : values) {
+          const float f = normal(rng);
+          std::uint32_t b;
+          std::memcpy(&b, &f, sizeof b);
+          bf16.push_back(static_cast<std::uint16_t>(b >> 16));  // truncation: any bf16 value will do
+          v = bf16_value(bf16.back());
+        }
+        view.data = bf16.data();
+        break;
+      case WeightFormat::Int8:
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t c = 0; c < cols; ++c) {
+            int8.push_back(static_cast<std::int8_t>(q8(rng)));
+            values[static_cast<std::size_t>(r * cols + c)] = int8.back() * scale_of(r, c);
+          }
+        view.data = int8.data();
+        break;
+      case WeightFormat::Int4:
+        int4.resize(static_cast<std::size_t>(rows * cols / 2));
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t c = 0; c < cols; ++c) {
+            const int nibble = q4(rng);
+            auto& byte = int4[static_cast<std::size_t>((r * cols + c) / 2)];
+            byte = static_cast<std::uint8_t>((c & 1) ? (byte | (nibble << 4)) : nibble);  // even column low
+            values[static_cast<std::size_t>(r * cols + c)] = (nibble - 8) * scale_of(r, c);
+          }
+        view.data = int4.data();
+        break;
+    }
+  }
+};
+
+const char* format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::F32: return "f32";
+    case WeightFormat::BF16: return "bf16";
+    case WeightFormat::Int8: return "int8";
+    case WeightFormat::Int4: return "int4";
+  }
+  return "?";
+}
+
+}  // namespace
+
+TEST_CASE("half_to_float is exact on normal, subnormal and special values") {
+  CHECK(half_to_float(0x3c00) == 1.0f);
+  CHECK(half_to_float(0xc000) == -2.0f);
+  CHECK(half_to_float(0x7bff) == 65504.0f);
+  CHECK(half_to_float(0x0001) == std::ldexp(1.0f, -24));
+  CHECK(half_to_float(0x03ff) == std::ldexp(1023.0f, -24));
+  CHECK(half_to_float(0x8000) == 0.0f);
+  CHECK(std::signbit(half_to_float(0x8000)));
+  CHECK(std::isinf(half_to_float(0x7c00)));
+  CHECK(std::isnan(half_to_float(0x7e00)));
+  CHECK(half_to_float(to_half(0.0123f)) == doctest::Approx(0.0123f).epsilon(1e-3));
+}
+
+TEST_CASE("every ISA's kernels equal a float64 reference for every weight format") {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  MESSAGE("this CPU: " << isa_name(detected_isa()) << "; active (LAL_CPU_ISA): " << isa_name(active_isa()));
+  CHECK(static_cast<int>(active_isa()) <= static_cast<int>(detected_isa()));
+  struct Shape {
+    WeightFormat format;
+    std::int64_t rows, cols, group;
+  };
+  // Rows not a multiple of the 4-row block; dense widths with a tail after the last whole SIMD step; groups of 16
+  // (AVX-512 then falls back to AVX2: its step is 32), 32, 64 and one group over the whole row.
+  const Shape shapes[] = {
+      {WeightFormat::F32, 37, 203, 0},  {WeightFormat::F32, 8, 64, 0},     {WeightFormat::BF16, 37, 203, 0},
+      {WeightFormat::BF16, 5, 7, 0},    {WeightFormat::Int8, 37, 192, 32}, {WeightFormat::Int8, 9, 192, 64},
+      {WeightFormat::Int8, 6, 96, 16},  {WeightFormat::Int8, 3, 160, 160}, {WeightFormat::Int4, 37, 192, 32},
+      {WeightFormat::Int4, 9, 256, 64}, {WeightFormat::Int4, 6, 96, 16},   {WeightFormat::Int4, 3, 98, 98}};
+  for (const auto& s : shapes)
+    for (const std::int64_t m : {1, 2, 5}) {
+      TestWeight w(s.format, s.rows, s.cols, s.group, rng);
+      std::vector<float> x(static_cast<std::size_t>(m * s.cols)), bias(static_cast<std::size_t>(s.rows));
+      for (auto& v : x) v = normal(rng);
+      for (auto& v : bias) v = normal(rng);
+      for (int isa = 0; isa < isa_count(); ++isa)
+        for (const bool with_bias : {false, true}) {
+          CAPTURE(format_name(s.format));
+          CAPTURE(s.rows);
+          CAPTURE(s.cols);
+          CAPTURE(s.group);
+          CAPTURE(m);
+          CAPTURE(isa_name(static_cast<Isa>(isa)));
+          CAPTURE(with_bias);
+          const std::int64_t y_stride = s.rows + 3;  // a padded output row: only [0, rows) may be written
+          std::vector<float> y(static_cast<std::size_t>(m * y_stride), -777.0f);
+          // Two calls over a split of the rows, as the threads make them.
+          const std::int64_t split = s.rows / 2 + 1;
+          for (auto [begin, end] : {std::pair<std::int64_t, std::int64_t>{0, split}, {split, s.rows}})
+            matmul_rows(w.view, x.data(), m, with_bias ? bias.data() : nullptr, y.data(), y_stride, begin, end,
+                        static_cast<Isa>(isa));
+          for (std::int64_t i = 0; i < m; ++i) {
+            for (std::int64_t r = 0; r < s.rows; ++r) {
+              double ref = with_bias ? bias[static_cast<std::size_t>(r)] : 0.0, magnitude = std::fabs(ref);
+              for (std::int64_t c = 0; c < s.cols; ++c) {
+                const double p =
+                    w.values[static_cast<std::size_t>(r * s.cols + c)] * x[static_cast<std::size_t>(i * s.cols + c)];
+                ref += p, magnitude += std::fabs(p);
+              }
+              const double got = y[static_cast<std::size_t>(i * y_stride + r)];
+              // float32 accumulation: a few ulps of the sum of magnitudes.
+              CHECK(std::fabs(got - ref) <= 4e-7 * magnitude * std::sqrt(static_cast<double>(s.cols)) + 1e-12);
+            }
+            for (std::int64_t r = s.rows; r < y_stride; ++r)
+              CHECK(y[static_cast<std::size_t>(i * y_stride + r)] == -777.0f);
+          }
+        }
+    }
+}
+
+TEST_CASE("a quantised weight whose width is not a whole number of groups is refused") {
+  std::int8_t data[4 * 48] = {};
+  std::uint16_t scales[8] = {};
+  WeightView w;
+  w.format = WeightFormat::Int8, w.rows = 4, w.cols = 48, w.group = 32, w.data = data, w.scales = scales;
+  float x[48] = {}, y[4] = {};
+  CHECK_THROWS_AS(matmul_rows(w, x, 1, nullptr, y, 4, 0, 4, detected_isa()), std::invalid_argument);
+}
