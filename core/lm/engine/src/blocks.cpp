@@ -47,8 +47,8 @@ torch::Tensor attention_heads(const ModelConfig& c, const torch::Tensor& q, torc
   if (KV != H && T == 1 && q.device().is_cpu() && !torch::GradMode::is_enabled()) {
     // One query per row: the H/KV query heads of a group attend as H/KV "positions" of one k/v head, so the cache
     // is read in place instead of being expanded (copied) to H heads every step. Head order as below.
-    auto grouped = detail::attention(q.reshape({B, KV, H / KV, D}), k, v, mask, false,
-                                     1.0 / std::sqrt(static_cast<double>(D)));
+    auto grouped =
+        detail::attention(q.reshape({B, KV, H / KV, D}), k, v, mask, false, 1.0 / std::sqrt(static_cast<double>(D)));
     return grouped.reshape({B, 1, H * D});
   }
   if (KV != H) {  // grouped-query attention: each kv head serves H/KV query heads

@@ -517,6 +517,7 @@ torch::Tensor Transformer::run(torch::Tensor h, const torch::Tensor& positions, 
     // The layer as a function that owns what it reads (no cache): it may run again in backward.
     auto layer = [this, pass = p, i, compute, fn = family.layer](const torch::Tensor& x) {
       Layer own;
+      cpu::QuantizedWeights packed(layers_[i].quantized);
       decoder::Residual s(pass, x);
       fn(pass, i, layer_for_use(i, own, compute), s);
       return s.h();
