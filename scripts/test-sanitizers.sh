@@ -18,11 +18,15 @@ fi
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DLAL_WITH_TORCH=OFF -DLAL_FUZZ=ON -DLAL_BUILD_TESTS=ON -DLAL_USE_PCH=OFF \
   -DLAL_TEST_SUITES="runtime;tokenizer;memory;brain" -DLAL_FUZZ_SECONDS="${LAL_FUZZ_SECONDS:-60}" "$@"
+start=$SECONDS
 cmake --build "$build" -j "$jobs"
+echo "test-sanitizers: build took $((SECONDS - start)) s"
 cd "$build"
 # LeakSanitizer on, and every sanitizer report fails the test that triggered it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # sdk_template_out_of_tree builds the SDK template against an installed lal with the system compiler: it is covered
 # by the main suite and would mix sanitized and unsanitized objects here.
+start=$SECONDS
 ctest --output-on-failure -j "$jobs" --timeout 900 -E "sdk_template_out_of_tree"
+echo "test-sanitizers: tests took $((SECONDS - start)) s"

@@ -7,6 +7,13 @@ lal=$1 src=$2 work=$3
 corpus=$src/tests/fuzz/corpus
 rm -rf "$work" && mkdir -p "$work"
 failures=0
+# Memory bound: ulimit -v, except in a sanitized build (LAL_SANITIZED, set by tests/hardening/CMakeLists.txt), whose
+# shadow memory needs terabytes of address space; there the sanitizer's own RSS limit bounds it instead.
+memory_kb=3000000
+if [ -n "${LAL_SANITIZED:-}" ]; then
+  memory_kb=unlimited
+  export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}hard_rss_limit_mb=3000
+fi
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 # expect EXIT_CODE 'fragment' -- command...   (stderr+stdout checked for the fragment; 60 s and 3 GiB at most)
@@ -14,7 +21,7 @@ expect() {
   local code=$1 fragment=$2
   shift 3
   local out rc
-  out=$( (ulimit -v 3000000 2>/dev/null; timeout 60 "$@") 2>&1 </dev/null); rc=$?
+  out=$( (ulimit -v $memory_kb 2>/dev/null; timeout 60 "$@") 2>&1 </dev/null); rc=$?
   if [ $rc -ne "$code" ]; then fail "exit $rc (want $code): $*"$'\n'"$out"; return; fi
   case $out in *"$fragment"*) ;; *) fail "no '$fragment' in the output of: $*"$'\n'"$out" ;; esac
 }

@@ -134,8 +134,10 @@ class MemoryPipeline {
                     done->set_value({std::move(rep), std::move(err)});
                   });
     REQUIRE(fut.wait_for(10s) == std::future_status::ready);
-    auto [rep, err] = fut.get();
-    REQUIRE_MESSAGE(rep != nullptr, "recall on " << topic << " failed: " << err);
+    // Not a structured binding: doctest's macros capture in lambdas, which C++17 clang refuses for bindings.
+    const auto reply = fut.get();
+    const auto& rep = reply.first;
+    REQUIRE_MESSAGE(rep != nullptr, "recall on " << topic << " failed: " << reply.second);
     return *std::static_pointer_cast<const RecallReply>(rep);
   }
 

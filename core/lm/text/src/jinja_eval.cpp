@@ -621,7 +621,9 @@ class Interpreter {
     if (a.positional.size() > def.params.size())
       error(pos, "macro '" + def.name + "' takes not more than " + std::to_string(def.params.size()) + " argument(s)");
     for (std::size_t i = 0; i < def.params.size(); ++i) {
-      const auto& [name, default_expr] = def.params[i];
+      // Not a structured binding: lambdas cannot capture those in C++17 (clang refuses, gcc allows).
+      const std::string& name = def.params[i].first;
+      const auto& default_expr = def.params[i].second;
       if (i < a.positional.size()) {
         scope.vars[name] = a.positional[i];
         continue;
@@ -634,7 +636,9 @@ class Interpreter {
       else
         scope.vars[name] = Value::undefined("parameter '" + name + "' was not provided");
     }
-    for (const auto& [key, value] : a.named) {
+    for (const auto& named_arg : a.named) {
+      const auto& key = named_arg.first;
+      const auto& value = named_arg.second;
       const bool is_param =
           std::any_of(def.params.begin(), def.params.end(), [&](const auto& p) { return p.first == key; });
       if (key == "caller")
