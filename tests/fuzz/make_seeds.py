@@ -189,6 +189,8 @@ def jinja_reproducers():
     write("jinja", "repro-output-bomb", b"{{ 'x' * 1000000 * 1000000 }}")
     write("jinja", "repro-loop-bomb", b"{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}"
                                       b"{% endfor %}")
+    # Found by fuzz_jinja on the device (docs/benchmarks.md): an integer power that overflows 64 bits was undefined
+    # behaviour. The file repro-int-power-overflow is the fuzzer's own input, kept as found.
     write("jinja", "repro-macro-recursion", b"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
 
 

@@ -18,7 +18,8 @@ case $mode in
     rm -rf "$work" && mkdir -p "$work/corpus" "$work/artifacts"
     cp "$corpus"/* "$work/corpus/"
     status=0
-    "$target" "${common[@]}" -max_total_time="$seconds" -max_len=8192 -artifact_prefix="$work/artifacts/" \
+    # A fixed seed (LAL_FUZZ_SEED) makes CI's bounded run repeatable: the same inputs in the same order.
+    "$target" "${common[@]}" -seed="${LAL_FUZZ_SEED:-1}" -max_total_time="$seconds" -max_len=8192 -artifact_prefix="$work/artifacts/" \
       "$work/corpus" > "$work/log" 2>&1 || status=$?
     tail -n 25 "$work/log"
     if [ $status -ne 0 ]; then

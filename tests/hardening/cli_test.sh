@@ -46,6 +46,8 @@ expect 1 "LAL_MAX_YAML_NODES='x' is not a positive count" -- env LAL_MAX_YAML_NO
 # Every shipped pipeline validates, and runs a turn.
 for f in "$src"/configs/*.yaml; do
   grep -q '^modules:' "$f" || continue  # configs/distill.yaml holds lal distill options, not a pipeline
+  # A build without LibTorch cannot create a pipeline's language_model resource and says so (the sanitizer build).
+  if "$lal" validate "$f" 2>&1 | grep -q "a build without LibTorch has no language_model"; then continue; fi
   expect 0 ": ok (" -- "$lal" validate "$f"
 done
 

@@ -16,6 +16,7 @@
 
 #include "lal/checks/input_limits.hpp"
 #include "lal/checks/option_checks.hpp"
+#include "lal/lm/jinja.hpp"
 #include "lal/lm/safetensors.hpp"
 #include "lal/lm/tokenizer.hpp"
 #include "lal/runtime/pipeline.hpp"
@@ -251,4 +252,29 @@ TEST_CASE("option checks name the flag and the value") {
   CHECK_THROWS_WITH(checks::check_sampling({0.7, 1.0, 0, 0.0, 1.0, 16, 17}, "--"),
                     "--min_new_tokens must be an integer in [0, 16], got 17");
   CHECK_THROWS_WITH(checks::check_sampling({0.7, 0.0, 0, 0.0, 1.0, 16, 0}, ""), "top_p must be in (0, 1], got 0");
+}
+
+// Found by fuzz_jinja (tests/fuzz/corpus/jinja/repro-int-power-overflow): integer arithmetic wrapped (undefined
+// behaviour) and `**` stopped after 64 multiplications. Results are exact, or an error naming the operator.
+TEST_CASE("jinja: integer arithmetic is exact or refused, never wrapped") {
+  const auto render = [](const char* source) {
+    return lal::lm::JinjaTemplate(source, "t.jinja").render(nlohmann::ordered_json::object());
+  };
+  CHECK(render("{{ 2 ** 62 }} {{ 3 ** 39 }} {{ (-2) ** 63 }} {{ 7 // -2 }} {{ -7 % 3 }}") ==
+        "4611686018427387904 4052555153018976267 -9223372036854775808 -4 2");
+  for (const char* overflow : {"{{ 'x' * 10001000000 ** 1000000 }}", "{{ 2 ** 64 }}", "{{ 9223372036854775807 + 1 }}",
+                               "{{ -9223372036854775807 - 2 }}", "{{ 4294967296 * 4294967296 }}"}) {
+    CAPTURE(overflow);
+    CHECK_THROWS_WITH_AS(render(overflow), doctest::Contains("integer overflow in '"), lal::lm::JinjaError);
+  }
+  CHECK_THROWS_WITH_AS(render("{{ 'xx' * 9223372036854775807 }}"), doctest::Contains("repetition result is too large"),
+                       lal::lm::JinjaError);
+}
+
+// Found by fuzz_jinja in CI's 60 s run: a float literal past the double range escaped as std::out_of_range.
+TEST_CASE("jinja: float literals out of range are inf or 0, as in Python") {
+  const auto render = [](const char* source) {
+    return lal::lm::JinjaTemplate(source, "t.jinja").render(nlohmann::ordered_json::object());
+  };
+  CHECK(render("{{ 8E888888888 }} {{ -1e400 }} {{ 1e-400 }} {{ 1.5e3 }}") == "inf -inf 0.0 1500.0");
 }

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <optional>
 #include <unordered_map>
 
@@ -783,12 +784,21 @@ class Interpreter {
   Value arithmetic(const std::string& op, const Value& a, const Value& b, Pos pos) {
     if (a.is_number() && b.is_number()) {
       const bool ints = is_integral(a) && is_integral(b);
+      // Python's integers do not overflow; lal's are 64-bit, so a result past that is refused, never wrapped.
+      std::int64_t r = 0;
+      const auto checked = [&](bool overflowed) {
+        if (overflowed) error(pos, "integer overflow in '" + op + "': the result does not fit in 64 bits");
+        return Value::from_int(r);
+      };
       if (op == "+")
-        return ints ? Value::from_int(as_int(a) + as_int(b)) : Value::from_float(as_double(a) + as_double(b));
+        return ints ? checked(__builtin_add_overflow(as_int(a), as_int(b), &r))
+                    : Value::from_float(as_double(a) + as_double(b));
       if (op == "-")
-        return ints ? Value::from_int(as_int(a) - as_int(b)) : Value::from_float(as_double(a) - as_double(b));
+        return ints ? checked(__builtin_sub_overflow(as_int(a), as_int(b), &r))
+                    : Value::from_float(as_double(a) - as_double(b));
       if (op == "*")
-        return ints ? Value::from_int(as_int(a) * as_int(b)) : Value::from_float(as_double(a) * as_double(b));
+        return ints ? checked(__builtin_mul_overflow(as_int(a), as_int(b), &r))
+                    : Value::from_float(as_double(a) * as_double(b));
       if (op == "/") {
         if (as_double(b) == 0) error(pos, "division by zero");
         return Value::from_float(as_double(a) / as_double(b));
@@ -797,7 +807,10 @@ class Interpreter {
         if (as_double(b) == 0) error(pos, op == "//" ? "integer division or modulo by zero" : "modulo by zero");
         if (ints) {
           const std::int64_t x = as_int(a), y = as_int(b);
-          std::int64_t q = x / y, r = x % y;
+          if (x == std::numeric_limits<std::int64_t>::min() && y == -1)
+            error(pos, "integer overflow in '" + op + "': the result does not fit in 64 bits");
+          std::int64_t q = x / y;
+          r = x % y;
           if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;
           return Value::from_int(op == "//" ? q : r);
         }
@@ -807,9 +820,16 @@ class Interpreter {
       }
       if (op == "**") {
         if (ints && as_int(b) >= 0) {
-          std::int64_t r = 1;
-          for (std::int64_t i = 0; i < as_int(b) && i < 64; ++i) r *= as_int(a);
-          return Value::from_int(r);
+          // Square-and-multiply: exact, or an overflow error (never a wrapped or truncated result).
+          std::int64_t base = as_int(a), exponent = as_int(b);
+          bool overflowed = false;
+          r = 1;
+          while (exponent > 0 && !overflowed) {
+            if (exponent & 1) overflowed = __builtin_mul_overflow(r, base, &r);
+            exponent >>= 1;
+            if (exponent > 0 && !overflowed) overflowed = __builtin_mul_overflow(base, base, &base);
+          }
+          return checked(overflowed);
         }
         return Value::from_float(std::pow(as_double(a), as_double(b)));
       }
@@ -827,7 +847,9 @@ class Interpreter {
     if (op == "*" && (a.is_string() || a.is_list()) && is_integral(b)) {
       const std::int64_t n = std::max<std::int64_t>(0, as_int(b));
       const std::size_t unit = a.is_string() ? a.text.size() : a.list->size();
-      if (unit * static_cast<std::size_t>(n) > limits_.max_output_bytes) error(pos, "repetition result is too large");
+      std::size_t total = 0;
+      if (__builtin_mul_overflow(unit, static_cast<std::size_t>(n), &total) || total > limits_.max_output_bytes)
+        error(pos, "repetition result is too large");
       if (a.is_string()) {
         std::string s;
         for (std::int64_t i = 0; i < n; ++i) s += a.text;

@@ -1,6 +1,7 @@
 // Jinja lexer and parser. The whitespace rules follow Jinja2's lexer with trim_blocks=True, lstrip_blocks=True and
 // keep_trailing_newline=False (transformers' settings); the grammar and operator precedence follow jinja2/parser.py.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -276,7 +277,9 @@ class Lexer {
     text.erase(std::remove(text.begin(), text.end(), '_'), text.end());
     if (is_float) {
       t.type = Token::Type::Float;
-      t.number = std::stod(text);
+      // As Python's float(): past the range is inf, below it 0 or a denormal (std::stod would throw out_of_range;
+      // found by fuzz_jinja, tests/fuzz/corpus/jinja/repro-float-literal-out-of-range).
+      t.number = std::strtod(text.c_str(), nullptr);
     } else {
       t.type = Token::Type::Int;
       try {
