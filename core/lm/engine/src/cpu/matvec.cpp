@@ -88,8 +88,13 @@ void rows_portable(const WeightView& w, const float* x, std::int64_t m, const fl
 
 #if LAL_CPU_X86
 // ---- AVX2 + FMA + F16C: 8 lanes, 16 columns per step ------------------------------------------------------------
+// GCC takes the target from `#pragma GCC target`; clang ignores that pragma and takes `#pragma clang attribute`.
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 namespace avx2 {
 struct S {
   using Vec = __m256;
@@ -140,15 +145,24 @@ struct S {
 };
 #include "matvec_loops.inc"
 }  // namespace avx2
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // ---- AVX-512 (F, BW, VL, DQ) + FMA + F16C: 16 lanes, 32 columns per step ------------------------------------------
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 // GCC 12's AVX-512 intrinsics build "undefined" vectors as `__m512 __Y = __Y;`, which -Wmaybe-uninitialized
 // reports inside every inlined intrinsic: a false positive in the compiler's own header.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 namespace avx512 {
 struct S {
   using Vec = __m512;
@@ -204,8 +218,12 @@ struct S {
 };
 #include "matvec_loops.inc"
 }  // namespace avx512
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+#endif
 #endif
 
 Isa parse_isa_env() {
