@@ -29,7 +29,7 @@ has() { "$lal" --help | grep -q "^  $1 "; }
 
 # --- pipelines: what `lal run` refuses, `lal validate` refuses, with the same message --------------------------
 for cmd in validate run; do
-  expect 1 "repro-yaml-alias-bomb.yaml:8:58: more than 200000 values once aliases are expanded" -- \
+  expect 1 "repro-yaml-alias-bomb.yaml:13:20: more than 200000 values once aliases are expanded" -- \
     "$lal" $cmd "$corpus/pipeline/repro-yaml-alias-bomb.yaml"
   expect 1 "limit for YAML values after alias expansion (LAL_MAX_YAML_NODES" -- "$lal" $cmd "$corpus/pipeline/repro-yaml-alias-bomb.yaml"
   expect 1 "repro-yaml-duplicate-key.yaml:6:5: key 'plugin' is written twice in one map; the first is at" -- \

@@ -121,6 +121,51 @@ TEST_CASE("pipeline: the billion-laughs alias bomb stops at the expansion limit"
   CHECK_MESSAGE(limit_errors == 1, errors_of(l));
 }
 
+TEST_CASE("pipeline: the alias bomb is refused before any of it is expanded") {
+  // Counted from the parser's events: the refusal costs parsing 1 KB, not building 200 000 values.
+  const auto text = read(fs::path(LAL_FUZZ_CORPUS) / "pipeline" / "repro-yaml-alias-bomb.yaml");
+  runtime::PipelineLoad l;
+  const double t = seconds([&] {
+    for (int i = 0; i < 20; ++i) l = runtime::load_pipeline_text(text, "bomb.yaml", kDirs);
+  });
+  CHECK_MESSAGE(t < 2.0, t);  // ~100 ms each when expanded up to the limit under ASan; ~1 ms counted
+  REQUIRE(l.errors.size() == 1);
+  CHECK(l.errors[0].message.find("values once aliases are expanded") != std::string::npos);
+  // Where the count passed the limit: x5's second alias of x4 (111 111 values each), line 13.
+  CHECK_MESSAGE(l.errors[0].where.line == 13, l.errors[0].str());
+}
+
+TEST_CASE("pipeline: an alias inside the node it names expands without end and is refused") {
+  for (const char* cycle : {"&a [*a]", "&a {k: *a}", "&a [1, [2, *a]]"}) {
+    const auto l = runtime::load_pipeline_text(
+        std::string("modules:\n  m:\n    plugin: working_memory\n    config:\n      x: ") + cycle + "\n", "cycle.yaml",
+        kDirs);
+    CHECK_MESSAGE(errors_of(l).find("values once aliases are expanded: over the 200000 limit") != std::string::npos,
+                  cycle, "\n", errors_of(l));
+  }
+}
+
+TEST_CASE("pipeline: values after alias expansion are counted exactly, map keys not included") {
+  // root, modules, m, plugin, config (5), x = [1, 2, 3] (4 values), y = *x (4), z = {k: *x} (5): 18 values.
+  const std::string text =
+      "modules:\n  m:\n    plugin: working_memory\n    config:\n"
+      "      x: &x [1, 2, 3]\n      y: *x\n      z: {k: *x}\n";
+  {
+    EnvVar exact("LAL_MAX_YAML_NODES", "18");
+    const auto l = runtime::load_pipeline_text(text, "count.yaml", kDirs);
+    CHECK_MESSAGE(errors_of(l).find("aliases are expanded") == std::string::npos, errors_of(l));
+    CHECK(errors_of(l).find("unknown config key 'y'") != std::string::npos);  // validated on, expanded
+  }
+  {
+    EnvVar one_less("LAL_MAX_YAML_NODES", "17");
+    const auto l = runtime::load_pipeline_text(text, "count.yaml", kDirs);
+    REQUIRE(l.errors.size() == 1);
+    CHECK_MESSAGE(l.errors[0].str().find("count.yaml:7:") != std::string::npos, l.errors[0].str());
+    CHECK(l.errors[0].message.find("more than 17 values once aliases are expanded: over the 17 limit") !=
+          std::string::npos);
+  }
+}
+
 TEST_CASE("pipeline: nesting deeper than the limit is one error") {
   std::string deep = "modules:\n  m:\n    plugin: working_memory\n    config:\n      x: ";
   for (int i = 0; i < 100; ++i) deep += "[";

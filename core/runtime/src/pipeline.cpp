@@ -1,5 +1,6 @@
 #include "lal/runtime/pipeline.hpp"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -8,6 +9,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -151,6 +154,87 @@ class Validator {
   const std::uint64_t max_depth_ = checks::limits::yaml_depth.value();
 };
 
+/// How many values a YAML document expands to once its aliases are expanded, counted from the parser's events
+/// without building anything: each anchored node's expanded size is remembered, and an alias adds that size. So a
+/// "billion laughs" is measured in time linear in the text, where expanding it (Validator::to_value) costs time in
+/// the number of values up to the limit. Counts what to_value counts: every value, map keys not included; an alias
+/// inside the node it names (a cycle) counts as over the limit.
+class ExpandedSize : public YAML::EventHandler {
+ public:
+  explicit ExpandedSize(std::uint64_t limit) : limit_(limit) {}
+
+  /// Where the count first passed the limit (the node being read then), if it did.
+  const std::optional<YAML::Mark>& over_at() const { return over_at_; }
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { leaf(mark, anchor); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, const std::string&) override {
+    leaf(mark, anchor);
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    last_mark_ = mark;
+    const auto it = sizes_.find(anchor);
+    add(it == sizes_.end() ? 1 : it->second);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(mark, anchor, false);
+  }
+  void OnSequenceEnd() override { close(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(mark, anchor, true);
+  }
+  void OnMapEnd() override { close(); }
+
+ private:
+  struct Open {
+    std::uint64_t size;  // this node and its values so far (saturates past the limit)
+    YAML::anchor_t anchor;
+    bool is_map;
+    bool key_next;  // in a map: the next node is a key
+  };
+
+  void leaf(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    last_mark_ = mark;
+    if (anchor != YAML::NullAnchor) sizes_[anchor] = 1;
+    add(1);
+  }
+  void open(const YAML::Mark& mark, YAML::anchor_t anchor, bool is_map) {
+    last_mark_ = mark;
+    // An alias to a node still open refers to itself (`&a [*a]`): it expands without end.
+    if (anchor != YAML::NullAnchor) sizes_[anchor] = limit_ + 1;
+    stack_.push_back({1, anchor, is_map, true});
+  }
+  void close() {
+    const Open done = stack_.back();
+    stack_.pop_back();
+    if (done.anchor != YAML::NullAnchor) sizes_[done.anchor] = done.size;
+    add(done.size);
+  }
+  /// A finished node of `size` values joins the collection it is in (a map's keys do not count).
+  void add(std::uint64_t size) {
+    std::uint64_t* into = &document_;
+    if (!stack_.empty()) {
+      Open& parent = stack_.back();
+      const bool is_key = parent.is_map && parent.key_next;
+      if (parent.is_map) parent.key_next = !parent.key_next;
+      if (is_key) return;
+      into = &parent.size;
+    }
+    *into = std::min(*into + size, limit_ + 1);  // sizes never exceed limit + 1: no overflow
+    if (*into > limit_ && !over_at_) over_at_ = last_mark_;
+  }
+
+  const std::uint64_t limit_;
+  std::uint64_t document_ = 0;
+  std::vector<Open> stack_;
+  std::map<YAML::anchor_t, std::uint64_t> sizes_;
+  YAML::Mark last_mark_;
+  std::optional<YAML::Mark> over_at_;
+};
+
 bool type_matches(ConfigType t, const ConfigValue& v) {
   switch (t) {
     case ConfigType::boolean: return v.is_bool();
@@ -258,6 +342,33 @@ void check_range(Validator& v, const ConfigKeySpec& spec, const ConfigValue& val
   }
 }
 
+/// A plugin's declared default for `spec`, as a value located at "<default of WHAT>"; nullopt when it does not
+/// parse. Parsed once per process: a pipeline load would otherwise parse every default of every module again (the
+/// defaults are the plugins' own constant text, so the same text always gives the same value).
+std::optional<ConfigValue> parsed_default(Validator& v, const std::string& what, const ConfigKeySpec& spec) {
+  static std::mutex mutex;
+  static std::map<std::pair<std::string, std::string>, ConfigValue> parsed;
+  const auto key = std::make_pair(what, spec.default_yaml);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (const auto it = parsed.find(key); it != parsed.end()) return it->second;
+  }
+  YAML::Node node;
+  try {
+    node = YAML::Load(spec.default_yaml);
+  } catch (const YAML::Exception&) {
+    return std::nullopt;
+  }
+  const std::size_t errors = v.out_.errors.size();
+  Validator defaults(v.out_, "<default of " + what + ">");
+  ConfigValue value = defaults.to_value(node);
+  if (v.out_.errors.size() == errors) {  // over a limit is reported in this load, and not remembered
+    std::lock_guard<std::mutex> lock(mutex);
+    parsed.emplace(key, value);
+  }
+  return value;
+}
+
 /// Check `values` (written under `node`) against the declared `keys` of `owner` ("module 'x'", "resource 'model'")
 /// and fill in the declared defaults. `what` names the declaring thing ("plugin 'long_term'") for messages.
 void check_config_map(Validator& v, const std::string& owner, const std::string& what,
@@ -308,12 +419,10 @@ void check_config_map(Validator& v, const std::string& owner, const std::string&
       v.error(owner_where, owner + ": required config key '" + spec.name + "' (" + to_string(spec.type) +
                                ") is missing" + (spec.doc.empty() ? "" : " — " + spec.doc));
     } else if (!spec.default_yaml.empty()) {
-      try {
-        Validator defaults(v.out_, "<default of " + what + ">");
-        values[spec.name] = defaults.to_value(YAML::Load(spec.default_yaml));
-      } catch (const YAML::Exception& e) {
+      if (auto value = parsed_default(v, what, spec))
+        values[spec.name] = std::move(*value);
+      else
         v.error(owner_where, what + " declares an unparsable default for '" + spec.name + "': " + spec.default_yaml);
-      }
     }
   }
 }
@@ -538,6 +647,19 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
   if (!root.IsMap()) {
     v.error(v.at(root), "a pipeline file must be a YAML map with at least `modules:`");
     return out;
+  }
+  {
+    // Refuse an alias bomb before expanding any of it (the same limit as Validator::to_value, reached at once).
+    const std::uint64_t limit = checks::limits::yaml_nodes.value();
+    ExpandedSize size(limit);
+    std::istringstream text(yaml);
+    YAML::Parser parser(text);
+    parser.HandleNextDocument(size);  // the text parsed once already: no syntax error here
+    if (const auto& mark = size.over_at()) {
+      v.error(v.at(*mark), "more than " + std::to_string(limit) + " values once aliases are expanded: over " +
+                               checks::limits::yaml_nodes.describe());
+      return out;
+    }
   }
   // `modules.*.config.KEY=V` sets KEY on every module whose plugin declares it (applied once plugins are loaded).
   struct WildcardOverride {

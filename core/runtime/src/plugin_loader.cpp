@@ -170,15 +170,19 @@ std::vector<fs::path> default_plugin_path() {
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
   // Optimal string alignment distance: insertions, deletions, substitutions and adjacent transpositions ("nmae").
-  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
-  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i)
+  // Three rolling rows (the transposition looks two rows back): memory O(|b|), not a |a|×|b| matrix.
+  std::vector<std::size_t> before(b.size() + 1), prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
     for (std::size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) cur[j] = std::min(cur[j], before[j - 2] + 1);
     }
-  return d[a.size()][b.size()];
+    std::swap(before, prev);
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
 }
 
 std::optional<std::string> closest(const std::string& word, const std::vector<std::string>& candidates) {
@@ -186,6 +190,10 @@ std::optional<std::string> closest(const std::string& word, const std::vector<st
   std::optional<std::string> best;
   std::size_t best_d = limit + 1;
   for (const auto& c : candidates) {
+    // The distance is at least the difference in length: a candidate that far off cannot be suggested, and a long
+    // unknown word (pasted text, a fuzzed key) costs nothing against a list of short keys.
+    const std::size_t length_gap = c.size() > word.size() ? c.size() - word.size() : word.size() - c.size();
+    if (length_gap >= best_d) continue;
     const std::size_t d = edit_distance(word, c);
     if (d < best_d) {
       best_d = d;
