@@ -4,9 +4,11 @@
 #include <doctest/doctest.h>
 
 #include <condition_variable>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "lal/plugins/uncertainty.hpp"
 #include "pipeline_harness.hpp"
@@ -419,6 +421,45 @@ TEST_CASE("think_aloud hedges by the answer's measured uncertainty, never at ran
   const std::string en = run(-0.5f, 1.0f, "{labels: en, hide_thoughts: true, show_confidence: true}");
   CHECK_MESSAGE(en.rfind("Probably, 答えは四です。\n(confidence 0.61, after deep thought)\n", 0) == 0, en);
   CHECK(en.find("[") == std::string::npos);
+}
+
+TEST_CASE("think_aloud: a turn that ends or is cancelled with a stream still open keeps neither the screen nor state") {
+  // test_mumbler: "open:TEXT" leaves its intuition stream open; with conclude it then publishes the turn's TurnDone.
+  auto yaml = [](bool conclude) {
+    return std::string("modules:\n  mumble:\n    plugin: test_mumbler\n    config: {conclude: ") +
+           (conclude ? "true" : "false") +
+           "}\n    inputs: {percept: turn.input}\n    outputs: {thought: thought.stream, done: turn.done}\n"
+           "  out:\n    plugin: think_aloud\n    inputs: {thought: thought.stream, done: turn.done}\n";
+  };
+  runtime::RuntimeOptions quick;
+  quick.turn_linger = 20ms;
+  auto slots_of_output = [](PipelineHarness& h) {
+    for (const auto& m : h.rt->module_stats())
+      if (m.id == "out") return m.turn_slots;
+    return std::numeric_limits<std::size_t>::max();
+  };
+  auto run = [&](bool conclude) {
+    PipelineHarness h(yaml(conclude), kDirs, {}, quick);
+    std::string expected;
+    for (int i = 0; i < 40; ++i) {
+      const std::string n = std::to_string(i);
+      const TurnId open = h.rt->submit("open:考え" + n, "alice");
+      REQUIRE(h.rt->wait_idle(5s));
+      if (!conclude) h.rt->cancel_turn(open);
+      const TurnId next = h.rt->submit("次" + n, "alice");
+      REQUIRE(h.rt->wait_idle(5s));
+      if (!conclude) h.rt->cancel_turn(next);  // without a concluding module, only a cancel ends a turn
+      expected += "[直感] 考え" + n + "\n[直感] 次" + n + "\n";
+    }
+    // Every turn's output, in order: the open streams were closed when their turns ended.
+    CHECK(h.text() == expected);
+    // And the output holds no state of the finished turns once the linger passed.
+    const auto t0 = std::chrono::steady_clock::now();
+    while (slots_of_output(h) != 0 && std::chrono::steady_clock::now() - t0 < 3s) std::this_thread::sleep_for(10ms);
+    CHECK(slots_of_output(h) == 0);
+  };
+  SUBCASE("ended by its TurnDone") { run(true); }
+  SUBCASE("cancelled, without a TurnDone") { run(false); }
 }
 
 TEST_CASE("answer_only writes just the answer, one line per turn") {

@@ -20,14 +20,14 @@ inline std::string dump_errors(const runtime::PipelineLoad& l) {
   return s;
 }
 
-/// Runs a pipeline (plugin dirs given explicitly) and captures what output strategies write.
+/// Runs a pipeline (plugin dirs given explicitly) and captures what output strategies write (RuntimeOptions::output
+/// is the harness's; the other options are the caller's).
 class PipelineHarness {
  public:
   PipelineHarness(const std::string& yaml, const std::vector<runtime::fs::path>& plugin_dirs,
-                  const std::function<void(runtime::Runtime&)>& before_start = {}) {
+                  const std::function<void(runtime::Runtime&)>& before_start = {}, runtime::RuntimeOptions o = {}) {
     auto l = runtime::load_pipeline_text(yaml, "test.yaml", plugin_dirs);
     REQUIRE_MESSAGE(l.ok(), dump_errors(l));
-    runtime::RuntimeOptions o;
     o.output = [this](std::string_view s) {
       std::lock_guard<std::mutex> lk(mu_);
       output_ += s;

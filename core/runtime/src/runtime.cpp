@@ -233,7 +233,10 @@ class ModuleHost final : public Context {
   /// busy_guard()s of this module still held (Runtime::stop waits for them).
   int outstanding() const { return outstanding_->load(); }
 
-  ModuleStats stats() const { return ModuleStats{spec_.id, failures_.load(), member_->disabled()}; }
+  ModuleStats stats() {
+    std::lock_guard<std::mutex> lk(turns_mutex_);
+    return ModuleStats{spec_.id, failures_.load(), member_->disabled(), turns_.size()};
+  }
 
   const std::string& module_id() const override { return spec_.id; }
   const Config& config() const override { return config_; }

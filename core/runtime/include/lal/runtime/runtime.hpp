@@ -35,6 +35,9 @@ struct ModuleStats {
   std::string id;
   std::uint64_t failures = 0;
   bool disabled = false;
+  /// Turns whose state (turn_state, messages kept for await, pending awaits) the runtime holds for this module;
+  /// back to 0 a turn_linger after every turn has ended.
+  std::size_t turn_slots = 0;
 };
 
 class Runtime {
