@@ -4,12 +4,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "decode_layer.hpp"
 #include "matvec.hpp"
 
 using namespace lal::lm::cpu;
@@ -189,4 +191,69 @@ TEST_CASE("a quantised weight whose width is not a whole number of groups is ref
   w.format = WeightFormat::Int8, w.rows = 4, w.cols = 48, w.group = 32, w.data = data, w.scales = scales;
   float x[48] = {}, y[4] = {};
   CHECK_THROWS_AS(matmul_rows(w, x, 1, nullptr, y, 4, 0, 4, detected_isa()), std::invalid_argument);
+}
+
+TEST_CASE("weighted_row_sum (attention's probabilities times values) equals float64 on every ISA") {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  // head_dim 64 (whole SIMD steps), 24 (a tail only, on AVX-512) and 7; one row and many.
+  for (const auto format : {WeightFormat::F32, WeightFormat::BF16})
+    for (const std::int64_t cols : {64, 24, 7})
+      for (const std::int64_t rows : {1, 5, 130}) {
+        TestWeight w(format, rows, cols, 0, rng);
+        const std::int64_t m = 3, p_stride = rows + 2;
+        std::vector<float> p(static_cast<std::size_t>(m * p_stride));
+        for (auto& v : p) v = unit(rng);
+        for (int isa = 0; isa < isa_count(); ++isa) {
+          CAPTURE(format_name(format));
+          CAPTURE(cols);
+          CAPTURE(rows);
+          CAPTURE(isa_name(static_cast<Isa>(isa)));
+          std::vector<float> out(static_cast<std::size_t>(m * cols), -777.0f);
+          weighted_row_sum(w.view, p.data(), m, p_stride, out.data(), static_cast<Isa>(isa));
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t c = 0; c < cols; ++c) {
+              double ref = 0.0, magnitude = 0.0;
+              for (std::int64_t r = 0; r < rows; ++r) {
+                const double t =
+                    p[static_cast<std::size_t>(i * p_stride + r)] * w.values[static_cast<std::size_t>(r * cols + c)];
+                ref += t, magnitude += std::fabs(t);
+              }
+              CHECK(std::fabs(out[static_cast<std::size_t>(i * cols + c)] - ref) <=
+                    4e-7 * magnitude * std::sqrt(static_cast<double>(rows)) + 1e-12);
+            }
+        }
+      }
+  TestWeight int8(WeightFormat::Int8, 4, 64, 32, rng);
+  float p[4] = {}, out[64] = {};
+  CHECK_THROWS_AS(weighted_row_sum(int8.view, p, 1, 4, out, detected_isa()), std::invalid_argument);
+}
+
+TEST_CASE("float_to_bf16 rounds to nearest even, keeps NaN a NaN") {
+  CHECK(float_to_bf16(1.0f) == 0x3f80);
+  CHECK(bf16_value(float_to_bf16(1.0f + std::ldexp(1.0f, -8))) == 1.0f);  // halfway: to even (down)
+  CHECK(bf16_value(float_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))) == 1.0f + std::ldexp(1.0f, -6));  // up to even
+  CHECK(bf16_value(float_to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20))) ==
+        1.0f + std::ldexp(1.0f, -7));  // past halfway: up
+  CHECK(bf16_value(float_to_bf16(-2.5f)) == -2.5f);
+  CHECK(std::isnan(bf16_value(float_to_bf16(std::nanf("")))));
+  CHECK(std::isinf(bf16_value(float_to_bf16(std::numeric_limits<float>::infinity()))));
+}
+
+TEST_CASE("rms_norm_rows: w * (x / sqrt(mean(x^2) + eps)), float32 or bfloat16 weights") {
+  const float x[6] = {1, 2, 3, -4, 0.5f, 0};
+  const float w32[3] = {1, 0.5f, 2};
+  const std::uint16_t w16[3] = {float_to_bf16(1), float_to_bf16(0.5f), float_to_bf16(2)};
+  float out32[6], out16[6];
+  rms_norm_rows(x, 2, 3, Floats{w32, false}, 1e-6f, out32);
+  rms_norm_rows(x, 2, 3, Floats{w16, true}, 1e-6f, out16);
+  for (int r = 0; r < 2; ++r) {
+    double ms = 0;
+    for (int c = 0; c < 3; ++c) ms += double(x[r * 3 + c]) * x[r * 3 + c] / 3;
+    for (int c = 0; c < 3; ++c) {
+      const double want = w32[c] * x[r * 3 + c] / std::sqrt(ms + 1e-6);
+      CHECK(out32[r * 3 + c] == doctest::Approx(want).epsilon(1e-6));
+      CHECK(out16[r * 3 + c] == out32[r * 3 + c]);
+    }
+  }
 }

@@ -661,3 +661,105 @@ TEST_CASE("min_new_tokens keeps stop tokens out of the first tokens, in every de
     if (out.ids.size() < 6) CHECK(out.ids.back() == free_run[0]);
   }
 }
+
+namespace {
+
+/// Sets LAL_CPU_DECODE for its lifetime (the engine reads it per decode step), then unsets it.
+struct CpuDecodeMode {
+  explicit CpuDecodeMode(const char* mode) { ::setenv("LAL_CPU_DECODE", mode, 1); }
+  ~CpuDecodeMode() { ::unsetenv("LAL_CPU_DECODE"); }
+};
+
+}  // namespace
+
+TEST_CASE("CPU decode steps: the plain C++ layers equal the LibTorch ops (float32, bfloat16, int8, int4)") {
+  if (test_device() != "cpu") return;
+  // Every family (gpt_neox keeps the LibTorch ops: both runs then take them), plus yarn's attention factor and
+  // longrope's switching tables.
+  std::vector<std::string> names(std::begin(kModels), std::end(kModels));
+  for (const char* extra : {"hf4_llama_yarn_attention_factor", "hf4_phi3_128k_longrope", "hf5_llama_dynamic"})
+    names.emplace_back(extra);
+  for (const auto& name : names) {
+    CAPTURE(name);
+    const auto dir = model_dir(name);
+    Expected ex(dir);
+    auto ids = as_batch(ex.ids("prompt.2"));
+    const auto T = ids.size(1);
+    auto pos = torch::arange(T, torch::kLong).view({1, -1});
+    constexpr std::int64_t kPrefill = 4;
+    // Decode logits of tokens [kPrefill, T) one at a time after a prefill, and the final cache, in `mode`.
+    auto decode = [&](const Transformer& m, const char* mode, KVCache& cache) {
+      CpuDecodeMode set(mode);
+      std::vector<torch::Tensor> steps;
+      m.forward(ids.narrow(1, 0, kPrefill), pos.narrow(1, 0, kPrefill), {}, &cache, true);
+      for (std::int64_t t = kPrefill; t < T; ++t)
+        steps.push_back(m.forward(ids.narrow(1, t, 1), pos.narrow(1, t, 1), {}, &cache, true)[0]);
+      return torch::cat(steps);
+    };
+    torch::Tensor f32_logits;
+    for (const char* variant : {"float32", "int8", "int4", "bfloat16"}) {
+      CAPTURE(variant);
+      const bool bf16 = std::string(variant) == "bfloat16";
+      WeightOptions w;
+      if (!bf16 && std::string(variant) != "float32") w.quantize = variant, w.quantize_group = 32;
+      const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+      auto model = Transformer::load(dir, torch::kCPU, dtype, w);
+      auto fused_cache = KVCache::allocate(model->config(), 1, T, dtype, torch::kCPU);
+      auto torch_cache = KVCache::allocate(model->config(), 1, T, dtype, torch::kCPU);
+      auto fused = decode(*model, "fused", fused_cache);
+      auto reference = decode(*model, "torch", torch_cache);
+      if (std::string(variant) == "float32") f32_logits = reference;
+      CAPTURE(max_abs(fused, reference));
+      if (!bf16) {
+        // The same products (same kernels); norms, rotary, softmax and SwiGLU as the ops compute them, up to the
+        // order inside sums.
+        CHECK(max_abs(fused, reference) <= 1e-4);
+        for (std::size_t l = 0; l < fused_cache.keys.size(); ++l) {
+          CHECK(max_abs(fused_cache.keys[l], torch_cache.keys[l]) <= 1e-5);
+          CHECK(max_abs(fused_cache.values[l], torch_cache.values[l]) <= 1e-5);
+        }
+      } else {
+        // float32 activations over bfloat16 weights: no further from float32 than LibTorch's bfloat16 ops (which
+        // round every intermediate), up to a bfloat16 step of the logits' scale.
+        const double fused_error = max_abs(fused, f32_logits), ops_error = max_abs(reference, f32_logits);
+        CAPTURE(fused_error);
+        CAPTURE(ops_error);
+        CHECK(fused_error <= ops_error + 1e-2);
+      }
+    }
+  }
+}
+
+TEST_CASE("CPU decode steps with per-row slots and masks (decode_static) equal the LibTorch ops") {
+  if (test_device() != "cpu") return;
+  for (const char* name : {"qwen2_tied_gqa", "llama_llama3_headdim", "phi3_partial_rotary"}) {
+    CAPTURE(name);
+    Expected ex(model_dir(name));
+    auto model = Transformer::load(model_dir(name), torch::kCPU, torch::kFloat32);
+    const auto tokens = ex.ids("prompt.2");
+    constexpr std::int64_t kCapacity = 12, kSteps = 8;
+    // Row 0 starts at slot 0, row 1 at slot 3 (slots 0-2 are padding it must not see).
+    const std::int64_t start[2] = {0, 3};
+    auto run = [&](const char* mode) {
+      CpuDecodeMode set(mode);
+      auto cache = KVCache::allocate(model->config(), 2, kCapacity, torch::kFloat32, torch::kCPU);
+      auto mask = torch::zeros({2, kCapacity}, torch::kBool);
+      std::vector<torch::Tensor> out;
+      for (std::int64_t k = 0; k < kSteps; ++k) {
+        auto ids = torch::empty({2, 1}, torch::kLong), positions = torch::empty({2, 1}, torch::kLong);
+        auto slot = torch::empty({2}, torch::kLong);
+        for (std::int64_t b = 0; b < 2; ++b) {
+          const auto s = std::min(start[b] + k, kCapacity - 1);
+          ids[b][0] = tokens[static_cast<std::size_t>((k + b) % static_cast<std::int64_t>(tokens.size()))];
+          positions[b][0] = s - start[b];
+          slot[b] = s;
+          mask[b][s] = true;
+        }
+        out.push_back(model->decode_static(ids, positions, slot, mask, cache));
+      }
+      return torch::cat(out);
+    };
+    auto fused = run("fused"), reference = run("torch");
+    CHECK(max_abs(fused, reference) <= 1e-4);
+  }
+}

@@ -493,10 +493,114 @@ const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch
   return scratch;
 }
 
+namespace {
+
+/// Whether LAL_CPU_DECODE=torch asks for the LibTorch ops in CPU decode steps (read per step: tests switch it).
+bool cpu_decode_layers_off() {
+  const char* v = std::getenv("LAL_CPU_DECODE");
+  if (!v || !*v || std::string(v) == "fused") return false;
+  if (std::string(v) == "torch") return true;
+  throw std::invalid_argument(std::string("LAL_CPU_DECODE='") + v + "': expected fused or torch");
+}
+
+bool gated_silu(const ModelConfig& c) { return c.hidden_act == "silu" || c.hidden_act == "swish"; }
+
+/// Every layer has a contiguous float32/bfloat16 K and V cache and no separately stored parts (trainable models).
+bool cpu_cache_usable(const KVCache& cache, const std::vector<TransformerLayer>& layers) {
+  if (cache.keys.size() != layers.size() || cache.values.size() != layers.size()) return false;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto& k = cache.keys[i];
+    const auto& v = cache.values[i];
+    if (!k.is_contiguous() || !v.is_contiguous() || k.scalar_type() != v.scalar_type() ||
+        (k.scalar_type() != torch::kFloat32 && k.scalar_type() != torch::kBFloat16) || !layers[i].parts.empty())
+      return false;
+  }
+  return true;
+}
+
+cpu::Floats floats_of(const torch::Tensor& t) {
+  cpu::Floats f;
+  if (t.defined()) f.data = t.data_ptr(), f.bf16 = t.scalar_type() == torch::kBFloat16;
+  return f;
+}
+
+/// A CPU decode step (one token per row) through `layers` with decode_layer(): the final-normed hidden states
+/// [B, 1, hidden] in float32. `mask` bool [B or 1, 1, 1, S] or undefined; `slot` as decode_static's, or undefined
+/// (append at cache.length).
+torch::Tensor cpu_decode(const ModelConfig& c, const std::vector<TransformerLayer>& layers,
+                         const torch::Tensor& final_norm_w, const torch::Tensor& inv_freq, const torch::Tensor& h,
+                         const torch::Tensor& positions, const torch::Tensor& mask, KVCache& cache,
+                         const torch::Tensor& slot) {
+  using Layer = TransformerLayer;
+  const auto B = h.size(0), E = c.hidden_size;
+  cpu::DecodeShape shape;
+  shape.batch = B, shape.hidden = E, shape.heads = c.num_heads, shape.kv_heads = c.num_kv_heads;
+  shape.head_dim = c.head_dim, shape.intermediate = c.intermediate_size, shape.rotary_dim = c.rotary_dim;
+  shape.capacity = cache.capacity, shape.norm_eps = static_cast<float>(c.norm_eps);
+  shape.cache_bf16 = cache.keys.at(0).scalar_type() == torch::kBFloat16;
+  // The rotation in float32 (the LibTorch path's bfloat16 tables are rounded; the activations here are float32).
+  const auto rotation = decoder::rotation_for(c, positions, inv_freq, torch::kFloat32, false);
+  const auto cos = rotation.cos.reshape({B, c.rotary_dim}).contiguous();
+  const auto sin = rotation.sin.reshape({B, c.rotary_dim}).contiguous();
+  cpu::DecodeRows rows;
+  rows.cos = cos.data_ptr<float>(), rows.signed_sin = sin.data_ptr<float>();
+  torch::Tensor visible;
+  if (mask.defined()) {
+    visible = mask.expand({B, 1, 1, mask.size(-1)}).reshape({B, mask.size(-1)}).contiguous();
+    rows.mask = visible.data_ptr<bool>(), rows.mask_stride = visible.size(1);
+  }
+  for (std::int64_t b = 0; b < B; ++b) {
+    if (!slot.defined()) {  // append at the cache's length, attend to everything up to it
+      rows.write_slot.push_back(cache.length);
+      rows.keys.push_back(cache.length + 1);
+      continue;
+    }
+    const auto at = slot.numel() == 1 ? slot.item<std::int64_t>() : slot[b].item<std::int64_t>();
+    if (at < 0 || at >= cache.capacity) throw std::out_of_range("decode slot outside the KV cache");
+    rows.write_slot.push_back(at);
+    std::int64_t last = at;  // keys past the last visible slot change nothing: stop there
+    for (std::int64_t s = at + 1; s < cache.capacity; ++s)
+      if (!rows.mask || rows.mask[b * rows.mask_stride + s]) last = s;
+    rows.keys.push_back(last + 1);
+  }
+  auto stream = h.reshape({B, E}).to(torch::kFloat32).contiguous();
+  const auto pool = cpu::intra_op_pool();
+  const auto isa = cpu::active_isa();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const Layer& l = layers[i];
+    auto matrix = [&](const torch::Tensor Layer::*field) {
+      for (const auto& [f, q] : l.quantized)
+        if (f == field) return cpu::view_of(q);
+      return cpu::view_of(l.*field);
+    };
+    cpu::DecodeLayerWeights w;
+    w.attn_norm = floats_of(l.attn_norm_w), w.mlp_norm = floats_of(l.mlp_norm_w);
+    w.qkv_bias = floats_of(l.qkv_b), w.o_bias = floats_of(l.o_b);
+    w.gate_up_bias = floats_of(l.gate_up_b), w.down_bias = floats_of(l.down_b);
+    w.qkv = matrix(&Layer::qkv_w), w.o = matrix(&Layer::o_w);
+    w.gate_up = matrix(&Layer::gate_up_w), w.down = matrix(&Layer::down_w);
+    w.keys = cache.keys[i].data_ptr(), w.values = cache.values[i].data_ptr();
+    cpu::decode_layer(shape, w, rows, stream.data_ptr<float>(), isa, pool);
+  }
+  auto out = torch::empty({B, 1, E}, stream.options());
+  cpu::rms_norm_rows(stream.data_ptr<float>(), B, E, floats_of(final_norm_w), shape.norm_eps, out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor Transformer::run(torch::Tensor h, const torch::Tensor& positions, const torch::Tensor& mask, bool causal,
                                KVCache* cache, const torch::Tensor& slot, torch::ScalarType compute, bool fused,
                                const LayerRunner& run_layer) const {
+  // CPU decode step of the pre-norm gated family: the layers in plain C++ (cpu/decode_layer.hpp).
   const auto& family = decoder::family_def(config_.family);
+  if (device_.is_cpu() && !run_layer && cache && h.dim() == 3 && h.size(1) == 1 && compute == dtype_ && !offload_ &&
+      !trainable_ && !torch::GradMode::is_enabled() && (dtype_ == torch::kFloat32 || dtype_ == torch::kBFloat16) &&
+      family.layer == decoder::pre_norm_gated_layer && gated_silu(config_) && !final_norm_b_.defined() &&
+      (!mask.defined() || mask.scalar_type() == torch::kBool) && cpu_cache_usable(*cache, layers_) &&
+      !cpu_decode_layers_off())
+    return cpu_decode(config_, layers_, final_norm_w_, inverse_frequencies(positions), h, positions, mask, *cache,
+                      slot);
   decoder::Pass p(config_);
   p.fused = fused;
   p.rotation = decoder::rotation_for(config_, positions, inverse_frequencies(positions), compute, fused);

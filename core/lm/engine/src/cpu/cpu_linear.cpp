@@ -52,11 +52,7 @@ void run_rows(const WeightView& view, const torch::Tensor& x2d, const torch::Ten
   const Isa isa = active_isa();
   // Whole blocks of 4 rows per thread (the kernels' row block); a grain well below rows/threads would only add
   // scheduling: at::parallel_for gives each thread one contiguous range.
-  const auto threads = static_cast<std::int64_t>(at::get_num_threads());
-  const std::int64_t grain = std::max<std::int64_t>(64, (view.rows / threads + 3) / 4 * 4);
-  at::parallel_for(0, view.rows, grain, [&](std::int64_t begin, std::int64_t end) {
-    matmul_rows(view, xp, M, bp, yp, view.rows, begin, end, isa);
-  });
+  parallel_matmul(view, xp, M, bp, yp, isa, intra_op_pool());
 }
 
 /// x as float32 [M, in] contiguous, and the output shape [..., out].
@@ -73,9 +69,41 @@ torch::Tensor float_bias(const torch::Tensor& b) {
 }  // namespace
 
 bool applies(const torch::Tensor& x, const torch::Tensor& w) {
-  return x.device().is_cpu() && w.device().is_cpu() && w.dim() == 2 && w.is_contiguous() &&
-         w.scalar_type() == x.scalar_type() &&
-         (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16) && x.size(-1) == w.size(1);
+  if (!x.device().is_cpu() || !w.device().is_cpu() || w.dim() != 2 || !w.is_contiguous() || x.size(-1) != w.size(1))
+    return false;
+  if (w.scalar_type() == x.scalar_type())
+    return w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16;
+  return w.scalar_type() == torch::kBFloat16 && x.scalar_type() == torch::kFloat32 &&
+         x.numel() / x.size(-1) <= kMaxKernelRows;
+}
+
+WeightView view_of(const torch::Tensor& w) {
+  WeightView view;
+  view.format = w.scalar_type() == torch::kFloat32 ? WeightFormat::F32 : WeightFormat::BF16;
+  view.rows = w.size(0), view.cols = w.size(1), view.data = w.data_ptr();
+  return view;
+}
+
+WeightView view_of(const QuantizedTensor& w) {
+  if (!w.data.device().is_cpu() || !w.data.is_contiguous() || !w.scales.is_contiguous())
+    throw std::invalid_argument("cpu::linear: the quantised weight must be contiguous CPU tensors");
+  WeightView view;
+  view.format = w.bits == 8 ? WeightFormat::Int8 : WeightFormat::Int4;
+  view.rows = w.shape.at(0), view.cols = w.shape.at(1), view.group = w.group;
+  view.data = w.data.data_ptr();
+  view.scales = reinterpret_cast<const std::uint16_t*>(w.scales.data_ptr<at::Half>());
+  return view;
+}
+
+Pool intra_op_pool() {
+  Pool pool;
+  pool.threads = at::get_num_threads();
+  if (pool.threads > 1 && !at::in_parallel_region())
+    pool.parallel_for = [](std::int64_t n, std::int64_t grain,
+                           const std::function<void(std::int64_t, std::int64_t)>& body) {
+      at::parallel_for(0, n, grain, body);
+    };
+  return pool;
 }
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
@@ -98,9 +126,7 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
     });
     return y.view(out_shape(x, out));
   }
-  WeightView view;
-  view.format = w.scalar_type() == torch::kFloat32 ? WeightFormat::F32 : WeightFormat::BF16;
-  view.rows = out, view.cols = in, view.data = w.data_ptr();
+  const WeightView view = view_of(w);
   auto x2d = rows_of(x);
   auto y = torch::empty({M, out}, x2d.options());
   run_rows(view, x2d, float_bias(bias), y);
@@ -110,13 +136,7 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 torch::Tensor linear(const torch::Tensor& x, const QuantizedTensor& w, const torch::Tensor& bias) {
   const auto out = w.shape.at(0), in = w.shape.at(1);
   if (x.size(-1) != in) throw std::invalid_argument("cpu::linear: input width does not match the weight");
-  if (!w.data.device().is_cpu() || !w.data.is_contiguous() || !w.scales.is_contiguous())
-    throw std::invalid_argument("cpu::linear: the quantised weight must be contiguous CPU tensors");
-  WeightView view;
-  view.format = w.bits == 8 ? WeightFormat::Int8 : WeightFormat::Int4;
-  view.rows = out, view.cols = in, view.group = w.group;
-  view.data = w.data.data_ptr();
-  view.scales = reinterpret_cast<const std::uint16_t*>(w.scales.data_ptr<at::Half>());
+  const WeightView view = view_of(w);
   auto x2d = rows_of(x);
   const auto M = x2d.size(0);
   auto y = torch::empty({M, out}, x2d.options());

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "decode_layer.hpp"
 #include "lal/lm/quantize.hpp"
 
 namespace lal::lm::cpu {
@@ -24,7 +25,8 @@ namespace lal::lm::cpu {
 constexpr std::int64_t kMaxKernelRows = 8;
 
 /// Whether linear(x, w, b) below takes this product: x and w on the CPU, w a contiguous 2-D float32 or bfloat16
-/// tensor of x's dtype.
+/// tensor of x's dtype, or a bfloat16 w with float32 x of up to kMaxKernelRows rows (float32 result: the fused decode
+/// step's lm-head).
 bool applies(const torch::Tensor& x, const torch::Tensor& w);
 /// x [..., in] times w [out, in] transposed, plus bias [out] (optional), in x's dtype. Up to kMaxKernelRows rows:
 /// the kernels (float32 accumulation); more: LibTorch's product (float32: split over the intra-op pool by weight
@@ -56,6 +58,12 @@ class QuantizedWeights {
   std::vector<const QuantizedTensor*> list_;
   const std::vector<const QuantizedTensor*>* previous_;
 };
+
+/// The kernels' view of a dense 2-D float32/bfloat16 CPU tensor (contiguous), or of a group-wise quantized weight.
+WeightView view_of(const torch::Tensor& w);
+WeightView view_of(const QuantizedTensor& w);
+/// LibTorch's intra-op pool as decode_layer.hpp's Pool (serial inside a parallel region).
+Pool intra_op_pool();
 
 /// "2 intra-op threads, OpenBLAS 2 threads (1 inside the engine's products), kernels avx512": for the log and the
 /// benchmark report.

@@ -101,6 +101,7 @@ struct S {
   static constexpr int kStep = 16;  // columns per load(): two vectors
   static Vec zero() { return _mm256_setzero_ps(); }
   static Vec load_x(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec broadcast(float s) { return _mm256_set1_ps(s); }
   static float scale(std::uint16_t h) { return _cvtsh_ss(h); }
@@ -169,6 +170,7 @@ struct S {
   static constexpr int kStep = 32;
   static Vec zero() { return _mm512_setzero_ps(); }
   static Vec load_x(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static Vec broadcast(float s) { return _mm512_set1_ps(s); }
   static float scale(std::uint16_t h) { return _cvtsh_ss(h); }
@@ -299,6 +301,22 @@ void dequantize_rows(const WeightView& w, std::int64_t row_begin, std::int64_t r
       }
     }
   }
+}
+
+void weighted_row_sum(const WeightView& w, const float* p, std::int64_t m, std::int64_t p_stride, float* out, Isa isa) {
+  if (w.format != WeightFormat::F32 && w.format != WeightFormat::BF16)
+    throw std::invalid_argument("weighted_row_sum: expected a float32 or bfloat16 matrix");
+  isa = std::min(isa, detected_isa());
+#if LAL_CPU_X86
+  if (isa == Isa::Avx512) return avx512::weighted_sum(w, p, m, p_stride, out);
+  if (isa == Isa::Avx2) return avx2::weighted_sum(w, p, m, p_stride, out);
+#endif
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t c = 0; c < w.cols; ++c) {
+      float s = 0.0f;
+      for (std::int64_t r = 0; r < w.rows; ++r) s += p[i * p_stride + r] * stored_value(w, r, c);
+      out[i * w.cols + c] = s;
+    }
 }
 
 void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const float* bias, float* y,

@@ -46,6 +46,10 @@ struct WeightView {
 void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const float* bias, float* y,
                  std::int64_t y_stride, std::int64_t row_begin, std::int64_t row_end, Isa isa);
 
+/// out[i*w.cols + c] = sum_r p[i*p_stride + r] * W[r, c] over all w.rows rows, for i in [0, m): the rows of W
+/// weighted by p and summed (attention's probabilities times the cached values). F32 and BF16 weights only.
+void weighted_row_sum(const WeightView& w, const float* p, std::int64_t m, std::int64_t p_stride, float* out, Isa isa);
+
 /// Rows [row_begin, row_end) of an Int8/Int4 weight as float32 values (stored integer times its group's scale),
 /// row-major into `out` ((row_end - row_begin) x cols): a tile for a compute-bound product over many rows.
 void dequantize_rows(const WeightView& w, std::int64_t row_begin, std::int64_t row_end, float* out);
