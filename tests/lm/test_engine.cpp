@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "lal/lm/engine.hpp"
 #include "lal/lm/safetensors.hpp"
@@ -762,4 +763,50 @@ TEST_CASE("CPU decode steps with per-row slots and masks (decode_static) equal t
     auto fused = run("fused"), reference = run("torch");
     CHECK(max_abs(fused, reference) <= 1e-4);
   }
+}
+
+TEST_CASE("CPU token choice: the one-pass statistics equal LibTorch's log_softmax, entropy and argmax") {
+  torch::manual_seed(5);
+  const std::int64_t B = 3, V = 5000, usable = 4990;
+  auto base = torch::randn({B, V}) * 3;
+  base[1][17] = -std::numeric_limits<float>::infinity();
+  auto suppress = torch::zeros({1, V});
+  suppress[0][base[0].argmax().item<std::int64_t>()] = -std::numeric_limits<float>::infinity();  // row 0's best
+  auto history = torch::zeros({B, 4}, torch::kLong);
+  history[2][0] = base[2].argmax().item<std::int64_t>();
+  auto seed = torch::full({1}, 42, torch::kLong), column = torch::full({1}, 7, torch::kLong);
+  SamplingOptions greedy_plain, greedy_penalty, sampled;
+  greedy_plain.greedy = greedy_penalty.greedy = true;
+  greedy_penalty.repetition_penalty = 1.3f;
+  sampled.greedy = false, sampled.temperature = 0.8f, sampled.top_k = 50;
+  for (const auto* s : {&greedy_plain, &greedy_penalty, &sampled}) {
+    auto fast_logits = base.clone();  // contiguous: the one-pass path
+    auto ops_logits = torch::empty({V, B}).t();
+    ops_logits.copy_(base);  // not contiguous: LibTorch's ops
+    REQUIRE(!ops_logits.is_contiguous());
+    auto fast = choose_tokens(fast_logits, usable, *s, history, seed, column, suppress);
+    auto ops = choose_tokens(ops_logits, usable, *s, history, seed, column, suppress);
+    CHECK(torch::equal(fast.ids, ops.ids));
+    CHECK(max_abs(fast.logprob, ops.logprob) <= 1e-5);
+    CHECK(max_abs(fast.entropy, ops.entropy) <= 1e-4);
+    CHECK(torch::equal(fast_logits, ops_logits.contiguous()));  // padding entries overwritten with -inf in both
+  }
+  // Per-row settings (the scheduler's choice): greedy rows with nothing else acting take the one-pass argmax.
+  RowSampling rows{torch::ones({B}, torch::kBool),
+                   torch::ones({B}),
+                   torch::zeros({B}, torch::kLong),
+                   torch::ones({B}),
+                   torch::zeros({B}),
+                   torch::ones({B}),
+                   torch::zeros({B}, torch::kLong)};
+  RowSamplingUse use;
+  auto fast_logits = base.clone();
+  auto ops_logits = torch::empty({V, B}).t();
+  ops_logits.copy_(base);
+  auto row_suppress = suppress.expand({B, V}).contiguous();
+  auto fast = choose_tokens_rows(fast_logits, usable, rows, use, history, column.expand({B}), row_suppress);
+  auto ops = choose_tokens_rows(ops_logits, usable, rows, use, history, column.expand({B}), row_suppress);
+  CHECK(torch::equal(fast.ids, ops.ids));
+  CHECK(max_abs(fast.logprob, ops.logprob) <= 1e-5);
+  CHECK(max_abs(fast.entropy, ops.entropy) <= 1e-4);
 }

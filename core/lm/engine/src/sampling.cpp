@@ -2,8 +2,12 @@
 // engine can capture it in the decode step's CUDA graph.
 #include "lal/lm/sampling.hpp"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace lal::lm {
 
@@ -23,6 +27,92 @@ torch::Tensor mix(torch::Tensor z) {
   z = (z ^ logical_shift_right(z, 30)) * bits(kMix1);
   z = (z ^ logical_shift_right(z, 27)) * bits(kMix2);
   return z ^ logical_shift_right(z, 31);
+}
+
+/// The raw distribution's statistics per row of float32 CPU logits [B, V] in one parallel pass over V (LibTorch's
+/// log_softmax, exp, entropy and argmax are a pass each, with a [B, V] temporary each): log normaliser
+/// max + log(sum exp(x - max)), entropy, and the first argmax of logits + suppress ([1, V] or [B, V], optional).
+/// Each row is cut into a fixed number of chunks combined in order, so results do not depend on the thread count.
+struct RawStats {
+  std::vector<double> log_z, entropy;
+  std::vector<std::int64_t> argmax;
+};
+
+bool cpu_stats_apply(const torch::Tensor& logits) {
+  return logits.device().is_cpu() && logits.scalar_type() == torch::kFloat32 && logits.dim() == 2 &&
+         logits.is_contiguous();
+}
+
+RawStats raw_stats(const torch::Tensor& logits, const torch::Tensor& suppress) {
+  constexpr std::int64_t kChunks = 8;
+  const auto B = logits.size(0), V = logits.size(1);
+  const float* x = logits.data_ptr<float>();
+  torch::Tensor extra;
+  if (suppress.defined()) extra = suppress.to(torch::kFloat32).expand({B, V}).contiguous();
+  const float* add = extra.defined() ? extra.data_ptr<float>() : nullptr;
+  struct Part {
+    float max = -std::numeric_limits<float>::infinity();
+    double z = 0, weighted = 0;  // sum exp(x - max), sum exp(x - max) * (x - max)
+    float best = -std::numeric_limits<float>::infinity();
+    std::int64_t best_at = -1;
+  };
+  std::vector<Part> parts(static_cast<std::size_t>(B * kChunks));
+  const std::int64_t chunk = (V + kChunks - 1) / kChunks;
+  at::parallel_for(0, B * kChunks, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t t = begin; t < end; ++t) {
+      const std::int64_t b = t / kChunks, c0 = (t % kChunks) * chunk, c1 = std::min(V, c0 + chunk);
+      Part& p = parts[static_cast<std::size_t>(t)];
+      const float* row = x + b * V;
+      for (std::int64_t c = c0; c < c1; ++c) p.max = std::max(p.max, row[c]);
+      for (std::int64_t c = c0; c < c1; ++c) {
+        const float shifted = row[c] - p.max;
+        const double e = std::exp(shifted);
+        if (e > 0) p.z += e, p.weighted += e * shifted;  // exp(-inf) terms add nothing (not 0 * -inf)
+        const float v = add ? row[c] + add[b * V + c] : row[c];
+        if (v > p.best || (std::isnan(v) && !std::isnan(p.best)) || p.best_at < 0) p.best = v, p.best_at = c;
+      }
+    }
+  });
+  RawStats r;
+  for (std::int64_t b = 0; b < B; ++b) {
+    float top = -std::numeric_limits<float>::infinity();
+    for (std::int64_t k = 0; k < kChunks; ++k)
+      top = std::max(top, parts[static_cast<std::size_t>(b * kChunks + k)].max);
+    double z = 0, weighted = 0;
+    float best = 0;
+    std::int64_t best_at = -1;
+    for (std::int64_t k = 0; k < kChunks; ++k) {
+      const Part& p = parts[static_cast<std::size_t>(b * kChunks + k)];
+      if (p.best_at >= 0 && (best_at < 0 || p.best > best || (std::isnan(p.best) && !std::isnan(best))))
+        best = p.best, best_at = p.best_at;
+      if (p.z == 0) continue;
+      const double shift = static_cast<double>(p.max) - top, scale = std::exp(shift);
+      z += p.z * scale;
+      weighted += scale * (p.weighted + p.z * shift);
+    }
+    r.log_z.push_back(static_cast<double>(top) + std::log(z));
+    r.entropy.push_back(std::log(z) - weighted / z);
+    r.argmax.push_back(best_at);
+  }
+  return r;
+}
+
+/// ids, their log-probabilities logits[b, id] - log_z[b], and the entropies, as choose_tokens returns them.
+TokenChoice choice_from(const torch::Tensor& logits, const RawStats& stats, torch::Tensor ids) {
+  const auto B = logits.size(0), V = logits.size(1);
+  ids = ids.to(torch::kLong).contiguous();
+  auto logprob = torch::empty({B}, logits.options()), entropy = torch::empty({B}, logits.options());
+  const float* x = logits.data_ptr<float>();
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto id = ids.data_ptr<std::int64_t>()[b];
+    logprob.data_ptr<float>()[b] = static_cast<float>(x[b * V + id] - stats.log_z[static_cast<std::size_t>(b)]);
+    entropy.data_ptr<float>()[b] = static_cast<float>(stats.entropy[static_cast<std::size_t>(b)]);
+  }
+  return {ids, logprob, entropy};
+}
+
+torch::Tensor ids_tensor(const std::vector<std::int64_t>& ids) {
+  return torch::tensor(ids, torch::TensorOptions().dtype(torch::kLong));
 }
 
 }  // namespace
@@ -80,6 +170,18 @@ TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab
                           const torch::Tensor& suppress) {
   const auto B = logits.size(0), V = logits.size(1);
   if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
+  const bool greedy = s.greedy || s.temperature <= 0.0f;
+  if (cpu_stats_apply(logits)) {  // CPU: one pass for the raw distribution (and the argmax when nothing else acts)
+    const bool plain = greedy && s.repetition_penalty == 1.0f;
+    const auto stats = raw_stats(logits, plain ? suppress : torch::Tensor());
+    if (plain) return choice_from(logits, stats, ids_tensor(stats.argmax));
+    auto processed = process_scores(logits, s, history);
+    if (suppress.defined()) processed = processed + suppress;
+    if (greedy) return choice_from(logits, stats, processed.argmax(-1));
+    return choice_from(
+        logits, stats,
+        (processed.to(torch::kFloat64) - torch::log(-torch::log(counter_uniform(seed, column, B, V)))).argmax(-1));
+  }
   auto logp = torch::log_softmax(logits, -1);
   auto probs = logp.exp();
   auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
@@ -146,6 +248,21 @@ TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_
                                const torch::Tensor& suppress) {
   const auto V = logits.size(1);
   if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
+  if (cpu_stats_apply(logits)) {  // CPU: one pass for the raw distribution (and the argmax when nothing else acts)
+    const bool plain = !use.sampled && !use.penalty;
+    const auto stats = raw_stats(logits, plain ? suppress : torch::Tensor());
+    if (plain) return choice_from(logits, stats, ids_tensor(stats.argmax));
+    auto processed = process_scores_rows(logits, sampling, use, history);
+    if (suppress.defined()) processed = processed + suppress;
+    auto ids = processed.argmax(-1);
+    if (use.sampled) {
+      auto noisy =
+          (processed.to(torch::kFloat64) - torch::log(-torch::log(counter_uniform_rows(sampling.seed, column, V))))
+              .argmax(-1);
+      ids = torch::where(sampling.greedy, ids, noisy);
+    }
+    return choice_from(logits, stats, ids);
+  }
   auto logp = torch::log_softmax(logits, -1);
   auto probs = logp.exp();
   auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
