@@ -236,7 +236,7 @@ int bench_memory_command(const std::vector<std::string>& args) {
       Episode ep;
       ep.user_text = corpus.sentence();
       ep.answer = "了解しました。";
-      ep.strategy = "deep";
+      ep.strategy = Strategy::deep;
       ep.confidence = 0.8;
       const auto t0 = std::chrono::steady_clock::now();
       ctx.deliver("episode", std::move(ep), user);

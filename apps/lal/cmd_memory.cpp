@@ -37,7 +37,7 @@ json memory_to_json(const memory::StoredMemory& m) {
           {"text", m.text},
           {"answer", m.answer},
           {"importance", m.importance},
-          {"strategy", m.strategy},
+          {"strategy", to_string(m.strategy)},
           {"emotion", m.emotion},
           {"created_ns", m.uses.created_ns},
           {"use_count", m.uses.count},
@@ -54,7 +54,7 @@ json journal_to_json(const memory::JournalEntry& j) {
           {"text", j.episode.user_text},
           {"answer", j.episode.answer},
           {"importance", j.episode.importance},
-          {"strategy", j.episode.strategy},
+          {"strategy", to_string(j.episode.strategy)},
           {"emotion", j.episode.emotion},
           {"created_ns", j.episode.created_ns},
           {"recalls", j.recalls}};
@@ -111,7 +111,7 @@ ImportLine parse_line(const std::string& line) {
     m.text = text;
     m.answer = str("answer", false);
     m.importance = importance;
-    m.strategy = str("strategy", false);
+    m.strategy = parse_optional_enum<Strategy>(str("strategy", false), "\"strategy\"");
     m.emotion = str("emotion", false);
     m.uses.created_ns = created;
     m.uses.count = integer("use_count", 1);
@@ -138,7 +138,7 @@ ImportLine parse_line(const std::string& line) {
     e.episode.user_text = text;
     e.episode.answer = str("answer", false);
     e.episode.importance = importance;
-    e.episode.strategy = str("strategy", false);
+    e.episode.strategy = parse_optional_enum<Strategy>(str("strategy", false), "\"strategy\"");
     e.episode.emotion = str("emotion", false);
     e.episode.created_ns = created;
     e.recalls = integer("recalls", 0);

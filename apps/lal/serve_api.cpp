@@ -256,8 +256,8 @@ TurnEvent parse_turn_event(std::string_view line) {
   if (j.value("event", "") == "turn_done") {
     e.turn_done = true;
     e.cancelled = j.value("cancelled", false);
-    e.strategy = j.value("strategy", "");
-    e.finish_reason = j.value("finish_reason", "");
+    e.strategy = parse_enum<Strategy>(j.value("strategy", ""), "jsonl turn_done line");
+    e.finish_reason = parse_enum<FinishReason>(j.value("finish_reason", ""), "jsonl turn_done line");
     if (j.contains("first_output_ms") && j["first_output_ms"].is_number())
       e.first_output_ms = j["first_output_ms"].get<double>();
     if (j.contains("answer_done_ms") && j["answer_done_ms"].is_number())

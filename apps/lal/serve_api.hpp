@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "lal/messages.hpp"
+
 namespace lal::serve {
 
 /// An error answered to the client in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
@@ -85,13 +87,14 @@ struct TurnEvent {
   nlohmann::json emotion;  ///< {label, valence, arousal, dominance} for an emotion-state event, else null
   bool turn_done = false;  ///< the closing event (then the fields below are set)
   bool cancelled = false;
-  std::string strategy;
-  std::string finish_reason;  ///< of the answer: stop | length | cancelled | error (TurnDone::finish_reason)
+  std::optional<Strategy> strategy;           ///< TurnDone::strategy
+  std::optional<FinishReason> finish_reason;  ///< of the answer (TurnDone::finish_reason)
   std::optional<double> first_output_ms, answer_done_ms;
   std::uint64_t turn = 0;
 };
 
-/// Parse one line of the jsonl output strategy. Throws std::runtime_error on a line that is not such an event.
+/// Parse one line of the jsonl output strategy. Throws std::runtime_error on a line that is not such an event, and
+/// std::invalid_argument on a turn_done line with an unknown strategy or finish_reason.
 TurnEvent parse_turn_event(std::string_view line);
 
 /// Thoughts of different stages arrive interleaved (regions think at once). As one text (reasoning_content) that

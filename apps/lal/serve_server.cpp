@@ -948,7 +948,7 @@ struct Server::Impl {
     if (!stopper.stopped()) answer(closing, stopper.flush());
     // As OpenAI: "length" when the answer ran into its token budget (max_tokens), else "stop" (the model ended
     // it, or a stop string did).
-    const char* finish_reason = !stopper.stopped() && closing.finish_reason == "length" ? "length" : "stop";
+    const char* finish_reason = !stopper.stopped() && closing.finish_reason == FinishReason::length ? "length" : "stop";
 
     const Usage usage{count_tokens ? count_tokens(r.input) : 0, session->model->generated.load() - tokens_before};
     metrics.prompt_tokens += usage.prompt_tokens;
@@ -984,7 +984,7 @@ struct Server::Impl {
                         {"origin", "lal serve"},
                         {"t_ms", closing.turn_done ? closing.t_ms : seconds_since(t0) * 1000.0},
                         {"turn", turn},
-                        {"strategy", closing.strategy},
+                        {"strategy", closing.strategy ? to_string(*closing.strategy) : ""},
                         {"first_output_ms", closing.first_output_ms ? json(*closing.first_output_ms) : json(nullptr)},
                         {"answer_done_ms", closing.answer_done_ms ? json(*closing.answer_done_ms) : json(nullptr)}};
     if (r.stream) {

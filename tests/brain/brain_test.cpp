@@ -224,7 +224,7 @@ TEST_CASE("the frontal lobe stops the analysis when its budget is spent; the tur
   CHECK(analysis.back()["text"].get<std::string>().find("やめました") != std::string::npos);
   CHECK(joined(select(lines, "conclusion", "answer")) == "晴れです。");
   CHECK_FALSE(done->cancelled);
-  CHECK(done->strategy == "deep");
+  CHECK(done->strategy == Strategy::deep);
   CHECK(done->answer == "晴れです。");
 }
 
@@ -330,7 +330,7 @@ TEST_CASE("procedural memory suggesting 'direct' skips the deep analysis") {
   CHECK(s.model->requests(Role::analysis).empty());
   REQUIRE(s.model->requests(Role::exploration).size() == 1);
   CHECK(s.model->requests(Role::exploration)[0].messages[1].content.find("挨拶には挨拶で返す") != std::string::npos);
-  CHECK(done->strategy == "direct");
+  CHECK(done->strategy == Strategy::direct);
   CHECK(done->answer == "晴れです。");
   CHECK(select(lines, "recall", "memory").size() == 1);
 }
@@ -531,6 +531,9 @@ TEST_CASE("jsonl: one JSON object per line, the documented fields, one closing t
     CHECK((*td)["kind"] == "state");
     for (const char* key : {"user_text", "strategy", "confidence", "cancelled", "first_output_ms", "answer_done_ms"})
       CHECK_MESSAGE(td->contains(key), key);
+    // Spelled as before the enums: API clients read these strings.
+    CHECK((*td)["finish_reason"] == "length");  // the scripted answer runs to its max_tokens
+    CHECK((*td)["strategy"] == "deep");
     // Nothing of the turn after its turn_done line.
     bool after = false;
     for (const auto& l : lines) {

@@ -102,7 +102,7 @@ class ScriptedModel final : public LanguageModel {
     const Script script = choose_(request);
     if (script.fail) throw std::runtime_error("scripted model: engine failure");
     GenerationResult result;
-    result.finish_reason = "length";
+    result.finish_reason = FinishReason::length;
     double lp = 0, h = 0;
     for (std::size_t i = 0; i < script.tokens.size() && static_cast<int>(i) < request.max_new_tokens; ++i) {
       const auto& t = script.tokens[i];
@@ -111,7 +111,7 @@ class ScriptedModel final : public LanguageModel {
         std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(2)));
       if (cancel.cancelled()) {
         result.cancelled = true;
-        result.finish_reason = "cancelled";
+        result.finish_reason = FinishReason::cancelled;
         break;
       }
       TokenEvent ev{static_cast<std::int32_t>(i), t.text, t.logprob, t.entropy};
@@ -120,7 +120,7 @@ class ScriptedModel final : public LanguageModel {
       lp += t.logprob;
       h += t.entropy;
       if (on_token && !on_token(ev)) {
-        result.finish_reason = "stop";
+        result.finish_reason = FinishReason::stop;
         break;
       }
     }

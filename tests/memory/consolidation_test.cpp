@@ -330,7 +330,12 @@ TEST_CASE("a locked database delays writes, never drops them; at shutdown they w
   const std::string db = dir.file("m.db");
   auto store = open_store(db, 20);
   std::vector<std::string> logs;
-  WriteQueue q(store, 4, 1, 200, [&](bool, const std::string& s) { logs.push_back(s); });
+  WriteQueueSettings settings;
+  settings.capacity = 4;
+  settings.retries = 1;
+  settings.full_wait_ms = 200;
+  settings.shutdown_wait_ms = 100;
+  WriteQueue q(store, settings, [&](bool, const std::string& s) { logs.push_back(s); });
   auto applied = [](const PendingWrite&, const EpisodeWrite*) {};
   sqlite3* other = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &other) == SQLITE_OK);
@@ -349,7 +354,7 @@ TEST_CASE("a locked database delays writes, never drops them; at shutdown they w
   REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
   w.input = said("alice", "傘は車の中です。", kT0 + kSec);
   q.submit(w, applied);
-  CHECK_FALSE(q.finish(applied, 100));
+  CHECK_FALSE(q.finish(applied));
   CHECK(logs.back().find("kept in") != std::string::npos);
   CHECK(fs::exists(pending_file_of(store.path())));
   REQUIRE(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
@@ -367,7 +372,12 @@ TEST_CASE("two processes writing one database at once: nothing is lost") {
   constexpr int kEach = 150;
   in_processes(2, [&](int p) {
     auto store = open_store(db, 5);  // a short busy timeout: contention is certain, the queue must retry
-    WriteQueue q(store, 8, 6, 30000, [](bool, const std::string&) {});
+    WriteQueueSettings settings;
+    settings.capacity = 8;
+    settings.retries = 6;
+    settings.full_wait_ms = 30000;
+    settings.shutdown_wait_ms = 30000;
+    WriteQueue q(store, settings, [](bool, const std::string&) {});
     auto applied = [](const PendingWrite&, const EpisodeWrite*) {};
     for (int i = 0; i < kEach; ++i) {
       PendingWrite w;
@@ -376,7 +386,7 @@ TEST_CASE("two processes writing one database at once: nothing is lost") {
       w.extract_facts = false;
       q.submit(std::move(w), applied);
     }
-    return q.finish(applied, 30000) ? 0 : 2;
+    return q.finish(applied) ? 0 : 2;
   });
   CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE user = 'alice'") == kEach);
   CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE user = 'bob'") == kEach);
@@ -414,4 +424,48 @@ TEST_CASE("a version-1 database is upgraded once, even when several processes op
   const auto alice = store.load("alice");
   REQUIRE(alice.size() == 1);
   CHECK(alice[0].text == "猫を飼っています。");
+}
+
+TEST_CASE("strategy columns keep their names: rows written before the enums load, unknown names are refused") {
+  TempDir dir("strategy");
+  const std::string db = dir.file("m.db");
+  auto exec = [&](const char* sql) {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(h, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  };
+  {
+    auto store = open_store(db);
+    EpisodeInput deep = said("alice", "猫を飼っています。", kT0);
+    deep.strategy = Strategy::deep;
+    store.store_episode(deep, false);
+    store.store_episode(said("alice", "犬も好きです。", kT0 + kDay), false);  // no strategy
+    EpisodeInput direct = said("alice", "こんにちは", kT0 + 2 * kDay);
+    direct.strategy = Strategy::direct;
+    store.journal_add("s1", direct);
+  }
+  // On disk: the names an earlier lal wrote and reads ('' for none).
+  CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE strategy = 'deep'") == 1);
+  CHECK(count(db, "SELECT count(*) FROM long_term_memories WHERE strategy = ''") == 1);
+  CHECK(count(db, "SELECT count(*) FROM short_term_journal WHERE strategy = 'direct'") == 1);
+  // Rows as an earlier lal wrote them read back as enums.
+  exec("UPDATE long_term_memories SET strategy = 'direct' WHERE strategy = ''");
+  {
+    auto store = open_store(db);
+    const auto alice = store.load("alice");
+    REQUIRE(alice.size() == 2);
+    CHECK(alice[0].strategy == Strategy::deep);
+    CHECK(alice[1].strategy == Strategy::direct);
+    const auto journal = store.journal("s1");
+    REQUIRE(journal.size() == 1);
+    CHECK(journal[0].episode.strategy == Strategy::direct);
+  }
+  // A name this lal does not know is refused, naming the database, the table and the row.
+  exec("UPDATE long_term_memories SET strategy = 'fast' WHERE strategy = 'direct'");
+  auto store = open_store(db);
+  CHECK_THROWS_WITH_AS(store.load("alice"),
+                       doctest::Contains("m.db', long_term_memories row 2: unknown strategy 'fast' (expected direct "
+                                         "or deep)"),
+                       std::invalid_argument);
 }

@@ -45,7 +45,7 @@ modules:
 )";
 }
 
-TurnDone done(const std::string& user_text, const std::string& answer, const std::string& strategy = "deep",
+TurnDone done(const std::string& user_text, const std::string& answer, Strategy strategy = Strategy::deep,
               double confidence = 0.9) {
   TurnDone d;
   d.user_text = user_text;
@@ -70,7 +70,7 @@ TEST_CASE("the hippocampus merges every tier into one recollection, thinks each 
   auto ep = episodes->all()[0];
   CHECK(ep->user_text == "東京の天気を覚えておいて");
   CHECK(ep->answer == "晴れです");
-  CHECK(ep->strategy == "deep");
+  CHECK(ep->strategy == Strategy::deep);
   CHECK(ep->confidence == doctest::Approx(0.9));
   CHECK(ep->importance == doctest::Approx(0.9));
   CHECK(ep.header.user == "alice");
@@ -95,7 +95,7 @@ TEST_CASE("the hippocampus merges every tier into one recollection, thinks each 
   CHECK(rec.items[1].tier == "working");
   CHECK(rec.items[1].score == doctest::Approx(0.5));
   // 「東京の天気を覚えておいて」 was another kind of request than 「東京の天気は？」: no strategy to suggest.
-  CHECK(rec.suggested_strategy.empty());
+  CHECK(!rec.suggested_strategy);
 
   auto chunks = thoughts->for_turn(turn);
   REQUIRE(chunks.size() == rec.items.size());
@@ -112,7 +112,7 @@ TEST_CASE("the hippocampus merges every tier into one recollection, thinks each 
   p.idle();
   REQUIRE(recollections->for_turn(bobs).size() == 1);
   CHECK(recollections->for_turn(bobs)[0]->items.empty());
-  CHECK(recollections->for_turn(bobs)[0]->suggested_strategy.empty());
+  CHECK(!recollections->for_turn(bobs)[0]->suggested_strategy);
   CHECK(thoughts->for_turn(bobs).empty());
 }
 
@@ -150,13 +150,13 @@ TEST_CASE("familiar requests: after two confident deep answers the recollection 
   TempDir dir("familiar");
   MemoryPipeline p(memory_pipeline(dir.file("memory.db")));
   auto recollections = p.record<Recollection>("memory.recollection");
-  p.publish("turn.done", done("12×3は？", "36", "deep", 0.95), "alice", 1);
-  p.publish("turn.done", done("7×8は？", "56", "deep", 0.85), "alice", 2);
+  p.publish("turn.done", done("12×3は？", "36", Strategy::deep, 0.95), "alice", 1);
+  p.publish("turn.done", done("7×8は？", "56", Strategy::deep, 0.85), "alice", 2);
   p.idle();
   const TurnId turn = p.rt().submit("4×9は？", "alice");
   p.idle();
   auto recs = recollections->for_turn(turn);
   REQUIRE(recs.size() == 1);
-  CHECK(recs[0]->suggested_strategy == "direct");
+  CHECK(recs[0]->suggested_strategy == Strategy::direct);
   CHECK(recs[0]->strategy_confidence == doctest::Approx(0.9));
 }

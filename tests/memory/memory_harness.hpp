@@ -174,7 +174,7 @@ inline std::string dump(const RecallReply& r) {
 }
 
 inline Episode episode(const std::string& user_text, const std::string& answer = {}, double importance = 0.5,
-                       const std::string& strategy = "deep", double confidence = 0.8) {
+                       Strategy strategy = Strategy::deep, double confidence = 0.8) {
   Episode e;
   e.user_text = user_text;
   e.answer = answer;

@@ -22,7 +22,7 @@ d=$("$lal" graph "$src/configs/hello.yaml") || fail "dot failed"
 echo "$d" | grep -q '"input" -> "memory" \[label="turn.input\\nlal.Percept/1"\]' || fail "dot edge: $d"
 
 p=$("$lal" plugins) || fail "plugins failed"
-echo "$p" | grep -q "working_memory  (memory_tier, version 0.1.0, ABI 2)" || fail "plugins listing: $p"
+echo "$p" | grep -q "working_memory  (memory_tier, version 0.1.0, ABI 3)" || fail "plugins listing: $p"
 echo "$p" | grep -q "server recall: lal.RecallRequest/1 → lal.RecallReply/1" || fail "plugins ports: $p"
 
 r=$(printf 'こんにちは\n東京の天気は？\n' | "$lal" run "$src/configs/hello.yaml") || fail "run failed"
@@ -32,7 +32,7 @@ echo "$r" | grep -q '^\[直感\] 挨拶ですね。' || fail "run output: $r"
 "$lal" run 2>&1 | grep -q "give a FILE.yaml" || fail "run without file"
 "$lal" run "$src/configs/hello.yaml" --bogus 2>&1 | grep -q "unrecognised option '--bogus'" || fail "unknown option"
 "$lal" nonsense >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command exit code"
-"$lal" --version | grep -q "SDK ABI 2" || fail "version"
+"$lal" --version | grep -q "SDK ABI 3" || fail "version"
 for c in plugins validate graph run "bench bus"; do
   "$lal" $c --help | grep -q "Usage: lal $c" || fail "--help of $c"
 done

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "lal/runtime/pipeline.hpp"
@@ -197,6 +198,24 @@ TEST_CASE("cycles are refused unless an edge is marked feedback") {
   ok.replace(ok.find("{percept: loop.percept}"), 23, "{percept: {topic: loop.percept, feedback: true}}");
   auto l2 = load(ok);
   CHECK_MESSAGE(l2.ok(), dump(l2));
+  // Both drawings mark the feedback edge the same way: dotted and grey.
+  const std::string dot = runtime::render_graph(l2.spec, "dot");
+  CHECK_MESSAGE(dot.find("\"b\" -> \"a\" [label=\"loop.percept\\nlal.Percept/1\", style=dotted, constraint=false, "
+                         "color=gray]") != std::string::npos,
+                dot);
+  const std::string mermaid = runtime::render_graph(l2.spec, "mermaid");
+  CHECK_MESSAGE(mermaid.find("m_b ..->|\"feedback: loop.percept: lal.Percept/1\"| m_a") != std::string::npos, mermaid);
+  std::istringstream lines(mermaid);
+  int edge = 0, feedback_edge = -1;
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("->|") != std::string::npos) {
+      if (line.find("feedback:") != std::string::npos) feedback_edge = edge;
+      ++edge;
+    }
+  REQUIRE(feedback_edge >= 0);
+  CHECK_MESSAGE(mermaid.find("  linkStyle " + std::to_string(feedback_edge) + " stroke:gray,stroke-dasharray:2 4\n") !=
+                    std::string::npos,
+                mermaid);
 }
 
 TEST_CASE("every error is reported at once, in file order") {
@@ -220,7 +239,7 @@ modules:
 
 TEST_CASE("a plugin built for another ABI is refused before anything in it runs") {
   CHECK_THROWS_WITH_AS(PluginRegistry::load_file(fs::path(LAL_TEST_PLUGIN_DIR) / "libtest_abi_mismatch.so"),
-                       doctest::Contains("built for lal SDK ABI 99, but this host speaks ABI 2"), PluginError);
+                       doctest::Contains("built for lal SDK ABI 99, but this host speaks ABI 3"), PluginError);
   auto l = load("modules:\n  m:\n    plugin: test_abi_mismatch\n");
   CHECK_MESSAGE(has_error(l, 3, {"ABI 99"}), dump(l));
 }

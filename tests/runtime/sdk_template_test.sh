@@ -12,7 +12,7 @@ cmake -S "$tmp/plugin" -B "$tmp/plugin/build" "${gen[@]}" -DCMAKE_PREFIX_PATH="$
 cmake --build "$tmp/plugin/build" >/dev/null
 test -f "$tmp/plugin/build/libecho_thought.so"
 # The installed host finds its own installed plugins (transcript) and the new one through plugin_path.
-"$tmp/prefix/bin/lal" plugins --plugin_path "$tmp/plugin/build" | grep -q "echo_thought  (brain_region, version 1.0.0, ABI 2)"
+"$tmp/prefix/bin/lal" plugins --plugin_path "$tmp/plugin/build" | grep -q "echo_thought  (brain_region, version 1.0.0, ABI 3)"
 out=$(echo "こんにちは" | "$tmp/prefix/bin/lal" run "$tmp/plugin/pipeline.yaml")
 echo "$out"
 [ "$out" = "[分析] 聞こえた: こんにちは (15 bytes)" ]

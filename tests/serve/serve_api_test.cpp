@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 
 using namespace lal::serve;
+using lal::FinishReason;
+using lal::Strategy;
 using nlohmann::json;
 
 namespace {
@@ -176,12 +178,27 @@ TEST_CASE("jsonl events parse, turn_done included") {
   const TurnEvent d = parse_turn_event(
       R"({"t_ms":80,"turn":3,"stage":"conclusion","kind":"state","event":"turn_done","text":"a","cancelled":false,"strategy":"deep","first_output_ms":4.5,"answer_done_ms":null,"finish_reason":"length"})");
   CHECK(d.turn_done);
-  CHECK(d.strategy == "deep");
-  CHECK(d.finish_reason == "length");
+  CHECK(d.strategy == Strategy::deep);
+  CHECK(d.finish_reason == FinishReason::length);
   CHECK(*d.first_output_ms == doctest::Approx(4.5));
   CHECK(!d.answer_done_ms);
   CHECK_THROWS(parse_turn_event("not json"));
   CHECK_THROWS(parse_turn_event("{\"x\":1}"));
+  // Every spelling the jsonl output writes reads back; an unknown one is refused, saying which and what it knows.
+  for (const char* reason : {"stop", "length", "cancelled", "error"}) {
+    const std::string line = std::string(R"({"t_ms":1,"stage":"conclusion","kind":"state","event":"turn_done",)") +
+                             R"("strategy":"direct","finish_reason":")" + reason + "\"}";
+    CHECK(to_string(*parse_turn_event(line).finish_reason) == std::string(reason));
+  }
+  CHECK_THROWS_WITH_AS(
+      parse_turn_event(
+          R"({"t_ms":1,"stage":"conclusion","kind":"state","event":"turn_done","strategy":"fast","finish_reason":"stop"})"),
+      "jsonl turn_done line: unknown strategy 'fast' (expected direct or deep)", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      parse_turn_event(
+          R"({"t_ms":1,"stage":"conclusion","kind":"state","event":"turn_done","strategy":"deep","finish_reason":"done"})"),
+      "jsonl turn_done line: unknown finish reason 'done' (expected stop, length, cancelled or error)",
+      std::invalid_argument);
 }
 
 namespace {

@@ -72,7 +72,7 @@ std::string render_graph(const PipelineSpec& spec, const std::string& format) {
       os << "  \"" << dot_escape(e.from) << "\" -> \"" << dot_escape(e.to) << "\" [label=\"" << dot_escape(e.topic)
          << "\\n" << dot_escape(e.type) << "\"";
       if (e.request) os << ", style=dashed";
-      if (e.feedback) os << ", constraint=false, color=gray";
+      if (e.feedback) os << ", style=dotted, constraint=false, color=gray";  // a back edge: it does not rank
       os << "];\n";
     }
     os << "}\n";

@@ -180,11 +180,11 @@ class FrontalLobe final : public lal::Module {
 
     auto done = std::make_shared<lal::TurnDone>();
     done->user_text = st->user_text;
-    done->strategy = st->analysis_tokens > 0 ? "deep" : "direct";
+    done->strategy = st->analysis_tokens > 0 ? lal::Strategy::deep : lal::Strategy::direct;
     const auto cancel = ctx_->cancellation(turn);
     if (reason == Reason::cancelled) {
       done->first_output_ns = st->first_output_ns;
-      done->finish_reason = "cancelled";
+      done->finish_reason = lal::FinishReason::cancelled;
       return finish(st, done, cancel);
     }
     auto answer =
@@ -192,7 +192,7 @@ class FrontalLobe final : public lal::Module {
     lp::stream_into(
         *model_, answer_request(*st, emotion_.get()), answer, cancel,
         [this, st, done, answer, cancel, turn](const lal::GenerationOutcome& o) {
-          done->finish_reason = o ? o.result.finish_reason : "error";
+          done->finish_reason = o ? o.result.finish_reason : lal::FinishReason::error;
           if (o) {
             answer->close();
           } else {

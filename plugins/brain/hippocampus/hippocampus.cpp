@@ -39,8 +39,8 @@ struct HippocampusOptions {
   double rank_constant = 1.0;
   double weight_working = 1.0, weight_short_term = 1.0, weight_long_term = 1.0;
   double base_importance = 0.3, arousal_importance = 0.3, remember_importance = 0.9;
-  std::vector<std::string> remember_markers = {"覚えておいて",   "覚えといて",      "覚えてね",      "覚えてください",
-                                               "忘れないで",     "please remember", "remember that", "don't forget"};
+  std::vector<std::string> remember_markers = {"覚えておいて", "覚えといて",      "覚えてね",      "覚えてください",
+                                               "忘れないで",   "please remember", "remember that", "don't forget"};
 
   static void declare(lal::Options<HippocampusOptions>& o) {
     o.field("deadline_ms", &HippocampusOptions::deadline_ms, "how long to wait for each tier").min(1);
@@ -157,8 +157,13 @@ class Hippocampus final : public lal::Module {
     if (proc != g.by_tier.end() && !proc->second.empty()) {
       const auto best = std::max_element(proc->second.begin(), proc->second.end(),
                                          [](const auto& a, const auto& b) { return a.score < b.score; });
-      rec.suggested_strategy = best->text;
-      rec.strategy_confidence = std::clamp(best->score, 0.0, 1.0);
+      try {
+        rec.suggested_strategy =
+            lal::parse_enum<lal::Strategy>(best->text, "the procedural tier's recall item " + best->id);
+        rec.strategy_confidence = std::clamp(best->score, 0.0, 1.0);
+      } catch (const std::invalid_argument& e) {  // suggest nothing rather than something unknown
+        ctx_->log(lal::LogLevel::error, e.what());
+      }
     }
     ctx_->publish("recollection", rec, &g.cause);
     for (std::size_t i = 0; i < rec.items.size(); ++i) {

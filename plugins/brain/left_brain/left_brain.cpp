@@ -93,7 +93,7 @@ class LeftBrain final : public lal::Module {
     const bool ja = options_.model.language == lp::Language::ja;
     auto analysis =
         std::make_shared<lp::StageStream>(*ctx_, "thought", lal::Stage::analysis, lal::ChunkKind::thought, t->header);
-    if (t->recollection && t->recollection->suggested_strategy == "direct" &&
+    if (t->recollection && t->recollection->suggested_strategy == lal::Strategy::direct &&
         t->recollection->strategy_confidence >= options_.direct_min_confidence) {
       // Procedural memory knows this kind of request and that answering directly worked: no deep analysis. Say so,
       // unmeasured (no model spoke), so the frontal lobe concludes at once and the person sees why.

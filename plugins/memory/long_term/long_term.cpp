@@ -36,7 +36,7 @@ const lal::memory::RecallSettings kRecallDefaults{};
 
 struct LongTermOptions {
   lal::memory::DbSettings db;
-  std::int64_t write_queue = 256;
+  lal::memory::WriteQueueSettings writes;
   double decay = kRecallDefaults.decay;
   double importance_weight = kRecallDefaults.importance_weight;
   double rank_constant = kRecallDefaults.rank_constant;
@@ -54,7 +54,7 @@ struct LongTermOptions {
   static void declare(lal::Options<LongTermOptions>& o) {
     using O = LongTermOptions;
     o.nested(&O::db);
-    o.field("write_queue", &O::write_queue, "writes held in memory while the database is busy").min(1);
+    o.nested(&O::writes);
     o.field("decay", &O::decay, "ACT-R decay d in B = ln(Σ t^-d)").range(0.001, 0.999);
     o.field("importance_weight", &O::importance_weight,
             "weight of importance (0..1) next to B in the activation ranking");
@@ -96,7 +96,6 @@ class LongTermMemory final : public lal::Module {
     st_.multi_hop = options.multi_hop;
     st_.candidates = static_cast<std::size_t>(options.candidates);
     extract_facts_ = options.extract_facts;
-    const auto capacity = options.write_queue;
 
     // A database that cannot be opened (locked past the timeout, corrupt, unreadable) fails the pipeline load here,
     // with the file named: running on without the memory the user expects would be worse.
@@ -108,7 +107,7 @@ class LongTermMemory final : public lal::Module {
     }
     lal::memory::recover_pending(*store_, [this](const std::string& s) { ctx_->log(lal::LogLevel::warn, s); });
     data_version_ = store_->data_version();
-    queue_.emplace(*store_, static_cast<std::size_t>(capacity), 3, 10000, [this](bool error, const std::string& s) {
+    queue_.emplace(*store_, options.writes, [this](bool error, const std::string& s) {
       ctx_->log(error ? lal::LogLevel::error : lal::LogLevel::warn, s);
     });
     ctx.on<lal::Episode>("episode", [this](const lal::Delivery<lal::Episode>& m) { encode(m); });
@@ -117,7 +116,7 @@ class LongTermMemory final : public lal::Module {
   }
 
   void stop() override {
-    if (queue_ && store_ && !store_->read_only()) queue_->finish(applied(), 10000);
+    if (queue_ && store_ && !store_->read_only()) queue_->finish(applied());
     queue_.reset();
     store_.reset();  // closing checkpoints the WAL into the main file and releases the file for the next process
   }

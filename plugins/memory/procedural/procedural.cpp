@@ -69,7 +69,7 @@ struct Pattern {
   std::int64_t id = 0;
   std::string template_text;
   lal::memory::Embedding embedding{};
-  std::map<std::string, Outcome> outcomes;  // by strategy
+  std::map<lal::Strategy, Outcome> outcomes;
 
   std::int64_t successes() const {
     std::int64_t n = 0;
@@ -79,7 +79,7 @@ struct Pattern {
 };
 
 struct Suggestion {
-  std::string strategy;
+  lal::Strategy strategy = lal::Strategy::deep;
   double confidence = 0.0;
 };
 
@@ -190,7 +190,12 @@ class ProceduralMemory final : public lal::Module {
         auto pat = std::find_if(patterns.begin(), patterns.end(), [&](const Pattern& x) { return x.id == pid; });
         if (pat == patterns.end()) continue;
         Outcome out{o.column_int(2), o.column_int(3), o.column_double(4), o.column_double(5), o.column_int(6)};
-        pat->outcomes[o.column_text(1)] = out;
+        try {
+          pat->outcomes[lal::parse_enum<lal::Strategy>(
+              o.column_text(1), "procedural database '" + db_->path() + "', pattern " + std::to_string(pid))] = out;
+        } catch (const std::invalid_argument& e) {  // refused, and left in the database as it is
+          ctx_->log(lal::LogLevel::error, std::string(e.what()) + " — this outcome is not used");
+        }
       }
     }
     return by_user_.emplace(user, std::move(patterns)).first->second;
@@ -211,23 +216,23 @@ class ProceduralMemory final : public lal::Module {
   }
 
   std::optional<Suggestion> suggest(const Pattern& p) const {
-    auto get = [&](const char* s) -> const Outcome* {
+    auto get = [&](lal::Strategy s) -> const Outcome* {
       auto it = p.outcomes.find(s);
       return it == p.outcomes.end() ? nullptr : &it->second;
     };
     auto mean = [](const Outcome& o) { return o.successes ? o.success_confidence_sum / o.successes : 0.0; };
-    const Outcome* direct = get("direct");
-    const Outcome* deep = get("deep");
+    const Outcome* direct = get(lal::Strategy::direct);
+    const Outcome* deep = get(lal::Strategy::deep);
     if (direct && direct->attempts > 0 && direct->last_confidence < success_confidence_)
-      return Suggestion{"deep", 1.0 - direct->last_confidence};
-    if (direct && direct->successes > 0) return Suggestion{"direct", mean(*direct)};
-    if (deep && deep->successes >= direct_after_) return Suggestion{"direct", mean(*deep)};
-    if (deep && deep->successes > 0) return Suggestion{"deep", mean(*deep)};
+      return Suggestion{lal::Strategy::deep, 1.0 - direct->last_confidence};
+    if (direct && direct->successes > 0) return Suggestion{lal::Strategy::direct, mean(*direct)};
+    if (deep && deep->successes >= direct_after_) return Suggestion{lal::Strategy::direct, mean(*deep)};
+    if (deep && deep->successes > 0) return Suggestion{lal::Strategy::deep, mean(*deep)};
     return std::nullopt;
   }
 
   void learn(const lal::Delivery<lal::Episode>& m) {
-    if (m->user_text.empty() || m->strategy.empty()) return;
+    if (m->user_text.empty()) return;
     if (db_->read_only()) {
       if (!warned_read_only_)
         ctx_->log(lal::LogLevel::warn, "database '" + db_->path() + "' is read-only: outcomes are not being learned");
@@ -270,7 +275,7 @@ class ProceduralMemory final : public lal::Module {
           "success_confidence_sum, last_confidence, last_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
       up.bind(1, std::string_view(user))
           .bind(2, pid)
-          .bind(3, std::string_view(m->strategy))
+          .bind(3, std::string_view(lal::to_string(m->strategy)))
           .bind(4, updated.attempts)
           .bind(5, updated.successes)
           .bind(6, updated.success_confidence_sum)
@@ -299,7 +304,7 @@ class ProceduralMemory final : public lal::Module {
       item.id = std::to_string(p.id);
       item.tier = "procedural";
       item.kind = "procedural";
-      item.text = s.strategy;
+      item.text = lal::to_string(s.strategy);
       item.score = s.confidence * sim;
       item.activation = std::log(1.0 + static_cast<double>(p.successes()));
       return item;

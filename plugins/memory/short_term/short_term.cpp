@@ -57,6 +57,7 @@ std::int64_t wall_ns_of(const lal::MessageHeader& h) {
 
 struct ShortTermOptions {
   lal::memory::DbSettings db = in_process();
+  lal::memory::WriteQueueSettings writes;
   double half_life_s = 600;
   double time_scale = 1;
   double forget_below = 0.05;
@@ -77,6 +78,7 @@ struct ShortTermOptions {
   static void declare(lal::Options<ShortTermOptions>& o) {
     using O = ShortTermOptions;
     o.nested(&O::db);
+    o.nested(&O::writes);
     o.field("half_life_s", &O::half_life_s, "seconds after which a use counts half as much").min(0.001);
     o.field("time_scale", &O::time_scale, "simulated seconds per real second (tests make time pass quickly)")
         .min(0.001);
@@ -108,7 +110,7 @@ class ShortTermMemory final : public lal::Module {
     keep_importance_ = options.keep_importance;
     min_relevance_ = options.min_relevance;
     extract_facts_ = options.extract_facts;
-    if (!options.db.path.empty()) open_journal(options.db);
+    if (!options.db.path.empty()) open_journal(options.db, options.writes);
     ctx.on<lal::Episode>("episode", [this](const lal::Delivery<lal::Episode>& m) { encode(m); });
     ctx.serve<lal::RecallRequest, lal::RecallReply>(
         "recall", [this](const lal::Delivery<lal::RecallRequest>& m) { return recall(m); });
@@ -121,7 +123,7 @@ class ShortTermMemory final : public lal::Module {
       for (auto& e : episodes) release(e, user, nullptr, "the session ended");
     by_user_.clear();
     if (!store_->read_only()) {
-      queue_->finish(applied(), 10000);
+      queue_->finish(applied());
       try {
         if (queue_->size() == 0) store_->end_session(session_);
       } catch (const lal::memory::DbError& e) {
@@ -133,14 +135,14 @@ class ShortTermMemory final : public lal::Module {
   }
 
  private:
-  void open_journal(const lal::memory::DbSettings& db) {
+  void open_journal(const lal::memory::DbSettings& db, const lal::memory::WriteQueueSettings& writes) {
     store_.emplace(db.db_options("short_term memory (module '" + ctx_->module_id() + "')"));
     if (store_->read_only()) {
       ctx_->log(lal::LogLevel::warn,
                 "journal database '" + store_->path() + "' is read-only: short-term memory lives in this process only");
       return;
     }
-    queue_.emplace(*store_, 256, 3, 10000, [this](bool error, const std::string& s) {
+    queue_.emplace(*store_, writes, [this](bool error, const std::string& s) {
       ctx_->log(error ? lal::LogLevel::error : lal::LogLevel::warn, s);
     });
     lal::memory::recover_pending(*store_, [this](const std::string& s) { ctx_->log(lal::LogLevel::warn, s); });

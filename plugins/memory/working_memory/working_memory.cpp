@@ -1,4 +1,4 @@
-// working_memory — a memory tier holding a few chunks per user (7±2 by default), displaced by activation.
+// working_memory — a memory tier holding a few chunks per user (`capacity`), displaced by activation.
 //
 // Activation is ACT-R base-level learning: B = ln(Σ_j (t - t_j)^-d) over the chunk's uses (its encoding and every
 // recall that returned it), with decay d. When a new chunk arrives and the tier is full, the chunk with the lowest

@@ -91,10 +91,10 @@ class Jsonl final : public lal::Module {
     j["event"] = "turn_done";
     j["text"] = d.answer;
     j["user_text"] = d.user_text;
-    j["strategy"] = d.strategy;
+    j["strategy"] = lal::to_string(d.strategy);
     j["confidence"] = d.confidence;
     j["cancelled"] = d.cancelled;
-    j["finish_reason"] = d.finish_reason;
+    j["finish_reason"] = lal::to_string(d.finish_reason);
     j["first_output_ms"] = d.first_output_ns ? json(round_ms(d.first_output_ns - origin)) : json(nullptr);
     j["answer_done_ms"] = d.answer_done_ns ? json(round_ms(d.answer_done_ns - origin)) : json(nullptr);
     write(j);

@@ -252,10 +252,10 @@ class ThinkAloud final : public lal::Module {
     char buf[128];
     if (ja_)
       std::snprintf(buf, sizeof buf, "（確信度 %.2f・%s）\n", d.confidence,
-                    d.strategy == "deep" ? "じっくり考えて" : "すぐに");
+                    d.strategy == lal::Strategy::deep ? "じっくり考えて" : "すぐに");
     else
       std::snprintf(buf, sizeof buf, "(confidence %.2f, %s)\n", d.confidence,
-                    d.strategy == "deep" ? "after deep thought" : "answered directly");
+                    d.strategy == lal::Strategy::deep ? "after deep thought" : "answered directly");
     ctx_->write_output(buf);
   }
 

@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #ifndef LAL_SDK_ABI_VERSION
-#define LAL_SDK_ABI_VERSION 2u
+#define LAL_SDK_ABI_VERSION 3u
 #endif
 
 #define LAL_STRINGIFY_DETAIL(x) #x

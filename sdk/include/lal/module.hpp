@@ -20,7 +20,7 @@
 // Context methods are thread-safe.
 //
 // TURNS. ctx.turn_state<T>(turn) is the module's state for one turn, created on first use and freed by the runtime
-// a short linger (RuntimeOptions::turn_linger, 2 s) after the turn's lal.TurnDone/1 is published or the turn is
+// a short linger (RuntimeOptions::turn_linger, 2 s) after the turn's lal.TurnDone/2 is published or the turn is
 // cancelled; so a module keeps no map keyed by turn and needs no cap on it.
 //
 // BUSY. `lal run`/`lal chat` wait until the pipeline is idle before reading the next line. The SDK counts as busy

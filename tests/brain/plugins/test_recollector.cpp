@@ -10,7 +10,8 @@ class Recollector final : public lal::Module {
   void start(lal::Context& ctx) override {
     ctx_ = &ctx;
     items_ = ctx.config().get<std::vector<std::string>>("items");
-    strategy_ = ctx.config().get<std::string>("strategy");
+    strategy_ = lal::parse_optional_enum<lal::Strategy>(ctx.config().get<std::string>("strategy"),
+                                                        "test_recollector: strategy");
     strategy_confidence_ = ctx.config().get<double>("strategy_confidence");
     delay_ = std::chrono::milliseconds(ctx.config().get<std::int64_t>("delay_ms"));
     ctx.on<lal::Percept>("percept", [this](const lal::Delivery<lal::Percept>& m) {
@@ -42,7 +43,7 @@ class Recollector final : public lal::Module {
  private:
   lal::Context* ctx_ = nullptr;
   std::vector<std::string> items_;
-  std::string strategy_;
+  std::optional<lal::Strategy> strategy_;
   double strategy_confidence_ = 0.0;
   std::chrono::milliseconds delay_{0};
 };

@@ -726,8 +726,8 @@ GenerationResult TorchLanguageModel::result_of(SequenceOutput o) {
     r.mean_logprob /= static_cast<float>(r.ids.size());
     r.mean_entropy /= static_cast<float>(r.ids.size());
   }
-  r.finish_reason = o.finish_reason;
-  r.cancelled = o.finish_reason == "cancelled";
+  r.finish_reason = parse_enum<FinishReason>(o.finish_reason, "the engine's finish reason");
+  r.cancelled = r.finish_reason == FinishReason::cancelled;
   return r;
 }
 

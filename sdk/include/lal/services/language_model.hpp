@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "lal/messages.hpp"
 #include "lal/module.hpp"
 
 namespace lal {
@@ -85,7 +86,7 @@ struct GenerationResult {
   float mean_logprob = 0.0f;
   float mean_entropy = 0.0f;
   bool cancelled = false;
-  std::string finish_reason;  ///< "stop", "length", "cancelled"
+  FinishReason finish_reason = FinishReason::stop;  ///< stop, length or cancelled
 };
 
 /// What on_done receives: the result, or an error (then `result` holds what was generated before it).
@@ -148,7 +149,7 @@ class LanguageModel {
     GenerationResult r = std::move(wait->outcome.result);
     if (stop->stopped.load() && !cancel.cancelled()) {  // stopped by on_token: "stop", as documented
       r.cancelled = false;
-      r.finish_reason = "stop";
+      r.finish_reason = FinishReason::stop;
     }
     return r;
   }

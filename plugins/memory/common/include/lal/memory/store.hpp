@@ -34,6 +34,7 @@
 #include "lal/memory/embedding.hpp"
 #include "lal/memory/facts.hpp"
 #include "lal/memory/sqlite.hpp"
+#include "lal/messages.hpp"
 
 namespace lal::memory {
 
@@ -52,7 +53,8 @@ struct StoredMemory {
   std::string text;    ///< the user's words (episodic) or the fact sentence (semantic)
   std::string answer;  ///< what was answered (episodic)
   double importance = 0.5;
-  std::string strategy, emotion;
+  std::optional<Strategy> strategy;  ///< how the turn was answered; none for a memory stored without one
+  std::string emotion;
   UseHistory uses;  ///< uses.created_ns is the creation time (Unix ns)
   std::string slot;
   std::int64_t superseded_by = 0;  ///< id of the newer fact in the same slot, 0 = current
@@ -63,7 +65,8 @@ struct StoredMemory {
 
 /// An episode to store (from the hippocampus via short_term, from the journal, from `lal memory import`).
 struct EpisodeInput {
-  std::string user, user_text, answer, strategy, emotion;
+  std::string user, user_text, answer, emotion;
+  std::optional<Strategy> strategy;  ///< stored as its name, '' for none
   double importance = 0.5;
   std::int64_t created_ns = 0;  ///< Unix ns; 0 = now
 };
@@ -117,7 +120,7 @@ class MemoryStore {
       m.text = s.column_text(2);
       m.answer = s.column_text(3);
       m.importance = s.column_double(4);
-      m.strategy = s.column_text(5);
+      m.strategy = strategy_column(s.column_text(5), "long_term_memories row " + std::to_string(m.id));
       m.emotion = s.column_text(6);
       m.uses.created_ns = s.column_int(7);
       m.uses.count = s.column_int(8);
@@ -215,7 +218,7 @@ class MemoryStore {
         .bind(5, std::string_view(m.answer))
         .bind_blob(6, encode_embedding(embed_text(m.text)))
         .bind(7, m.importance)
-        .bind(8, std::string_view(m.strategy))
+        .bind(8, std::string_view(to_string(m.strategy)))
         .bind(9, std::string_view(m.emotion))
         .bind(10, m.uses.created_ns)
         .bind(11, m.uses.count)
@@ -253,7 +256,7 @@ class MemoryStore {
         .bind(3, std::string_view(e.user_text))
         .bind(4, std::string_view(e.answer))
         .bind(5, e.importance)
-        .bind(6, std::string_view(e.strategy))
+        .bind(6, std::string_view(to_string(e.strategy)))
         .bind(7, std::string_view(e.emotion))
         .bind(8, e.created_ns ? e.created_ns : wall_now_ns())
         .bind(9, recalls)
@@ -291,7 +294,7 @@ class MemoryStore {
       j.episode.user_text = s.column_text(3);
       j.episode.answer = s.column_text(4);
       j.episode.importance = s.column_double(5);
-      j.episode.strategy = s.column_text(6);
+      j.episode.strategy = strategy_column(s.column_text(6), "short_term_journal row " + std::to_string(j.id));
       j.episode.emotion = s.column_text(7);
       j.episode.created_ns = s.column_int(8);
       j.recalls = s.column_int(9);
@@ -431,6 +434,12 @@ class MemoryStore {
   }
 
  private:
+  /// A strategy column: the strategy's name, '' for none. An unknown name is refused (std::invalid_argument) naming
+  /// the database and the row.
+  std::optional<Strategy> strategy_column(const std::string& text, const std::string& row) const {
+    return parse_optional_enum<Strategy>(text, "memory database '" + db_.path() + "', " + row);
+  }
+
   /// The long_term schema version in the file (0: no long_term tables); refuses versions this lal cannot read.
   int long_term_version() {
     has_long_term_ = db_.has_table("long_term_memories");

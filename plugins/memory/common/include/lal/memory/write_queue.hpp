@@ -4,7 +4,8 @@
 // order. A write that fails because the database is busy (another process holds the write lock past
 // busy_timeout_ms) or temporarily unwritable is retried `retries` times with a growing pause (50, 100, 200 ms …), then
 // left queued and retried before the next write and at shutdown. While writes are queued, the queue logs a warning
-// once; when it is full (`capacity`), new writes wait, retrying, up to `full_wait_ms`.
+// once; when it is full (`capacity`, config key `write_queue`), new writes wait, retrying, up to `full_wait_ms`. The
+// numbers are WriteQueueSettings', written once for every tier.
 //
 // A write that still cannot be applied at shutdown (or whose queue stays full) is not lost: each memory it carries
 // (the episode) is appended to the *pending file* next to the database, `<db>.pending.jsonl`, one JSON object a
@@ -26,8 +27,22 @@
 #include <thread>
 
 #include "lal/memory/store.hpp"
+#include "lal/options.hpp"
 
 namespace lal::memory {
+
+/// How a tier's WriteQueue holds and retries writes. A tier nests it in its options (`o.nested(&Options::writes)`):
+/// `capacity` is its config key `write_queue`; the rest are fixed here, for every tier.
+struct WriteQueueSettings {
+  std::int64_t capacity = 256;
+  int retries = 3;               ///< retries of a failed write, after pauses of 50, 100, 200 ms …
+  int full_wait_ms = 10000;      ///< a write waits this long for room in a full queue
+  int shutdown_wait_ms = 10000;  ///< stop() retries this long before keeping what is left in the pending file
+
+  static void declare(lal::Options<WriteQueueSettings>& o) {
+    o.field("write_queue", &WriteQueueSettings::capacity, "writes held in memory while the database is busy").min(1);
+  }
+};
 
 /// The file where memories that could not be written wait for the next start.
 inline std::string pending_file_of(const std::string& db_path) { return db_path + ".pending.jsonl"; }
@@ -48,7 +63,7 @@ inline nlohmann::json episode_to_json(const EpisodeInput& e, bool extract_facts)
           {"user_text", e.user_text},
           {"answer", e.answer},
           {"importance", e.importance},
-          {"strategy", e.strategy},
+          {"strategy", to_string(e.strategy)},
           {"emotion", e.emotion},
           {"created_ns", e.created_ns},
           {"extract_facts", extract_facts}};
@@ -79,7 +94,7 @@ inline std::size_t recover_pending(MemoryStore& store, const std::function<void(
       e.user_text = j.at("user_text").get<std::string>();
       e.answer = j.value("answer", std::string());
       e.importance = j.value("importance", 0.5);
-      e.strategy = j.value("strategy", std::string());
+      e.strategy = parse_optional_enum<Strategy>(j.value("strategy", std::string()), "\"strategy\"");
       e.emotion = j.value("emotion", std::string());
       e.created_ns = j.value("created_ns", std::int64_t{0});
       store.store_episode(e, j.value("extract_facts", true));
@@ -113,8 +128,13 @@ class WriteQueue {
   using Applied = std::function<void(const PendingWrite&, const EpisodeWrite*)>;
   using Log = std::function<void(bool error, const std::string&)>;
 
-  WriteQueue(MemoryStore& store, std::size_t capacity, int retries, int full_wait_ms, Log log)
-      : store_(store), capacity_(capacity), retries_(retries), full_wait_ms_(full_wait_ms), log_(std::move(log)) {}
+  WriteQueue(MemoryStore& store, const WriteQueueSettings& settings, Log log)
+      : store_(store),
+        capacity_(static_cast<std::size_t>(settings.capacity)),
+        retries_(settings.retries),
+        full_wait_ms_(settings.full_wait_ms),
+        shutdown_wait_ms_(settings.shutdown_wait_ms),
+        log_(std::move(log)) {}
 
   std::size_t size() const { return queue_.size(); }
   std::size_t lost_use_updates() const { return lost_uses_; }
@@ -150,10 +170,10 @@ class WriteQueue {
     return true;
   }
 
-  /// At shutdown: flush, retrying up to `wait_ms`; what still cannot be written goes to the pending file. Returns
-  /// false (and logs an error) when anything had to be kept there.
-  bool finish(const Applied& applied, int wait_ms) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  /// At shutdown: flush, retrying up to `shutdown_wait_ms`; what still cannot be written goes to the pending file.
+  /// Returns false (and logs an error) when anything had to be kept there.
+  bool finish(const Applied& applied) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(shutdown_wait_ms_);
     while (!flush(applied) && std::chrono::steady_clock::now() < give_up)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (queue_.empty()) return lost_uses_ == 0;
@@ -230,7 +250,7 @@ class WriteQueue {
 
   MemoryStore& store_;
   std::size_t capacity_;
-  int retries_, full_wait_ms_;
+  int retries_, full_wait_ms_, shutdown_wait_ms_;
   Log log_;
   std::deque<PendingWrite> queue_;
   std::string last_error_;
