@@ -130,7 +130,9 @@ int bench_chat_command(const std::vector<std::string>& args) {
       "baseline", po::value<std::string>(), "think-then-answer pipeline (default: configs/think-then-answer.yaml)")(
       "json", "print one JSON object");
   po::variables_map vm;
-  if (!parse_command_line("bench chat", "[--config FILE] [--baseline FILE] [--model_path DIR] [--turns N] [--json]",
+  if (!parse_command_line("bench chat",
+                          "[--config FILE] [--baseline FILE] [--model_path DIR] [--turns N] [--json] "
+                          "[--plugin_path DIR] [--set PATH=VALUE]",
                           args, desc, {}, vm))
     return 0;
   const int turns = vm["turns"].as<int>();

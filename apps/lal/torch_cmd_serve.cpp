@@ -46,7 +46,8 @@ int serve_command(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_command_line("serve",
                           "[--config FILE] [--model_path DIR] [--host 127.0.0.1] [--port 8080] [--api_key KEY] "
-                          "[--memory_db FILE] [--max_concurrent N] [--device auto|cpu|cuda]",
+                          "[--memory_db FILE] [--max_concurrent N] [--device auto|cpu|cuda] [--plugin_path DIR] "
+                          "[--set PATH=VALUE]",
                           args, desc, {}, vm))
     return 0;
   if (vm.count("output") || vm.count("hide_thoughts"))

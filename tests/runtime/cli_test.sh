@@ -36,4 +36,9 @@ echo "$r" | grep -q '^\[直感\] 挨拶ですね。' || fail "run output: $r"
 for c in plugins validate graph run "bench bus"; do
   "$lal" $c --help | grep -q "Usage: lal $c" || fail "--help of $c"
 done
+# Every command that loads a pipeline says so in its usage line (chat, serve, bench chat only in a LibTorch build).
+for c in validate graph run chat serve "bench chat"; do
+  "$lal" --help | grep -q "^  $c " || continue
+  "$lal" $c --help | head -1 | grep -q "\[--plugin_path DIR\] \[--set PATH=VALUE\]" || fail "usage of $c: $("$lal" $c --help | head -1)"
+done
 echo "cli ok"
