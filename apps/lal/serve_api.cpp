@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "lal/checks/input_limits.hpp"
+#include "lal/plugins/output_support.hpp"
 
 namespace lal::serve {
 
@@ -245,8 +246,8 @@ TurnEvent parse_turn_event(std::string_view line) {
   if (!j.is_object() || !j.contains("stage") || !j.contains("kind") || !j.contains("t_ms"))
     throw std::runtime_error("not a jsonl turn event: " + std::string(line.substr(0, 200)));
   TurnEvent e;
-  e.stage = j.value("stage", "");
-  e.kind = j.value("kind", "");
+  e.stage = parse_enum<Stage>(j.value("stage", ""), "jsonl line");
+  e.kind = parse_enum<ChunkKind>(j.value("kind", ""), "jsonl line");
   e.origin = j.value("origin", "");
   e.text = j.value("text", "");
   e.last = j.value("last", false);
@@ -266,13 +267,9 @@ TurnEvent parse_turn_event(std::string_view line) {
   return e;
 }
 
-std::string stage_heading(const std::string& stage, bool japanese) {
-  if (!japanese) return "[" + stage + "]";
-  static const std::map<std::string, std::string> ja = {
-      {"intuition", "直感"},  {"exploration", "探索"}, {"analysis", "分析"}, {"insight", "ひらめき"},
-      {"conclusion", "結論"}, {"recall", "想起"},      {"emotion", "感情"}};
-  const auto it = ja.find(stage);
-  return "【" + (it == ja.end() ? stage : it->second) + "】";
+std::string stage_heading(Stage stage, bool japanese) {
+  const std::string label = plugins::stage_label(stage, japanese);
+  return japanese ? "【" + label + "】" : "[" + label + "]";
 }
 
 void ThoughtSerializer::emit_lane(const std::string& key, std::vector<Piece>& out) {
@@ -291,7 +288,7 @@ void ThoughtSerializer::emit_lane(const std::string& key, std::vector<Piece>& ou
 
 std::vector<ThoughtSerializer::Piece> ThoughtSerializer::feed(const TurnEvent& event) {
   std::vector<Piece> out;
-  const std::string key = event.stage + "\x1f" + event.origin;
+  const std::string key = std::string(to_string(event.stage)) + "\x1f" + event.origin;
   auto [it, fresh] = lanes_.try_emplace(key);
   if (fresh) order_.push_back(key);
   Lane& lane = it->second;
@@ -366,8 +363,8 @@ json usage_json(const Usage& usage) {
 }
 
 json lal_extension(const TurnEvent& event, const char* kind_override) {
-  json j = {{"stage", event.stage},
-            {"kind", kind_override ? kind_override : event.kind},
+  json j = {{"stage", to_string(event.stage)},
+            {"kind", kind_override ? kind_override : to_string(event.kind)},
             {"origin", event.origin},
             {"t_ms", event.t_ms}};
   if (event.last) j["last"] = true;

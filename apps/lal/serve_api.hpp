@@ -77,8 +77,8 @@ void check_user(const std::string& user, const std::string& param, const Request
 
 /// One event of a turn as the pipeline's jsonl output strategy writes it (see plugins/output/jsonl).
 struct TurnEvent {
-  std::string stage;   ///< intuition, exploration, analysis, insight, conclusion, recall, emotion
-  std::string kind;    ///< thought, answer, memory, state
+  Stage stage = Stage::analysis;
+  ChunkKind kind = ChunkKind::thought;
   std::string origin;  ///< module id
   std::string text;
   bool last = false;
@@ -94,7 +94,7 @@ struct TurnEvent {
 };
 
 /// Parse one line of the jsonl output strategy. Throws std::runtime_error on a line that is not such an event, and
-/// std::invalid_argument on a turn_done line with an unknown strategy or finish_reason.
+/// std::invalid_argument on a line with an unknown stage, kind, strategy or finish_reason (lal::parse_enum).
 TurnEvent parse_turn_event(std::string_view line);
 
 /// Thoughts of different stages arrive interleaved (regions think at once). As one text (reasoning_content) that
@@ -128,7 +128,7 @@ class ThoughtSerializer {
 };
 
 /// The heading of a stage in reasoning text, e.g. "【分析】" (ja) or "[analysis]" (en).
-std::string stage_heading(const std::string& stage, bool japanese);
+std::string stage_heading(Stage stage, bool japanese);
 
 /// OpenAI `stop` on a streamed text: passes text through, holding back a tail that could begin a stop string, and
 /// reports when one appears (the text from it on is never released).

@@ -524,8 +524,8 @@ struct Server::Impl {
     if (!session->chat.emotion_topic.empty())
       session->chat.runtime->observe<EmotionState>(session->chat.emotion_topic, [raw](const Delivery<EmotionState>& m) {
         TurnEvent e;
-        e.stage = "emotion";
-        e.kind = "state";
+        e.stage = Stage::emotion;
+        e.kind = ChunkKind::state;
         e.origin = "emotion";
         e.text = m->label;
         e.turn = m.header.turn;
@@ -903,7 +903,7 @@ struct Server::Impl {
           done = true;
           break;
         }
-        if (e.kind == "answer") {
+        if (e.kind == ChunkKind::answer) {
           if (stopper.stopped()) continue;
           answer(e, stopper.feed(e.text));
           if (stopper.stopped()) cancel();  // a stop string: the answer is complete, the rest need not be made

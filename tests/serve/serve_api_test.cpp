@@ -168,8 +168,8 @@ TEST_CASE("arbitrary bytes never crash the parser") {
 TEST_CASE("jsonl events parse, turn_done included") {
   const TurnEvent e = parse_turn_event(
       R"({"t_ms":12.5,"turn":3,"user":"u","stage":"analysis","kind":"thought","text":"まず","origin":"left_brain","last":false,"confidence":0.4})");
-  CHECK(e.stage == "analysis");
-  CHECK(e.kind == "thought");
+  CHECK(e.stage == lal::Stage::analysis);
+  CHECK(e.kind == lal::ChunkKind::thought);
   CHECK(e.origin == "left_brain");
   CHECK(e.text == "まず");
   CHECK(e.turn == 3);
@@ -183,6 +183,10 @@ TEST_CASE("jsonl events parse, turn_done included") {
   CHECK(*d.first_output_ms == doctest::Approx(4.5));
   CHECK(!d.answer_done_ms);
   CHECK_THROWS(parse_turn_event("not json"));
+  CHECK_THROWS_WITH_AS(parse_turn_event(R"({"t_ms":1,"stage":"musing","kind":"thought","text":"x"})"),
+                       "jsonl line: unknown stage 'musing' (expected intuition, exploration, analysis, insight, "
+                       "conclusion, recall or emotion)",
+                       std::invalid_argument);
   CHECK_THROWS(parse_turn_event("{\"x\":1}"));
   // Every spelling the jsonl output writes reads back; an unknown one is refused, saying which and what it knows.
   for (const char* reason : {"stop", "length", "cancelled", "error"}) {
@@ -204,8 +208,8 @@ TEST_CASE("jsonl events parse, turn_done included") {
 namespace {
 TurnEvent ev(const char* stage, const char* origin, const char* text, bool last = false) {
   TurnEvent e;
-  e.stage = stage;
-  e.kind = "thought";
+  e.stage = lal::parse_enum<lal::Stage>(stage, "test");
+  e.kind = lal::ChunkKind::thought;
   e.origin = origin;
   e.text = text;
   e.last = last;
@@ -231,7 +235,7 @@ TEST_CASE("interleaved stages come out one at a time, each under its heading") {
   CHECK(out == "【直感】\nたぶん光\n\n【分析】\nまず次に");
   bool heading_marked = false;
   for (const auto& p : handover)
-    if (p.heading) heading_marked = p.event.stage == "analysis";
+    if (p.heading) heading_marked = p.event.stage == lal::Stage::analysis;
   CHECK(heading_marked);
   out += text_of(s.feed(ev("analysis", "left_brain", "。", true)));
   out += text_of(s.feed(ev("insight", "insight", "あ")));  // nobody speaking: streams at once

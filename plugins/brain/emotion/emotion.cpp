@@ -198,6 +198,11 @@ std::vector<std::string> ascii_words(const std::string& text) {
   return words;
 }
 
+/// What one appraisal word contributes: this fraction of its emotion's PAD direction.
+constexpr double kWordWeight = 0.5;
+/// Exclamation marks counted per percept ("!!!!!!" is no angrier than "!!!").
+constexpr int kMaxExclamations = 3;
+
 struct EmotionOptions {
   std::string language = "ja";
   double half_life_ms = 60000;
@@ -265,15 +270,15 @@ class EmotionModule final : public lal::Module {
   Pad impulse(const std::string& text) const {
     Pad sum;
     for (const auto& e : kJapanese)
-      if (text.find(e.word) != std::string::npos) sum = sum + emotion_named(e.emotion).direction * 0.5;
+      if (text.find(e.word) != std::string::npos) sum = sum + emotion_named(e.emotion).direction * kWordWeight;
     const auto words = ascii_words(text);
     for (const auto& e : kEnglish)
       if (std::find(words.begin(), words.end(), e.word) != words.end())
-        sum = sum + emotion_named(e.emotion).direction * 0.5;
+        sum = sum + emotion_named(e.emotion).direction * kWordWeight;
     int bangs = 0;
     for (char32_t c : lp::utf8_decode(text))
       if (c == U'!' || c == U'！') ++bangs;
-    sum.a += exclamation_arousal_ * std::min(bangs, 3);
+    sum.a += exclamation_arousal_ * std::min(bangs, kMaxExclamations);
     return sum;
   }
 
