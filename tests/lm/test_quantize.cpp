@@ -357,3 +357,38 @@ TEST_CASE("--dtype int8/int4: layers and lm-head equal a dense model holding the
   bad.quantize = "int4";
   CHECK_THROWS_WITH_AS(Engine::load(bad), doctest::Contains("give one of them"), std::invalid_argument);
 }
+
+TEST_CASE(
+    "--dtype int8/int4: a long prefill (bfloat16 products) stays within bfloat16's error of the dequantized "
+    "float32 model") {
+  // 70 prompt tokens >= cpu::kBf16PrefillRows: chunks of dequantized weights rounded to bfloat16, x too.
+  std::vector<std::int32_t> prompt;
+  for (int i = 0; i < 70; ++i) prompt.push_back((i * 37 + 11) % 90);
+  for (const std::string name : {"qwen2_tied_gqa", "llama_bias_linear_sharded"})
+    for (const std::string dtype : {"int8", "int4"}) {
+      CAPTURE(name);
+      CAPTURE(dtype);
+      const auto ref_dir = dequantized_copy(name, dtype == "int8" ? 8 : 4, 32, /*output_int8=*/true);
+      ModelOptions o;
+      o.device = test_device();
+      o.model_path = model_dir(name);
+      o.dtype = dtype;
+      const auto ql = Engine::load(o)->prompt_logits(prompt);
+      o.model_path = ref_dir;
+      o.dtype = "float32";
+      const auto rl = Engine::load(o)->prompt_logits(prompt);
+      o.dtype = "bfloat16";
+      const auto bl = Engine::load(o)->prompt_logits(prompt);  // LibTorch's bfloat16 ops on the same weights
+      REQUIRE(ql.size() == rl.size());
+      double err = 0, bf16_err = 0;
+      for (std::size_t i = 0; i < ql.size(); ++i) {
+        err = std::max(err, static_cast<double>(std::fabs(ql[i] - rl[i])));
+        bf16_err = std::max(bf16_err, static_cast<double>(std::fabs(bl[i] - rl[i])));
+      }
+      CAPTURE(err);
+      CAPTURE(bf16_err);
+      CHECK(err > 0);  // the bfloat16 products did run (the float32 ones equal the reference to ~1e-6)
+      CHECK(err <= std::max(0.05, 2 * bf16_err));
+      remove_copy(ref_dir);
+    }
+}
