@@ -179,6 +179,32 @@ TEST_CASE("request without a server") {
   CHECK_MESSAGE(has_error(l, 5, {"topic 'nobody.recall' that no module serves"}), dump(l));
 }
 
+TEST_CASE("a module reading the topic it writes needs feedback: true, and then receives its own messages") {
+  // The plugin guide's rule: such a module must filter its own `origin`, because the bus hands it what it published.
+  const std::string self_loop = R"(modules:
+  r:
+    plugin: test_relay
+    inputs: {percept: turn.input, thought_in: loop.thought}
+    outputs: {thought: loop.thought, percept_out: echoes}
+)";
+  auto refused = load(self_loop);
+  CHECK_MESSAGE(has_error(refused, 4, {"cycle: r → r", "feedback: true"}), dump(refused));
+
+  std::string ok = self_loop;
+  ok.replace(ok.find("thought_in: loop.thought"), 24, "thought_in: {topic: loop.thought, feedback: true}");
+  Harness h(ok);
+  std::mutex mu;
+  std::vector<std::string> echoes;
+  h.rt->observe<Percept>("echoes", [&](const Delivery<Percept>& m) {
+    std::lock_guard<std::mutex> lk(mu);
+    echoes.push_back(m->text);
+  });
+  h.rt->submit("hi");
+  REQUIRE(h.rt->wait_idle(5s));
+  std::lock_guard<std::mutex> lk(mu);
+  CHECK(echoes == std::vector<std::string>{"relay: hi"});  // its own thought came back on thought_in
+}
+
 TEST_CASE("cycles are refused unless an edge is marked feedback") {
   const std::string cyclic = R"(modules:
   a:
