@@ -70,6 +70,8 @@ void in_processes(int n, Body body) {
       int rc = 3;
       try {
         rc = body(p);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", p, e.what());
       } catch (...) {
       }
       ::_exit(rc);

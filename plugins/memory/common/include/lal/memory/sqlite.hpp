@@ -26,6 +26,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "lal/config.hpp"
@@ -199,12 +200,24 @@ class Database {
       check();
     }
     if (!read_only_) {
-      try {
-        exec("PRAGMA journal_mode=WAL", "switching to WAL journal mode");
-      } catch (const DbError& e) {
-        if (e.kind() != DbErrorKind::read_only) throw;
-        read_only_ = true;
-        read_only_reason_ = e.what();
+      // Switching a rollback-journal file to WAL takes an exclusive lock, and SQLite answers "locked" at once,
+      // without its busy handler, while another connection reads the file (several processes opening a new or
+      // version-1 file together). Wait for it as for any other lock: up to busy_timeout_ms.
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.busy_timeout_ms);
+      for (;;) {
+        try {
+          exec("PRAGMA journal_mode=WAL", "switching to WAL journal mode");
+          break;
+        } catch (const DbError& e) {
+          if (e.kind() == DbErrorKind::locked && std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            continue;
+          }
+          if (e.kind() != DbErrorKind::read_only) throw;
+          read_only_ = true;
+          read_only_reason_ = e.what();
+          break;
+        }
       }
     }
     if (!read_only_)
