@@ -49,7 +49,7 @@ os.makedirs(WORK, exist_ok=True)
 T = 1_767_225_600 * 10**9
 rows = [
     {"tier": "long_term", "id": 1, "user": "alice", "kind": "episodic", "text": "私の名前はアリス太郎です。好きな食べ物はカレーです。",
-     "answer": "よろしくね", "importance": 1.0, "created_ns": T, "use_count": 1, "recent_uses": [T]},
+     "answer": "よろしくね", "importance": 1.0, "strategy": "deep", "created_ns": T, "use_count": 1, "recent_uses": [T]},
     {"tier": "long_term", "id": 2, "user": "alice", "kind": "semantic", "text": "私の名前はアリス太郎です。", "importance": 1.0,
      "created_ns": T, "use_count": 1, "recent_uses": [T], "slot": "name", "source_id": 1},
     {"tier": "long_term", "id": 3, "user": "alice", "kind": "semantic", "text": "東京に住んでいます。", "importance": 0.7,
@@ -105,8 +105,16 @@ with open(bad, "w", encoding="utf-8") as f:
     f.write(json.dumps(dict(rows[0], importance=7), ensure_ascii=False) + "\n")
 p = lal("--memory_db", db3, "import", bad, expect=1)
 check("bad.jsonl:1:" in p.stderr and "importance" in p.stderr, f"out-of-range value: {p.stderr}")
+with open(bad, "w", encoding="utf-8") as f:
+    f.write(json.dumps(dict(rows[0], strategy="fast"), ensure_ascii=False) + "\n")
+p = lal("--memory_db", db3, "import", bad, expect=1)
+check("bad.jsonl:1:" in p.stderr and "unknown strategy 'fast' (expected direct or deep)" in p.stderr,
+      f"unknown strategy: {p.stderr}")
 check(sqlite3.connect(db3).execute("SELECT count(*) FROM long_term_memories").fetchone()[0] == 0,
       "a failed import wrote something")
+# The strategy column keeps the name earlier versions wrote ('' for none).
+check(sqlite3.connect(db).execute("SELECT group_concat(strategy, '|') FROM long_term_memories WHERE id IN (1, 2)")
+      .fetchone()[0] == "deep|", "strategy column spelling")
 p = lal("--memory_db", db, "--user", "carol", "list", expect=1)
 check("user 'carol' has no memories" in p.stderr and "alice, bob" in p.stderr, f"unknown user: {p.stderr}")
 p = lal("--memory_db", db, "--user", "alice", "forget", "999", expect=1)
