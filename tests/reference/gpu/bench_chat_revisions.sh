@@ -36,7 +36,7 @@ export OMP_NUM_THREADS=$ncpu MKL_NUM_THREADS=$ncpu
 for round in $(seq 1 "$rounds"); do
   for rev in before after; do
     (cd "$([ $rev = before ] && echo /tmp/before || echo "$here")" &&
-      taskset -c "$cpus" /tmp/b-$rev/bin/lal bench chat --turns "$turns" --json) |
+      taskset -c "$cpus" /tmp/b-$rev/bin/lal bench chat --device cpu --seed 1 --turns "$turns" --json) |
       python3 -c "import json,sys; j=json.loads(sys.stdin.read()); j['rev']='$rev'; j['round']=$round; print(json.dumps(j))" \
         >>"$OUT/bench_chat.jsonl"
   done
