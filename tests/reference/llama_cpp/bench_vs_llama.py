@@ -12,8 +12,12 @@ BF16, int8 / Q8_0, int4 / Q4_0; st_to_gguf.py writes the GGUF files (int8/int4: 
 with, see its docstring). Each engine runs `--repeat` timed generations after one warm-up, in its own process, at
 `--threads` threads, one dtype after the other; medians are reported. Agreement: `--agreement_prompts` random
 prompts of 16 ids, `--agreement_tokens` greedy tokens from both; at the first position where they differ, lal's
-own logits (`lal generate --logits` over the prompt and the common prefix) give the top-2 gap there: below 1e-3 it
-is a near-tie (either token is a correct argmax at float32 rounding), else a real disagreement.
+judge() decides on the float32 logits of the weights both engines hold ("truth":
+stored_weights.py decodes the GGUF's bf16/q8_0/q4_0 tensors exactly into a float32 checkpoint, `lal generate --dtype
+float32 --logits` over the prompt and the common prefix): a near-tie when both tokens lie within epsilon of the best
+truth logit, epsilon = 1e-3 for f32 and, for bf16/int8/int4, the largest deviation from the truth at that position
+of logits computed with every activation rounded to bfloat16 (the 8-bit arithmetic llama.cpp's BF16/Q8_0/Q4_0 use
+for activations). Anything else is a real disagreement.
 Prints one JSON object per line and a markdown table at the end.
 """
 import argparse
@@ -80,13 +84,45 @@ def speed(a, key):
             "lal_runs": lal["runs"], "llama_runs": ll["runs"]}
 
 
-def top2_gap(a, dtype, ids):
-    out = run([a.lal, "generate", "--model_path", a.model, "--device", "cpu", "--dtype", dtype, "--logits",
+def stored_model(a, key):
+    """A float32 checkpoint of exactly the weights both engines compute with for pair `key` (stored_weights.py)."""
+    if key == "f32":
+        return a.model
+    gtype = PAIRS[key][1]
+    path = os.path.join(a.work, f"stored-{gtype}")
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        run([sys.executable, os.path.join(HERE, "stored_weights.py"), a.model, path, "--type", gtype])
+    return path
+
+
+def last_logits(a, model, dtype, ids):
+    out = run([a.lal, "generate", "--model_path", model, "--device", "cpu", "--dtype", dtype, "--logits",
                "--prompt_ids", ",".join(map(str, ids))], env=lal_env(a))
-    row = json.loads(out)["logits"][-1]
-    first = max(row)
-    second = max(v for i, v in enumerate(row) if i != row.index(first))
-    return first - second
+    return json.loads(out)["logits"][-1]
+
+
+def judge(a, key, ids, lal_token, llama_token):
+    """At a first difference after `ids`: is it a near-tie? On the float32 logits of the stored weights ("truth"),
+    both tokens must lie within epsilon of the best logit, epsilon being the error bound of the dtype's arithmetic:
+    f32 NEAR_TIE (1e-3); bf16/int8/int4 the largest deviation from the truth, at this position, of logits computed
+    with 8-bit-mantissa activations (LibTorch's bfloat16 ops on the stored weights: every activation rounded to
+    bfloat16) -- llama.cpp's BF16 rounds activations to bfloat16, its Q8_0/Q4_0 quantise them to int8 per 32-block,
+    so its logits may be that far from the truth."""
+    model = stored_model(a, key)
+    truth = last_logits(a, model, "float32", ids)
+    top = max(truth)
+    second = max(v for i, v in enumerate(truth) if i != truth.index(top))
+    if key == "f32":
+        epsilon = NEAR_TIE
+    else:
+        rounded = last_logits(a, model, "bfloat16", ids)
+        epsilon = max(abs(x - y) for x, y in zip(rounded, truth))
+    r = {"truth_top2_gap": top - second, "lal_deficit": top - truth[lal_token],
+         "llama_deficit": top - truth[llama_token], "epsilon": epsilon,
+         "lal_rank": 1 + sum(v > truth[lal_token] for v in truth),
+         "llama_rank": 1 + sum(v > truth[llama_token] for v in truth)}
+    r["near_tie"] = r["lal_deficit"] <= epsilon and r["llama_deficit"] <= epsilon
+    return r
 
 
 def agreement(a, key):
@@ -107,8 +143,7 @@ def agreement(a, key):
         r = {"prompt": p, "compared": n, "equal_prefix": k}
         if k < n:
             r["lal"], r["llama"] = mine[k], theirs[k]
-            r["top2_gap"] = top2_gap(a, dtype, prompt + mine[:k])
-            r["near_tie"] = r["top2_gap"] < NEAR_TIE
+            r.update(judge(a, key, prompt + mine[:k], mine[k], theirs[k]))
         results.append(r)
     ok = all(r["equal_prefix"] == r["compared"] or r["near_tie"] for r in results)
     return {"pair": key, "agree_except_near_ties": ok, "prompts": results}
@@ -154,7 +189,10 @@ def main():
                   f"{s['lal_decode_tok_s']:.2f} | {s['llama_decode_tok_s']:.2f} | "
                   f"{s['lal_decode_tok_s'] / s['llama_decode_tok_s']:.2f}× |")
     for g in agreements:
-        parts = [f"{r['equal_prefix']}/{r['compared']}" + (f" (gap {r['top2_gap']:.2e})" if "top2_gap" in r else "")
+        parts = [f"{r['equal_prefix']}/{r['compared']}" +
+                 (f" (truth: lal #{r['lal_rank']} -{r['lal_deficit']:.1e}, "
+                  f"llama.cpp #{r['llama_rank']} -{r['llama_deficit']:.1e}, "
+                  f"epsilon {r['epsilon']:.1e}: {'near-tie' if r['near_tie'] else 'REAL'})" if "epsilon" in r else "")
                  for r in g["prompts"]]
         print(f"- {g['pair']}: equal greedy prefix per prompt {', '.join(parts)} -> "
               f"{'agree except near-ties' if g['agree_except_near_ties'] else 'DISAGREE beyond near-ties'}")

@@ -38,9 +38,9 @@ FTYPE = {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2}
 QK = 32  # elements per Q8_0 / Q4_0 block
 
 
-def quantize_blocks(a, bits):
+def quantize_groups(a, bits):
     """lal's quantize_weight (float32 arithmetic, float16 scale, round half to even) on groups of 32 of the rows of
-    `a` [out, in], written as Q8_0 (bits 8) or Q4_0 (bits 4) blocks. Returns bytes."""
+    `a` [out, in]: (q int8 [out, in/32, 32], scale float16 [out, in/32, 1])."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     out, n = a.shape
     assert n % QK == 0, f"input dimension {n} is not a multiple of {QK}"
@@ -48,6 +48,19 @@ def quantize_blocks(a, bits):
     g = a.reshape(out, n // QK, QK)
     scale = np.maximum(np.abs(g).max(axis=-1, keepdims=True) / qmax, np.float32(1e-10)).astype(np.float16)
     q = np.clip(np.round(g / scale.astype(np.float32)), -qmax, qmax).astype(np.int8)
+    return q, scale
+
+
+def dequantized(a, bits):
+    """The float32 values lal's int8/int4 weight holds for `a` (q * scale, exact in float32)."""
+    q, scale = quantize_groups(a, bits)
+    return (q.astype(np.float32) * scale.astype(np.float32)).reshape(a.shape)
+
+
+def quantize_blocks(a, bits):
+    """quantize_groups() written as Q8_0 (bits 8) or Q4_0 (bits 4) blocks. Returns bytes."""
+    out, n = a.shape
+    q, scale = quantize_groups(a, bits)
     d = scale.reshape(out, n // QK, 1).view(np.uint8).reshape(out, n // QK, 2)
     if bits == 8:
         blocks = np.concatenate([d, q.view(np.uint8)], axis=-1)  # 2 + 32 bytes
