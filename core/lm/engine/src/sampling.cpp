@@ -44,6 +44,7 @@ bool cpu_stats_apply(const torch::Tensor& logits) {
 }
 
 RawStats raw_stats(const torch::Tensor& logits, const torch::Tensor& suppress) {
+  RECORD_FUNCTION("lal::cpu_token_stats", std::vector<c10::IValue>());  // one operator in profiles
   constexpr std::int64_t kChunks = 8;
   const auto B = logits.size(0), V = logits.size(1);
   const float* x = logits.data_ptr<float>();

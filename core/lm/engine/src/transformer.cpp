@@ -580,6 +580,7 @@ torch::Tensor cpu_decode(const ModelConfig& c, const std::vector<TransformerLaye
     w.qkv = matrix(&Layer::qkv_w), w.o = matrix(&Layer::o_w);
     w.gate_up = matrix(&Layer::gate_up_w), w.down = matrix(&Layer::down_w);
     w.keys = cache.keys[i].data_ptr(), w.values = cache.values[i].data_ptr();
+    RECORD_FUNCTION("lal::cpu_decode_layer", std::vector<c10::IValue>());  // one operator in profiles
     cpu::decode_layer(shape, w, rows, stream.data_ptr<float>(), isa, pool);
   }
   auto out = torch::empty({B, 1, E}, stream.options());
