@@ -588,8 +588,12 @@ std::function<void()> Bus::post_after(const Member& member, std::chrono::millise
     auto busy = std::move(pending->busy);
     if (f) f();  // busy until it ran (it may schedule the next timer: never idle in between)
   });
-  return [pending] {
-    if (!pending->finished.exchange(true)) pending->busy.reset();
+  // The cancel function holds the pending callback weakly: only the timer's handler owns it. A callback that owns
+  // its own Timer (Context::every: state -> Timer -> this function -> callback -> state) would otherwise be a cycle
+  // that outlives the bus (found by LeakSanitizer).
+  return [weak = std::weak_ptr<Pending>(pending)] {
+    if (const auto pending = weak.lock())
+      if (!pending->finished.exchange(true)) pending->busy.reset();
   };
 }
 

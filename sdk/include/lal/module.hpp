@@ -321,18 +321,23 @@ class Context {
       std::lock_guard<std::mutex> lk(mutex);
       if (cancelled) return;
       next = ctx->post_after(period, [s = self] {  // the pending timer owns the state until it runs
+        std::function<void()> run;
         {
           std::lock_guard<std::mutex> lk(s->mutex);
           if (s->cancelled) return;
+          run = s->fn;  // a copy: fn may cancel its own timer, which releases s->fn while this runs
         }
-        s->fn();
+        run();
         s->schedule(s);
       });
     }
     void cancel() override {
+      std::function<void()> released;  // destroyed after the lock is let go
       std::lock_guard<std::mutex> lk(mutex);
       cancelled = true;
       next.cancel();
+      // A callback that holds its own Timer (to cancel itself) would keep this state alive through fn forever.
+      released = std::move(fn);
     }
   };
 };
