@@ -316,6 +316,21 @@ TEST_CASE("jinja: integer arithmetic is exact or refused, never wrapped") {
                        lal::lm::JinjaError);
 }
 
+// Found by fuzz_jinja in CI's 60 s run (tests/fuzz/corpus/jinja/repro-empty-repetition-hang): an empty string or
+// list repeated 10^17 times looped 10^17 times appending nothing (the output limit never tripped). Now at once.
+TEST_CASE("jinja: repeating an empty string or list any number of times is empty, at once") {
+  const auto render = [](const char* source) {
+    return lal::lm::JinjaTemplate(source, "t.jinja").render(nlohmann::ordered_json::object());
+  };
+  const double t = seconds([&] {
+    CHECK(render("[{{ '' * 9223372036854775807 }}] {{ [] * 9223372036854775807 }} {{ (() * 4611686018427387904) | "
+                 "length }}") == "[] [] 0");
+    CHECK(render("[{{ 'x' *0000 * 100000663333333330 }}]") == "[]");  // the reproducer
+  });
+  CHECK(t < 1.0);
+  CHECK(render("{{ 'ab' * 3 }} {{ [1] * 2 }} {{ 'x' * -1 }}|") == "ababab [1, 1] |");
+}
+
 // Found by fuzz_jinja in CI's 60 s run: a float literal past the double range escaped as std::out_of_range.
 TEST_CASE("jinja: float literals out of range are inf or 0, as in Python") {
   const auto render = [](const char* source) {

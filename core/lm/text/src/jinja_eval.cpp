@@ -850,8 +850,11 @@ class Interpreter {
       std::size_t total = 0;
       if (__builtin_mul_overflow(unit, static_cast<std::size_t>(n), &total) || total > limits_.max_output_bytes)
         error(pos, "repetition result is too large");
+      // Empty repeated any number of times is empty, at once: `'' * 10**18` is not 10**18 appends of nothing.
+      if (total == 0) return a.is_string() ? Value::from_string("") : Value::from_list({}, a.is_tuple);
       if (a.is_string()) {
         std::string s;
+        s.reserve(total);
         for (std::int64_t i = 0; i < n; ++i) s += a.text;
         return Value::from_string(std::move(s));
       }
