@@ -249,10 +249,7 @@ TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_
                                const torch::Tensor& suppress) {
   const auto V = logits.size(1);
   if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
-  if (cpu_stats_apply(logits)) {  // CPU: one pass for the raw distribution (and the argmax when nothing else acts)
-    const bool plain = !use.sampled && !use.penalty;
-    const auto stats = raw_stats(logits, plain ? suppress : torch::Tensor());
-    if (plain) return choice_from(logits, stats, ids_tensor(stats.argmax));
+  auto chosen = [&] {  // argmax of the processed scores, Gumbel-max for sampled rows
     auto processed = process_scores_rows(logits, sampling, use, history);
     if (suppress.defined()) processed = processed + suppress;
     auto ids = processed.argmax(-1);
@@ -262,20 +259,17 @@ TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_
               .argmax(-1);
       ids = torch::where(sampling.greedy, ids, noisy);
     }
-    return choice_from(logits, stats, ids);
+    return ids;
+  };
+  if (cpu_stats_apply(logits)) {  // CPU: one pass for the raw distribution (and the argmax when nothing else acts)
+    const bool plain = !use.sampled && !use.penalty;
+    const auto stats = raw_stats(logits, plain ? suppress : torch::Tensor());
+    return choice_from(logits, stats, plain ? ids_tensor(stats.argmax) : chosen());
   }
   auto logp = torch::log_softmax(logits, -1);
   auto probs = logp.exp();
   auto entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1);
-  auto processed = process_scores_rows(logits, sampling, use, history);
-  if (suppress.defined()) processed = processed + suppress;
-  auto ids = processed.argmax(-1);
-  if (use.sampled) {
-    auto noisy =
-        (processed.to(torch::kFloat64) - torch::log(-torch::log(counter_uniform_rows(sampling.seed, column, V))))
-            .argmax(-1);
-    ids = torch::where(sampling.greedy, ids, noisy);
-  }
+  auto ids = chosen();
   return {ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1), entropy};
 }
 
