@@ -338,3 +338,52 @@ TEST_CASE("jinja: float literals out of range are inf or 0, as in Python") {
   };
   CHECK(render("{{ 8E888888888 }} {{ -1e400 }} {{ 1e-400 }} {{ 1.5e3 }}") == "inf -inf 0.0 1500.0");
 }
+
+// Found by the device fuzz campaign (tests/fuzz/corpus/jinja/repro-namespace-holds-itself): `{% set ns.s = ns, ... %}`
+// made a namespace hold itself, and printing it recursed until the stack overflowed. And a namespace attribute
+// wrapped once per loop iteration (repro-namespace-nested-200000-deep) nested 200 000 lists deep: printing or merely
+// destroying it overflowed the stack (`lal render` died with SIGSEGV). Both are refused with the position now.
+TEST_CASE("jinja: a namespace cannot hold itself, and values nest at most 512 deep") {
+  const auto render = [](const std::string& source) {
+    return lal::lm::JinjaTemplate(source, "t.jinja").render(nlohmann::ordered_json::object());
+  };
+  CHECK_THROWS_WITH_AS(render("{% set ns = namespace(s='') %}{% set ns.s = ns, 'x' %}{{ ns.s }}"),
+                       doctest::Contains("t.jinja:1:31: cannot store a namespace in 'ns.s'"), lal::lm::JinjaError);
+  CHECK_THROWS_WITH_AS(render("{% set a = namespace() %}{% set b = namespace() %}{% set a.x = [b] %}"),
+                       doctest::Contains("cannot store a namespace in 'a.x'"), lal::lm::JinjaError);
+  const double t = seconds([&] {
+    CHECK_THROWS_WITH_AS(render("{% set ns = namespace(s=0) %}{% for i in range(200000) %}{% set ns.s = [ns.s] %}"
+                                "{% endfor %}{{ ns.s | length }}"),
+                         doctest::Contains("a value nested more than 512 lists, dicts or namespaces deep"),
+                         lal::lm::JinjaError);
+  });
+  CHECK(t < 1.0);
+  // What real templates do with namespaces, nesting included, still works.
+  CHECK(render("{% set ns = namespace(items=[], n=0) %}{% for i in range(3) %}{% set ns.items = ns.items + [[i]] %}"
+               "{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.items }} {{ ns.n }}") == "[[0], [1], [2]] 3");
+  CHECK(render("{% set ns = namespace(d=0) %}{% for i in range(500) %}{% set ns.d = [ns.d] %}{% endfor %}"
+               "{{ (ns.d | string)[:6] }}") == "[[[[[[");
+}
+
+// Found by the device fuzz campaign (tests/fuzz/corpus/tokenizer/repro-vocab-id-87846156): one vocabulary id of
+// 87 846 156 made the id → token table 2.8 GB (libFuzzer: out-of-memory). Ids are capped (LAL_MAX_TOKEN_ID).
+TEST_CASE("tokenizer.json: a stray huge token id is refused, naming the limit") {
+  const auto doc = [](const std::string& vocab_id, const std::string& added_id) {
+    return R"({"model":{"type":"BPE","vocab":{"a":0,"b":)" + vocab_id + R"(},"merges":[]},"added_tokens":[{"id":)" +
+           added_id + R"(,"content":"<x>","special":true}]})";
+  };
+  CHECK_THROWS_WITH_AS(lm::Tokenizer::from_json(doc("87846156", "2"), "big.json"),
+                       doctest::Contains("model.vocab[\"b\"]: token id 87846156 is over the 16777216 limit for token "
+                                         "ids in tokenizer.json files (LAL_MAX_TOKEN_ID"),
+                       lm::TokenizerError);
+  CHECK_THROWS_WITH_AS(lm::Tokenizer::from_json(doc("1", "2147483647"), "big.json"),
+                       doctest::Contains("added_tokens[0].id: token id 2147483647 is over the 16777216 limit"),
+                       lm::TokenizerError);
+  const auto ok = lm::Tokenizer::from_json(doc("1", "2"), "ok.json");
+  CHECK(ok.vocab_size() == 3);
+  // The limit is the variable's (lowered here so that the test allocates nothing large): up to it is accepted.
+  EnvVar lower("LAL_MAX_TOKEN_ID", "100");
+  CHECK(lm::Tokenizer::from_json(doc("100", "2"), "ok.json").vocab_size() == 101);
+  CHECK_THROWS_WITH_AS(lm::Tokenizer::from_json(doc("101", "2"), "big.json"),
+                       doctest::Contains("token id 101 is over the 100 limit"), lm::TokenizerError);
+}

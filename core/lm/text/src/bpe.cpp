@@ -42,10 +42,7 @@ BpeModel::BpeModel(const json& model) {
   vocab_.reserve(vocab.size() * 2);
   std::int32_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
-        it.value().get<std::int64_t>() > INT32_MAX)
-      throw ConfigError("model.vocab[\"" + it.key() + "\"]: expected a non-negative integer id");
-    const auto id = it.value().get<std::int32_t>();
+    const std::int32_t id = token_id(it.value(), "model.vocab[\"" + it.key() + "\"]");
     vocab_.emplace(it.key(), id);
     max_id = std::max(max_id, id);
   }

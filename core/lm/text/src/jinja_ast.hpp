@@ -21,7 +21,14 @@ using List = std::vector<Value>;
 struct Dict;
 struct Callable;
 
+/// How deeply values may nest lists, dicts and namespaces (tojson's own limit too). Nothing in the engine walks a
+/// value with anything but recursion (printing, comparing, destroying), so a value nested without bound — a
+/// namespace attribute wrapped once per loop iteration — would overflow the stack instead of failing.
+inline constexpr int kMaxNesting = 512;
+
 /// A Python value as a Jinja template sees it. Lists, dicts and namespaces are shared by reference, as in Python.
+/// Lists are never changed after they are made (the sandbox refuses append and friends), dicts only by the engine
+/// while it builds them, namespaces by `{% set ns.attr = ... %}`.
 struct Value {
   enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Namespace, Callable };
   Kind kind = Kind::Undefined;
@@ -33,6 +40,9 @@ struct Value {
   std::shared_ptr<List> list;
   std::shared_ptr<Dict> dict;  // Dict and Namespace
   std::shared_ptr<Callable> callable;
+  // List only (a dict's live in its Dict): how deeply the items nest, and whether a namespace is among them.
+  int nesting = 0;
+  bool has_namespace = false;
 
   static Value undefined(std::string why) {
     Value v;
@@ -68,13 +78,8 @@ struct Value {
     v.text = std::move(s);
     return v;
   }
-  static Value from_list(List items, bool tuple = false) {
-    Value v;
-    v.kind = Kind::List;
-    v.list = std::make_shared<List>(std::move(items));
-    v.is_tuple = tuple;
-    return v;
-  }
+  /// Throws JinjaError when an item is already nested kMaxNesting deep.
+  static Value from_list(List items, bool tuple = false);
   static Value new_dict();
   static Value new_namespace();
 
@@ -86,14 +91,25 @@ struct Value {
   bool is_number() const { return kind == Kind::Int || kind == Kind::Float || kind == Kind::Bool; }
 };
 
+/// How deeply `v` nests lists, dicts and namespaces: 0 for anything else, 1 for a container of scalars, ...
+int nesting_of(const Value& v);
+/// Whether `v` is a namespace or holds one at any depth.
+bool holds_namespace(const Value& v);
+/// Throws JinjaError when a value nesting `inner` levels would be put into a container (kMaxNesting).
+void check_nesting(int inner);
+
 struct Dict {
   std::vector<std::pair<std::string, Value>> items;  // insertion order, as Python dicts keep it
+  int nesting = 1;  // an upper bound when an item was replaced by a shallower one; exact otherwise
+  bool has_namespace = false;
   const Value* find(const std::string& key) const {
     for (const auto& kv : items)
       if (kv.first == key) return &kv.second;
     return nullptr;
   }
+  /// Adds or replaces `key`. Throws JinjaError when `v` is nested kMaxNesting deep.
   void set(const std::string& key, Value v) {
+    note(v);
     for (auto& kv : items)
       if (kv.first == key) {
         kv.second = std::move(v);
@@ -101,7 +117,54 @@ struct Dict {
       }
     items.emplace_back(key, std::move(v));
   }
+  /// Appends `key` (known to be new). Throws JinjaError when `v` is nested kMaxNesting deep.
+  void add(std::string key, Value v) {
+    note(v);
+    items.emplace_back(std::move(key), std::move(v));
+  }
+
+ private:
+  void note(const Value& v) {
+    const int inner = nesting_of(v);
+    check_nesting(inner);
+    if (inner + 1 > nesting) nesting = inner + 1;
+    if (lal::lm::jinja::holds_namespace(v)) has_namespace = true;
+  }
 };
+
+inline void check_nesting(int inner) {
+  if (inner >= kMaxNesting)
+    throw JinjaError("a value nested more than " + std::to_string(kMaxNesting) +
+                     " lists, dicts or namespaces deep (a namespace attribute wrapped again on every loop iteration?)");
+}
+
+inline int nesting_of(const Value& v) {
+  if (v.kind == Value::Kind::List) return v.nesting;
+  if (v.kind == Value::Kind::Dict || v.kind == Value::Kind::Namespace) return v.dict->nesting;
+  return 0;
+}
+
+inline bool holds_namespace(const Value& v) {
+  if (v.kind == Value::Kind::Namespace) return true;
+  if (v.kind == Value::Kind::List) return v.has_namespace;
+  if (v.kind == Value::Kind::Dict) return v.dict->has_namespace;
+  return false;
+}
+
+inline Value Value::from_list(List items, bool tuple) {
+  Value v;
+  v.kind = Kind::List;
+  v.nesting = 1;
+  for (const Value& item : items) {
+    const int inner = nesting_of(item);
+    check_nesting(inner);
+    if (inner + 1 > v.nesting) v.nesting = inner + 1;
+    if (lal::lm::jinja::holds_namespace(item)) v.has_namespace = true;
+  }
+  v.list = std::make_shared<List>(std::move(items));
+  v.is_tuple = tuple;
+  return v;
+}
 
 inline Value Value::new_dict() {
   Value v;

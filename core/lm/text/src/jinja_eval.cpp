@@ -277,7 +277,7 @@ Value from_json(const nlohmann::ordered_json& j) {
     }
     case nlohmann::ordered_json::value_t::object: {
       Value d = Value::new_dict();
-      for (auto it = j.begin(); it != j.end(); ++it) d.dict->items.emplace_back(it.key(), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) d.dict->add(it.key(), from_json(it.value()));
       return d;
     }
     default: throw JinjaError("unsupported JSON value in the template variables (binary data)");
@@ -510,7 +510,16 @@ class Interpreter {
       Value* ns = scope.find(t.names[0]);
       if (!ns || ns->kind != Kind::Namespace)
         error(pos, "cannot assign attribute on non-namespace object '" + t.names[0] + "'");
-      ns->dict->set(t.attribute, std::move(value));
+      // Only here can a value come to contain itself (lists and dicts are not changed once made): refuse every
+      // namespace inside a namespace's attribute, which rules out the cycle that printing would recurse through.
+      if (holds_namespace(value))
+        error(pos, "cannot store a namespace in '" + t.names[0] + "." + t.attribute +
+                       "': a namespace inside a namespace could contain itself (lal refuses it)");
+      try {
+        ns->dict->set(t.attribute, std::move(value));
+      } catch (const JinjaError& e) {
+        error(pos, e.what());
+      }
       return;
     }
     if (!t.tuple) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "lal/checks/input_limits.hpp"
 #include "regex.hpp"
 #include "unicode.hpp"
 
@@ -31,6 +32,15 @@ bool bool_member(const json& j, const char* key, const std::string& where, bool 
   if (it == j.end() || it->is_null()) return fallback;
   if (!it->is_boolean()) throw ConfigError(where + "." + key + ": expected true or false, found " + it->type_name());
   return it->get<bool>();
+}
+
+std::int32_t token_id(const json& v, const std::string& where) {
+  if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > INT32_MAX)
+    throw ConfigError(where + ": expected a non-negative integer id");
+  const auto id = v.get<std::int64_t>();
+  if (static_cast<std::uint64_t>(id) > checks::limits::token_id.value())
+    throw ConfigError(where + ": token id " + std::to_string(id) + " is over " + checks::limits::token_id.describe());
+  return static_cast<std::int32_t>(id);
 }
 
 namespace {

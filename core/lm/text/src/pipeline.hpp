@@ -62,5 +62,8 @@ std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j, cons
 const nlohmann::json& member(const nlohmann::json& j, const char* key, const std::string& where);
 std::string string_member(const nlohmann::json& j, const char* key, const std::string& where);
 bool bool_member(const nlohmann::json& j, const char* key, const std::string& where, bool fallback);
+/// A token id: a non-negative integer no larger than checks::limits::token_id (LAL_MAX_TOKEN_ID). ConfigError
+/// "<where>: expected a non-negative integer id", or naming the limit and how to raise it, otherwise.
+std::int32_t token_id(const nlohmann::json& v, const std::string& where);
 
 }  // namespace lal::lm::text

@@ -280,10 +280,7 @@ void load_components(Tokenizer::Impl& impl, const json& root) {
     for (std::size_t i = 0; i < it->size(); ++i) {
       const json& t = (*it)[i];
       const std::string where = "added_tokens[" + std::to_string(i) + "]";
-      const json& id = member(t, "id", where);
-      if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() > INT32_MAX)
-        throw ConfigError(where + ".id: expected a non-negative integer");
-      AddedToken token{id.get<std::int32_t>(),
+      AddedToken token{token_id(member(t, "id", where), where + ".id"),
                        string_member(t, "content", where),
                        bool_member(t, "single_word", where, false),
                        bool_member(t, "lstrip", where, false),

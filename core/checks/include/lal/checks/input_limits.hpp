@@ -55,6 +55,9 @@ inline constexpr Limit http_body{"HTTP request bodies", "LAL_MAX_HTTP_BODY_BYTES
 inline constexpr Limit json_depth{"JSON nesting depth", "LAL_MAX_JSON_DEPTH", 128, false};
 inline constexpr Limit yaml_depth{"YAML nesting depth", "LAL_MAX_YAML_DEPTH", 64, false};
 inline constexpr Limit yaml_nodes{"YAML values after alias expansion", "LAL_MAX_YAML_NODES", 200000, false};
+// Token ids index tables of that size: one stray id in a tokenizer.json must not make them gigabytes large. Real
+// vocabularies stay below 300 000 ids.
+inline constexpr Limit token_id{"token ids in tokenizer.json files", "LAL_MAX_TOKEN_ID", 1ull << 24, false};
 }  // namespace limits
 
 /// The whole of `path`, refused (InputLimitError) when it has more than `limit.value()` bytes; at most that many
