@@ -387,3 +387,40 @@ TEST_CASE("tokenizer.json: a stray huge token id is refused, naming the limit") 
   CHECK_THROWS_WITH_AS(lm::Tokenizer::from_json(doc("101", "2"), "big.json"),
                        doctest::Contains("token id 101 is over the 100 limit"), lm::TokenizerError);
 }
+
+// Found by the device fuzz campaign (tests/fuzz/corpus/jinja/repro-attribute-index-out-of-range): an attribute path
+// with a number past the 64-bit range (`selectattr('777…7.7', …)`) escaped as std::out_of_range; `| int` of a float
+// outside that range was undefined behaviour.
+TEST_CASE("jinja: attribute indexes past the 64-bit range are undefined, int() of a huge float is refused") {
+  const auto render = [](const std::string& source) {
+    return lal::lm::JinjaTemplate(source, "t.jinja")
+        .render(nlohmann::ordered_json::parse(R"({"xs": [{"a": [5, 6]}, {"a": [7]}]})"));
+  };
+  CHECK(render("{{ xs | selectattr('99999999999999999999999', 'equalto', 1) | list | count }}|"
+               "{{ xs | map(attribute='a.99999999999999999999999') | list | length }}|"
+               "{{ xs | map(attribute='a.1', default='-') | join(',') }}") == "0|2|6,-");
+  CHECK_THROWS_WITH_AS(render("{{ 1e300 | int }}"),
+                       doctest::Contains("int(): 1e+300 is out of the 64-bit integer range"), lal::lm::JinjaError);
+  CHECK(render("{{ '1e300' | int(7) }} {{ 2.9 | int }} {{ -2.9 | int }} {{ '12' | int }}") == "7 2 -2 12");
+}
+
+// Found by the device fuzz campaign (tests/fuzz/corpus/pipeline/repro-output-override-into-non-map): overrides for
+// the chosen output (`modules: {output: {...}}`) merged into an output declaration that was a scalar or a list
+// threw YAML::BadSubscript out of pipeline validation (fuzz_pipeline aborted; `lal validate` printed a raw
+// yaml-cpp error). Now that declaration is refused like any module declaration that is not a map.
+TEST_CASE("pipeline: output overrides on an output declaration that is not a map are one clear error") {
+  for (const char* decl : {"[1, 2]", "just text"}) {
+    CAPTURE(decl);
+    const auto l = runtime::load_pipeline_text(
+        std::string("name: t\ninput: turn.input\nmodules:\n  output: {labels: en}\noutputs:\n  think_aloud: ") + decl +
+            "\n",
+        "o.yaml", kDirs);
+    CHECK_FALSE(l.ok());
+    CHECK_MESSAGE(
+        errors_of(l).find("o.yaml:6:16: module 'output' must be a map with at least `plugin:`") != std::string::npos,
+        errors_of(l));
+  }
+  const auto replay =
+      runtime::load_pipeline(fs::path(LAL_FUZZ_CORPUS) / "pipeline" / "repro-output-override-into-non-map", kDirs);
+  CHECK_FALSE(replay.ok());
+}

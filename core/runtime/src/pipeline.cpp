@@ -249,8 +249,8 @@ bool type_matches(ConfigType t, const ConfigValue& v) {
 }
 
 std::optional<OverflowPolicy> parse_overflow(const std::string& s) {
-  for (auto p : {OverflowPolicy::block, OverflowPolicy::drop_oldest, OverflowPolicy::drop_newest,
-                 OverflowPolicy::keep_latest})
+  for (auto p :
+       {OverflowPolicy::block, OverflowPolicy::drop_oldest, OverflowPolicy::drop_newest, OverflowPolicy::keep_latest})
     if (s == to_string(p)) return p;
   return std::nullopt;
 }
@@ -515,13 +515,15 @@ struct Endpoint {
   const ModuleSpec* module;  // null for the pipeline input
   const WireSpec* wire;
   const PortSpec* port;
-  std::string name() const { return module ? "module '" + module->id + "' (port '" + port->name + "')" : "the pipeline input"; }
+  std::string name() const {
+    return module ? "module '" + module->id + "' (port '" + port->name + "')" : "the pipeline input";
+  }
 };
 
 void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& input_where) {
   std::map<std::string, std::vector<Endpoint>> producers, consumers, servers, clients;
-  static const PortSpec input_port{"input", PortDirection::output, Percept::kTypeName, "", "", false, 0,
-                                   OverflowPolicy::block};
+  static const PortSpec input_port{"input", PortDirection::output, Percept::kTypeName, "", "", false,
+                                   0,       OverflowPolicy::block};
   producers[spec.input_topic].push_back({nullptr, nullptr, &input_port});
   for (const auto& m : spec.modules) {
     if (!m.loaded) continue;
@@ -550,8 +552,8 @@ void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& 
         if (servers.count(topic) || clients.count(topic)) continue;  // observing a request topic
         std::vector<std::string> known;
         for (const auto& [t, _] : producers) known.push_back(t);
-        std::string msg = "input '" + c.port->name + "' of module '" + c.module->id + "' is wired to topic '" +
-                          topic + "' that nobody produces";
+        std::string msg = "input '" + c.port->name + "' of module '" + c.module->id + "' is wired to topic '" + topic +
+                          "' that nobody produces";
         if (auto s = closest(topic, known)) msg += " (did you mean '" + *s + "'?)";
         msg += "; produced topics: " + join(known);
         v.error(c.wire->where, msg);
@@ -574,8 +576,8 @@ void check_topics(Validator& v, const PipelineSpec& spec, const SourceLocation& 
     auto it = servers.find(topic);
     for (const auto& c : list) {
       if (it == servers.end()) {
-        v.error(c.wire->where, "requests from '" + c.port->name + "' of module '" + c.module->id +
-                                   "' go to topic '" + topic + "' that no module serves");
+        v.error(c.wire->where, "requests from '" + c.port->name + "' of module '" + c.module->id + "' go to topic '" +
+                                   topic + "' that no module serves");
         continue;
       }
       for (const auto& s : it->second)
@@ -797,7 +799,10 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
           if (kv.first.Scalar() == out.spec.output_choice) {
             out.spec.output_where = v.at(kv.first);
             YAML::Node decl = kv.second;
-            if (output_overrides) merge_into(decl, output_overrides);
+            // Overrides go into a declaration that is a map (or empty); any other is refused below as a module
+            // declaration that is not a map (merging into it threw YAML::BadSubscript out of validation: found by
+            // fuzz_pipeline, corpus/pipeline/repro-output-override-into-non-map).
+            if (output_overrides && (decl.IsMap() || decl.IsNull())) merge_into(decl, output_overrides);
             declarations.emplace_back(YAML::Node(std::string("output")), decl);
           }
       }
@@ -827,9 +832,12 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
     }
     if (decl["failure_policy"]) {
       const std::string fp = decl["failure_policy"].IsScalar() ? decl["failure_policy"].Scalar() : "";
-      if (fp == "isolate") m.failure_policy = FailurePolicy::isolate;
-      else if (fp == "disable") m.failure_policy = FailurePolicy::disable;
-      else if (fp == "fail") m.failure_policy = FailurePolicy::fail;
+      if (fp == "isolate")
+        m.failure_policy = FailurePolicy::isolate;
+      else if (fp == "disable")
+        m.failure_policy = FailurePolicy::disable;
+      else if (fp == "fail")
+        m.failure_policy = FailurePolicy::fail;
       else
         v.error(v.at(decl["failure_policy"]),
                 "failure_policy of module '" + m.id + "' must be isolate, disable or fail");

@@ -1385,9 +1385,15 @@ class Interpreter {
       const std::size_t dot = path.find('.', start);
       const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
       if (v.is_undefined()) return v;
-      if (!part.empty() && std::all_of(part.begin(), part.end(), ::isdigit))
-        v = get_item(v, Value::from_int(std::stoll(part)), pos);
-      else
+      if (!part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)) {
+        // An index past the 64-bit range is past the end of any list: undefined, as Jinja2's IndexError makes it
+        // (std::stoll threw out_of_range here; found by fuzz_jinja, corpus/jinja/repro-attribute-index-out-of-range).
+        std::int64_t index = 0;
+        const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), index);
+        if (ec != std::errc() || end != part.data() + part.size())
+          return Value::undefined(std::string(type_name(v)) + " object has no element " + part);
+        v = get_item(v, Value::from_int(index), pos);
+      } else
         v = get_item(v, Value::from_string(part), pos);
       if (dot == std::string::npos) return v;
       start = dot + 1;
@@ -1598,8 +1604,16 @@ class Interpreter {
       const int base = base_v && is_integral(*base_v) ? static_cast<int>(as_int(*base_v)) : 10;
       const Value fallback = def ? *def : Value::from_int(0);
       if (v.is_undefined()) error(pos, v.text);
+      // A float outside the 64-bit range cannot become an integer here (Python would make a big one; the cast
+      // would be undefined behaviour): refused for a float, the default for a string (as Python's for 'inf').
+      const auto fits = [](double d) {
+        return std::isfinite(d) && d < 9223372036854775808.0 && d >= -9223372036854775808.0;
+      };
       if (is_integral(v)) return Value::from_int(as_int(v));
-      if (v.kind == Kind::Float) return Value::from_int(static_cast<std::int64_t>(v.number));
+      if (v.kind == Kind::Float) {
+        if (!fits(v.number)) error(pos, "int(): " + float_repr(v.number) + " is out of the 64-bit integer range");
+        return Value::from_int(static_cast<std::int64_t>(v.number));
+      }
       if (v.is_string()) {
         std::string s = strip(v.text, nullptr, true, true);
         s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
@@ -1612,7 +1626,7 @@ class Interpreter {
         try {
           std::size_t used = 0;
           const double d = std::stod(s, &used);
-          if (used == s.size() && std::isfinite(d)) return Value::from_int(static_cast<std::int64_t>(d));
+          if (used == s.size() && fits(d)) return Value::from_int(static_cast<std::int64_t>(d));
         } catch (const std::exception&) {
         }
       }

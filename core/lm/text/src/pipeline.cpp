@@ -206,9 +206,7 @@ void split_pieces(std::vector<Piece>& pieces, const Regex& regex, SplitBehavior 
         case SplitBehavior::Removed:
           if (!delimiter) spans.emplace_back(b, e);
           break;
-        case SplitBehavior::Isolated:
-          spans.emplace_back(b, e);
-          break;
+        case SplitBehavior::Isolated: spans.emplace_back(b, e); break;
         case SplitBehavior::Contiguous:
           if (delimiter && previous_was_delimiter && !spans.empty())
             spans.back().second = e;

@@ -280,12 +280,9 @@ void load_components(Tokenizer::Impl& impl, const json& root) {
     for (std::size_t i = 0; i < it->size(); ++i) {
       const json& t = (*it)[i];
       const std::string where = "added_tokens[" + std::to_string(i) + "]";
-      AddedToken token{token_id(member(t, "id", where), where + ".id"),
-                       string_member(t, "content", where),
-                       bool_member(t, "single_word", where, false),
-                       bool_member(t, "lstrip", where, false),
-                       bool_member(t, "rstrip", where, false),
-                       bool_member(t, "normalized", where, true),
+      AddedToken token{token_id(member(t, "id", where), where + ".id"), string_member(t, "content", where),
+                       bool_member(t, "single_word", where, false),     bool_member(t, "lstrip", where, false),
+                       bool_member(t, "rstrip", where, false),          bool_member(t, "normalized", where, true),
                        bool_member(t, "special", where, false)};
       if (token.content.empty()) throw ConfigError(where + ".content: empty token");
       if (first_invalid_utf8(token.content) != token.content.size())
