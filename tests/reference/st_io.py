@@ -21,27 +21,37 @@ def save(path, tensors, metadata=None):
         header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - (8 + len(text)) % 8) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
+        f.write(header_bytes(header))
         for b in blobs:
             f.write(b)
 
 
+def header_bytes(header):
+    """The 8-byte length and the JSON header, padded with spaces to a multiple of 8 as the format asks; the tensors'
+    bytes follow, in the order of their data_offsets."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def read_header(f):
+    """The header of a safetensors file open at its start: ({name: {dtype, shape, data_offsets}} without
+    __metadata__, the file offset the data_offsets count from)."""
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
 def load(path):
     with open(path, "rb") as f:
+        header, _ = read_header(f)
         data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    base = 8 + n
     out = {}
     for name, e in header.items():
-        if name == "__metadata__":
-            continue
         b, end = e["data_offsets"]
-        buf = bytearray(data[base + b:base + end])
+        buf = bytearray(data[b:end])
         dtype = _DTYPES[e["dtype"]]
         t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
         out[name] = t.view(dtype).reshape(e["shape"]).clone()

@@ -23,6 +23,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import st_io  # noqa: E402  (tests/reference/st_io.py: the safetensors header)
+
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
 ALIGN = 32
@@ -113,14 +116,10 @@ def kv_bytes(key, vtype, value, elem_type=None):
 def read_safetensors(path):
     """name -> (dtype string, shape, memoryview of raw bytes); the file is memory-mapped."""
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        header, base = st_io.read_header(f)
     mm = np.memmap(path, dtype=np.uint8, mode="r")
-    base = 8 + n
     out = {}
     for name, e in header.items():
-        if name == "__metadata__":
-            continue
         b, end = e["data_offsets"]
         out[name] = (e["dtype"], e["shape"], mm[base + b:base + end])
     return out

@@ -12,11 +12,14 @@ config.json and tokenizer.json are linked.
 import argparse
 import json
 import os
-import struct
+import sys
 
 import numpy as np
 
 import st_to_gguf
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import st_io  # noqa: E402
 
 
 def stored(a, kind, name):
@@ -49,11 +52,9 @@ def main():
         n = int(np.prod(st[name][1])) * 4
         header[name] = {"dtype": "F32", "shape": st[name][1], "data_offsets": [off, off + n]}
         off += n
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
     tmp = os.path.join(a.out_dir, "model.safetensors.tmp")
     with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
+        f.write(st_io.header_bytes(header))  # tensors streamed after it: 2 GB never held at once
         for name in sorted(st):
             dtype, shape, raw = st[name]
             values = st_to_gguf.to_type(dtype, shape, raw, "f32")[0]  # float32 bytes of the checkpoint tensor
