@@ -28,6 +28,7 @@ expect() {
 has() { "$lal" --help | grep -q "^  $1 "; }
 
 # --- pipelines: what `lal run` refuses, `lal validate` refuses, with the same message --------------------------
+python3 -c "print('modules: ' + '[' * 5000 + ']' * 5000)" > "$work/deep-pipeline.yaml"
 for cmd in validate run; do
   expect 1 "repro-yaml-alias-bomb.yaml:13:20: more than 200000 values once aliases are expanded" -- \
     "$lal" $cmd "$corpus/pipeline/repro-yaml-alias-bomb.yaml"
@@ -38,6 +39,8 @@ for cmd in validate run; do
     "$lal" $cmd "$corpus/pipeline/repro-yaml-empty-plugin.yaml"
   expect 1 "/dev/zero:0:0: cannot read the pipeline file: the input goes on past the 4 MiB limit for pipeline YAML files (LAL_MAX_PIPELINE_BYTES" -- \
     "$lal" $cmd /dev/zero
+  expect 1 "levels deep or more: over the YAML parser's own limit" -- \
+    "$lal" $cmd "$work/deep-pipeline.yaml"
 done
 # The limit is raisable: with a larger node budget the bomb's next limit (YAML depth is fine) is memory, so only
 # check that the variable is read and a malformed one is named.
@@ -54,6 +57,10 @@ done
 # --- option files and model files that never end ---------------------------------------------------------------
 if has distill; then
   expect 2 "/dev/zero: the input goes on past the 1 MiB limit for option files" -- "$lal" distill --config /dev/zero
+  # Nested past yaml-cpp's own guard, whose message is only "bad file".
+  python3 -c "print('batch_size: ' + '[' * 5000 + ']' * 5000)" > "$work/deep-options.yaml"
+  expect 2 "levels deep or more (the YAML parser's limit)" -- \
+    "$lal" distill --config "$work/deep-options.yaml"
   t=--teacher_model
   expect 2 "--learning_rate must be in (0, 1], got 1e+30" -- "$lal" distill $t /nonexistent --learning_rate 1e30
   expect 2 "--learning_rate must be in (0, 1], got -0.001" -- "$lal" distill $t /nonexistent --learning_rate -1e-3

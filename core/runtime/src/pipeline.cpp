@@ -1,5 +1,6 @@
 #include "lal/runtime/pipeline.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -642,6 +643,12 @@ PipelineLoad load_pipeline_text(const std::string& yaml, const fs::path& file,
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's own guard (its message is only "bad file") stops the parse before limits::yaml_depth is reached.
+    v.error(v.at(e.mark), "values nested " + std::to_string(e.depth()) +
+                              " levels deep or more: over the YAML parser's own limit (and " +
+                              checks::limits::yaml_depth.describe() + ")");
+    return out;
   } catch (const YAML::ParserException& e) {
     v.error(v.at(e.mark), "YAML syntax error: " + e.msg);
     return out;

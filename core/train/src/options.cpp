@@ -1,6 +1,7 @@
 // The option table and its three readers (CLI text, YAML, plan output).
 #include "lal/train/options.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -229,6 +230,10 @@ void load_yaml(DistillOptions& o, const std::string& path) {
   }
   try {
     root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own guard; its message is only "bad file"
+    throw OptionError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                      ": values nested " + std::to_string(e.depth()) +
+                      " levels deep or more (the YAML parser's limit); options are single values or lists");
   } catch (const YAML::Exception& e) {
     throw OptionError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) + ": " +
                       e.msg);
