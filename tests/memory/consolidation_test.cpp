@@ -98,6 +98,14 @@ TEST_CASE("importance: self-disclosure counts, small talk does not, asking is no
   CHECK(score_importance("thanks!").score == doctest::Approx(0.3));
   CHECK(score_importance("My sister lives in Kyoto and I'm worried about her.").score >= 0.8);
   CHECK(score_importance("来週、大阪に引っ越す予定です。").score > 0.6);  // plan + place
+  // Pets and possessions are told once and kept: over short_term's default keep_importance (0.35), subject-less too.
+  for (const char* pets : {"猫を二匹飼っています。", "I have two dogs.", "車を持っています。"}) {
+    const auto s = score_importance(pets);
+    INFO(pets);
+    CHECK(s.score > 0.35 + 1e-9);
+    CHECK(std::count(s.reasons.begin(), s.reasons.end(), "belongings") == 1);
+  }
+  CHECK(score_importance("猫は好きですか？").score < score_importance("猫を飼っています。").score);
   // A question about a preference discloses less than a statement of it.
   CHECK(score_importance("私の好きな食べ物を覚えていますか？").score <
         score_importance("私の好きな食べ物はカレーです。").score);

@@ -24,6 +24,9 @@
 //                        stressed / nervous / upset / anxious
 //   correction    0.35   実は / 訂正 / 間違 / じゃなくて / ではなく / 正しくは / 違います / actually / correction /
 //                        i meant / not anymore / no longer / changed
+//   belongings    0.25   飼って / 飼い始 / 飼ってる / ペット / 持っています / 持ってます / 持ってる / 乗っています /
+//                        習っています / i own / i have a dog / my dog / my cat / my pet / my car / pet / pets /
+//                        dog / dogs / cat / cats / puppy / kitten   (pets, possessions, what the speaker keeps doing)
 //   experience    0.15   what the speaker did: 行きました / しました / 見ました / 会いました / 食べました / 買いました
 //   /
 //                        始めました / went / visited / watched / met / bought / started / tried / took / saw
@@ -149,6 +152,12 @@ inline ImportanceScore score_importance(std::string_view text, double base = 0.3
        {"実は", "訂正", "間違", "じゃなくて", "ではなく", "正しくは", "違います"},
        {"i meant", "not anymore", "no longer"},
        {"actually", "correction"}},
+      {"belongings",
+       0.25,
+       {"飼って", "飼い始", "飼ってる", "ペット", "持っています", "持ってます", "持ってる", "乗っています",
+        "習っています"},
+       {"i own", "i have a dog", "my dog", "my cat", "my pet", "my car"},
+       {"pet", "pets", "dog", "dogs", "cat", "cats", "puppy", "kitten"}},
       {"experience",
        0.15,
        {"行きました", "しました", "見ました", "会いました", "食べました", "買いました", "始めました", "行ってきました"},
