@@ -1,8 +1,10 @@
 // The CPU decode kernels (core/lm/engine/src/cpu/matvec.hpp) against a float64 reference, for every weight format
 // and every ISA this machine has (portable always; CI's runner may have fewer), with odd shapes, several activation
 // rows, bias and row ranges. Torch-free: builds in seconds.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -191,6 +193,120 @@ TEST_CASE("a quantised weight whose width is not a whole number of groups is ref
   w.format = WeightFormat::Int8, w.rows = 4, w.cols = 48, w.group = 32, w.data = data, w.scales = scales;
   float x[48] = {}, y[4] = {};
   CHECK_THROWS_AS(matmul_rows(w, x, 1, nullptr, y, 4, 0, 4, detected_isa()), std::invalid_argument);
+}
+
+TEST_CASE("quantize_activations: int8 per group, scale max|x| / 127, within half a step; zeros and NaN groups") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  const std::int64_t m = 3, cols = 192, group = 64;
+  std::vector<float> x(static_cast<std::size_t>(m * cols));
+  for (auto& v : x) v = normal(rng) * 3.0f;
+  for (std::int64_t c = 0; c < group; ++c) x[static_cast<std::size_t>(group + c)] = 0.0f;  // row 0, group 1: zeros
+  x[static_cast<std::size_t>(cols + 5)] = std::nanf("");                                   // row 1, group 0: a NaN
+  Int8Rows q;
+  quantize_activations(x.data(), m, cols, group, q);
+  REQUIRE(q.values.size() == static_cast<std::size_t>(m * cols));
+  REQUIRE(q.scales.size() == static_cast<std::size_t>(m * cols / group));
+  for (std::int64_t k = 0; k < m * cols / group; ++k) {
+    CAPTURE(k);
+    const float s = q.scales[static_cast<std::size_t>(k)];
+    if (k == 1) {
+      CHECK(s == 0.0f);
+    } else if (k == cols / group) {
+      CHECK(std::isnan(s));
+    } else {
+      int top = 0;
+      for (std::int64_t c = 0; c < group; ++c) {
+        const auto i = static_cast<std::size_t>(k * group + c);
+        top = std::max(top, std::abs(static_cast<int>(q.values[i])));
+        CHECK(std::fabs(q.values[i] * static_cast<double>(s) - x[i]) <= s * (0.5 + 1e-5));
+      }
+      CHECK(top == 127);
+    }
+  }
+  // The SIMD layouts: 32-column sums, and each 64 columns as [even | odd].
+  REQUIRE(q.block_sums.size() == static_cast<std::size_t>(m * cols / 32));
+  REQUIRE(q.even_odd.size() == q.values.size());
+  for (std::size_t b = 0; b < q.block_sums.size(); ++b) {
+    int sum = 0;
+    for (std::size_t c = 0; c < 32; ++c) sum += q.values[b * 32 + c];
+    CHECK(q.block_sums[b] == sum);
+  }
+  CHECK(q.even_odd[64 + 1] == q.values[64 + 2]);
+  CHECK(q.even_odd[64 + 32 + 3] == q.values[64 + 7]);
+  CHECK_THROWS_AS(quantize_activations(x.data(), 1, 100, 64, q), std::invalid_argument);
+}
+
+TEST_CASE(
+    "integer dot products (matmul_rows_int8) on every ISA, with and without VNNI: the exact integer sums, and "
+    "within x's rounding of float64") {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  MESSAGE("VNNI on this CPU: avx2 " << vnni_available(Isa::Avx2) << ", avx512 " << vnni_available(Isa::Avx512));
+  struct Shape {
+    WeightFormat format;
+    std::int64_t rows, cols, group;
+  };
+  // Groups of 32 (two per 64-column int4 step), 64, 96 (int4 steps across groups), 16 (portable only), a whole-row
+  // group; int4 widths that are not whole 64-column steps (portable); rows not a multiple of the 4-row block.
+  const Shape shapes[] = {
+      {WeightFormat::Int8, 37, 192, 32}, {WeightFormat::Int8, 9, 192, 64}, {WeightFormat::Int8, 6, 96, 16},
+      {WeightFormat::Int8, 3, 160, 160}, {WeightFormat::Int8, 5, 288, 96}, {WeightFormat::Int4, 37, 192, 32},
+      {WeightFormat::Int4, 9, 256, 64},  {WeightFormat::Int4, 6, 96, 16},  {WeightFormat::Int4, 5, 288, 96},
+      {WeightFormat::Int4, 7, 96, 32},   {WeightFormat::Int4, 3, 98, 98}};
+  for (const auto& s : shapes)
+    for (const std::int64_t m : {1, 3}) {
+      TestWeight w(s.format, s.rows, s.cols, s.group, rng);
+      std::vector<float> x(static_cast<std::size_t>(m * s.cols)), bias(static_cast<std::size_t>(s.rows));
+      for (auto& v : x) v = normal(rng);
+      for (auto& v : bias) v = normal(rng);
+      Int8Rows q;
+      quantize_activations(x.data(), m, s.cols, s.group, q);
+      const std::int64_t groups = s.cols / s.group;
+      for (int isa = 0; isa < isa_count(); ++isa)
+        for (const bool vnni : {false, true}) {
+          CAPTURE(format_name(s.format));
+          CAPTURE(s.rows);
+          CAPTURE(s.cols);
+          CAPTURE(s.group);
+          CAPTURE(m);
+          CAPTURE(isa_name(static_cast<Isa>(isa)));
+          CAPTURE(vnni);
+          const std::int64_t y_stride = s.rows + 3;
+          std::vector<float> y(static_cast<std::size_t>(m * y_stride), -777.0f);
+          const std::int64_t split = s.rows / 2 + 1;
+          for (auto [begin, end] : {std::pair<std::int64_t, std::int64_t>{0, split}, {split, s.rows}})
+            matmul_rows_int8(w.view, q, bias.data(), y.data(), y_stride, begin, end, static_cast<Isa>(isa), vnni);
+          for (std::int64_t i = 0; i < m; ++i) {
+            for (std::int64_t r = 0; r < s.rows; ++r) {
+              // exact: the float64 product with x; integer: the same with x's int8 values times their scales (what
+              // the kernels compute, up to float32 rounding); rounding: x's rounding error's bound, sum |w| * step/2.
+              double exact = bias[static_cast<std::size_t>(r)], integer = exact, rounding = 0, magnitude = 0;
+              for (std::int64_t c = 0; c < s.cols; ++c) {
+                const double wv = w.values[static_cast<std::size_t>(r * s.cols + c)];
+                const auto xi = static_cast<std::size_t>(i * s.cols + c);
+                const double step = q.scales[static_cast<std::size_t>(i * groups + c / s.group)];
+                exact += wv * x[xi];
+                integer += wv * q.values[xi] * step;
+                rounding += std::fabs(wv) * step / 2;
+                magnitude += std::fabs(wv * q.values[xi] * step);
+              }
+              const double got = y[static_cast<std::size_t>(i * y_stride + r)];
+              CHECK(std::fabs(got - integer) <= 4e-7 * magnitude * std::sqrt(static_cast<double>(s.cols)) + 1e-9);
+              CHECK(std::fabs(got - exact) <= rounding * (1 + 1e-6) + 4e-7 * magnitude * std::sqrt(double(s.cols)));
+            }
+            for (std::int64_t r = s.rows; r < y_stride; ++r)
+              CHECK(y[static_cast<std::size_t>(i * y_stride + r)] == -777.0f);
+          }
+        }
+    }
+  TestWeight dense(WeightFormat::F32, 4, 64, 0, rng);
+  Int8Rows q;
+  std::vector<float> x(64, 1.0f), y(4);
+  quantize_activations(x.data(), 1, 64, 32, q);
+  CHECK_THROWS_AS(matmul_rows_int8(dense.view, q, nullptr, y.data(), 4, 0, 4, detected_isa()), std::invalid_argument);
+  TestWeight int8(WeightFormat::Int8, 4, 64, 16, rng);  // activations quantised in other groups than the weight's
+  CHECK_THROWS_AS(matmul_rows_int8(int8.view, q, nullptr, y.data(), 4, 0, 4, detected_isa()), std::invalid_argument);
 }
 
 TEST_CASE("weighted_row_sum (attention's probabilities times values) equals float64 on every ISA") {

@@ -370,6 +370,10 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
         m->offloaded_bytes_ += tensor_bytes(dense);
       }
     }
+    if (device.is_cpu() && !m->trainable_) {  // streamed every decode step: 2 MiB pages (cpu::huge_page_copy)
+      for (auto field : m->matrix_fields_) l.*field = cpu::huge_page_copy(l.*field);
+      for (auto& fq : l.quantized) fq.second.data = cpu::huge_page_copy(fq.second.data);
+    }
     m->layers_.push_back(std::move(l));
   }
   m->final_norm_w_ = param(family.final_norm_w, w.get(family.final_norm_w, {E}));
@@ -389,6 +393,12 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
     // Tied: token lookups read rows of the int8 matrix too (what llama.cpp does with a quantized token_embd).
     if (c.tie_word_embeddings) m->embed_ = torch::Tensor();
     m->lm_head_ = torch::Tensor();
+  }
+  if (device.is_cpu() && !m->trainable_) {  // the lm-head is the largest weight a decode step reads
+    const bool tied = m->lm_head_.defined() && m->lm_head_.is_same(m->embed_);
+    m->lm_head_ = cpu::huge_page_copy(m->lm_head_);
+    if (tied) m->embed_ = m->lm_head_;
+    if (m->lm_head_q_) m->lm_head_q_->data = cpu::huge_page_copy(m->lm_head_q_->data);
   }
   c.num_layers = static_cast<std::int64_t>(layers.size());
   if (rows.defined()) c.vocab_size = rows.numel();

@@ -2,7 +2,10 @@
 #include "cpu_linear.hpp"
 
 #include <dlfcn.h>
+#include <sys/mman.h>
 
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 
 #include "matvec.hpp"
@@ -192,6 +195,25 @@ const QuantizedTensor* QuantizedWeights::find(const torch::Tensor& handle) {
     for (const QuantizedTensor* q : *list)
       if (q->data.is_same(handle)) return q;
   return nullptr;
+}
+
+torch::Tensor huge_page_copy(const torch::Tensor& t) {
+  constexpr std::size_t kHuge = std::size_t{2} << 20, kPage = 4096;
+  if (!t.defined() || !t.device().is_cpu() || t.nbytes() < kHuge) return t;
+  const auto source = t.contiguous();
+  const std::size_t length = (source.nbytes() + kPage - 1) / kPage * kPage;
+  // Map length + 2 MiB, keep the 2 MiB-aligned `length` bytes inside, unmap the rest.
+  void* raw = ::mmap(nullptr, length + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return t;  // an optimisation only: the weight stays where it is
+  const auto base = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t start = (base + kHuge - 1) / kHuge * kHuge, end = start + length;
+  if (start > base) ::munmap(raw, start - base);
+  if (base + length + kHuge > end) ::munmap(reinterpret_cast<void*>(end), base + length + kHuge - end);
+  void* data = reinterpret_cast<void*>(start);
+  ::madvise(data, length, MADV_HUGEPAGE);  // refused where THP is off: 4 KiB pages then, nothing else changes
+  std::memcpy(data, source.data_ptr(), source.nbytes());
+  return torch::from_blob(
+      data, source.sizes(), [length](void* p) { ::munmap(p, length); }, source.options());
 }
 
 std::string threads_report() {

@@ -69,6 +69,13 @@ WeightView view_of(const QuantizedTensor& w);
 /// LibTorch's intra-op pool as decode_layer.hpp's Pool (serial inside a parallel region).
 Pool intra_op_pool();
 
+/// A copy of the CPU tensor `t` in its own anonymous mapping whose 2 MiB-aligned part is offered to transparent huge
+/// pages (madvise MADV_HUGEPAGE; THP "always" or "madvise"), or `t` itself when smaller than 2 MiB, not on the CPU,
+/// or when the mapping fails. WHY: a decode step streams every weight once; with 4 KiB pages each page is a TLB miss
+/// (nested paging on a VM), and the kernels' float32 step on the 2-core EPYC VM ran ~25% faster from 2 MiB pages
+/// (a weight-sized microbenchmark: 39 -> 31 ms). Called once per weight at load (Transformer::load on the CPU).
+torch::Tensor huge_page_copy(const torch::Tensor& t);
+
 /// "2 intra-op threads, OpenBLAS 2 threads (1 inside the engine's products), kernels avx512": for the log and the
 /// benchmark report.
 std::string threads_report();

@@ -82,6 +82,14 @@ void parallel_matmul(const WeightView& w, const float* x, std::int64_t m, const 
   // Whole blocks of 4 rows per thread (the kernels' row block), one contiguous range each.
   const std::int64_t threads = std::max(1, pool.threads);
   const std::int64_t grain = std::max<std::int64_t>(64, (w.rows / threads + 3) / 4 * 4);
+  if (integer_dot_applies(w) && int8_activations()) {  // x quantised once, on the calling thread, for every part
+    thread_local Int8Rows quantized;
+    quantize_activations(x, m, w.cols, w.group, quantized);
+    pool.run(w.rows, grain, [&](std::int64_t begin, std::int64_t end) {
+      matmul_rows_int8(w, quantized, bias, y, w.rows, begin, end, isa);
+    });
+    return;
+  }
   pool.run(w.rows, grain,
            [&](std::int64_t begin, std::int64_t end) { matmul_rows(w, x, m, bias, y, w.rows, begin, end, isa); });
 }

@@ -35,7 +35,9 @@ struct Pool {
 };
 
 /// y[i*w.rows + r] = x[i*w.cols ...] · W[r] (+ bias[r]) for all rows r and i in [0, m): matmul_rows split by weight
-/// rows over the pool in blocks of 4 rows.
+/// rows over the pool in blocks of 4 rows. Int8/Int4 weights: x quantised to int8 per group once
+/// (quantize_activations), then matmul_rows_int8 (integer dot products, llama.cpp's arithmetic; see matvec.hpp),
+/// unless LAL_CPU_INT_DOT=float (int8_activations()).
 void parallel_matmul(const WeightView& w, const float* x, std::int64_t m, const float* bias, float* y, Isa isa,
                      const Pool& pool);
 

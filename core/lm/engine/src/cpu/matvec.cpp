@@ -5,13 +5,17 @@
 #include "matvec.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LAL_CPU_X86 1
 #else
@@ -146,6 +150,22 @@ struct S {
 };
 #include "matvec_loops.inc"
 }  // namespace avx2
+// The integer dot products (matmul_rows_int8) without VNNI, under the same target.
+namespace avx2_int {
+/// Without VNNI: bytes widened to 16 bits, `vpmaddwd` (pairs into 32-bit lanes), neighbouring pairs added so that
+/// lanes 0-3 hold bytes 0-15 and lanes 4-7 bytes 16-31, as `vpdpbusd` has them.
+struct D {
+  static __m256i dot(__m256i acc, __m256i u, __m256i s) {
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(u)),
+                                         _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(u, 1)),
+                                         _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1)));
+    // hadd: [lo lo hi hi | lo lo hi hi] in 64-bit pairs; the permute puts the lo pairs first.
+    return _mm256_add_epi32(acc, _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+};
+#include "int_dot_loops.inc"
+}  // namespace avx2_int
 #ifdef __clang__
 #pragma clang attribute pop
 #else
@@ -226,7 +246,81 @@ struct S {
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
 #endif
+
+// ---- integer dot products with VNNI (matmul_rows_int8; avx2_int above is the one without) --------------------------
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
 #endif
+namespace avx_vnni {
+/// AVX-VNNI (VEX `vpdpbusd`): 4 neighbouring products per lane in one instruction.
+struct D {
+  static __m256i dot(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+};
+#include "int_dot_loops.inc"
+}  // namespace avx_vnni
+#ifdef __clang__
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#endif
+namespace avx512_vnni {
+/// AVX512-VNNI on 256-bit registers (EVEX `vpdpbusd`: CPUs with AVX-512 VNNI but without AVX-VNNI).
+struct D {
+  static __m256i dot(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+};
+#include "int_dot_loops.inc"
+}  // namespace avx512_vnni
+#ifdef __clang__
+#pragma clang attribute pop
+#else
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+/// CPUID leaf 7: AVX512-VNNI (sub-leaf 0, ECX bit 11) and AVX-VNNI (sub-leaf 1, EAX bit 4). The OS support of the
+/// registers is what detected_isa() checked for the ISA they extend.
+bool cpu_has_avx512_vnni() {
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11));
+  }();
+  return has;
+}
+bool cpu_has_avx_vnni() {
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+  }();
+  return has;
+}
+#endif
+
+/// matmul_rows_int8 in plain C++: per group the integer dot product, then its two scales.
+void int_rows_portable(const WeightView& w, const Int8Rows& x, const float* bias, float* y, std::int64_t y_stride,
+                       std::int64_t r0, std::int64_t r1) {
+  const std::int64_t cols = w.cols, group = w.group, groups = cols / group;
+  for (std::int64_t r = r0; r < r1; ++r)
+    for (std::int64_t i = 0; i < x.m; ++i) {
+      const std::int8_t* xq = x.values.data() + i * cols;
+      float total = 0.0f;
+      for (std::int64_t g = 0; g < groups; ++g) {
+        std::int32_t dot = 0;
+        for (std::int64_t c = g * group; c < (g + 1) * group; ++c)
+          dot += static_cast<std::int32_t>(stored_value(w, r, c)) * xq[c];
+        total += static_cast<float>(dot) * (half_to_float(w.scales[r * groups + g]) * x.scales[i * groups + g]);
+      }
+      y[i * y_stride + r] = total + (bias ? bias[r] : 0.0f);
+    }
+}
 
 Isa parse_isa_env() {
   const char* v = std::getenv("LAL_CPU_ISA");
@@ -317,6 +411,90 @@ void weighted_row_sum(const WeightView& w, const float* p, std::int64_t m, std::
       for (std::int64_t r = 0; r < w.rows; ++r) s += p[i * p_stride + r] * stored_value(w, r, c);
       out[i * w.cols + c] = s;
     }
+}
+
+void quantize_activations(const float* x, std::int64_t m, std::int64_t cols, std::int64_t group, Int8Rows& out) {
+  if (group <= 0 || cols % group)
+    throw std::invalid_argument("quantize_activations: " + std::to_string(cols) + " columns in groups of " +
+                                std::to_string(group));
+  const std::int64_t groups = cols / group;
+  out.m = m, out.cols = cols, out.group = group;
+  out.values.resize(static_cast<std::size_t>(m * cols));
+  out.scales.resize(static_cast<std::size_t>(m * groups));
+  for (std::int64_t k = 0; k < m * groups; ++k) {
+    const float* v = x + k * group;
+    std::int8_t* q = out.values.data() + k * group;
+    float top = 0.0f;
+    bool finite = true;
+    for (std::int64_t c = 0; c < group; ++c) {
+      finite = finite && std::isfinite(v[c]);
+      top = std::max(top, std::fabs(v[c]));
+    }
+    if (!finite || top == 0.0f) {
+      std::fill(q, q + group, std::int8_t{0});
+      out.scales[static_cast<std::size_t>(k)] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
+    const float inverse = 127.0f / top;
+    for (std::int64_t c = 0; c < group; ++c)
+      q[c] = static_cast<std::int8_t>(std::nearbyint(v[c] * inverse));  // |v * inverse| <= 127 (+ rounding)
+    out.scales[static_cast<std::size_t>(k)] = top / 127.0f;
+  }
+  out.block_sums.clear(), out.even_odd.clear();
+  if (cols % 32) return;
+  out.block_sums.resize(static_cast<std::size_t>(m * cols / 32));
+  for (std::size_t b = 0; b < out.block_sums.size(); ++b) {
+    std::int32_t sum = 0;
+    for (std::size_t c = 0; c < 32; ++c) sum += out.values[b * 32 + c];
+    out.block_sums[b] = sum;
+  }
+  if (cols % 64) return;
+  out.even_odd.resize(out.values.size());
+  for (std::size_t c = 0; c < out.values.size(); c += 64)
+    for (std::size_t k = 0; k < 32; ++k)
+      out.even_odd[c + k] = out.values[c + 2 * k], out.even_odd[c + 32 + k] = out.values[c + 2 * k + 1];
+}
+
+bool integer_dot_applies(const WeightView& w) {
+  return quantized(w.format) && w.group > 0 && w.group <= kMaxIntGroup && w.cols % w.group == 0;
+}
+
+bool int8_activations() {
+  const char* v = std::getenv("LAL_CPU_INT_DOT");
+  if (!v || !*v || std::string(v) == "int8") return true;
+  if (std::string(v) == "float") return false;
+  throw std::invalid_argument(std::string("LAL_CPU_INT_DOT='") + v + "': expected int8 or float");
+}
+
+bool vnni_available(Isa isa) {
+#if LAL_CPU_X86
+  isa = std::min(isa, detected_isa());
+  return (isa == Isa::Avx512 && cpu_has_avx512_vnni()) || (isa >= Isa::Avx2 && cpu_has_avx_vnni());
+#else
+  (void)isa;
+  return false;
+#endif
+}
+
+void matmul_rows_int8(const WeightView& w, const Int8Rows& x, const float* bias, float* y, std::int64_t y_stride,
+                      std::int64_t row_begin, std::int64_t row_end, Isa isa, bool allow_vnni) {
+  if (!integer_dot_applies(w) || x.group != w.group || x.cols != w.cols)
+    throw std::invalid_argument("matmul_rows_int8: expected an int8/int4 weight and activations quantised in its " +
+                                std::to_string(w.group) + "-column groups");
+  isa = std::min(isa, detected_isa());
+#if LAL_CPU_X86
+  if (isa >= Isa::Avx2 && w.group % 32 == 0 && (w.format == WeightFormat::Int8 || w.cols % 64 == 0)) {
+    if (allow_vnni && vnni_available(isa)) {
+      if (isa == Isa::Avx512 && cpu_has_avx512_vnni())
+        return avx512_vnni::int_rows(w, x, bias, y, y_stride, row_begin, row_end);
+      return avx_vnni::int_rows(w, x, bias, y, y_stride, row_begin, row_end);
+    }
+    return avx2_int::int_rows(w, x, bias, y, y_stride, row_begin, row_end);
+  }
+#else
+  (void)allow_vnni;
+#endif
+  int_rows_portable(w, x, bias, y, y_stride, row_begin, row_end);
 }
 
 void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const float* bias, float* y,

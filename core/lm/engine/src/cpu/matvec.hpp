@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace lal::lm::cpu {
 
@@ -49,6 +50,42 @@ void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const floa
 /// out[i*w.cols + c] = sum_r p[i*p_stride + r] * W[r, c] over all w.rows rows, for i in [0, m): the rows of W
 /// weighted by p and summed (attention's probabilities times the cached values). F32 and BF16 weights only.
 void weighted_row_sum(const WeightView& w, const float* p, std::int64_t m, std::int64_t p_stride, float* out, Isa isa);
+
+/// Activation rows quantised for integer dot products with an Int8/Int4 weight (llama.cpp's arithmetic for Q8_0 and
+/// Q4_0 weights): per group of `group` columns (the weight's groups) one float scale = max|x| / 127 and the values
+/// round(x / scale) (to nearest even) as int8; a group of zeros has scale 0, a group holding a NaN or infinity scale
+/// NaN (the products come out NaN, as in float32).
+struct Int8Rows {
+  std::int64_t m = 0, cols = 0, group = 0;
+  std::vector<std::int8_t> values;  ///< [m, cols]
+  std::vector<float> scales;        ///< [m, cols / group]
+  /// For the SIMD kernels, when cols % 32 == 0 (else empty): the sum of each 32 columns' values [m, cols / 32], and
+  /// when cols % 64 == 0 the values with each 64 columns as [32 even columns | 32 odd columns] [m, cols] (int4's
+  /// two nibbles of a byte are two neighbouring columns).
+  std::vector<std::int32_t> block_sums;
+  std::vector<std::int8_t> even_odd;
+};
+/// x [m, cols] (float32) into `out` (its buffers reused). cols % group == 0.
+void quantize_activations(const float* x, std::int64_t m, std::int64_t cols, std::int64_t group, Int8Rows& out);
+
+/// Whether matmul_rows_int8 takes weight `w`: Int8/Int4 in groups of at most kMaxIntGroup columns (the int32 sums).
+constexpr std::int64_t kMaxIntGroup = 65536;
+bool integer_dot_applies(const WeightView& w);
+/// Whether decode-sized products with int8/int4 weights quantise x to int8 and take matmul_rows_int8:
+/// `LAL_CPU_INT_DOT=int8` (the default) or `float` (x stays float32: matmul_rows, the float32 product with the
+/// dequantised weights). Read on every call (tests switch it); another value throws std::invalid_argument naming the
+/// variable.
+bool int8_activations();
+/// Whether the CPU has the integer dot-product instructions (AVX-512 VNNI, or AVX-VNNI) for `isa`'s kernels.
+bool vnni_available(Isa isa);
+
+/// matmul_rows with x quantised by quantize_activations (group = w.group): per group the exact integer dot product
+/// of the stored weights with x's int8 values, times the weight's scale times x's scale, summed in float32. Against
+/// the float32 product of the dequantised weight with x, each group adds at most (x scale / 2) * sum |w| (x's
+/// rounding) plus float32 rounding. SIMD (AVX2 and up, groups of a multiple of 32 columns): `vpdpbusd` (AVX512-VNNI
+/// on 256 bits, or AVX-VNNI) where the CPU has it and `allow_vnni`, else 16-bit multiply-adds: the same integers.
+void matmul_rows_int8(const WeightView& w, const Int8Rows& x, const float* bias, float* y, std::int64_t y_stride,
+                      std::int64_t row_begin, std::int64_t row_end, Isa isa, bool allow_vnni = true);
 
 /// Rows [row_begin, row_end) of an Int8/Int4 weight as float32 values (stored integer times its group's scale),
 /// row-major into `out` ((row_end - row_begin) x cols): a tile for a compute-bound product over many rows.
