@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "lal/lm/engine.hpp"
+#include "lal/lm/sampling.hpp"
 #include "lal/lm/transformer.hpp"
 #if LAL_LM_HAVE_KERNELS
 #include "../../core/lm/engine/src/cuda/kernels.hpp"
@@ -156,17 +157,21 @@ TEST_CASE("fused kernels: float32 greedy ids equal the LibTorch path in every de
     opts.max_new_tokens = 24;
     opts.stop_at_eos = false;
     auto reference = engine_for(name, "torch", "dynamic", "float32");
-    const auto prompts = prompts_for(reference->usable_vocab());
-    auto want = reference->generate(prompts, opts);
-    for (const char* mode : {"dynamic", "static", "graph"}) {
-      CAPTURE(mode);
-      auto engine = engine_for(name, "fused", mode, "float32");
-      REQUIRE(engine->fused_kernels());
-      for (int run = 0; run < 2; ++run) {
-        auto got = engine->generate(prompts, opts);
-        for (std::size_t p = 0; p < prompts.size(); ++p) {
-          CAPTURE(p);
-          CHECK(got[p].ids == want[p].ids);
+    const auto batch = prompts_for(reference->usable_vocab());
+    // Three rows (cuBLAS for the matrices) and one (the GEMV kernels, the lm head's float32 logits included).
+    for (const auto& prompts : {batch, decltype(batch){batch[0]}}) {
+      CAPTURE(prompts.size());
+      auto want = reference->generate(prompts, opts);
+      for (const char* mode : {"dynamic", "static", "graph"}) {
+        CAPTURE(mode);
+        auto engine = engine_for(name, "fused", mode, "float32");
+        REQUIRE(engine->fused_kernels());
+        for (int run = 0; run < 2; ++run) {
+          auto got = engine->generate(prompts, opts);
+          for (std::size_t p = 0; p < prompts.size(); ++p) {
+            CAPTURE(p);
+            CHECK(got[p].ids == want[p].ids);
+          }
         }
       }
     }
@@ -259,6 +264,226 @@ TEST_CASE("decode attention kernel: Qwen2.5-7B heads over long, padded caches of
       CAPTURE(err);
       CHECK(err <= (dtype == torch::kFloat32 ? 1e-5 : 1e-2));
     }
+  }
+}
+
+namespace {
+
+cuda::ScalarType kernel_type_of(torch::ScalarType t) {
+  return t == torch::kFloat32    ? cuda::ScalarType::Float32
+         : t == torch::kBFloat16 ? cuda::ScalarType::BFloat16
+                                 : cuda::ScalarType::Float16;
+}
+void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+double tolerance_of(torch::ScalarType t) { return t == torch::kFloat32 ? 1e-5 : t == torch::kBFloat16 ? 1e-2 : 2e-3; }
+
+}  // namespace
+
+TEST_CASE("rotary + K/V append in one kernel: the same bits as rotary() then kv_append()") {
+  struct Shape {
+    int H, KV, D, rot;
+    bool per_head;
+  };
+  for (const Shape sh : {Shape{28, 4, 128, 128, false}, Shape{6, 2, 24, 12, false}, Shape{4, 4, 16, 4, true}}) {
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      CAPTURE(sh.H);
+      CAPTURE(sh.rot);
+      CAPTURE(dtype);
+      const std::int64_t B = 3, cap = 40;
+      cuda::QkvLayout L;
+      L.heads = sh.H, L.head_dim = sh.D;
+      if (sh.per_head) {
+        L.kv_heads = sh.H, L.token_stride = 3 * sh.H * sh.D;
+        L.q_offset = 0, L.k_offset = sh.D, L.v_offset = 2 * sh.D, L.q_stride = L.k_stride = L.v_stride = 3 * sh.D;
+      } else {
+        L.kv_heads = sh.KV, L.token_stride = (sh.H + 2 * sh.KV) * sh.D;
+        L.q_offset = 0, L.k_offset = sh.H * sh.D, L.v_offset = (sh.H + sh.KV) * sh.D;
+        L.q_stride = L.k_stride = L.v_stride = sh.D;
+      }
+      torch::manual_seed(21);
+      auto opts = torch::TensorOptions().dtype(dtype).device(kCuda);
+      auto qkv = torch::randn({B, 1, L.token_stride}, opts);
+      auto positions = torch::tensor(std::vector<std::int64_t>{5, 1234, 17}, torch::kLong).to(kCuda);
+      auto slots = torch::tensor(std::vector<std::int64_t>{3, 39, 0}, torch::kLong).to(kCuda);
+      auto inv_freq = (1.0 / torch::pow(10000.0, torch::arange(0, sh.rot, 2, torch::kFloat32) / sh.rot)).to(kCuda);
+      auto k1 = torch::randn({B, L.kv_heads, cap, sh.D}, opts), v1 = torch::randn({B, L.kv_heads, cap, sh.D}, opts);
+      auto k2 = k1.clone(), v2 = v1.clone(), qkv2 = qkv.clone();
+      const auto type = kernel_type_of(dtype);
+      cuda::rotary(qkv.data_ptr(), L, B, positions.data_ptr<std::int64_t>(), inv_freq.data_ptr<float>(), sh.rot, type,
+                   current_stream());
+      cuda::kv_append(qkv.data_ptr(), L, B, k1.data_ptr(), v1.data_ptr(), cap, slots.data_ptr<std::int64_t>(), 1, type,
+                      current_stream());
+      cuda::rotary_kv_append(qkv2.data_ptr(), L, B, positions.data_ptr<std::int64_t>(), inv_freq.data_ptr<float>(),
+                             sh.rot, k2.data_ptr(), v2.data_ptr(), cap, slots.data_ptr<std::int64_t>(), 1, type,
+                             current_stream());
+      CHECK(torch::equal(k1, k2));
+      CHECK(torch::equal(v1, v2));
+      // q heads: rotated in place the same way (k and v columns of the row are left as they were).
+      for (int h = 0; h < sh.H; ++h) {
+        auto q1 = qkv.select(1, 0).narrow(1, L.q_offset + h * L.q_stride, sh.D);
+        auto q2 = qkv2.select(1, 0).narrow(1, L.q_offset + h * L.q_stride, sh.D);
+        CHECK(torch::equal(q1, q2));
+      }
+      CHECK(!torch::equal(k1, k2.roll(1, 2)));  // the comparison can fail: the caches are not constant
+    }
+  }
+}
+
+TEST_CASE("small-batch GEMV and GEMV + SwiGLU against float64, and what they refuse") {
+  struct Shape {
+    std::int64_t n, k;
+    bool bias;
+  };
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
+    for (const Shape sh : {Shape{37, 64, false}, Shape{1152, 896, true}, Shape{301, 4864, true}}) {
+      for (std::int64_t rows = 1; rows <= cuda::kGemvMaxRows; ++rows) {
+        CAPTURE(dtype);
+        CAPTURE(sh.n);
+        CAPTURE(sh.k);
+        CAPTURE(rows);
+        torch::manual_seed(static_cast<std::uint64_t>(sh.n * 10 + rows));
+        auto opts = torch::TensorOptions().dtype(dtype).device(kCuda);
+        auto x = torch::randn({rows, sh.k}, opts);
+        auto w = (torch::randn({2 * sh.n, sh.k}, opts) * 0.05).to(dtype);
+        auto b = sh.bias ? torch::randn({2 * sh.n}, opts) : torch::Tensor();
+        const auto type = kernel_type_of(dtype);
+        auto x64 = x.to(torch::kCPU, torch::kFloat64), w64 = w.to(torch::kCPU, torch::kFloat64);
+        auto ref = torch::matmul(x64, w64.t());
+        if (b.defined()) ref = ref + b.to(torch::kCPU, torch::kFloat64);
+        // Plain, dtype output, all 2n rows (n odd or even: 2n + 1 rows too, below).
+        auto out = torch::full({rows, 2 * sh.n}, std::nan(""), opts);
+        REQUIRE(cuda::gemv(x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, out.data_ptr(), false,
+                           rows, 2 * sh.n, sh.k, type, current_stream()));
+        CHECK(torch::isfinite(out).all().item<bool>());
+        CHECK(relative_error(out, ref) <= tolerance_of(dtype));
+        // An odd row count, float32 output holding the dtype-rounded values.
+        const auto odd = 2 * sh.n - 1;
+        auto outf = torch::full({rows, odd}, std::nan(""), opts.dtype(torch::kFloat32));
+        REQUIRE(cuda::gemv(x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, outf.data_ptr(), true,
+                           rows, odd, sh.k, type, current_stream()));
+        CHECK(torch::isfinite(outf).all().item<bool>());
+        CHECK(relative_error(outf, ref.narrow(1, 0, odd)) <= tolerance_of(dtype));
+        CHECK(torch::equal(outf, outf.to(dtype).to(torch::kFloat32)));  // rounded to the dtype
+        // SwiGLU over [gate | up]: silu(g) * u with g, u rounded to the dtype (linear() then swiglu()).
+        auto gated = torch::full({rows, sh.n}, std::nan(""), opts);
+        REQUIRE(cuda::gemv_swiglu(x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, gated.data_ptr(),
+                                  rows, sh.n, sh.k, type, current_stream()));
+        auto g = ref.narrow(1, 0, sh.n), u = ref.narrow(1, sh.n, sh.n);
+        auto want = g * torch::sigmoid(g) * u;
+        CHECK(torch::isfinite(gated).all().item<bool>());
+        CHECK(relative_error(gated, want) <= 2 * tolerance_of(dtype));
+        // And against the LibTorch ops the fused path replaces.
+        auto torch_out = b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
+        CHECK(relative_error(out, torch_out) <= tolerance_of(dtype));
+      }
+    }
+    auto opts = torch::TensorOptions().dtype(dtype).device(kCuda);
+    auto x = torch::randn({cuda::kGemvMaxRows + 1, 64}, opts), w = torch::randn({8, 64}, opts);
+    auto out = torch::empty({cuda::kGemvMaxRows + 1, 8}, opts);
+    const auto type = kernel_type_of(dtype);
+    CHECK_FALSE(cuda::gemv(x.data_ptr(), w.data_ptr(), nullptr, out.data_ptr(), false, cuda::kGemvMaxRows + 1, 8, 64,
+                           type, current_stream()));
+    CHECK_FALSE(cuda::gemv(x.data_ptr(), w.data_ptr(), nullptr, out.data_ptr(), false, 1, 8, 2, type,
+                           current_stream()));  // k = 2: not a whole 16-byte vector
+    CHECK_FALSE(cuda::gemv_swiglu(static_cast<char*>(x.data_ptr()) + 4, w.data_ptr(), nullptr, out.data_ptr(), 1, 4, 32,
+                                  type, current_stream()));  // misaligned
+  }
+}
+
+TEST_CASE("token statistics kernel: log normaliser, entropy, argmax with suppress, against float64") {
+  for (std::int64_t B : {1, 3, 40}) {
+    for (bool shared_suppress : {false, true}) {
+      CAPTURE(B);
+      CAPTURE(shared_suppress);
+      const std::int64_t V = 50000, usable = 49990;
+      torch::manual_seed(static_cast<std::uint64_t>(B) + shared_suppress);
+      auto logits = (torch::randn({B, V}) * 3).to(kCuda);
+      // Row 0: its best two entries tie (the lower index wins); the best usable entry suppressed in row 1 (or in
+      // every row with the shared suppress row); a huge value past `usable` (it must never win).
+      logits.index_put_({0, 100}, 40.0f);
+      logits.index_put_({0, 7}, 40.0f);
+      logits.index_put_({torch::indexing::Slice(), V - 3}, 1000.0f);
+      auto suppress = torch::zeros({shared_suppress ? 1 : B, V}, torch::kFloat32);
+      if (B > 1) {
+        const auto best1 = logits[1].narrow(0, 0, usable).argmax().item<std::int64_t>();
+        suppress.index_put_({shared_suppress ? 0 : 1, best1}, -INFINITY);
+      }
+      suppress = suppress.to(kCuda);
+      auto ref_logits = logits.to(torch::kCPU, torch::kFloat64).clone();
+      ref_logits.narrow(1, usable, V - usable).fill_(-INFINITY);
+      auto log_z_ref = torch::logsumexp(ref_logits, 1);
+      auto logp = ref_logits - log_z_ref.view({B, 1});
+      auto p = logp.exp();
+      auto entropy_ref = -(p * logp.masked_fill(p == 0, 0)).sum(1);
+      auto argmax_ref = (ref_logits + suppress.to(torch::kCPU, torch::kFloat64)).argmax(1);
+
+      auto opts = logits.options();
+      auto log_z = torch::empty({B}, opts), entropy = torch::empty({B}, opts), logprob = torch::empty({B}, opts);
+      auto argmax = torch::empty({B}, opts.dtype(torch::kLong));
+      auto scratch = torch::empty({cuda::token_stats_scratch(B, V)}, opts);
+      cuda::token_stats(logits.data_ptr<float>(), B, V, usable, suppress.data_ptr<float>(), shared_suppress ? 0 : V,
+                        log_z.data_ptr<float>(), entropy.data_ptr<float>(), argmax.data_ptr<std::int64_t>(),
+                        logprob.data_ptr<float>(), scratch.data_ptr<float>(), current_stream());
+      CHECK(torch::equal(argmax.cpu(), argmax_ref));
+      CHECK(argmax[0].item<std::int64_t>() == 7);
+      CHECK(torch::isinf(logits.narrow(1, usable, V - usable)).all().item<bool>());  // filled with -inf
+      CHECK(max_abs(log_z, log_z_ref) <= 1e-4);
+      CHECK(max_abs(entropy, entropy_ref) <= 1e-4);
+      CHECK(max_abs(logprob, logp.gather(1, argmax_ref.view({B, 1})).view({B})) <= 1e-4);
+    }
+  }
+}
+
+TEST_CASE("choose_tokens with the token-statistics kernel: the LibTorch ops' ids, log-probabilities, entropies") {
+  const std::int64_t B = 3, V = 1000, usable = 990;
+  torch::manual_seed(4);
+  auto base = (torch::randn({B, V}) * 2).to(kCuda);
+  auto history = torch::randint(V, {B, 6}, torch::kLong).to(kCuda);
+  auto seed = torch::full({1}, 99, torch::TensorOptions().dtype(torch::kLong).device(kCuda));
+  auto column = torch::full({1}, 3, torch::TensorOptions().dtype(torch::kLong).device(kCuda));
+  auto suppress = torch::zeros({1, V}, torch::kFloat32);
+  suppress.index_put_({0, base[0].narrow(0, 0, usable).argmax().item<std::int64_t>()}, -INFINITY);
+  suppress = suppress.to(kCuda);
+  SamplingOptions greedy;
+  greedy.greedy = true;
+  SamplingOptions sampled;
+  sampled.greedy = false;
+  sampled.temperature = 0.8f;
+  sampled.top_p = 0.9f;
+  sampled.repetition_penalty = 1.3f;
+  for (const auto& s : {greedy, sampled}) {
+    CAPTURE(s.greedy);
+    auto a = base.clone(), b = base.clone();
+    auto fused = choose_tokens(a, usable, s, history, seed, column, suppress, /*fused_kernels=*/true);
+    auto plain = choose_tokens(b, usable, s, history, seed, column, suppress, /*fused_kernels=*/false);
+    CHECK(torch::equal(fused.ids.cpu(), plain.ids.cpu()));
+    CHECK(max_abs(fused.logprob, plain.logprob) <= 1e-5);
+    CHECK(max_abs(fused.entropy, plain.entropy) <= 1e-4);
+    CHECK(torch::equal(a, b));  // both filled the padding entries with -inf
+  }
+  // Per-row settings (the scheduler's): greedy row 0, sampled rows 1 and 2.
+  RowSampling rows;
+  auto fopts = torch::TensorOptions().dtype(torch::kFloat32).device(kCuda);
+  rows.greedy = torch::tensor(std::vector<int>{1, 0, 0}).to(torch::kBool).to(kCuda);
+  rows.temperature = torch::tensor(std::vector<float>{1.0f, 0.7f, 1.2f}).to(fopts);
+  rows.top_k = torch::tensor(std::vector<std::int64_t>{0, 0, 0}).to(kCuda);
+  rows.top_p = torch::tensor(std::vector<float>{1.0f, 1.0f, 0.95f}).to(fopts);
+  rows.min_p = torch::zeros({B}, fopts);
+  rows.repetition_penalty = torch::ones({B}, fopts);
+  rows.seed = torch::tensor(std::vector<std::int64_t>{1, 2, 3}).to(kCuda);
+  auto row_suppress = suppress.expand({B, V}).contiguous();
+  auto columns = torch::tensor(std::vector<std::int64_t>{4, 5, 6}).to(kCuda);
+  for (bool sampled_rows : {false, true}) {
+    CAPTURE(sampled_rows);
+    RowSamplingUse use;
+    use.sampled = sampled_rows;
+    use.top_p = sampled_rows;
+    auto a = base.clone(), b = base.clone();
+    auto fused = choose_tokens_rows(a, usable, rows, use, history, columns, row_suppress, true);
+    auto plain = choose_tokens_rows(b, usable, rows, use, history, columns, row_suppress, false);
+    CHECK(torch::equal(fused.ids.cpu(), plain.ids.cpu()));
+    CHECK(max_abs(fused.logprob, plain.logprob) <= 1e-5);
+    CHECK(max_abs(fused.entropy, plain.entropy) <= 1e-4);
   }
 }
 #endif

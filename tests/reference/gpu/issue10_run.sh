@@ -13,6 +13,7 @@ KERNELS=${KERNELS:-"fused torch"} HF_BATCHES=${HF_BATCHES:-$BATCHES}
 (for s in $SHAPES; do python3 tests/reference/make_bench_model.py $s /tmp/$s --device cuda; done
  cp models/lal-demo/tokenizer.json models/lal-demo/tokenizer_config.json /tmp/qwen2.5-7b/) > $OUT/models.txt 2>&1 &
 python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
+. tests/reference/gpu/lib.sh  # bench_table
 PFX=/tmp/lal-deps; mkdir -p $PFX; for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 export PATH=$PATH:/usr/local/cuda/bin
@@ -43,30 +44,13 @@ for shape in $SHAPES; do
     el "lal $shape $k"
   done
 done
-for mode in "batched 0 auto -1" "serial 1 torch 0"; do
-  set -- $mode
-  timeout 200 $L bench chat --model_path /tmp/qwen2.5-7b \
-    --device cuda --turns $TURNS --json --max_batch $2 --kernels $3 --prefix_cache_mb $4 > $OUT/chat_$1.json 2>$OUT/chat_$1.err
-  echo "bench chat ($1) rc=$?"; tail -2 $OUT/chat_$1.err
-  python3 -c "
-import json,sys; r=json.load(open('$OUT/chat_$1.json'))
-for k in ('thinking','think_then_answer'):
-  j=r[k]; print('$1', k, {m: round(j[m],1) for m in j if m.startswith('median')})"
-  el "chat $1"
-done
+bench_chat_pair $L $TURNS 200
+el "chat"
 if [ "$HF" = 1 ]; then
   for shape in $SHAPES; do
     timeout 200 python3 tests/reference/hf_parity.py bench /tmp/$shape $HF_BATCHES 128 128 2>>$OUT/hf.err >> $OUT/bench.jsonl
     el "hf $shape"
   done
 fi
-python3 - $OUT/bench.jsonl <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try: r = json.loads(line)
-    except Exception: continue
-    print(f'{("hf" if "anchor" in r else "lal"):4} {str(r.get("fused_kernels", "")):5} batch {r["batch"]:3} {r["decode_ms_per_step"]:7.2f} ms/step '
-          f'{r["decode_tokens_per_s"]:9.0f} tok/s prefill {r["prefill_tokens_per_s"]:8.0f} tok/s '
-          f'floor {r.get("weight_read_floor_ms_per_step", 0):5.2f} {r.get("model", "")[-50:]}')
-PY
+bench_table $OUT/bench.jsonl
 el "total"

@@ -19,3 +19,39 @@ gpu_build() {
   grep -E "lal_lm:|lal_train:" $OUT/build.txt | sort -u
   grep -c "warning:" $OUT/build.txt | xargs echo "build warnings:"; grep "warning:" $OUT/build.txt | sort -u | head -5
 }
+
+# bench_table FILE: one line per result in FILE (JSON lines of `lal bench generate --json`, optionally with a "gemv"
+# label, and of hf_parity.py bench).
+bench_table() {
+  python3 - "$1" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: continue
+    label = "hf" if "anchor" in r else f'lal {r.get("fused_kernels", "")}' + (f' gemv {r["gemv"]}' if "gemv" in r else "")
+    print(f'{label:18} batch {r["batch"]:3} {r["decode_ms_per_step"]:7.3f} ms/step {r["decode_tokens_per_s"]:9.0f} '
+          f'tok/s prefill {r["prefill_tokens_per_s"]:8.0f} tok/s floor {r.get("weight_read_floor_ms_per_step", 0):5.2f} '
+          f'{r.get("model", "")[-50:]}')
+PY
+}
+
+# bench_chat_pair LAL TURNS TIMEOUT: `lal bench chat --device cuda` on /tmp/qwen2.5-7b batched with the kernels and
+# the prefix cache, then as main ran before the scheduler (one at a time, LibTorch ops, no prefix cache); JSON in
+# $OUT/chat_{batched,serial}.json, the medians and each turn's answer-done time printed.
+bench_chat_pair() {
+  local mode
+  for mode in "batched 0 auto -1" "serial 1 torch 0"; do
+    set -- "$1" "$2" "$3" $mode
+    timeout "$3" "$1" bench chat --model_path /tmp/qwen2.5-7b --device cuda --turns "$2" --json --max_batch "$5" \
+      --kernels "$6" --prefix_cache_mb "$7" > $OUT/chat_$4.json 2>$OUT/chat_$4.err
+    echo "bench chat ($4) rc=$?"; tail -2 $OUT/chat_$4.err
+    python3 - $OUT/chat_$4.json $4 <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ("thinking", "think_then_answer"):
+    j = r[k]
+    print(sys.argv[2], k, {m: round(j[m], 1) for m in j if m.startswith("median")},
+          "answer done per turn:", [round(t["answer_done_ms"]) for t in j.get("turns", [])])
+PY
+  done
+}

@@ -1,7 +1,11 @@
 // The decoder's shared blocks (decoder.hpp). Semantics follow the transformers modeling files: RMSNorm in float32
 // then cast back before the weight; rotate-half rotary embedding on the first rotary_dim channels; softmax in
 // float32. The LibTorch ops are the reference (and differentiable); the fused CUDA kernels round as they do.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 #include "cpu/cpu_linear.hpp"
 #include "decoder.hpp"
@@ -118,23 +122,29 @@ cuda::QkvLayout qkv_layout(const ModelConfig& c, QkvOrder order) {
   return L;
 }
 
-/// The fused path of attention(): q and k rotated in place in the projection's output; a static decode step then
-/// appends k/v to the cache and attends with one kernel each. Returns an undefined tensor when the rest is left to
-/// the LibTorch ops (`*cached` says whether k/v are in the cache already).
+/// The fused path of attention(): q and k rotated in place in the projection's output; a static decode step
+/// instead rotates q in place and k on its way into the cache (one kernel with the v copy), then attends with one
+/// kernel. Returns an undefined tensor when the rest is left to the LibTorch ops (`*cached` says whether k/v are in
+/// the cache already).
 torch::Tensor fused_attention(const Pass& p, std::size_t layer, QkvOrder order, torch::Tensor& qkv, bool* cached) {
   const auto& c = p.config;
   const auto B = qkv.size(0), T = qkv.size(1), H = c.num_heads, D = c.head_dim;
   qkv = qkv.contiguous();
   const auto L = qkv_layout(c, order);
-  cuda::rotary(qkv.data_ptr(), L, B * T, p.rotation.positions.data_ptr<std::int64_t>(),
-               p.rotation.inv_freq.data_ptr<float>(), static_cast<int>(c.rotary_dim), kernel_type(qkv), stream_of(qkv));
-  if (!(p.slot.defined() && T == 1 && p.mask.defined() && p.mask.scalar_type() == torch::kBool)) return {};
+  const auto* positions = p.rotation.positions.data_ptr<std::int64_t>();
+  const auto* inv_freq = p.rotation.inv_freq.data_ptr<float>();
+  if (!(p.slot.defined() && T == 1 && p.mask.defined() && p.mask.scalar_type() == torch::kBool)) {
+    cuda::rotary(qkv.data_ptr(), L, B * T, positions, inv_freq, static_cast<int>(c.rotary_dim), kernel_type(qkv),
+                 stream_of(qkv));
+    return {};
+  }
   auto& keys = p.cache->keys[layer];
   auto& values = p.cache->values[layer];
   const auto capacity = p.cache->capacity;
   const auto slot_stride = p.slot.numel() == 1 ? 0 : 1;
-  cuda::kv_append(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), capacity, p.slot.data_ptr<std::int64_t>(),
-                  slot_stride, kernel_type(qkv), stream_of(qkv));
+  cuda::rotary_kv_append(qkv.data_ptr(), L, B, positions, inv_freq, static_cast<int>(c.rotary_dim), keys.data_ptr(),
+                         values.data_ptr(), capacity, p.slot.data_ptr<std::int64_t>(), slot_stride, kernel_type(qkv),
+                         stream_of(qkv));
   *cached = true;
   auto out = torch::empty({B, 1, H * D}, qkv.options());
   const int splits = cuda::decode_attention_splits(B, L.kv_heads, capacity);
@@ -148,9 +158,57 @@ torch::Tensor fused_attention(const Pass& p, std::size_t layer, QkvOrder order, 
     return out;
   return {};  // a shape the kernel does not handle: attend with the LibTorch ops over the cache
 }
+
+/// Whether LAL_CUDA_GEMV (read once) leaves the small-batch GEMV kernels on: unset or "on"; "off" keeps cuBLAS for
+/// every matrix (to measure one against the other).
+bool gemv_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("LAL_CUDA_GEMV");
+    if (!v || !*v || std::string(v) == "on") return true;
+    if (std::string(v) == "off") return false;
+    throw std::invalid_argument(std::string("LAL_CUDA_GEMV='") + v + "': expected on or off");
+  }();
+  return on;
+}
+
+/// The rows of x up to which the GEMV kernels replace cuBLAS. Measured on an H200 (bf16, BENCHMARKS.md): at one row
+/// they beat cuBLAS (Qwen2.5-7B shape 5.06 vs 5.45 ms per step, 0.5B 1.23 vs 1.48); at 2 and 4 rows cuBLAS is faster
+/// for 7B (5.48 vs 5.84, 5.52 vs 6.70 ms), so from 2 rows on cuBLAS runs.
+constexpr std::int64_t kGemvRowsUsed = 1;
+
+/// x and w (and b) in one 16-bit or float32 dtype on CUDA, w [N, K] contiguous, at most kGemvRowsUsed rows of x:
+/// the rows, else 0.
+std::int64_t gemv_rows(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const auto type = w.scalar_type();
+  if (!gemv_enabled() || !x.is_cuda() || x.scalar_type() != type || w.dim() != 2 || !w.is_contiguous() || x.dim() < 1 ||
+      x.size(-1) != w.size(1) || w.size(1) == 0 ||
+      (type != torch::kBFloat16 && type != torch::kFloat16 && type != torch::kFloat32))
+    return 0;
+  if (b.defined() && (b.scalar_type() != type || !b.is_contiguous() || b.numel() != w.size(0))) return 0;
+  const auto rows = x.numel() / w.size(1);
+  return rows >= 1 && rows <= std::min(kGemvRowsUsed, cuda::kGemvMaxRows) ? rows : 0;
+}
 #endif
 
 }  // namespace
+
+torch::Tensor small_batch_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                 bool float_out) {
+#if LAL_LM_HAVE_KERNELS
+  const auto rows = gemv_rows(x, w, b);
+  if (rows == 0) return {};
+  auto in = x.contiguous();
+  auto sizes = x.sizes().vec();
+  sizes.back() = w.size(0);
+  auto out = torch::empty(sizes, in.options().dtype(float_out ? torch::kFloat32 : in.scalar_type()));
+  if (cuda::gemv(in.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, out.data_ptr(), float_out, rows,
+                 w.size(0), w.size(1), kernel_type(in), stream_of(in)))
+    return out;
+#else
+  (void)x, (void)w, (void)b, (void)float_out;
+#endif
+  return {};
+}
 
 Rotation rotation_for(const ModelConfig& c, const torch::Tensor& positions, const torch::Tensor& inv_freq,
                       torch::ScalarType dtype, bool fused) {
@@ -185,6 +243,14 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
     }
   }
   return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
+}
+
+torch::Tensor linear(const Pass& p, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  if (p.fused) {
+    auto out = small_batch_linear(x, w, b, /*float_out=*/false);
+    if (out.defined()) return out;
+  }
+  return linear(x, w, b);
 }
 
 torch::Tensor layer_norm(const Pass& p, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
@@ -282,17 +348,32 @@ torch::Tensor attention(const Pass& p, std::size_t layer, QkvOrder order, torch:
 torch::Tensor gated_mlp(const Pass& p, const torch::Tensor& x, const torch::Tensor& gate_up_w,
                         const torch::Tensor& gate_up_b, const torch::Tensor& down_w, const torch::Tensor& down_b) {
   const auto& act = p.config.hidden_act;
-  auto gate_up = linear(x, gate_up_w, gate_up_b);
+#if LAL_LM_HAVE_KERNELS
+  const bool silu = act == "silu" || act == "swish";
+  if (p.fused && silu) {  // a few rows: the projection and SwiGLU in one kernel
+    if (const auto rows = gemv_rows(x, gate_up_w, gate_up_b)) {
+      auto in = x.contiguous();
+      const auto inner = gate_up_w.size(0) / 2;
+      auto sizes = in.sizes().vec();
+      sizes.back() = inner;
+      auto gated = torch::empty(sizes, in.options());
+      if (cuda::gemv_swiglu(in.data_ptr(), gate_up_w.data_ptr(), gate_up_b.defined() ? gate_up_b.data_ptr() : nullptr,
+                            gated.data_ptr(), rows, inner, gate_up_w.size(1), kernel_type(in), stream_of(in)))
+        return linear(p, gated, down_w, down_b);
+    }
+  }
+#endif
+  auto gate_up = linear(p, x, gate_up_w, gate_up_b);
   const auto I = gate_up.size(-1) / 2;
 #if LAL_LM_HAVE_KERNELS
-  if (p.fused && (act == "silu" || act == "swish")) {
+  if (p.fused && silu) {
     gate_up = gate_up.contiguous();
     auto sizes = gate_up.sizes().vec();
     sizes.back() = I;
     auto gated = torch::empty(sizes, gate_up.options());
     cuda::swiglu(gate_up.data_ptr(), gated.data_ptr(), gate_up.numel() / (2 * I), I, kernel_type(gate_up),
                  stream_of(gate_up));
-    return linear(gated, down_w, down_b);
+    return linear(p, gated, down_w, down_b);
   }
 #endif
   return linear(activation(act, gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), down_w, down_b);
@@ -300,7 +381,7 @@ torch::Tensor gated_mlp(const Pass& p, const torch::Tensor& x, const torch::Tens
 
 torch::Tensor plain_mlp(const Pass& p, const torch::Tensor& x, const torch::Tensor& in_w, const torch::Tensor& in_b,
                         const torch::Tensor& out_w, const torch::Tensor& out_b) {
-  return linear(activation(p.config.hidden_act, linear(x, in_w, in_b)), out_w, out_b);
+  return linear(p, activation(p.config.hidden_act, linear(p, x, in_w, in_b)), out_w, out_b);
 }
 
 }  // namespace lal::lm::decoder

@@ -46,6 +46,12 @@ struct Pass {
 
 /// x W^T (+ b).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+/// linear(x, w, b), by the small-batch GEMV kernel when the pass is fused and x has at most 4 rows (decode steps).
+torch::Tensor linear(const Pass& p, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+/// x W^T (+ b) by the small-batch GEMV kernel (float_out: as float32 holding the dtype-rounded values), or an
+/// undefined tensor where it does not apply (no kernels built, LAL_CUDA_GEMV=off, more than 4 rows of x, dtypes).
+torch::Tensor small_batch_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                 bool float_out);
 
 /// torch.layer_norm over the last dimension (GPT-NeoX), or the fused kernel.
 torch::Tensor layer_norm(const Pass& p, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);

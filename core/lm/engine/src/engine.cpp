@@ -127,6 +127,7 @@ struct DecodeLoop {
   torch::Tensor suppress;        // float32 [1, V]: -inf on tokens that may not be chosen yet (min_new_tokens)
   detail::DecodeGraph graph;
   SamplingOptions graph_sampling;  // the processing the graph has baked in
+  bool fused_kernels = false;      // the token choice by the CUDA token-statistics kernel (as the model's kernels)
 
   DecodeLoop(const ModelConfig& cfg, std::int64_t b, std::int64_t cap, torch::ScalarType dtype, torch::Device device)
       : batch(b), capacity(cap), cache(KVCache::allocate(cfg, b, cap, dtype, device)) {
@@ -144,7 +145,7 @@ struct DecodeLoop {
   /// entropy), the one tensor the host reads per step.
   torch::Tensor choose_and_advance(const torch::Tensor& logits, std::int64_t usable, const SamplingOptions& s) {
     slot.add_(1);
-    auto choice = choose_tokens(logits, usable, s, history, seed, slot, suppress);
+    auto choice = choose_tokens(logits, usable, s, history, seed, slot, suppress, fused_kernels);
     auto next = choice.ids.view({batch, 1});
     history.index_copy_(1, slot, next);
     valid.index_fill_(1, slot, true);
@@ -507,6 +508,7 @@ std::vector<SequenceOutput> Engine::generate(const std::vector<std::vector<std::
   loop->positions.copy_(positions.narrow(1, L - 1, 1));
   loop->slot.fill_(L - 1);
   loop->seed.fill_(static_cast<std::int64_t>(s.seed));  // the uint64's bits
+  loop->fused_kernels = model.fused_kernels();
   if (use_graph && loop->graph.captured() && !same_processing(loop->graph_sampling, s)) loop->graph.reset();
 
   using clock = std::chrono::steady_clock;

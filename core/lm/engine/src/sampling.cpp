@@ -3,6 +3,11 @@
 #include "lal/lm/sampling.hpp"
 
 #include <ATen/Parallel.h>
+#if LAL_LM_HAVE_KERNELS
+#include <c10/cuda/CUDAStream.h>
+
+#include "cuda/kernels.hpp"
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -116,6 +121,53 @@ torch::Tensor ids_tensor(const std::vector<std::int64_t>& ids) {
   return torch::tensor(ids, torch::TensorOptions().dtype(torch::kLong));
 }
 
+/// The raw distribution's statistics of CUDA logits by the token-statistics kernel (cuda/kernels.hpp): two kernels
+/// instead of LibTorch's log_softmax, exp, entropy, argmax and gather. Also sets the columns past `usable` to -inf.
+struct DeviceStats {
+  torch::Tensor log_z, entropy, argmax, logprob;  // [B]; argmax/logprob: of logits + suppress
+};
+
+bool device_stats_apply(const torch::Tensor& logits, const torch::Tensor& suppress, bool fused_kernels) {
+#if LAL_LM_HAVE_KERNELS
+  if (!fused_kernels || !logits.is_cuda() || logits.scalar_type() != torch::kFloat32 || logits.dim() != 2 ||
+      !logits.is_contiguous() || logits.size(1) > 0x7fffffff)
+    return false;
+  return !suppress.defined() || (suppress.is_cuda() && suppress.scalar_type() == torch::kFloat32 &&
+                                 suppress.dim() == 2 && suppress.size(1) == logits.size(1) && suppress.stride(1) == 1 &&
+                                 (suppress.size(0) == 1 || suppress.size(0) == logits.size(0)));
+#else
+  (void)logits, (void)suppress, (void)fused_kernels;
+  return false;
+#endif
+}
+
+DeviceStats device_stats(const torch::Tensor& logits, std::int64_t usable, const torch::Tensor& suppress) {
+  DeviceStats st;
+#if LAL_LM_HAVE_KERNELS
+  const auto B = logits.size(0), V = logits.size(1);
+  const auto opts = logits.options();
+  st.log_z = torch::empty({B}, opts);
+  st.entropy = torch::empty({B}, opts);
+  st.logprob = torch::empty({B}, opts);
+  st.argmax = torch::empty({B}, opts.dtype(torch::kLong));
+  auto scratch = torch::empty({cuda::token_stats_scratch(B, V)}, opts);
+  const std::int64_t suppress_stride = suppress.defined() && suppress.size(0) > 1 ? suppress.stride(0) : 0;
+  cuda::token_stats(logits.data_ptr<float>(), B, V, std::min(usable, V),
+                    suppress.defined() ? suppress.data_ptr<float>() : nullptr, suppress_stride,
+                    st.log_z.data_ptr<float>(), st.entropy.data_ptr<float>(), st.argmax.data_ptr<std::int64_t>(),
+                    st.logprob.data_ptr<float>(), scratch.data_ptr<float>(),
+                    c10::cuda::getCurrentCUDAStream(logits.device().index()).stream());
+#else
+  (void)logits, (void)usable, (void)suppress;
+#endif
+  return st;
+}
+
+/// Gumbel-max: argmax(scores - log(-log(u))) is a draw from softmax(scores).
+torch::Tensor gumbel_argmax(const torch::Tensor& processed, const torch::Tensor& uniform) {
+  return (processed.to(torch::kFloat64) - torch::log(-torch::log(uniform))).argmax(-1);
+}
+
 }  // namespace
 
 std::uint64_t splitmix64(std::uint64_t x) {
@@ -168,10 +220,19 @@ torch::Tensor process_scores(torch::Tensor scores, const SamplingOptions& s, con
 
 TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab, const SamplingOptions& s,
                           const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column,
-                          const torch::Tensor& suppress) {
+                          const torch::Tensor& suppress, bool fused_kernels) {
   const auto B = logits.size(0), V = logits.size(1);
-  if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
   const bool greedy = s.greedy || s.temperature <= 0.0f;
+  if (device_stats_apply(logits, suppress, fused_kernels)) {  // CUDA: the statistics (and plain argmax) in 2 kernels
+    const bool plain = greedy && s.repetition_penalty == 1.0f;
+    const auto st = device_stats(logits, usable_vocab, plain ? suppress : torch::Tensor());
+    if (plain) return {st.argmax, st.logprob, st.entropy};
+    auto processed = process_scores(logits, s, history);
+    if (suppress.defined()) processed = processed + suppress;
+    auto ids = greedy ? processed.argmax(-1) : gumbel_argmax(processed, counter_uniform(seed, column, B, V));
+    return {ids, logits.gather(1, ids.unsqueeze(1)).squeeze(1) - st.log_z, st.entropy};
+  }
+  if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
   if (cpu_stats_apply(logits)) {  // CPU: one pass for the raw distribution (and the argmax when nothing else acts)
     const bool plain = greedy && s.repetition_penalty == 1.0f;
     const auto stats = raw_stats(logits, plain ? suppress : torch::Tensor());
@@ -246,9 +307,10 @@ torch::Tensor process_scores_rows(torch::Tensor scores, const RowSampling& r, co
 
 TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_vocab, const RowSampling& sampling,
                                const RowSamplingUse& use, const torch::Tensor& history, const torch::Tensor& column,
-                               const torch::Tensor& suppress) {
+                               const torch::Tensor& suppress, bool fused_kernels) {
   const auto V = logits.size(1);
-  if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
+  const bool device = device_stats_apply(logits, suppress, fused_kernels);
+  if (usable_vocab < V && !device) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
   auto chosen = [&] {  // argmax of the processed scores, Gumbel-max for sampled rows
     auto processed = process_scores_rows(logits, sampling, use, history);
     if (suppress.defined()) processed = processed + suppress;
@@ -261,6 +323,13 @@ TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_
     }
     return ids;
   };
+  if (device) {  // CUDA: the statistics (and the argmax when nothing else acts) in 2 kernels
+    const bool plain = !use.sampled && !use.penalty;
+    const auto st = device_stats(logits, usable_vocab, plain ? suppress : torch::Tensor());
+    if (plain) return {st.argmax, st.logprob, st.entropy};
+    auto ids = chosen();
+    return {ids, logits.gather(1, ids.unsqueeze(1)).squeeze(1) - st.log_z, st.entropy};
+  }
   if (cpu_stats_apply(logits)) {  // CPU: one pass for the raw distribution (and the argmax when nothing else acts)
     const bool plain = !use.sampled && !use.penalty;
     const auto stats = raw_stats(logits, plain ? suppress : torch::Tensor());

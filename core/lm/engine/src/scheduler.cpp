@@ -172,8 +172,9 @@ struct Scheduler::Impl {
     auto step = active.narrow(0, start, n).to(torch::kLong);
     auto sl = slot.narrow(0, start, n);
     sl.add_(step);
-    auto choice = choose_tokens_rows(logits, engine.usable_vocab, sampling.rows(start, n), use,
-                                     history.narrow(0, start, n), sl, suppress.narrow(0, start, n));
+    auto choice =
+        choose_tokens_rows(logits, engine.usable_vocab, sampling.rows(start, n), use, history.narrow(0, start, n), sl,
+                           suppress.narrow(0, start, n), engine.model->fused_kernels());
     auto next = choice.ids.view({n, 1});
     auto column = sl.view({n, 1});
     history.narrow(0, start, n).scatter_(1, column, next);

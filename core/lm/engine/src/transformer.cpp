@@ -656,7 +656,13 @@ torch::Tensor Transformer::embed(const torch::Tensor& ids) const {
 }
 
 torch::Tensor Transformer::head(const torch::Tensor& h) const {
-  if (!lm_head_q_) return decoder::linear(h, lm_head_, torch::Tensor()).to(torch::kFloat32);
+  if (!lm_head_q_) {
+    if (fused_) {  // a decode step: the small-batch GEMV writes float32 logits directly
+      auto logits = decoder::small_batch_linear(h, lm_head_, torch::Tensor(), /*float_out=*/true);
+      if (logits.defined()) return logits;
+    }
+    return decoder::linear(h, lm_head_, torch::Tensor()).to(torch::kFloat32);
+  }
   if (device_.is_cpu()) return cpu::linear(h, *lm_head_q_, torch::Tensor()).to(torch::kFloat32);
   return decoder::linear(h, dequantize_weight(*lm_head_q_, dtype_, device_), torch::Tensor()).to(torch::kFloat32);
 }

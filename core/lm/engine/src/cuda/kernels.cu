@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -67,6 +69,42 @@ __device__ float block_sum(float v) {
   __syncthreads();
   v = lane < warps ? partial[lane] : 0.0f;
   return warp_sum(v);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/// Max over the block (as block_sum).
+__device__ float block_max(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < warps ? partial[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+/// Whether value v at index i is a better argmax than bv at bi (bi < 0: none yet): larger, NaN above everything
+/// (torch.argmax), the lower index on ties.
+__device__ __forceinline__ bool better_arg(float v, int i, float bv, int bi) {
+  if (i < 0) return false;
+  if (bi < 0) return true;
+  if (isnan(v)) return !isnan(bv) || i < bi;
+  if (isnan(bv)) return false;
+  return v > bv || (v == bv && i < bi);
+}
+
+/// The best (value, index) over the warp; every lane gets it.
+__device__ __forceinline__ void warp_best(float& v, int& i) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (better_arg(ov, oi, v, i)) v = ov, i = oi;
+  }
 }
 
 void check(const char* kernel) {
@@ -164,6 +202,287 @@ __global__ void kv_append_kernel(const T* qkv, QkvLayout L, T* k_cache, T* v_cac
     k_cache[at] = row[L.k_offset + h * L.k_stride + d];
     v_cache[at] = row[L.v_offset + h * L.v_stride + d];
   }
+}
+
+/// rotary_kernel + kv_append_kernel for one decode token per row (block b): q pairs rotated in place, each k
+/// element rotated (the same rounding) on its way into the cache, v copied.
+template <typename T>
+__global__ void rotary_kv_append_kernel(T* qkv, QkvLayout L, const std::int64_t* positions, const float* inv_freq,
+                                        int rot, T* k_cache, T* v_cache, std::int64_t capacity,
+                                        const std::int64_t* slots, std::int64_t slot_stride) {
+  const std::int64_t b = blockIdx.x;
+  const int half = rot / 2, D = L.head_dim;
+  const float pos = static_cast<float>(positions[b]);
+  const std::int64_t slot = slots[b * slot_stride];
+  T* row = qkv + b * L.token_stride;
+  for (int idx = threadIdx.x; idx < L.heads * half; idx += blockDim.x) {
+    const int head = idx / half, j = idx % half;
+    T* p = row + L.q_offset + head * L.q_stride;
+    const float angle = __fmul_rn(pos, inv_freq[j]);
+    const float c = rnd<T>(cosf(angle)), s = rnd<T>(sinf(angle));
+    const float x1 = to_f<T>(p[j]), x2 = to_f<T>(p[j + half]);
+    p[j] = from_f<T>(__fadd_rn(rnd<T>(__fmul_rn(x1, c)), rnd<T>(__fmul_rn(x2, -s))));
+    p[j + half] = from_f<T>(__fadd_rn(rnd<T>(__fmul_rn(x2, c)), rnd<T>(__fmul_rn(x1, s))));
+  }
+  for (int idx = threadIdx.x; idx < L.kv_heads * D; idx += blockDim.x) {
+    const int h = idx / D, d = idx % D;
+    const T* k = row + L.k_offset + h * L.k_stride;
+    T out = k[d];
+    if (d < 2 * half) {
+      const int j = d % half;
+      const float angle = __fmul_rn(pos, inv_freq[j]);
+      const float c = rnd<T>(cosf(angle)), s = rnd<T>(sinf(angle));
+      const float x1 = to_f<T>(k[j]), x2 = to_f<T>(k[j + half]);
+      out = d < half ? from_f<T>(__fadd_rn(rnd<T>(__fmul_rn(x1, c)), rnd<T>(__fmul_rn(x2, -s))))
+                     : from_f<T>(__fadd_rn(rnd<T>(__fmul_rn(x2, c)), rnd<T>(__fmul_rn(x1, s))));
+    }
+    const std::int64_t at = ((b * L.kv_heads + h) * capacity + slot) * D + d;
+    k_cache[at] = out;
+    v_cache[at] = row[L.v_offset + h * L.v_stride + d];
+  }
+}
+
+// ---- matrix times a few vectors -------------------------------------------------------------------------------
+
+constexpr int kGemvWarps = 4;  // warps per block
+enum GemvMode { kGemvPlain, kGemvFloatOut, kGemvSwiglu };
+
+/// 16 bytes of weights, read once per step: not kept in L1 (the activations x are).
+__device__ __forceinline__ uint4 load_weights(const uint4* p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+#else
+  return __ldg(p);
+#endif
+}
+
+/// Two 16-bit values of T as one 32-bit pair, and the pair in float32.
+template <typename T>
+struct PairOf;
+template <>
+struct PairOf<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
+template <>
+struct PairOf<__half> {
+  using type = __half2;
+};
+__device__ __forceinline__ float2 to_float2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+__device__ __forceinline__ float2 to_float2(__half2 v) { return __half22float2(v); }
+
+/// The dot product of two 16-byte vectors of T, in float32 (16-bit T: eight values as four pairs).
+template <typename T>
+__device__ __forceinline__ float dot16(const uint4& a, const uint4& b) {
+  using Pair = typename PairOf<T>::type;
+  const unsigned av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    Pair ap, bp;
+    memcpy(&ap, &av[i], 4);
+    memcpy(&bp, &bv[i], 4);
+    const float2 af = to_float2(ap), bf = to_float2(bp);
+    s = fmaf(af.x, bf.x, s);
+    s = fmaf(af.y, bf.y, s);
+  }
+  return s;
+}
+template <>
+__device__ __forceinline__ float dot16<float>(const uint4& a, const uint4& b) {
+  float s = __uint_as_float(a.x) * __uint_as_float(b.x);
+  s = fmaf(__uint_as_float(a.y), __uint_as_float(b.y), s);
+  s = fmaf(__uint_as_float(a.z), __uint_as_float(b.z), s);
+  return fmaf(__uint_as_float(a.w), __uint_as_float(b.w), s);
+}
+
+/// Warp `unit` computes ROWS weight rows against the NB rows of x (launched with ROWS = 2, UNROLL = 4: on the H200 one
+/// row x 8 loads was 2 % slower at one row of x and 4-8 % faster at 2-4, where cuBLAS is faster still for 7B): rows
+/// ROWS*u ... ROWS*u + ROWS-1 (the last one repeated, computed but not written, past n), or for SwiGLU (ROWS = 2) the
+/// gate row u and the up row n + u (n = inner). Lane l reads the 16-byte vectors l, l + 32, ... of its rows, UNROLL of
+/// each row in flight.
+template <typename T, int NB, int MODE, int ROWS, int UNROLL>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, void* __restrict__ out,
+                std::int64_t units, std::int64_t n, std::int64_t k) {
+  static_assert(MODE != kGemvSwiglu || ROWS == 2, "SwiGLU pairs a gate row with its up row");
+  const int lane = threadIdx.x % 32;
+  const std::int64_t unit = static_cast<std::int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+  if (unit >= units) return;
+  std::int64_t row[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) row[r] = MODE == kGemvSwiglu ? unit + r * n : min(ROWS * unit + r, n - 1);
+  constexpr int V = 16 / static_cast<int>(sizeof(T));
+  const std::int64_t vecs = k / V;
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  const uint4* wr[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) wr[r] = reinterpret_cast<const uint4*>(w + row[r] * k);
+  float acc[ROWS][NB];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.0f;
+  for (std::int64_t i = lane; i < vecs; i += 32 * UNROLL) {
+    uint4 p[ROWS][UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const std::int64_t j = i + 32 * u;
+      if (j < vecs)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) p[r][u] = load_weights(wr[r] + j);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const std::int64_t j = i + 32 * u;
+      if (j < vecs) {
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+          const uint4 xx = __ldg(xv + b * vecs + j);
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) acc[r][b] += dot16<T>(p[r][u], xx);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  if (lane != 0) return;
+  float bias_of[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) bias_of[r] = bias ? to_f<T>(bias[row[r]]) : 0.0f;
+  if constexpr (MODE == kGemvSwiglu) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const float g = rnd<T>(__fadd_rn(acc[0][b], bias_of[0]));
+      const float u = rnd<T>(__fadd_rn(acc[ROWS - 1][b], bias_of[ROWS - 1]));
+      const float silu = rnd<T>(g / (1.0f + expf(-g)));
+      static_cast<T*>(out)[b * n + unit] = from_f<T>(__fmul_rn(silu, u));
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      if (ROWS * unit + r >= n) break;
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        const float y = __fadd_rn(acc[r][b], bias_of[r]);
+        if constexpr (MODE == kGemvFloatOut)
+          static_cast<float*>(out)[b * n + row[r]] = rnd<T>(y);
+        else
+          static_cast<T*>(out)[b * n + row[r]] = from_f<T>(y);
+      }
+    }
+  }
+}
+
+template <typename T, int MODE, int ROWS, int UNROLL>
+void launch_gemv(const void* x, const void* w, const void* bias, void* out, std::int64_t rows, std::int64_t n,
+                 std::int64_t k, cudaStream_t stream) {
+  const std::int64_t units = MODE == kGemvSwiglu ? n : (n + ROWS - 1) / ROWS;
+  const auto blocks = static_cast<unsigned>((units + kGemvWarps - 1) / kGemvWarps);
+  const T* xt = static_cast<const T*>(x);
+  const T* wt = static_cast<const T*>(w);
+  const T* bt = static_cast<const T*>(bias);
+#define LAL_GEMV_CASE(NB) \
+  gemv_kernel<T, NB, MODE, ROWS, UNROLL><<<blocks, kGemvWarps * 32, 0, stream>>>(xt, wt, bt, out, units, n, k)
+  switch (rows) {
+    case 1: LAL_GEMV_CASE(1); break;
+    case 2: LAL_GEMV_CASE(2); break;
+    case 3: LAL_GEMV_CASE(3); break;
+    default: LAL_GEMV_CASE(4); break;
+  }
+#undef LAL_GEMV_CASE
+  check(MODE == kGemvSwiglu ? "gemv_swiglu" : "gemv");
+}
+
+// ---- token statistics ---------------------------------------------------------------------------------------
+
+constexpr int kStatsThreads = 256;
+constexpr int kStatsFields = 6;  // per (row, chunk): max, sum exp, sum exp * shifted, best value, best index bits
+
+/// Block (chunk, row): the -inf fill past `usable`, then the chunk's max, sum exp(x - max), sum exp(x - max) *
+/// (x - max) and the best (logits + suppress, index), into scratch.
+__global__ void __launch_bounds__(kStatsThreads)
+    token_stats_partial_kernel(float* logits, std::int64_t vocab, std::int64_t usable, const float* suppress,
+                               std::int64_t suppress_stride, float* scratch, int chunks) {
+  const std::int64_t r = blockIdx.y;
+  const int c = blockIdx.x;
+  const std::int64_t chunk = (vocab + chunks - 1) / chunks;
+  const std::int64_t c0 = c * chunk, c1 = min(vocab, c0 + chunk);
+  float* row = logits + r * vocab;
+  const float* add = suppress ? suppress + r * suppress_stride : nullptr;
+  float m = -INFINITY, best = 0.0f;
+  int best_at = -1;
+  for (std::int64_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+    float v = row[i];
+    if (i >= usable) row[i] = v = -INFINITY;
+    m = fmaxf(m, v);
+    if (add) v += add[i];
+    if (better_arg(v, static_cast<int>(i), best, best_at)) best = v, best_at = static_cast<int>(i);
+  }
+  m = block_max(m);
+  float z = 0.0f, weighted = 0.0f;
+  if (m > -INFINITY)
+    for (std::int64_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) {  // the thread's own elements: no sync needed
+      const float shifted = row[i] - m;
+      const float e = expf(shifted);
+      if (e > 0.0f) z += e, weighted += e * shifted;  // exp(-inf) terms add nothing (not 0 * -inf)
+    }
+  z = block_sum(z);
+  weighted = block_sum(weighted);
+  __shared__ float best_v[32];
+  __shared__ int best_i[32];
+  warp_best(best, best_at);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) best_v[warp] = best, best_i[warp] = best_at;
+  __syncthreads();
+  if (warp != 0) return;
+  best = lane < warps ? best_v[lane] : 0.0f;
+  best_at = lane < warps ? best_i[lane] : -1;
+  warp_best(best, best_at);
+  if (lane == 0) {
+    float* out = scratch + (r * chunks + c) * kStatsFields;
+    out[0] = m, out[1] = z, out[2] = weighted, out[3] = best, out[4] = __int_as_float(best_at);
+  }
+}
+
+/// One warp per row: the chunks combined (each sum rescaled to the row's max), then log_z, entropy, argmax and
+/// its log-probability.
+__global__ void token_stats_final_kernel(const float* logits, std::int64_t vocab, const float* scratch, int chunks,
+                                         float* log_z, float* entropy, std::int64_t* argmax, float* logprob) {
+  const std::int64_t r = blockIdx.x;
+  const int lane = threadIdx.x;
+  const float* part = scratch + r * chunks * kStatsFields;
+  float top = -INFINITY;
+  for (int c = lane; c < chunks; c += 32) top = fmaxf(top, part[c * kStatsFields]);
+  top = warp_max(top);
+  float z = 0.0f, weighted = 0.0f, best = 0.0f;
+  int best_at = -1;
+  for (int c = lane; c < chunks; c += 32) {
+    const float* p = part + c * kStatsFields;
+    if (p[1] > 0.0f) {
+      const float shift = p[0] - top, scale = expf(shift);
+      z += p[1] * scale;
+      weighted += scale * (p[2] + p[1] * shift);
+    }
+    const int at = __float_as_int(p[4]);
+    if (better_arg(p[3], at, best, best_at)) best = p[3], best_at = at;
+  }
+  z = warp_sum(z);
+  weighted = warp_sum(weighted);
+  warp_best(best, best_at);
+  if (lane != 0) return;
+  const float lz = top + logf(z);
+  const std::int64_t id = best_at < 0 ? 0 : best_at;
+  log_z[r] = lz;
+  entropy[r] = logf(z) - weighted / z;
+  argmax[r] = id;
+  logprob[r] = logits[r * vocab + id] - lz;
 }
 
 constexpr int kAttentionWarps = 4;
@@ -401,6 +720,34 @@ struct KvAppend {
   }
 };
 template <typename T>
+struct RotaryKvAppend {
+  static void run(void* qkv, const QkvLayout& L, std::int64_t batch, const std::int64_t* positions,
+                  const float* inv_freq, int rot, void* k, void* v, std::int64_t capacity, const std::int64_t* slots,
+                  std::int64_t slot_stride, cudaStream_t stream) {
+    rotary_kv_append_kernel<T><<<static_cast<unsigned>(batch), 128, 0, stream>>>(
+        static_cast<T*>(qkv), L, positions, inv_freq, rot, static_cast<T*>(k), static_cast<T*>(v), capacity, slots,
+        slot_stride);
+    check("rotary_kv_append");
+  }
+};
+template <typename T>
+struct Gemv {
+  static void run(const void* x, const void* w, const void* bias, void* out, bool float_out, std::int64_t rows,
+                  std::int64_t n, std::int64_t k, cudaStream_t stream) {
+    if (float_out)
+      launch_gemv<T, kGemvFloatOut, 2, 4>(x, w, bias, out, rows, n, k, stream);
+    else
+      launch_gemv<T, kGemvPlain, 2, 4>(x, w, bias, out, rows, n, k, stream);
+  }
+};
+template <typename T>
+struct GemvSwiglu {
+  static void run(const void* x, const void* w, const void* bias, void* out, std::int64_t rows, std::int64_t inner,
+                  std::int64_t k, cudaStream_t stream) {
+    launch_gemv<T, kGemvSwiglu, 2, 4>(x, w, bias, out, rows, inner, k, stream);
+  }
+};
+template <typename T>
 struct Attention {
   static bool run(const void* qkv, const QkvLayout& L, std::int64_t batch, const void* k, const void* v,
                   std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, const bool* valid,
@@ -439,6 +786,63 @@ void kv_append(const void* qkv, const QkvLayout& layout, std::int64_t batch, voi
   if (batch > 0)
     by_type<KvAppend>(type, qkv, layout, batch, k_cache, v_cache, capacity, slots, slot_stride,
                       static_cast<cudaStream_t>(stream));
+}
+
+void rotary_kv_append(void* qkv, const QkvLayout& layout, std::int64_t batch, const std::int64_t* positions,
+                      const float* inv_freq, int rotary_dim, void* k_cache, void* v_cache, std::int64_t capacity,
+                      const std::int64_t* slots, std::int64_t slot_stride, ScalarType type, void* stream) {
+  if (batch > 0)
+    by_type<RotaryKvAppend>(type, qkv, layout, batch, positions, inv_freq, rotary_dim >= 2 ? rotary_dim : 0, k_cache,
+                            v_cache, capacity, slots, slot_stride, static_cast<cudaStream_t>(stream));
+}
+
+namespace {
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+bool gemv_fits(const void* x, const void* w, std::int64_t rows, std::int64_t k, ScalarType type) {
+  const std::int64_t per_vector = type == ScalarType::Float32 ? 4 : 8;
+  return rows >= 1 && rows <= kGemvMaxRows && k > 0 && k % per_vector == 0 && aligned16(x) && aligned16(w);
+}
+}  // namespace
+
+bool gemv(const void* x, const void* w, const void* bias, void* out, bool float_out, std::int64_t rows, std::int64_t n,
+          std::int64_t k, ScalarType type, void* stream) {
+  if (!gemv_fits(x, w, rows, k, type) || n <= 0) return false;
+  by_type<Gemv>(type, x, w, bias, out, float_out, rows, n, k, static_cast<cudaStream_t>(stream));
+  return true;
+}
+
+bool gemv_swiglu(const void* x, const void* w, const void* bias, void* out, std::int64_t rows, std::int64_t inner,
+                 std::int64_t k, ScalarType type, void* stream) {
+  if (!gemv_fits(x, w, rows, k, type) || inner <= 0) return false;
+  by_type<GemvSwiglu>(type, x, w, bias, out, rows, inner, k, static_cast<cudaStream_t>(stream));
+  return true;
+}
+
+namespace {
+int token_stats_chunks(std::int64_t rows, std::int64_t vocab) {
+  const std::int64_t by_occupancy = (264 + std::max<std::int64_t>(rows, 1) - 1) / std::max<std::int64_t>(rows, 1);
+  const std::int64_t by_length = (vocab + 2047) / 2048;  // at least 2048 logits per block
+  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({by_occupancy, by_length, 64})));
+}
+}  // namespace
+
+std::int64_t token_stats_scratch(std::int64_t rows, std::int64_t vocab) {
+  return rows * token_stats_chunks(rows, vocab) * kStatsFields;
+}
+
+void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int64_t usable, const float* suppress,
+                 std::int64_t suppress_stride, float* log_z, float* entropy, std::int64_t* argmax, float* logprob,
+                 float* scratch, void* stream) {
+  if (rows <= 0 || vocab <= 0) return;
+  if (vocab > 0x7fffffff) throw std::invalid_argument("token_stats: a vocabulary over 2^31 entries");
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int chunks = token_stats_chunks(rows, vocab);
+  token_stats_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, 0, s>>>(
+      logits, vocab, usable, suppress, suppress_stride, scratch, chunks);
+  check("token_stats");
+  token_stats_final_kernel<<<static_cast<unsigned>(rows), 32, 0, s>>>(logits, vocab, scratch, chunks, log_z, entropy,
+                                                                      argmax, logprob);
+  check("token_stats (final)");
 }
 
 bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t batch, const void* k_cache,

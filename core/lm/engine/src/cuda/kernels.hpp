@@ -50,6 +50,13 @@ void kv_append(const void* qkv, const QkvLayout& layout, std::int64_t batch, voi
                std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, ScalarType type,
                void* stream);
 
+/// rotary() and kv_append() of one decode token per row in one kernel: q rotated in place in `qkv`, k rotated on
+/// its way into the cache (the rotated k is not written back to `qkv`), v copied. Rounds exactly as rotary()
+/// followed by kv_append() (the caches and q hold the same bits). Row b is at position positions[b].
+void rotary_kv_append(void* qkv, const QkvLayout& layout, std::int64_t batch, const std::int64_t* positions,
+                      const float* inv_freq, int rotary_dim, void* k_cache, void* v_cache, std::int64_t capacity,
+                      const std::int64_t* slots, std::int64_t slot_stride, ScalarType type, void* stream);
+
 /// Decode attention, one query token per row, grouped-query aware (each k/v head read once for its H/KV query
 /// heads): row b attends to cache slots j <= slots[b * slot_stride] with valid[b * capacity + j] (bool; nullptr =
 /// all), softmax in float32, split over the keys into `splits` parts (combined exactly afterwards) so that long
@@ -60,6 +67,33 @@ bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t bat
                       const void* v_cache, std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride,
                       const bool* valid, float scale, void* out, int splits, float* scratch, ScalarType type,
                       void* stream);
+
+/// Matrix times a few vectors for decode steps (cuBLAS's GEMM at 1-4 rows reads the weights below the copy
+/// bandwidth): out[b, n] = sum_j x[b, j] * w[n, j] (+ bias[n]) for b < rows, in float32, rounded once to the dtype
+/// (as the GEMM's output). x [rows, k] and w [n, k] contiguous, 16-byte aligned, k a multiple of 16 bytes;
+/// `float_out`: out is float32 holding the dtype-rounded values (the lm head's `linear(...).to(float32)`).
+/// Returns false (launching nothing) when rows > kGemvMaxRows or the layout does not fit; the caller then uses
+/// the GEMM.
+/// Two weight rows per warp, 4 16-byte loads of each in flight per lane.
+constexpr std::int64_t kGemvMaxRows = 4;
+bool gemv(const void* x, const void* w, const void* bias, void* out, bool float_out, std::int64_t rows, std::int64_t n,
+          std::int64_t k, ScalarType type, void* stream);
+
+/// The gated MLP's input projection and SwiGLU in one kernel: w is the fused [gate | up] matrix [2 * inner, k];
+/// out[b, i] = silu(g) * u with g, u the two rows' outputs (+ bias) rounded to the dtype, silu rounded, then the
+/// product (as linear() followed by swiglu()). Same conditions and return value as gemv().
+bool gemv_swiglu(const void* x, const void* w, const void* bias, void* out, std::int64_t rows, std::int64_t inner,
+                 std::int64_t k, ScalarType type, void* stream);
+
+/// The raw distribution of float32 logits [rows, vocab] (contiguous) in two kernels: columns >= usable are set to
+/// -inf in place first; then per row the log normaliser log_z = max + log(sum exp(x - max)), the entropy
+/// -sum p log p (nats), the first argmax of logits + suppress (suppress float32, row r at r * suppress_stride, 0:
+/// one row for all; nullptr: none; NaN counts as the largest, as torch.argmax) and its log-probability
+/// logits[argmax] - log_z. `scratch` holds token_stats_scratch(rows, vocab) floats. vocab < 2^31.
+void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int64_t usable, const float* suppress,
+                 std::int64_t suppress_stride, float* log_z, float* entropy, std::int64_t* argmax, float* logprob,
+                 float* scratch, void* stream);
+std::int64_t token_stats_scratch(std::int64_t rows, std::int64_t vocab);
 
 /// How many key splits decode_attention should use for this batch and capacity (fills ~all multiprocessors).
 int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity);

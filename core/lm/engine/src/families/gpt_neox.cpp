@@ -30,7 +30,7 @@ std::vector<LayerWeight> layer_weights(const ModelConfig& c) {
 void layer(const Pass& p, std::size_t i, const TransformerLayer& l, Residual& r) {
   const auto h = r.h();
   auto x = layer_norm(p, h, l.attn_norm_w, l.attn_norm_b);
-  auto attn = linear(attention(p, i, QkvOrder::PerHead, linear(x, l.qkv_w, l.qkv_b)), l.o_w, l.o_b);
+  auto attn = linear(p, attention(p, i, QkvOrder::PerHead, linear(p, x, l.qkv_w, l.qkv_b)), l.o_w, l.o_b);
   if (p.config.parallel_residual) {
     x = layer_norm(p, h, l.mlp_norm_w, l.mlp_norm_b);
     r.set(plain_mlp(p, x, l.fc_in_w, l.fc_in_b, l.fc_out_w, l.fc_out_b) + attn + h);

@@ -40,7 +40,7 @@ std::vector<LayerWeight> layer_weights(const ModelConfig& c) {
 
 void pre_norm_gated_layer(const Pass& p, std::size_t i, const TransformerLayer& l, Residual& r) {
   auto x = r.rms_norm(l.attn_norm_w);
-  r.add(linear(attention(p, i, QkvOrder::Grouped, linear(x, l.qkv_w, l.qkv_b)), l.o_w, l.o_b));
+  r.add(linear(p, attention(p, i, QkvOrder::Grouped, linear(p, x, l.qkv_w, l.qkv_b)), l.o_w, l.o_b));
   x = r.rms_norm(l.mlp_norm_w);
   r.add(gated_mlp(p, x, l.gate_up_w, l.gate_up_b, l.down_w, l.down_b));
 }

@@ -55,10 +55,11 @@ struct TokenChoice {
 /// greedy argmax when s.greedy or s.temperature <= 0, else a sample with the noise at (seed, column) described
 /// above. Overwrites logits' padding entries with -inf. `suppress` (optional, float32 [1, V]) is added to the
 /// processed scores only — 0 or -inf per token, e.g. stop tokens before min_new_tokens — so the reported
-/// log-probability and entropy stay those of the raw distribution.
+/// log-probability and entropy stay those of the raw distribution. `fused_kernels`: on CUDA, the statistics and
+/// the plain argmax by the token-statistics kernel (the engine passes Transformer::fused_kernels()).
 TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab, const SamplingOptions& s,
                           const torch::Tensor& history, const torch::Tensor& seed, const torch::Tensor& column,
-                          const torch::Tensor& suppress = {});
+                          const torch::Tensor& suppress = {}, bool fused_kernels = false);
 
 /// Per-row sampling settings as device tensors, one entry per batch row: the scheduler's batch, where every
 /// sequence keeps its own sampler. A greedy row holds neutral values (temperature 1, top_k 0, top_p 1, min_p 0),
@@ -92,6 +93,6 @@ torch::Tensor counter_uniform_rows(const torch::Tensor& seed, const torch::Tenso
 /// float32 [B, V].
 TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_vocab, const RowSampling& sampling,
                                const RowSamplingUse& use, const torch::Tensor& history, const torch::Tensor& column,
-                               const torch::Tensor& suppress = {});
+                               const torch::Tensor& suppress = {}, bool fused_kernels = false);
 
 }  // namespace lal::lm
