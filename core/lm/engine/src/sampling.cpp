@@ -130,7 +130,7 @@ struct DeviceStats {
 bool device_stats_apply(const torch::Tensor& logits, const torch::Tensor& suppress, bool fused_kernels) {
 #if LAL_LM_HAVE_KERNELS
   if (!fused_kernels || !logits.is_cuda() || logits.scalar_type() != torch::kFloat32 || logits.dim() != 2 ||
-      !logits.is_contiguous() || logits.size(1) > 0x7fffffff)
+      !logits.is_contiguous() || logits.size(0) > 65535 || logits.size(1) > 0x7fffffff)  // the kernels' grid
     return false;
   return !suppress.defined() || (suppress.is_cuda() && suppress.scalar_type() == torch::kFloat32 &&
                                  suppress.dim() == 2 && suppress.size(1) == logits.size(1) && suppress.stride(1) == 1 &&

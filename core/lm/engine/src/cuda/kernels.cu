@@ -835,6 +835,7 @@ void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int6
                  float* scratch, void* stream) {
   if (rows <= 0 || vocab <= 0) return;
   if (vocab > 0x7fffffff) throw std::invalid_argument("token_stats: a vocabulary over 2^31 entries");
+  if (rows > 65535) throw std::invalid_argument("token_stats: more than 65535 rows");
   const auto s = static_cast<cudaStream_t>(stream);
   const int chunks = token_stats_chunks(rows, vocab);
   token_stats_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, 0, s>>>(

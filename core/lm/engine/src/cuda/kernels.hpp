@@ -89,7 +89,8 @@ bool gemv_swiglu(const void* x, const void* w, const void* bias, void* out, std:
 /// -inf in place first; then per row the log normaliser log_z = max + log(sum exp(x - max)), the entropy
 /// -sum p log p (nats), the first argmax of logits + suppress (suppress float32, row r at r * suppress_stride, 0:
 /// one row for all; nullptr: none; NaN counts as the largest, as torch.argmax) and its log-probability
-/// logits[argmax] - log_z. `scratch` holds token_stats_scratch(rows, vocab) floats. vocab < 2^31.
+/// logits[argmax] - log_z. `scratch` holds token_stats_scratch(rows, vocab) floats. rows <= 65535, vocab < 2^31
+/// (std::invalid_argument otherwise).
 void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int64_t usable, const float* suppress,
                  std::int64_t suppress_stride, float* log_z, float* entropy, std::int64_t* argmax, float* logprob,
                  float* scratch, void* stream);
