@@ -2,12 +2,17 @@
 // and every ISA this machine has (portable always; CI's runner may have fewer), with odd shapes, several activation
 // rows, bias and row ranges. Torch-free: builds in seconds.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <random>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
@@ -15,6 +20,7 @@
 
 #include "decode_layer.hpp"
 #include "matvec.hpp"
+#include "worker_pool.hpp"
 
 using namespace lal::lm::cpu;
 
@@ -372,4 +378,44 @@ TEST_CASE("rms_norm_rows: w * (x / sqrt(mean(x^2) + eps)), float32 or bfloat16 w
       CHECK(out16[r * 3 + c] == out32[r * 3 + c]);
     }
   }
+}
+
+TEST_CASE("WorkerPool: every chunk once, on several threads; exceptions reach the caller; nested runs are serial") {
+  WorkerPool pool(3);
+  CHECK(pool.threads() == 3);
+  for (int round = 0; round < 200; ++round) {  // back to back, as a decode step's regions come
+    const std::int64_t n = 1000 + round, chunk = 7;
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+    pool.run(n, chunk, [&](std::int64_t begin, std::int64_t end) {
+      CHECK(end - begin <= chunk);
+      for (std::int64_t i = begin; i < end; ++i) hits[static_cast<std::size_t>(i)].fetch_add(1);
+    });
+    int wrong = 0;
+    for (auto& h : hits) wrong += h.load() != 1;
+    CHECK(wrong == 0);
+  }
+  // Workers take part: slow chunks on 3 threads see more than one thread id.
+  std::mutex ids_mutex;
+  std::vector<std::thread::id> ids;
+  pool.run(24, 1, [&](std::int64_t, std::int64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::lock_guard<std::mutex> lock(ids_mutex);
+    if (std::find(ids.begin(), ids.end(), std::this_thread::get_id()) == ids.end())
+      ids.push_back(std::this_thread::get_id());
+  });
+  CHECK(ids.size() > 1);
+  CHECK_THROWS_WITH_AS(pool.run(100, 3,
+                                [](std::int64_t begin, std::int64_t) {
+                                  if (begin == 51) throw std::runtime_error("chunk 51");
+                                }),
+                       "chunk 51", std::runtime_error);
+  std::atomic<int> inner{0};
+  pool.run(8, 1, [&](std::int64_t, std::int64_t) {
+    const auto self = std::this_thread::get_id();
+    pool.run(10, 1, [&](std::int64_t begin, std::int64_t end) {
+      CHECK(std::this_thread::get_id() == self);  // nested: on the same thread
+      inner.fetch_add(static_cast<int>(end - begin));
+    });
+  });
+  CHECK(inner.load() == 80);
 }

@@ -14,6 +14,8 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/cpu_linear.hpp"  // the decode steps' thread pool
+
 namespace lal::lm {
 
 namespace {
@@ -64,7 +66,7 @@ RawStats raw_stats(const torch::Tensor& logits, const torch::Tensor& suppress) {
   };
   std::vector<Part> parts(static_cast<std::size_t>(B * kChunks));
   const std::int64_t chunk = (V + kChunks - 1) / kChunks;
-  at::parallel_for(0, B * kChunks, 1, [&](std::int64_t begin, std::int64_t end) {
+  cpu::intra_op_pool().run(B * kChunks, 1, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t t = begin; t < end; ++t) {
       const std::int64_t b = t / kChunks, c0 = (t % kChunks) * chunk, c1 = std::min(V, c0 + chunk);
       Part& p = parts[static_cast<std::size_t>(t)];

@@ -6,9 +6,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 
 #include "matvec.hpp"
+#include "worker_pool.hpp"
 
 namespace lal::lm::cpu {
 
@@ -53,8 +56,6 @@ void run_rows(const WeightView& view, const torch::Tensor& x2d, const torch::Ten
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   const Isa isa = active_isa();
-  // Whole blocks of 4 rows per thread (the kernels' row block); a grain well below rows/threads would only add
-  // scheduling: at::parallel_for gives each thread one contiguous range.
   parallel_matmul(view, xp, M, bp, yp, isa, intra_op_pool());
 }
 
@@ -98,14 +99,27 @@ WeightView view_of(const QuantizedTensor& w) {
   return view;
 }
 
+#ifndef _OPENMP
+#error "cpu_linear.cpp must be compiled with OpenMP: without it at::parallel_for runs on the calling thread only"
+#endif
+
 Pool intra_op_pool() {
+  // One WorkerPool for the process, sized to LibTorch's intra-op thread count (made again if that changes).
+  static std::mutex mutex;
+  static std::shared_ptr<WorkerPool> shared;
   Pool pool;
   pool.threads = at::get_num_threads();
-  if (pool.threads > 1 && !at::in_parallel_region())
-    pool.parallel_for = [](std::int64_t n, std::int64_t grain,
-                           const std::function<void(std::int64_t, std::int64_t)>& body) {
-      at::parallel_for(0, n, grain, body);
-    };
+  if (pool.threads <= 1 || at::in_parallel_region()) return pool;
+  std::shared_ptr<WorkerPool> workers;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!shared || shared->threads() != pool.threads) shared = std::make_shared<WorkerPool>(pool.threads);
+    workers = shared;
+  }
+  pool.parallel_for = [workers](std::int64_t n, std::int64_t grain,
+                                const std::function<void(std::int64_t, std::int64_t)>& body) {
+    workers->run(n, grain, body);
+  };
   return pool;
 }
 

@@ -66,7 +66,8 @@ class QuantizedWeights {
 /// The kernels' view of a dense 2-D float32/bfloat16 CPU tensor (contiguous), or of a group-wise quantized weight.
 WeightView view_of(const torch::Tensor& w);
 WeightView view_of(const QuantizedTensor& w);
-/// LibTorch's intra-op pool as decode_layer.hpp's Pool (serial inside a parallel region).
+/// The decode steps' pool (worker_pool.hpp) as decode_layer.hpp's Pool, with LibTorch's intra-op thread count
+/// (OMP_NUM_THREADS, else one per core); serial with one thread or inside a LibTorch parallel region.
 Pool intra_op_pool();
 
 /// A copy of the CPU tensor `t` in its own anonymous mapping whose 2 MiB-aligned part is offered to transparent huge

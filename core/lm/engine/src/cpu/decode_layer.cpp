@@ -79,11 +79,13 @@ void Pool::run(std::int64_t n, std::int64_t grain, const std::function<void(std:
 
 void parallel_matmul(const WeightView& w, const float* x, std::int64_t m, const float* bias, float* y, Isa isa,
                      const Pool& pool) {
-  // Whole blocks of 4 rows per thread (the kernels' row block), one contiguous range each.
+  // Chunks of whole 4-row blocks (the kernels' row block), ~8 per thread so that a thread that starts late or
+  // stalls leaves its share to the others (worker_pool.hpp), at least 64 rows (a chunk's weight streams for a while).
   const std::int64_t threads = std::max(1, pool.threads);
-  const std::int64_t grain = std::max<std::int64_t>(64, (w.rows / threads + 3) / 4 * 4);
+  const std::int64_t grain = std::max<std::int64_t>(64, (w.rows / (8 * threads) + 3) / 4 * 4);
   if (integer_dot_applies(w) && int8_activations()) {  // x quantised once, on the calling thread, for every part
-    thread_local Int8Rows quantized;
+    thread_local Int8Rows buffer;
+    Int8Rows& quantized = buffer;  // the caller's: a thread_local named inside the lambda would be each worker's own
     quantize_activations(x, m, w.cols, w.group, quantized);
     pool.run(w.rows, grain, [&](std::int64_t begin, std::int64_t end) {
       matmul_rows_int8(w, quantized, bias, y, w.rows, begin, end, isa);

@@ -25,8 +25,8 @@
 
 namespace lal::lm::cpu {
 
-/// The caller's thread pool: parallel_for(n, grain, body) runs body(begin, end) over contiguous ranges covering
-/// [0, n), each at least `grain` long, and returns when all are done. Empty: everything runs on the calling thread.
+/// The caller's thread pool: parallel_for(n, grain, body) runs body(begin, end) over chunks of `grain` (the last may
+/// be shorter) covering [0, n), and returns when all are done. Empty: everything runs on the calling thread.
 struct Pool {
   int threads = 1;
   std::function<void(std::int64_t n, std::int64_t grain, const std::function<void(std::int64_t, std::int64_t)>&)>
