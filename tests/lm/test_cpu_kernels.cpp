@@ -120,6 +120,12 @@ const char* format_name(WeightFormat f) {
   return "?";
 }
 
+/// A test weight's format and shape (group: columns per quantization group; 0 for dense formats).
+struct Shape {
+  WeightFormat format;
+  std::int64_t rows, cols, group;
+};
+
 }  // namespace
 
 TEST_CASE("half_to_float is exact on normal, subnormal and special values") {
@@ -140,10 +146,6 @@ TEST_CASE("every ISA's kernels equal a float64 reference for every weight format
   std::normal_distribution<float> normal;
   MESSAGE("this CPU: " << isa_name(detected_isa()) << "; active (LAL_CPU_ISA): " << isa_name(active_isa()));
   CHECK(static_cast<int>(active_isa()) <= static_cast<int>(detected_isa()));
-  struct Shape {
-    WeightFormat format;
-    std::int64_t rows, cols, group;
-  };
   // Rows not a multiple of the 4-row block; dense widths with a tail after the last whole SIMD step; groups of 16
   // (AVX-512 then falls back to AVX2: its step is 32), 32, 64 and one group over the whole row.
   const Shape shapes[] = {
@@ -249,10 +251,6 @@ TEST_CASE(
   std::mt19937 rng(9);
   std::normal_distribution<float> normal;
   MESSAGE("VNNI on this CPU: avx2 " << vnni_available(Isa::Avx2) << ", avx512 " << vnni_available(Isa::Avx512));
-  struct Shape {
-    WeightFormat format;
-    std::int64_t rows, cols, group;
-  };
   // Groups of 32 (two per 64-column int4 step), 64, 96 (int4 steps across groups), 16 (portable only), a whole-row
   // group; int4 widths that are not whole 64-column steps (portable); rows not a multiple of the 4-row block.
   const Shape shapes[] = {
