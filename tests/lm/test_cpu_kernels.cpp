@@ -12,6 +12,7 @@
 #include <mutex>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -110,6 +111,12 @@ struct TestWeight {
   }
 };
 
+float top_abs(const float* v, std::int64_t n) {
+  float top = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i) top = std::max(top, std::fabs(v[i]));
+  return top;
+}
+
 const char* format_name(WeightFormat f) {
   switch (f) {
     case WeightFormat::F32: return "f32";
@@ -144,15 +151,18 @@ TEST_CASE("half_to_float is exact on normal, subnormal and special values") {
 TEST_CASE("every ISA's kernels equal a float64 reference for every weight format") {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
-  MESSAGE("this CPU: " << isa_name(detected_isa()) << "; active (LAL_CPU_ISA): " << isa_name(active_isa()));
+  MESSAGE("this CPU: " << std::string(isa_name(detected_isa()))
+                       << "; active (LAL_CPU_ISA): " << std::string(isa_name(active_isa()))
+                       << "; AVX512_BF16 dot products: " << bf16_dot_available(Isa::Avx512));
   CHECK(static_cast<int>(active_isa()) <= static_cast<int>(detected_isa()));
   // Rows not a multiple of the 4-row block; dense widths with a tail after the last whole SIMD step; groups of 16
   // (AVX-512 then falls back to AVX2: its step is 32), 32, 64 and one group over the whole row.
   const Shape shapes[] = {
-      {WeightFormat::F32, 37, 203, 0},  {WeightFormat::F32, 8, 64, 0},     {WeightFormat::BF16, 37, 203, 0},
-      {WeightFormat::BF16, 5, 7, 0},    {WeightFormat::Int8, 37, 192, 32}, {WeightFormat::Int8, 9, 192, 64},
-      {WeightFormat::Int8, 6, 96, 16},  {WeightFormat::Int8, 3, 160, 160}, {WeightFormat::Int4, 37, 192, 32},
-      {WeightFormat::Int4, 9, 256, 64}, {WeightFormat::Int4, 6, 96, 16},   {WeightFormat::Int4, 3, 98, 98}};
+      {WeightFormat::F32, 37, 203, 0},   {WeightFormat::F32, 8, 64, 0},    {WeightFormat::BF16, 37, 203, 0},
+      {WeightFormat::BF16, 5, 7, 0},     {WeightFormat::BF16, 9, 128, 0},  {WeightFormat::Int8, 37, 192, 32},
+      {WeightFormat::Int8, 9, 192, 64},  {WeightFormat::Int8, 6, 96, 16},  {WeightFormat::Int8, 3, 160, 160},
+      {WeightFormat::Int4, 37, 192, 32}, {WeightFormat::Int4, 9, 256, 64}, {WeightFormat::Int4, 6, 96, 16},
+      {WeightFormat::Int4, 3, 98, 98}};
   for (const auto& s : shapes)
     for (const std::int64_t m : {1, 2, 5}) {
       TestWeight w(s.format, s.rows, s.cols, s.group, rng);
@@ -179,8 +189,10 @@ TEST_CASE("every ISA's kernels equal a float64 reference for every weight format
             for (std::int64_t r = 0; r < s.rows; ++r) {
               double ref = with_bias ? bias[static_cast<std::size_t>(r)] : 0.0, magnitude = std::fabs(ref);
               for (std::int64_t c = 0; c < s.cols; ++c) {
-                const double p =
-                    w.values[static_cast<std::size_t>(r * s.cols + c)] * x[static_cast<std::size_t>(i * s.cols + c)];
+                // bfloat16 weights multiply x rounded to bfloat16 (llama.cpp's BF16 arithmetic, vdpbf16ps).
+                const float xv = x[static_cast<std::size_t>(i * s.cols + c)];
+                const double p = w.values[static_cast<std::size_t>(r * s.cols + c)] *
+                                 (s.format == WeightFormat::BF16 ? bf16_value(float_to_bf16(xv)) : xv);
                 ref += p, magnitude += std::fabs(p);
               }
               const double got = y[static_cast<std::size_t>(i * y_stride + r)];
@@ -201,6 +213,29 @@ TEST_CASE("a quantised weight whose width is not a whole number of groups is ref
   w.format = WeightFormat::Int8, w.rows = 4, w.cols = 48, w.group = 32, w.data = data, w.scales = scales;
   float x[48] = {}, y[4] = {};
   CHECK_THROWS_AS(matmul_rows(w, x, 1, nullptr, y, 4, 0, 4, detected_isa()), std::invalid_argument);
+}
+
+TEST_CASE("float_to_half rounds to nearest even over the whole half range: normal, subnormal, overflow, NaN") {
+  // Every half value converts back to itself, and every midpoint between neighbours goes to the even one.
+  for (std::uint32_t h = 0; h < 0x7c00u; ++h) {
+    CAPTURE(h);
+    const float v = half_to_float(static_cast<std::uint16_t>(h));
+    REQUIRE(float_to_half(v) == h);
+    REQUIRE(float_to_half(-v) == (h | 0x8000u));
+    if (h + 1 < 0x7c00u) {
+      const float mid =
+          static_cast<float>((static_cast<double>(v) + half_to_float(static_cast<std::uint16_t>(h + 1))) / 2);
+      REQUIRE(float_to_half(mid) == ((h & 1u) ? h + 1 : h));
+      REQUIRE(float_to_half(std::nextafter(mid, 1e9f)) == h + 1);
+      REQUIRE(float_to_half(std::nextafter(mid, -1e9f)) == h);
+    }
+  }
+  CHECK(float_to_half(65519.0f) == 0x7bff);
+  CHECK(float_to_half(65520.0f) == 0x7c00);
+  CHECK(float_to_half(1e30f) == 0x7c00);
+  CHECK(float_to_half(-std::numeric_limits<float>::infinity()) == 0xfc00);
+  CHECK(float_to_half(std::ldexp(1.0f, -26)) == 0);  // below half the smallest subnormal
+  CHECK(std::isnan(half_to_float(float_to_half(std::nanf("")))));
 }
 
 TEST_CASE("quantize_activations: int8 per group, scale max|x| / 127, within half a step; zeros and NaN groups") {
@@ -227,9 +262,12 @@ TEST_CASE("quantize_activations: int8 per group, scale max|x| / 127, within half
       for (std::int64_t c = 0; c < group; ++c) {
         const auto i = static_cast<std::size_t>(k * group + c);
         top = std::max(top, std::abs(static_cast<int>(q.values[i])));
-        CHECK(std::fabs(q.values[i] * static_cast<double>(s) - x[i]) <= s * (0.5 + 1e-5));
+        // half a step, plus the scale's rounding to half (relative 2^-11) times at most 127 steps
+        CHECK(std::fabs(q.values[i] * static_cast<double>(s) - x[i]) <= s * (0.5 + 127.0 / 2048 + 1e-5));
       }
       CHECK(top == 127);
+      CHECK(s ==
+            half_to_float(float_to_half(top_abs(x.data() + k * group, group) / 127.0f)));  // a half, as llama.cpp's
     }
   }
   // The SIMD layouts: 32-column sums, and each 64 columns as [even | odd].
@@ -292,7 +330,7 @@ TEST_CASE(
                 const double step = q.scales[static_cast<std::size_t>(i * groups + c / s.group)];
                 exact += wv * x[xi];
                 integer += wv * q.values[xi] * step;
-                rounding += std::fabs(wv) * step / 2;
+                rounding += std::fabs(wv) * step * (0.5 + 127.0 / 2048);  // x's rounding and its half scale's
                 magnitude += std::fabs(wv * q.values[xi] * step);
               }
               const double got = y[static_cast<std::size_t>(i * y_stride + r)];

@@ -3,21 +3,29 @@
 
     /usr/bin/python3 tests/reference/llama_cpp/bench_vs_llama.py --lal build/bin/lal --model DIR \
         --node_dir DIR_WITH_NODE_MODULES [--work DIR] [--types f32,bf16,int8,int4] [--threads 2] \
-        [--prompt_len 128] [--new_tokens 128] [--repeat 3] [--agreement_prompts 4] [--agreement_tokens 32]
+        [--prompt_len 128] [--new_tokens 128] [--repeat 3] [--agreement_prompts 4] [--agreement_tokens 32] \
+        [--prompts FILE] [--agreement_fa off] [--agreement_kv F32]
 
-DIR is a Qwen2 float32 safetensors checkpoint with tokenizer.json (tests/reference/make_bench_model.py
-qwen2.5-0.5b DIR --dtype f32, plus a Qwen tokenizer.json). --node_dir holds node_modules with node-llama-cpp
-3.21.1 (`npm i -E node-llama-cpp@3.21.1` beside package.json here). Pairs: lal float32 / llama.cpp F32, bfloat16 /
-BF16, int8 / Q8_0, int4 / Q4_0; st_to_gguf.py writes the GGUF files (int8/int4: the very weights lal computes
-with, see its docstring). Each engine runs `--repeat` timed generations after one warm-up, in its own process, at
-`--threads` threads, one dtype after the other; medians are reported. Agreement: `--agreement_prompts` random
-prompts of 16 ids, `--agreement_tokens` greedy tokens from both; at the first position where they differ, lal's
-judge() decides on the float32 logits of the weights both engines hold ("truth":
-stored_weights.py decodes the GGUF's bf16/q8_0/q4_0 tensors exactly into a float32 checkpoint, `lal generate --dtype
-float32 --logits` over the prompt and the common prefix): a near-tie when both tokens lie within epsilon of the best
-truth logit, epsilon = 1e-3 for f32 and, for bf16/int8/int4, the largest deviation from the truth at that position
-of logits computed with every activation rounded to bfloat16 (the 8-bit arithmetic llama.cpp's BF16/Q8_0/Q4_0 use
-for activations). Anything else is a real disagreement.
+DIR is a Qwen2 safetensors checkpoint with tokenizer.json (tests/reference/make_bench_model.py qwen2.5-0.5b DIR
+--dtype f32 plus a Qwen tokenizer.json, or a trained one such as models/lal-demo). --node_dir holds node_modules with
+node-llama-cpp 3.21.1 (`npm i -E node-llama-cpp@3.21.1` beside package.json here). Pairs: lal float32 / llama.cpp
+F32, bfloat16 / BF16, int8 / Q8_0, int4 / Q4_0; st_to_gguf.py writes the GGUF files (int8/int4: the very weights lal
+computes with, see its docstring).
+
+Speed: each engine runs `--repeat` timed generations after one warm-up, in its own process, at `--threads` threads,
+one dtype after the other, llama.cpp with its default context settings (flash attention auto, F16 KV cache);
+medians are reported.
+
+Agreement: `--agreement_prompts` random prompts of 16 ids, or the lines of `--prompts` (text, tokenized with
+`lal tokenize` and the model's tokenizer.json); `--agreement_tokens` greedy tokens from both engines. llama.cpp runs
+with `--agreement_fa off --agreement_kv F32` by default: its flash attention on the CPU is not float32 even with an
+F32 cache (measured: 1.5e-3 to 3.4e-3 off the float32 logits on the random 0.5B weights, 2e-6 with it off), and lal's
+attention is float32 (its cache holds float32, or bfloat16 at --dtype bfloat16). At the first position where the ids
+differ, judge() takes the float32 logits of exactly the weights both engines hold ("truth": stored_weights.py, `lal
+generate --dtype float32 --logits`) and llama.cpp's own log-probabilities there (llama_logprobs.mjs). The verdict
+uses issue 16's rule: a difference is a near-tie only when both tokens lie within 1e-3 (NEAR_TIE) of the truth's
+best logit. Reported beside it, labelled as our looser rule and not the verdict: the dtype-wide epsilon (the largest
+deviation from the truth of logits with every activation rounded to bfloat16, at that position).
 Prints one JSON object per line and a markdown table at the end.
 """
 import argparse
@@ -51,16 +59,28 @@ def gguf_for(a, gtype):
     return path
 
 
-def llama(a, gguf, *extra):
-    # bench_llama.mjs imports node-llama-cpp, which ES modules find in a node_modules folder beside the script (not
-    # through NODE_PATH): run a copy of it in --work with node_modules linked there.
-    script = os.path.join(a.work, "bench_llama.mjs")
-    with open(os.path.join(HERE, "bench_llama.mjs")) as src, open(script, "w") as dst:
+def node_script(a, name):
+    # The scripts import node-llama-cpp, which ES modules find in a node_modules folder beside the script (not
+    # through NODE_PATH): run a copy in --work with node_modules linked there.
+    script = os.path.join(a.work, name)
+    with open(os.path.join(HERE, name)) as src, open(script, "w") as dst:
         dst.write(src.read())
     link = os.path.join(a.work, "node_modules")
     if not os.path.exists(link):
         os.symlink(os.path.abspath(os.path.join(a.node_dir, "node_modules")), link)
-    return last_json(run(["node", script, gguf, "--threads", str(a.threads), *extra], cwd=a.work))
+    return script
+
+
+def llama(a, gguf, *extra):
+    return last_json(run(["node", node_script(a, "bench_llama.mjs"), gguf, "--threads", str(a.threads), *extra],
+                         cwd=a.work))
+
+
+def llama_logprobs(a, gguf, ids):
+    """llama.cpp's log-probabilities of the next token after `ids` (its agreement settings), {token: logprob}."""
+    out = run(["node", node_script(a, "llama_logprobs.mjs"), gguf, "--ids", ",".join(map(str, ids)), "--kv",
+               a.agreement_kv, "--fa", a.agreement_fa, "--threads", str(a.threads), "--top", "64"], cwd=a.work)
+    return {int(k): v for k, v in last_json(out)["logprobs"].items()}
 
 
 def lal_env(a):
@@ -102,42 +122,61 @@ def last_logits(a, model, dtype, ids):
 
 
 def judge(a, key, ids, lal_token, llama_token):
-    """At a first difference after `ids`: is it a near-tie? On the float32 logits of the stored weights ("truth"),
-    both tokens must lie within epsilon of the best logit, epsilon being the error bound of the dtype's arithmetic:
-    f32 NEAR_TIE (1e-3); bf16/int8/int4 the largest deviation from the truth, at this position, of logits computed
-    with 8-bit-mantissa activations (LibTorch's bfloat16 ops on the stored weights: every activation rounded to
-    bfloat16) -- llama.cpp's BF16 rounds activations to bfloat16, its Q8_0/Q4_0 quantise them to int8 per 32-block,
-    so its logits may be that far from the truth."""
+    """At a first difference after `ids`: both tokens' rank and deficit in the float32 logits of the stored weights
+    ("truth"), the truth's and llama.cpp's own top-2 gaps, and the verdict by issue 16's rule (near-tie: both tokens
+    within NEAR_TIE of the truth's best logit). `dtype_epsilon` (the largest deviation from the truth, at this position,
+    of logits with every activation rounded to bfloat16: LibTorch's bfloat16 ops on the stored weights) and
+    `near_tie_by_dtype_epsilon` are reported beside it for bf16/int8/int4: our looser rule, not the verdict."""
     model = stored_model(a, key)
     truth = last_logits(a, model, "float32", ids)
     top = max(truth)
     second = max(v for i, v in enumerate(truth) if i != truth.index(top))
-    if key == "f32":
-        epsilon = NEAR_TIE
-    else:
-        rounded = last_logits(a, model, "bfloat16", ids)
-        epsilon = max(abs(x - y) for x, y in zip(rounded, truth))
+    theirs = llama_logprobs(a, gguf_for(a, PAIRS[key][1]), ids)
+    ranked = sorted(theirs, key=lambda t: -theirs[t])
     r = {"truth_top2_gap": top - second, "lal_deficit": top - truth[lal_token],
-         "llama_deficit": top - truth[llama_token], "epsilon": epsilon,
+         "llama_deficit": top - truth[llama_token],
          "lal_rank": 1 + sum(v > truth[lal_token] for v in truth),
-         "llama_rank": 1 + sum(v > truth[llama_token] for v in truth)}
-    r["near_tie"] = r["lal_deficit"] <= epsilon and r["llama_deficit"] <= epsilon
+         "llama_rank": 1 + sum(v > truth[llama_token] for v in truth),
+         "llama_own_top2_gap": theirs[ranked[0]] - theirs[ranked[1]],
+         "llama_own_lal_token_deficit": theirs[ranked[0]] - theirs[lal_token] if lal_token in theirs else None}
+    r["near_tie"] = r["lal_deficit"] < NEAR_TIE and r["llama_deficit"] < NEAR_TIE
+    if key != "f32":
+        rounded = last_logits(a, model, "bfloat16", ids)
+        r["dtype_epsilon"] = max(abs(x - y) for x, y in zip(rounded, truth))
+        r["near_tie_by_dtype_epsilon"] = r["lal_deficit"] <= r["dtype_epsilon"] and \
+            r["llama_deficit"] <= r["dtype_epsilon"]
     return r
+
+
+def agreement_prompts(a):
+    """Lists of prompt ids: the lines of --prompts tokenized with the model's tokenizer, else random ids."""
+    if a.prompts:
+        with open(a.prompts) as f:
+            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+        tok = os.path.join(a.model, "tokenizer.json")
+        out = []
+        for ln in lines:
+            ids = run([a.lal, "tokenize", "--tokenizer", tok], input=ln).split()
+            if not ids:
+                sys.exit(f"--prompts: '{ln}' gives no tokens")
+            out.append([int(t) for t in ids])
+        return out
+    rng = random.Random(1234)
+    return [[rng.randrange(151643) for _ in range(16)] for _ in range(a.agreement_prompts)]
 
 
 def agreement(a, key):
     dtype, gtype = PAIRS[key]
     gguf = gguf_for(a, gtype)
-    rng = random.Random(1234)
     results = []
-    for p in range(a.agreement_prompts):
-        prompt = [rng.randrange(151643) for _ in range(16)]
+    for p, prompt in enumerate(agreement_prompts(a)):
         ids = ",".join(map(str, prompt))
+        n = str(a.agreement_tokens)
         mine = json.loads(run([a.lal, "generate", "--model_path", a.model, "--device", "cpu", "--dtype", dtype,
-                               "--prompt_ids", ids, "--greedy", "--ids", "--max_new_tokens",
-                               str(a.agreement_tokens)], env=lal_env(a)))
-        theirs = llama(a, gguf, "--prompt_ids", ids, "--new_tokens", str(a.agreement_tokens), "--warmup", "0",
-                       "--repeat", "1", "--ids")["tokens"]
+                               "--prompt_ids", ids, "--greedy", "--ids", "--max_new_tokens", n, "--min_new_tokens", n],
+                              env=lal_env(a)))
+        theirs = llama(a, gguf, "--prompt_ids", ids, "--new_tokens", n, "--warmup", "0", "--repeat", "1", "--ids",
+                       "--fa", a.agreement_fa, "--kv", a.agreement_kv)["tokens"]
         n = min(len(mine), len(theirs))
         k = next((i for i in range(n) if mine[i] != theirs[i]), n)
         r = {"prompt": p, "compared": n, "equal_prefix": k}
@@ -146,7 +185,10 @@ def agreement(a, key):
             r.update(judge(a, key, prompt + mine[:k], mine[k], theirs[k]))
         results.append(r)
     ok = all(r["equal_prefix"] == r["compared"] or r["near_tie"] for r in results)
-    return {"pair": key, "agree_except_near_ties": ok, "prompts": results}
+    loose = all(r["equal_prefix"] == r["compared"] or r.get("near_tie_by_dtype_epsilon", r["near_tie"])
+                for r in results)
+    return {"pair": key, "model": a.model, "llama_settings": {"flash_attention": a.agreement_fa, "kv": a.agreement_kv},
+            "agree_except_near_ties": ok, "agree_by_dtype_epsilon": loose, "prompts": results}
 
 
 def main():
@@ -162,6 +204,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--agreement_prompts", type=int, default=4)
     ap.add_argument("--agreement_tokens", type=int, default=32)
+    ap.add_argument("--prompts", default=None, help="agreement prompts: a text file, one prompt per line")
+    ap.add_argument("--agreement_fa", default="off", choices=["auto", "on", "off"],
+                    help="llama.cpp's flash attention in the agreement runs (off: float32 attention, as lal's)")
+    ap.add_argument("--agreement_kv", default="F32", help="llama.cpp's KV cache type in the agreement runs")
     ap.add_argument("--skip_speed", action="store_true")
     ap.add_argument("--skip_agreement", action="store_true")
     a = ap.parse_args()
@@ -189,13 +235,19 @@ def main():
                   f"{s['lal_decode_tok_s']:.2f} | {s['llama_decode_tok_s']:.2f} | "
                   f"{s['lal_decode_tok_s'] / s['llama_decode_tok_s']:.2f}× |")
     for g in agreements:
-        parts = [f"{r['equal_prefix']}/{r['compared']}" +
-                 (f" (truth: lal #{r['lal_rank']} -{r['lal_deficit']:.1e}, "
-                  f"llama.cpp #{r['llama_rank']} -{r['llama_deficit']:.1e}, "
-                  f"epsilon {r['epsilon']:.1e}: {'near-tie' if r['near_tie'] else 'REAL'})" if "epsilon" in r else "")
-                 for r in g["prompts"]]
-        print(f"- {g['pair']}: equal greedy prefix per prompt {', '.join(parts)} -> "
-              f"{'agree except near-ties' if g['agree_except_near_ties'] else 'DISAGREE beyond near-ties'}")
+        parts = []
+        for r in g["prompts"]:
+            part = f"{r['equal_prefix']}/{r['compared']}"
+            if "near_tie" in r:
+                part += (f" (truth gap {r['truth_top2_gap']:.1e}: lal #{r['lal_rank']} -{r['lal_deficit']:.1e}, "
+                         f"llama.cpp #{r['llama_rank']} -{r['llama_deficit']:.1e}; llama.cpp's own gap "
+                         f"{r['llama_own_top2_gap']:.1e}: {'near-tie' if r['near_tie'] else 'DIFFERENCE'}"
+                         + (f"; dtype epsilon {r['dtype_epsilon']:.1e}" if "dtype_epsilon" in r else "") + ")")
+            parts.append(part)
+        print(f"- {g['pair']}: equal greedy prefix per prompt {', '.join(parts)} -> by issue 16's 1e-3 rule: "
+              f"{'agree except near-ties' if g['agree_except_near_ties'] else 'DISAGREE beyond near-ties'}"
+              + ("" if g["pair"] == "f32" else f" (by the dtype-wide epsilon, not the verdict: "
+                 f"{'agree' if g['agree_by_dtype_epsilon'] else 'disagree'})"))
 
 
 if __name__ == "__main__":

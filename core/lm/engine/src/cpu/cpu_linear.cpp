@@ -158,7 +158,9 @@ torch::Tensor linear(const torch::Tensor& x, const QuantizedTensor& w, const tor
   const auto M = x2d.size(0);
   auto y = torch::empty({M, out}, x2d.options());
   auto b = float_bias(bias);
-  if (M <= kMaxKernelRows) {
+  if (M <= kMaxKernelRows || (M < kBf16PrefillRows && integer_dot_applies(view) && int8_activations())) {
+    // Decode steps, and short prefills with int8 activations: the integer dot products of the decode steps (the
+    // same arithmetic for a prompt's tokens as for the generated ones: llama.cpp's Q8_0/Q4_0).
     run_rows(view, x2d, b, y);
     return y.view(out_shape(x, out)).to(x.scalar_type());
   }

@@ -34,9 +34,11 @@ bool applies(const torch::Tensor& x, const torch::Tensor& w);
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias);
 /// Activation rows from which linear() with an int8/int4 weight multiplies in bfloat16 (a long prefill).
 constexpr std::int64_t kBf16PrefillRows = 64;
-/// The same with a group-wise int8/int4 weight (quantize.hpp) on the CPU. Up to kMaxKernelRows rows: dequantised
-/// inside the kernels' dot products. Up to kBf16PrefillRows: float32 BLAS products with dequantized tiles of 128
-/// weight rows, made and used by one thread of the pool each (the weight is never dense as a whole). More: bfloat16
+/// The same with a group-wise int8/int4 weight (quantize.hpp) on the CPU. Up to kMaxKernelRows rows, and below
+/// kBf16PrefillRows with int8 activations (LAL_CPU_INT_DOT, the default): the kernels' integer dot products (x
+/// rounded to int8 per group; matvec.hpp). Below kBf16PrefillRows with LAL_CPU_INT_DOT=float: float32 BLAS products
+/// with dequantized tiles of 128 weight rows, made and used by one thread of the pool each (the weight is never dense
+/// as a whole). More: bfloat16
 /// products (oneDNN) with chunks of 1024 weight rows dequantized and rounded to bfloat16, x rounded to bfloat16:
 /// --dtype bfloat16's arithmetic (float32 accumulation, bfloat16 result), ~4x faster than float32 on AVX-512.
 torch::Tensor linear(const torch::Tensor& x, const QuantizedTensor& w, const torch::Tensor& bias);

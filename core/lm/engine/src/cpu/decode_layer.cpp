@@ -59,14 +59,6 @@ void store_row(void* base, bool bf16, std::int64_t offset, const float* x, std::
 
 }  // namespace
 
-std::uint16_t float_to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if (std::isnan(f)) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
-  const std::uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>((bits + rounding) >> 16);
-}
-
 float Floats::operator[](std::int64_t i) const {
   return bf16 ? bf16_to_float(static_cast<const std::uint16_t*>(data)[i]) : static_cast<const float*>(data)[i];
 }

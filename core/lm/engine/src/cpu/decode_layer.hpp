@@ -10,9 +10,10 @@
 //
 // NUMERICS: activations, norms, rotary, softmax and SwiGLU in float32, the products with float32 accumulation, as the
 // LibTorch float32 path computes them (the same operations in the same order, except the order inside sums: logits
-// agree within ~1e-5, tested against that path). With bfloat16 weights the activations stay float32 (LibTorch's
-// bfloat16 path rounds every intermediate to bfloat16); the KV cache keeps its dtype (bfloat16 values rounded to
-// nearest even).
+// agree within ~1e-5, tested against that path). With bfloat16 weights the activations stay float32 and each product
+// multiplies them rounded to bfloat16 (matvec.hpp: llama.cpp's BF16 arithmetic; LibTorch's bfloat16 path rounds every
+// intermediate to bfloat16); the KV cache keeps its dtype (bfloat16 values rounded to nearest even), and the attention
+// scores of a bfloat16 cache multiply q rounded to bfloat16 too (a product with the cache as its weight).
 //
 // THREADING: decode_layer() runs on the calling thread and splits products and attention groups through `Pool`.
 #pragma once
@@ -79,8 +80,5 @@ void decode_layer(const DecodeShape& shape, const DecodeLayerWeights& w, const D
 
 /// out[r, :] = w * (x[r, :] * 1/sqrt(mean(x[r, :]^2) + eps)) in float32 (transformers' RMSNorm order).
 void rms_norm_rows(const float* x, std::int64_t rows, std::int64_t cols, const Floats& w, float eps, float* out);
-
-/// float32 -> bfloat16 bits, rounded to nearest even (NaN stays NaN), as LibTorch converts.
-std::uint16_t float_to_bf16(float f);
 
 }  // namespace lal::lm::cpu

@@ -43,21 +43,47 @@ float half_to_float(std::uint16_t h) {
   return f;
 }
 
+std::uint16_t float_to_half(float f) {
+  std::uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) return static_cast<std::uint16_t>(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (x >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to 65520 or more: infinity
+  if (x >= 0x38800000u) {  // a normal half: rebias the exponent, round the 13 dropped bits to nearest even
+    const std::uint32_t rounded = x + 0x0fffu + ((x >> 13) & 1u);
+    return static_cast<std::uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+  }
+  float magnitude;  // below 2^-14: a multiple of 2^-24 (a subnormal half, or the smallest normal when it rounds up)
+  std::memcpy(&magnitude, &x, sizeof magnitude);
+  return static_cast<std::uint16_t>(sign | static_cast<std::uint32_t>(std::nearbyint(magnitude * 16777216.0f)));
+}
+
+std::uint16_t float_to_bf16(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if (std::isnan(f)) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
+  const std::uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<std::uint16_t>((bits + rounding) >> 16);
+}
+
 namespace {
 
 bool quantized(WeightFormat f) { return f == WeightFormat::Int8 || f == WeightFormat::Int4; }
+
+float bf16_value(std::uint16_t bits16) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(bits16) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 /// W[r, c] as stored (integers before their scale).
 float stored_value(const WeightView& w, std::int64_t r, std::int64_t c) {
   const std::int64_t i = r * w.cols + c;
   switch (w.format) {
     case WeightFormat::F32: return static_cast<const float*>(w.data)[i];
-    case WeightFormat::BF16: {
-      const std::uint32_t bits = static_cast<std::uint32_t>(static_cast<const std::uint16_t*>(w.data)[i]) << 16;
-      float f;
-      std::memcpy(&f, &bits, sizeof f);
-      return f;
-    }
+    case WeightFormat::BF16: return bf16_value(static_cast<const std::uint16_t*>(w.data)[i]);
     case WeightFormat::Int8: return static_cast<float>(static_cast<const std::int8_t*>(w.data)[i]);
     case WeightFormat::Int4: {
       const std::uint8_t byte = static_cast<const std::uint8_t*>(w.data)[i / 2];
@@ -247,6 +273,57 @@ struct S {
 #pragma GCC pop_options
 #endif
 
+// ---- bfloat16 weights times bfloat16-rounded x with AVX512_BF16 (`vdpbf16ps`: 32 products per instruction) ------
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
+#endif
+namespace avx512_bf16 {
+/// Rows [r, r + R) for every activation row of `xb` (x rounded to bfloat16): per 32 columns one `vdpbf16ps` per row
+/// (pairs of exact products added to 16 float32 lanes), R chains sharing each load of x.
+template <int R>
+inline void row_block(const WeightView& w, const std::uint16_t* xb, std::int64_t m, const float* bias, float* y,
+                      std::int64_t y_stride, std::int64_t r) {
+  const std::int64_t cols = w.cols, vec_end = cols / 32 * 32;
+  const auto* weights = static_cast<const std::uint16_t*>(w.data);
+  for (std::int64_t i = 0; i < m; ++i) {
+    const std::uint16_t* xi = xb + i * cols;
+    __m512 acc[R];
+    for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
+    for (std::int64_t c = 0; c < vec_end; c += 32) {
+      const __m512i xv = _mm512_loadu_si512(xi + c);
+      for (int j = 0; j < R; ++j) {
+        const std::uint16_t* p = weights + (r + j) * cols + c;
+        _mm_prefetch(reinterpret_cast<const char*>(p) + 4096, _MM_HINT_T0);  // 4 KiB ahead (see matvec_loops.inc)
+        acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)_mm512_loadu_si512(p), (__m512bh)xv);
+      }
+    }
+    for (int j = 0; j < R; ++j) {
+      float s = _mm512_reduce_add_ps(acc[j]);
+      for (std::int64_t c = vec_end; c < cols; ++c) s += stored_value(w, r + j, c) * bf16_value(xi[c]);
+      y[i * y_stride + r + j] = s + (bias ? bias[r + j] : 0.0f);
+    }
+  }
+}
+void rows(const WeightView& w, const std::uint16_t* xb, std::int64_t m, const float* bias, float* y,
+          std::int64_t y_stride, std::int64_t r0, std::int64_t r1) {
+  std::int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) row_block<4>(w, xb, m, bias, y, y_stride, r);
+  for (; r < r1; ++r) row_block<1>(w, xb, m, bias, y, y_stride, r);
+}
+}  // namespace avx512_bf16
+#ifdef __clang__
+#pragma clang attribute pop
+#else
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
 // ---- integer dot products with VNNI (matmul_rows_int8; avx2_int above is the one without) --------------------------
 #ifdef __clang__
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
@@ -292,6 +369,14 @@ bool cpu_has_avx512_vnni() {
   static const bool has = [] {
     unsigned a = 0, b = 0, c = 0, d = 0;
     return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11));
+  }();
+  return has;
+}
+/// CPUID leaf 7 sub-leaf 1, EAX bit 5: AVX512_BF16.
+bool cpu_has_avx512_bf16() {
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
   }();
   return has;
 }
@@ -438,7 +523,8 @@ void quantize_activations(const float* x, std::int64_t m, std::int64_t cols, std
     const float inverse = 127.0f / top;
     for (std::int64_t c = 0; c < group; ++c)
       q[c] = static_cast<std::int8_t>(std::nearbyint(v[c] * inverse));  // |v * inverse| <= 127 (+ rounding)
-    out.scales[static_cast<std::size_t>(k)] = top / 127.0f;
+    const float scale = top / 127.0f, half = half_to_float(float_to_half(scale));
+    out.scales[static_cast<std::size_t>(k)] = std::isinf(half) ? scale : half;  // llama.cpp's Q8_0 d is a half
   }
   out.block_sums.clear(), out.even_odd.clear();
   if (cols % 32) return;
@@ -476,6 +562,15 @@ bool vnni_available(Isa isa) {
 #endif
 }
 
+bool bf16_dot_available(Isa isa) {
+#if LAL_CPU_X86
+  return std::min(isa, detected_isa()) == Isa::Avx512 && cpu_has_avx512_bf16();
+#else
+  (void)isa;
+  return false;
+#endif
+}
+
 void matmul_rows_int8(const WeightView& w, const Int8Rows& x, const float* bias, float* y, std::int64_t y_stride,
                       std::int64_t row_begin, std::int64_t row_end, Isa isa, bool allow_vnni) {
   if (!integer_dot_applies(w) || x.group != w.group || x.cols != w.cols)
@@ -503,6 +598,18 @@ void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const floa
     throw std::invalid_argument("matmul_rows: quantised weight with " + std::to_string(w.cols) + " columns and group " +
                                 std::to_string(w.group));
   isa = std::min(isa, detected_isa());
+  if (w.format == WeightFormat::BF16) {  // x rounded to bfloat16 (see matvec.hpp), once per call
+    thread_local std::vector<std::uint16_t> rounded;
+    rounded.resize(static_cast<std::size_t>(m * w.cols));
+    for (std::size_t k = 0; k < rounded.size(); ++k) rounded[k] = float_to_bf16(x[k]);
+#if LAL_CPU_X86
+    if (bf16_dot_available(isa)) return avx512_bf16::rows(w, rounded.data(), m, bias, y, y_stride, row_begin, row_end);
+#endif
+    thread_local std::vector<float> widened;
+    widened.resize(rounded.size());
+    for (std::size_t k = 0; k < rounded.size(); ++k) widened[k] = bf16_value(rounded[k]);
+    x = widened.data();
+  }
 #if LAL_CPU_X86
   // The SIMD loops step over whole groups: a group must hold whole steps (32 columns for AVX-512, 16 for AVX2).
   if (isa == Isa::Avx512 && (!quantized(w.format) || w.group % avx512::S::kStep == 0))

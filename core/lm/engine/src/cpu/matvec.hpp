@@ -44,6 +44,9 @@ struct WeightView {
 
 /// y[i*y_stride + r] = sum_c x[i*cols + c] * W[r, c] (+ bias[r]) for rows r in [row_begin, row_end) and activation
 /// rows i in [0, m). x and y are float32; bias may be null. Any cols; quantised formats need cols % group == 0.
+/// BF16 weights multiply x rounded to bfloat16 (nearest even): the products are exact in float32 and summed there,
+/// as llama.cpp's BF16 products (and LibTorch's bfloat16 ones) compute; on AVX-512 with AVX512_BF16 one `vdpbf16ps`
+/// per 32 columns (bf16_dot_available), else the rounded x through the converting loops.
 void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const float* bias, float* y,
                  std::int64_t y_stride, std::int64_t row_begin, std::int64_t row_end, Isa isa);
 
@@ -52,9 +55,10 @@ void matmul_rows(const WeightView& w, const float* x, std::int64_t m, const floa
 void weighted_row_sum(const WeightView& w, const float* p, std::int64_t m, std::int64_t p_stride, float* out, Isa isa);
 
 /// Activation rows quantised for integer dot products with an Int8/Int4 weight (llama.cpp's arithmetic for Q8_0 and
-/// Q4_0 weights): per group of `group` columns (the weight's groups) one float scale = max|x| / 127 and the values
-/// round(x / scale) (to nearest even) as int8; a group of zeros has scale 0, a group holding a NaN or infinity scale
-/// NaN (the products come out NaN, as in float32).
+/// Q4_0 weights, its `quantize_row_q8_0`): per group of `group` columns (the weight's groups) the values
+/// round(x * 127 / max|x|) (to nearest even) as int8 and one scale, max|x| / 127 rounded to IEEE half as llama.cpp
+/// stores it (kept in float32 where the half would overflow); a group of zeros has scale 0, a group holding a NaN or
+/// infinity scale NaN (the products come out NaN, as in float32).
 struct Int8Rows {
   std::int64_t m = 0, cols = 0, group = 0;
   std::vector<std::int8_t> values;  ///< [m, cols]
@@ -91,7 +95,14 @@ void matmul_rows_int8(const WeightView& w, const Int8Rows& x, const float* bias,
 /// row-major into `out` ((row_end - row_begin) x cols): a tile for a compute-bound product over many rows.
 void dequantize_rows(const WeightView& w, std::int64_t row_begin, std::int64_t row_end, float* out);
 
+/// Whether matmul_rows at `isa` takes BF16 weights through AVX512_BF16's `vdpbf16ps` (the CPU has it, isa Avx512).
+bool bf16_dot_available(Isa isa);
+
 /// IEEE half -> float (exact), for references and scalar tails.
 float half_to_float(std::uint16_t h);
+/// float -> IEEE half bits, rounded to nearest even (subnormals, overflow to infinity, NaN kept a NaN).
+std::uint16_t float_to_half(float f);
+/// float32 -> bfloat16 bits, rounded to nearest even (NaN stays NaN), as LibTorch converts.
+std::uint16_t float_to_bf16(float f);
 
 }  // namespace lal::lm::cpu
