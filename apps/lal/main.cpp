@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
+#include <string>
 
 #include "command.hpp"
 #include "lal/version.hpp"
@@ -122,7 +124,13 @@ int main(int argc, char** argv) {
     std::cerr << "lal " << chosen->name << ": " << e.what() << " (see lal " << chosen->name << " --help)\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "lal " << chosen->name << ": error: " << e.what() << "\n";
+    // LibTorch's errors (c10::Error) carry its C++ stack after the message: users get the message; the stack
+    // stays available with TORCH_SHOW_CPP_STACKTRACES=1, LibTorch's own switch.
+    std::string message = e.what();
+    const auto stack = message.find("\nException raised from ");
+    const char* show = std::getenv("TORCH_SHOW_CPP_STACKTRACES");
+    if (stack != std::string::npos && !(show && std::string(show) == "1")) message.resize(stack);
+    std::cerr << "lal " << chosen->name << ": error: " << message << "\n";
     return 1;
   }
 }

@@ -297,6 +297,25 @@ TEST_CASE("generation does not draw from LibTorch's global CPU generator") {
   CHECK(torch::equal(gen.get_state(), before));
 }
 
+TEST_CASE("dequantization a block of rows at a time gives the same weights as in one piece") {
+  torch::manual_seed(5);
+  for (int bits : {8, 4}) {
+    CAPTURE(bits);
+    const auto q = quantize_weight(torch::randn({75, 192}) * 0.05, bits, 32);
+    const auto whole = dequantize_weight(q, torch::kFloat32, torch::kCPU);
+    // 75 rows of 192 columns: the scratch of one row is 2 x 4 x 192 bytes; 7 rows per block leave a short last one.
+    for (std::int64_t scratch : {std::int64_t{1}, std::int64_t{2 * 4 * 192 * 7}, kDequantizeChunkBytes}) {
+      CAPTURE(scratch);
+      for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+        const auto part = dequantize_weight(q, dtype, torch::kCPU, scratch);
+        REQUIRE(part.sizes() == whole.sizes());
+        CHECK((part.scalar_type() == dtype));
+        CHECK(torch::equal(part, whole.to(dtype)));
+      }
+    }
+  }
+}
+
 TEST_CASE("CPU kernels: quantized linear equals dequantize-then-matmul, every group size and row count") {
   torch::manual_seed(3);
   for (const std::string activations : {"float", "int8"})

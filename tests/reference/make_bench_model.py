@@ -3,7 +3,7 @@
 
     python3 tests/reference/make_bench_model.py qwen2.5-0.5b OUT_DIR [--dtype bf16] [--device cuda]
 
-Shapes: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama-2-7b (config values as published on the Hugging Face hub).
+Shapes: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-32b (ELYZA-Thinking-1.0-Qwen-32B's shape), llama-2-7b (config values as published on the Hugging Face hub).
 """
 import argparse
 import json
@@ -25,6 +25,9 @@ SHAPES = {
     "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
                        rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768),
+    "qwen2.5-32b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
+                        num_attention_heads=40, num_key_value_heads=8, vocab_size=152064, tie_word_embeddings=False,
+                        rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768),
     "llama-2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                        num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False,
                        rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=4096),

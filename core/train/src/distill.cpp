@@ -88,27 +88,40 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
   // logits; and the generation stage: teacher weights + the KV cache of one batch.
   MemoryEstimate m;
   const bool cpu = device == "cpu";
+  const bool offload = o.cpu_offload && !cpu;
   const double L = static_cast<double>(o.max_length), B = static_cast<double>(o.batch_size);
+  const double dense_bytes = cpu ? 4 : 2;
+  double teacher_in_training = 0;
   if (teacher) {
     const double n = static_cast<double>(parameter_count(*teacher));
     const double emb =
         static_cast<double>(teacher->vocab_size * teacher->hidden_size) * (teacher->tie_word_embeddings ? 1 : 2);
-    const double dense_bytes = cpu ? 4 : 2;
     const double per_weight = quant == "int4"   ? 0.5 + 2.0 / static_cast<double>(o.quantize_group)
                               : quant == "int8" ? 1 + 2.0 / static_cast<double>(o.quantize_group)
                                                 : dense_bytes;
     m.teacher = (n - emb) * per_weight + emb * dense_bytes;
     const double kv = static_cast<double>(o.generation_batch_size) * L * static_cast<double>(teacher->num_layers) * 2 *
                       static_cast<double>(teacher->num_kv_heads * teacher->head_dim) * dense_bytes;
-    const double layer = m.teacher / static_cast<double>(std::max<std::int64_t>(1, teacher->num_layers));
-    m.generation_device = (o.cpu_offload && !cpu ? 2 * layer + emb * dense_bytes : m.teacher) + kv;
+    const double layers = static_cast<double>(std::max<std::int64_t>(1, teacher->num_layers));
+    const double stored_layer = (m.teacher - emb * dense_bytes) / layers;
+    // A quantized or offloaded layer is made dense in the compute dtype on the device while it runs (float32
+    // scratch of the dequantization is bounded by lal::lm::kDequantizeChunkBytes); offloaded, the next layer's
+    // stored weights are in flight beside it, and the embeddings / output layer stay on the device.
+    const double dense_layer = quant == "none" && !offload ? 0 : (n - emb) / layers * dense_bytes +
+                                                                  (quant == "none" ? 0 : 256.0 * (1 << 20));
+    const double on_device = offload ? 2 * stored_layer + emb * dense_bytes : m.teacher;
+    m.generation_device = on_device + dense_layer + kv;
+    // Online distillation runs the teacher's forward in every training step; stored top-k logits (or hard labels)
+    // need no teacher while training.
+    const bool online = o.teacher_logits == "online" || (o.teacher_logits == "auto" && o.store_topk <= 0);
+    if (online) teacher_in_training = on_device + dense_layer;
   }
   const double sp = static_cast<double>(parameter_count(student));
-  m.student = sp * (8 + 8.0 / std::max(1, ranks));  // fp32 weights + grads; Adam m and v sharded (ZeRO-1)
-  m.activations =
-      B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) * (cpu ? 4 : 2) * 34;
+  // fp32 weights + grads, Adam m and v sharded (ZeRO-1), and the bf16 copies autocast makes on a GPU.
+  m.student = sp * (8 + 8.0 / std::max(1, ranks) + (cpu || o.precision == "fp32" ? 0 : 2));
+  m.activations = B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) * dense_bytes * 34;
   m.logits = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
-  m.train_device = (o.cpu_offload && !cpu ? 0 : m.teacher) + m.student + m.activations + m.logits;
+  m.train_device = teacher_in_training + m.student + m.activations + m.logits;
   return m;
 }
 
@@ -152,6 +165,13 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
     v.cpu_offload = true;
     if (fits(v, *current, quant, ranks))
       out.push_back("--cpu_offload (teacher in CPU memory): ~" + need(v, *current, quant, ranks));
+  }
+  if (teacher && (o.teacher_logits == "online" || (o.teacher_logits == "auto" && o.store_topk <= 0))) {
+    auto v = o;
+    v.teacher_logits = "auto", v.store_topk = 64;
+    if (fits(v, *current, quant, ranks))
+      out.push_back("--store_topk 64 (the teacher's top-64 log-probabilities stored while it generates; no teacher "
+                    "while training): ~" + need(v, *current, quant, ranks));
   }
   const double current_params = static_cast<double>(parameter_count(*current));
   for (const auto& name : auto_students()) {
@@ -263,7 +283,12 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
       << o.gradient_accumulation << "\n";
   }
   s << "      loss          " << o.alpha << " * T^2 * KL(teacher_T || student_T) + " << 1 - o.alpha
-    << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits << "\n";
+    << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits
+    << (o.teacher_logits != "auto"  ? ""
+        : !teacher                  ? " (none: hard labels)"
+        : o.store_topk > 0          ? " (top-" + std::to_string(o.store_topk) + " stored while the teacher generates)"
+                                    : " (online: a teacher forward in every step)")
+    << "\n";
   s << "      schedule      AdamW lr " << o.learning_rate << " -> " << o.min_learning_rate << " (warmup "
     << o.warmup_ratio * 100 << " %, cosine), weight decay " << o.weight_decay << ", clip " << o.max_grad_norm
     << ", checkpoints every " << o.checkpoint_every << " steps in " << p.checkpoints << "\n";

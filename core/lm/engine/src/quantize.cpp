@@ -1,6 +1,7 @@
 // Group-wise weight-only quantization (the format is described in quantize.hpp).
 #include "lal/lm/quantize.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace lal::lm {
@@ -42,19 +43,33 @@ QuantizedTensor quantize_weight(const torch::Tensor& w, int bits, std::int64_t g
   return r;
 }
 
-torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device) {
+torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device,
+                                std::int64_t scratch_bytes) {
   const auto out = q.shape[0], in = q.shape[1];
   auto data = q.data.to(device, /*non_blocking=*/true);
-  torch::Tensor values;
-  if (q.bits == 8) {
-    values = data.to(torch::kFloat32);
-  } else {
-    // Unpack in uint8 (two small kernels), widen once: [out, in/2, 2] -> [out, in].
-    auto nibbles = torch::stack({data.bitwise_and(15), data.bitwise_right_shift(4)}, -1).view({out, in});
-    values = nibbles.to(torch::kFloat32) - 8.0;
+  auto scales = q.scales.to(device, /*non_blocking=*/true);
+  // Rows [r, r + n): float32 values (the scratch: two float32 blocks at once) times their float32 scales.
+  auto rows = [&](std::int64_t r, std::int64_t n) {
+    auto d = data.narrow(0, r, n);
+    torch::Tensor values;
+    if (q.bits == 8) {
+      values = d.to(torch::kFloat32);
+    } else {
+      // Unpack in uint8 (two small kernels), widen once: [n, in/2, 2] -> [n, in].
+      auto nibbles = torch::stack({d.bitwise_and(15), d.bitwise_right_shift(4)}, -1).view({n, in});
+      values = nibbles.to(torch::kFloat32) - 8.0;
+    }
+    auto s = scales.narrow(0, r, n).to(torch::kFloat32).unsqueeze(-1);
+    return (values.view({n, in / q.group, q.group}) * s).view({n, in});
+  };
+  const std::int64_t block = std::max<std::int64_t>(1, scratch_bytes / (2 * 4 * std::max<std::int64_t>(1, in)));
+  if (block >= out) return rows(0, out).to(dtype);
+  auto result = torch::empty({out, in}, torch::TensorOptions().dtype(dtype).device(device));
+  for (std::int64_t r = 0; r < out; r += block) {
+    const auto n = std::min(block, out - r);
+    result.narrow(0, r, n).copy_(rows(r, n));
   }
-  auto scales = q.scales.to(device, /*non_blocking=*/true).to(torch::kFloat32).unsqueeze(-1);
-  return (values.view({out, in / q.group, q.group}) * scales).view({out, in}).to(dtype);
+  return result;
 }
 
 }  // namespace lal::lm

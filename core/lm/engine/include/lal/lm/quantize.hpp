@@ -37,7 +37,11 @@ int quantize_bits(const std::string& mode, const std::string& what = "quantize")
 /// whole row is one group.
 QuantizedTensor quantize_weight(const torch::Tensor& w, int bits, std::int64_t group);
 /// Back to `dtype` on `device` (the packed data travels, non-blocking from pinned memory; dequantization runs on
-/// `device`, in float32, then casts).
-torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device);
+/// `device`, in float32, then casts). The float32 scratch is at most kDequantizeChunkBytes: larger weights are
+/// dequantized a block of rows at a time into the result, so a 32B layer's fused gate/up needs no 2 GiB of scratch
+/// (the result is the same either way; `scratch_bytes` is there for tests).
+inline constexpr std::int64_t kDequantizeChunkBytes = std::int64_t{128} << 20;
+torch::Tensor dequantize_weight(const QuantizedTensor& q, torch::ScalarType dtype, torch::Device device,
+                                std::int64_t scratch_bytes = kDequantizeChunkBytes);
 
 }  // namespace lal::lm
