@@ -46,7 +46,7 @@ common=(--teacher_model $Q --num_epochs 1 --gradient_accumulation 1 --checkpoint
         --log_level info --generation_batch_size 32)
 RUN_A=(--student_config auto --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 4 --output_dir /tmp/runA
    --hf_model_name a --validation_fraction 0.1)
-RUN_B=(--max_gpu_memory 12GiB --quantize int4 --cpu_offload --student_config qwen2.5-0.5b --batch_size 1 --max_length 512
+RUN_B=(--max_gpu_memory 12GiB --quantize int4 --cpu_offload --store_topk 64 --student_config qwen2.5-0.5b --batch_size 1 --max_length 512
    --num_examples 16 --max_new_tokens 64 --output_dir /tmp/runB --hf_model_name b --validation_fraction 0.1)
 RUN_C=(--student_config /tmp/s7/config.json --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 2
    --output_dir /tmp/runC --hf_model_name c --validation_fraction 0)
