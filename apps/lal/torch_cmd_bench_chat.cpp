@@ -23,10 +23,12 @@ const std::vector<std::string> kPrompts = {
 
 struct TurnTimes {
   double first_visible_ms = -1, recall_ms = -1, analysis_done_ms = -1, answer_first_ms = -1, answer_done_ms = -1;
+  std::map<std::string, int> tokens;  // model tokens per stage: times compare only at equal counts
 };
 
 struct Measure {
   std::string config;
+  double start_ms = 0;  // starting the pipeline: loading the model and preparing it (warm-up), before turn 1
   std::vector<TurnTimes> turns;
 };
 
@@ -40,7 +42,9 @@ double median(std::vector<double> v) {
 Measure run_config(ChatOptions options, int turns) {
   runtime::RuntimeOptions ro;
   ro.output = [](std::string_view) {};  // measure, don't print
+  const std::int64_t start = monotonic_ns();
   ChatSession session = start_chat_session(options, ro);
+  const double start_ms = static_cast<double>(monotonic_ns() - start) / 1e6;
   runtime::Runtime& rt = *session.runtime;
 
   // Observe exactly what the output strategy shows: the topics wired to its inputs.
@@ -66,6 +70,7 @@ Measure run_config(ChatOptions options, int turns) {
         const bool visible = shows_thoughts || d->kind == ChunkKind::answer;
         if (t.first_visible_ms < 0 && visible && !d->text.empty()) t.first_visible_ms = ms;
         if (d->stage == Stage::analysis && d->last) t.analysis_done_ms = ms;
+        if (d->has_token) ++t.tokens[to_string(d->stage)];
         if (d->kind == ChunkKind::answer) {
           if (t.answer_first_ms < 0 && !d->text.empty()) t.answer_first_ms = ms;
           if (d->last) t.answer_done_ms = ms;
@@ -84,6 +89,7 @@ Measure run_config(ChatOptions options, int turns) {
 
   Measure out;
   out.config = session.config_file;
+  out.start_ms = start_ms;
   for (int i = 0; i < turns; ++i) {
     TurnId turn;
     {
@@ -112,8 +118,10 @@ nlohmann::json summarise(const Measure& m) {
                      {"recall_ms", t.recall_ms},
                      {"analysis_done_ms", t.analysis_done_ms},
                      {"answer_first_ms", t.answer_first_ms},
-                     {"answer_done_ms", t.answer_done_ms}});
+                     {"answer_done_ms", t.answer_done_ms},
+                     {"tokens", t.tokens}});
   return {{"config", m.config},
+          {"start_ms", m.start_ms},
           {"turns", turns},
           {"median_first_visible_ms", median(col(&TurnTimes::first_visible_ms))},
           {"median_recall_ms", median(col(&TurnTimes::recall_ms))},
@@ -160,6 +168,8 @@ int bench_chat_command(const std::vector<std::string>& args) {
   std::cout << "median over " << turns << " turns (ms)  first-visible     recall  analysis-end  answer-first   answer-done\n";
   row("thinking", thinking);
   row("think-then-answer", classic);
+  std::cout << "before turn 1 (loading the model and preparing it): thinking " << thinking["start_ms"].get<double>()
+            << " ms, think-then-answer " << classic["start_ms"].get<double>() << " ms\n";
   return 0;
 }
 

@@ -28,6 +28,9 @@ int run_bench_generate(const std::vector<std::string>& args) {
                                                                   "prompt tokens per sequence")(
       "new_tokens", po::value<int>()->default_value(128), "tokens generated per sequence")(
       "warmup", po::value<int>()->default_value(1), "untimed warm-up runs")(
+      "temperature", po::value<float>()->default_value(0.0f), "0: greedy; > 0: sample at this temperature (seed 1)")(
+      "top_p", po::value<float>()->default_value(1.0f), "nucleus sampling threshold when sampling (1 = off)")(
+      "top_k", po::value<int>()->default_value(0), "keep the k most likely tokens when sampling (0 = off)")(
       "repeat", po::value<int>()->default_value(1), "timed runs (the best is reported; JSON lists every run)")(
       "bandwidth", po::bool_switch(), "also measure device memory bandwidth and the weight-read floor per step")(
       "device", po::value<std::string>()->default_value("auto"), "auto|cpu|cuda|cuda:N")(
@@ -64,6 +67,10 @@ int run_bench_generate(const std::vector<std::string>& args) {
   }
   const int prompt_len = vm["prompt_len"].as<int>(), new_tokens = vm["new_tokens"].as<int>();
   if (prompt_len < 1 || new_tokens < 2) throw UsageError("need --prompt_len >= 1, --new_tokens >= 2");
+  const float temperature = vm["temperature"].as<float>(), top_p = vm["top_p"].as<float>();
+  if (!(temperature >= 0.0f)) throw UsageError("--temperature must be >= 0 (0: greedy)");
+  if (!(top_p > 0.0f && top_p <= 1.0f)) throw UsageError("--top_p must be in (0, 1]");
+  if (vm["top_k"].as<int>() < 0) throw UsageError("--top_k must be >= 0 (0: off)");
 
   lal::lm::ModelOptions mo;
   mo.model_path = vm["model_path"].as<std::string>();
@@ -88,7 +95,11 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
   for (auto& p : prompts)
     for (int i = 0; i < prompt_len; ++i) p.push_back(pick(rng));
   lal::lm::GenerateOptions go;
-  go.sampling.greedy = true;
+  go.sampling.temperature = vm["temperature"].as<float>();
+  go.sampling.greedy = go.sampling.temperature <= 0.0f;
+  go.sampling.top_p = vm["top_p"].as<float>();
+  go.sampling.top_k = vm["top_k"].as<int>();
+  go.sampling.seed = 1;
   go.stop_at_eos = false;
   go.max_new_tokens = new_tokens;
 
@@ -128,6 +139,10 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
       {"batch", batch},
       {"prompt_len", prompt_len},
       {"new_tokens", new_tokens},
+      {"sampling", go.sampling.greedy ? "greedy"
+                                      : "temperature " + std::to_string(go.sampling.temperature) + ", top_k " +
+                                            std::to_string(go.sampling.top_k) + ", top_p " +
+                                            std::to_string(go.sampling.top_p)},
       {"weight_bytes", engine->parameter_bytes()},
       {"prefill_seconds", best.prefill_seconds},
       {"prefill_tokens_per_s", prefill_tps},

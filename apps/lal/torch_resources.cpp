@@ -36,6 +36,7 @@ std::shared_ptr<void> create_language_model(const std::string& name, const Confi
   mo.kernels = config.get<std::string>("kernels");
   mo.max_batch = static_cast<int>(config.get<std::int64_t>("max_batch"));
   mo.prefix_cache_mb = config.get<std::int64_t>("prefix_cache_mb");
+  mo.warm_up = config.get<bool>("warm_up");
   spdlog::info("resource '{}': loading model {} ({}, {})", name, mo.model_path, mo.device, mo.dtype);
   std::shared_ptr<LanguageModel> model = lm::load_language_model(mo);
   return model;
@@ -78,7 +79,10 @@ const bool registered = [] {
                0),
       at_least(ConfigKeySpec::optional("prefix_cache_mb", ConfigType::integer, "-1",
                                        "conversation-prefix KV cache in MiB (-1: automatic, 0: off)"),
-               -1)};
+               -1),
+      ConfigKeySpec::optional("warm_up", ConfigType::boolean, "true",
+                              "on a GPU, capture the decode step's CUDA graphs and warm cuBLAS at load time, so "
+                              "that the first turn does not wait for them")};
   k.create = create_language_model;
   runtime::resource_kinds().add(std::move(k));
   return true;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 
 #include "lal/lm/engine.hpp"
 #include "lal/lm/sampling.hpp"
@@ -472,18 +473,66 @@ TEST_CASE("choose_tokens with the token-statistics kernel: the LibTorch ops' ids
   rows.repetition_penalty = torch::ones({B}, fopts);
   rows.seed = torch::tensor(std::vector<std::int64_t>{1, 2, 3}).to(kCuda);
   auto row_suppress = suppress.expand({B, V}).contiguous();
-  auto columns = torch::tensor(std::vector<std::int64_t>{4, 5, 6}).to(kCuda);
-  for (bool sampled_rows : {false, true}) {
-    CAPTURE(sampled_rows);
+  // Sampled rows: the Gumbel kernel's noise and choice, and with top-k the one sort for top-k and top-p, give the
+  // ops' ids at every step (column) of the noise.
+  std::set<std::int64_t> drawn;  // row 1's sampled ids over the steps
+  for (bool sampled_rows : {false, true})
+    for (bool top_k : {false, true})
+      for (std::int64_t step = 0; step < (sampled_rows ? 16 : 1); ++step) {
+        CAPTURE(sampled_rows);
+        CAPTURE(top_k);
+        CAPTURE(step);
+        RowSamplingUse use;
+        use.sampled = sampled_rows;
+        use.top_p = sampled_rows;
+        use.top_k = sampled_rows && top_k;
+        rows.top_k = torch::tensor(std::vector<std::int64_t>{0, use.top_k ? 40 : 0, use.top_k ? 8 : 0}).to(kCuda);
+        auto columns = torch::tensor(std::vector<std::int64_t>{4 + step, 5 + step, 6 + step}).to(kCuda);
+        auto a = base.clone(), b = base.clone();
+        auto fused = choose_tokens_rows(a, usable, rows, use, history, columns, row_suppress, true);
+        auto plain = choose_tokens_rows(b, usable, rows, use, history, columns, row_suppress, false);
+        CHECK(torch::equal(fused.ids.cpu(), plain.ids.cpu()));
+        CHECK(max_abs(fused.logprob, plain.logprob) <= 1e-5);
+        CHECK(max_abs(fused.entropy, plain.entropy) <= 1e-4);
+        if (sampled_rows) drawn.insert(fused.ids.cpu()[1].item<std::int64_t>());
+      }
+  CHECK(drawn.size() > 1);  // the noise changes with the step: the comparisons saw real draws
+}
+
+TEST_CASE("Gumbel kernel: the counter noise's draw over a Qwen-sized vocabulary, per row and shared, vs the ops") {
+  const std::int64_t B = 4, V = 152064;
+  torch::manual_seed(11);
+  auto logits = (torch::randn({B, V}) * 3).to(kCuda);
+  logits[1].fill_(0.0f);  // all equal: the noise alone decides
+  auto fopts = torch::TensorOptions().dtype(torch::kFloat32).device(kCuda);
+  auto lopts = torch::TensorOptions().dtype(torch::kLong).device(kCuda);
+  for (std::int64_t column = 0; column < 4; ++column) {
+    CAPTURE(column);
+    // Per row (the scheduler's): rows 0 and 2 sampled, 1 and 3 greedy in choose_tokens_rows.
+    RowSampling rows;
+    rows.greedy = torch::tensor(std::vector<int>{0, 0, 1, 0}).to(torch::kBool).to(kCuda);
+    rows.temperature = torch::tensor(std::vector<float>{1.0f, 1.0f, 1.0f, 0.5f}).to(fopts);
+    rows.top_k = torch::zeros({B}, lopts);
+    rows.top_p = torch::ones({B}, fopts);
+    rows.min_p = torch::zeros({B}, fopts);
+    rows.repetition_penalty = torch::ones({B}, fopts);
+    rows.seed = torch::tensor(std::vector<std::int64_t>{7, 8, 9, -3}).to(kCuda);
+    auto history = torch::zeros({B, 1}, lopts);
+    auto columns = torch::tensor(std::vector<std::int64_t>{column, column + 100, column, column}).to(kCuda);
     RowSamplingUse use;
-    use.sampled = sampled_rows;
-    use.top_p = sampled_rows;
-    auto a = base.clone(), b = base.clone();
-    auto fused = choose_tokens_rows(a, usable, rows, use, history, columns, row_suppress, true);
-    auto plain = choose_tokens_rows(b, usable, rows, use, history, columns, row_suppress, false);
+    use.sampled = true;
+    auto a = logits.clone(), b = logits.clone();
+    auto fused = choose_tokens_rows(a, V, rows, use, history, columns, {}, true);
+    auto plain = choose_tokens_rows(b, V, rows, use, history, columns, {}, false);
     CHECK(torch::equal(fused.ids.cpu(), plain.ids.cpu()));
-    CHECK(max_abs(fused.logprob, plain.logprob) <= 1e-5);
-    CHECK(max_abs(fused.entropy, plain.entropy) <= 1e-4);
+    // One seed for all rows (Engine::generate's sampler).
+    SamplingOptions s;
+    s.temperature = 0.9f;
+    auto seed = torch::full({1}, 12345, lopts), col = torch::full({1}, column, lopts);
+    a = logits.clone(), b = logits.clone();
+    auto fused_shared = choose_tokens(a, V, s, history, seed, col, {}, true);
+    auto plain_shared = choose_tokens(b, V, s, history, seed, col, {}, false);
+    CHECK(torch::equal(fused_shared.ids.cpu(), plain_shared.ids.cpu()));
   }
 }
 #endif

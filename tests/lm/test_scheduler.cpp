@@ -31,6 +31,19 @@ std::unique_ptr<Engine> engine_for(const std::string& name) {
   return Engine::load(o);
 }
 
+SchedulerOptions scheduling(int max_batch, std::int64_t prefix_cache_bytes, double admission_window_ms = 5.0) {
+  SchedulerOptions o;
+  o.max_batch = max_batch;
+  o.prefix_cache_bytes = prefix_cache_bytes;
+  o.admission_window_ms = admission_window_ms;
+  return o;
+}
+
+bool on_gpu() {
+  const char* device = std::getenv("LAL_LM_TEST_DEVICE");
+  return device && std::string(device).rfind("cuda", 0) == 0;
+}
+
 /// Prompts sharing a 10-token prefix (a conversation), then different tails of different lengths.
 std::vector<std::vector<std::int32_t>> prompts_for(std::int64_t vocab, int count) {
   std::vector<std::vector<std::int32_t>> out;
@@ -95,7 +108,7 @@ TEST_CASE("concurrent requests decode together and give what each gives alone") 
       CAPTURE(prefix_cache);
       SchedulerStats stats;
       {
-        Scheduler scheduler(*engine, SchedulerOptions{4, prefix_cache});  // fewer rows than requests: a queue
+        Scheduler scheduler(*engine, scheduling(4, prefix_cache));  // fewer rows than requests: a queue
         for (int round = 0; round < 2; ++round) {  // the second round finds its prefixes (and graphs) kept
           auto together = concurrently(scheduler, prompts);
           for (std::size_t p = 0; p < prompts.size(); ++p) {
@@ -112,6 +125,11 @@ TEST_CASE("concurrent requests decode together and give what each gives alone") 
       CHECK(stats.requests == 22);
       CHECK(stats.largest_batch >= 2);  // really decoded together
       CHECK(stats.largest_batch <= 4);
+      if (on_gpu()) {
+        CHECK(stats.steps_ahead > 0);  // the next step was queued before the host read the current one
+      } else {
+        CHECK(stats.steps_ahead == 0);
+      }
       if (prefix_cache > 0) {
         CHECK(stats.prefix_hits > 0);
         CHECK(stats.reused_prefix_tokens >= 10 * stats.prefix_hits / 2);
@@ -125,7 +143,7 @@ TEST_CASE("concurrent requests decode together and give what each gives alone") 
 TEST_CASE("a callback that returns false stops its sequence only, cancellation cancels") {
   auto engine = engine_for("qwen2_tied_gqa");
   const auto prompts = prompts_for(engine->usable_vocab(), 3);
-  Scheduler scheduler(*engine, SchedulerOptions{4, 0});
+  Scheduler scheduler(*engine, scheduling(4, 0));
   GenerateOptions o;
   o.sampling.greedy = true;
   o.max_new_tokens = 20;
@@ -160,7 +178,7 @@ TEST_CASE("a callback that returns false stops its sequence only, cancellation c
 TEST_CASE("priority orders admission, bad requests are refused at submit") {
   auto engine = engine_for("qwen2_tied_gqa");
   const auto prompts = prompts_for(engine->usable_vocab(), 3);
-  Scheduler scheduler(*engine, SchedulerOptions{1, 0});  // one row: everything else waits
+  Scheduler scheduler(*engine, scheduling(1, 0));  // one row: everything else waits
   GenerateOptions o;
   o.sampling.greedy = true;
   o.max_new_tokens = 6;
@@ -203,7 +221,7 @@ TEST_CASE("priority orders admission, bad requests are refused at submit") {
 TEST_CASE("requests arriving together on an idle scheduler stream in priority order") {
   auto engine = engine_for("qwen2_tied_gqa");
   const auto prompts = prompts_for(engine->usable_vocab(), 3);
-  Scheduler scheduler(*engine, SchedulerOptions{4, 0, 50.0});  // a wide window: the test must not race it
+  Scheduler scheduler(*engine, scheduling(4, 0, 50.0));  // a wide window: the test must not race it
   GenerateOptions o;
   o.sampling.greedy = true;
   o.max_new_tokens = 4;
@@ -224,4 +242,51 @@ TEST_CASE("requests arriving together on an idle scheduler stream in priority or
   }
   while (done < 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   CHECK(first_tokens == std::vector<std::string>{"intuition", "exploration"});
+}
+
+TEST_CASE("a warmed-up scheduler has every bucket's graph before the first request and gives the same tokens") {
+  auto engine = engine_for("qwen2_tied_gqa");
+  const auto prompts = prompts_for(engine->usable_vocab(), 6);
+  GenerateOptions greedy, nucleus;
+  greedy.sampling.greedy = true;
+  nucleus.sampling.temperature = 0.9f;
+  nucleus.sampling.top_p = 0.8f;
+  SchedulerOptions o = scheduling(4, 0);
+  o.warm_up_sampling = {greedy.sampling, nucleus.sampling};
+  std::vector<GenerateOptions> options;
+  std::vector<std::vector<std::int32_t>> alone;
+  for (std::size_t p = 0; p < prompts.size(); ++p) {
+    // Other temperatures and top-p values than the warm-up's: the same graphs serve them.
+    GenerateOptions g = p % 2 ? nucleus : greedy;
+    g.max_new_tokens = 6 + static_cast<int>(p);
+    g.sampling.temperature += 0.05f * static_cast<float>(p);
+    g.sampling.top_p -= 0.02f * static_cast<float>(p);
+    g.sampling.seed = 7 + p;
+    options.push_back(g);
+    alone.push_back(engine->generate({prompts[p]}, g)[0].ids);
+  }
+  for (std::int64_t capacity : {std::int64_t{-1}, std::int64_t{1000}}) {
+    CAPTURE(capacity);
+    o.warm_up_capacity = capacity;
+    Scheduler scheduler(*engine, o);
+    const auto prepared = scheduler.stats();
+    if (on_gpu()) {
+      CHECK(prepared.graphs == 6);  // buckets 1, 2, 4 for each sampler
+      CHECK(prepared.warm_up_seconds > 0);
+    } else {  // nothing to prepare without CUDA graphs
+      CHECK(prepared.graphs == 0);
+      CHECK(prepared.warm_up_seconds == 0);
+    }
+    CHECK(prepared.requests == 0);
+    std::vector<SequenceOutput> together(prompts.size());
+    std::vector<std::thread> threads;
+    for (std::size_t p = 0; p < prompts.size(); ++p)
+      threads.emplace_back(
+          [&, p] { together[p] = scheduler.generate(SequenceRequest{prompts[p], options[p], 0, {}, {}, {}}); });
+    for (auto& t : threads) t.join();
+    for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(together[p].ids == alone[p]);
+    const auto after = scheduler.stats();
+    CHECK(after.requests == 6);
+    CHECK(after.graphs == prepared.graphs);  // no capture inside a request
+  }
 }

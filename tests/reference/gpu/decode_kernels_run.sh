@@ -28,14 +28,7 @@ L=$B/bin/lal
 $L --version | head -4
 wait $TINY
 export LAL_LM_TINY_MODELS=/tmp/tiny
-gpu_tests() {  # the GPU tests named, on CUDA; their output in $OUT/NAME.txt
-  for t in "$@"; do
-    LAL_LM_TEST_DEVICE=cuda timeout 150 $B/bin/$t > $OUT/$t.txt 2>&1; echo "$t (cuda) rc=$?"
-    grep -E "ERROR|FATAL|SIGSEGV|values:" -A3 $OUT/$t.txt | head -30; tail -3 $OUT/$t.txt | head -2
-  done
-  el "tests $*"
-}
-gpu_tests lm_kernel_tests
+gpu_tests lm_kernel_tests; el "tests"
 grep -E "MESSAGE" -A1 $OUT/lm_kernel_tests.txt | grep -v MESSAGE | head -8
 wait $MODELS; tail -2 $OUT/models.txt
 for shape in $SHAPES; do
@@ -48,7 +41,7 @@ for shape in $SHAPES; do
   done
 done
 bench_table $OUT/bench.jsonl
-gpu_tests lm_scheduler_tests lm_engine_tests
+gpu_tests lm_scheduler_tests lm_engine_tests; el "tests"
 if [ "$CHAT" = 1 ] && [ $(( $(date +%s) - T0 )) -lt ${CHAT_BEFORE_S:-300} ]; then
   bench_chat_pair $L $TURNS 60
   el "chat"

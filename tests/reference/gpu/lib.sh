@@ -20,6 +20,14 @@ gpu_build() {
   grep -c "warning:" $OUT/build.txt | xargs echo "build warnings:"; grep "warning:" $OUT/build.txt | sort -u | head -5
 }
 
+# gpu_tests NAME...: those test binaries of $B on CUDA (LAL_LM_TINY_MODELS set by the caller); output in $OUT/NAME.txt.
+gpu_tests() {
+  for t in "$@"; do
+    LAL_LM_TEST_DEVICE=cuda timeout 150 $B/bin/$t > $OUT/$t.txt 2>&1; echo "$t (cuda) rc=$?"
+    grep -E "ERROR|FATAL|SIGSEGV|values:" -A3 $OUT/$t.txt | head -30; tail -3 $OUT/$t.txt | head -2
+  done
+}
+
 # bench_table FILE: one line per result in FILE (JSON lines of `lal bench generate --json`, optionally with a "gemv"
 # label, and of hf_parity.py bench).
 bench_table() {
@@ -29,21 +37,28 @@ for line in open(sys.argv[1]):
     try: r = json.loads(line)
     except Exception: continue
     label = "hf" if "anchor" in r else f'lal {r.get("fused_kernels", "")}' + (f' gemv {r["gemv"]}' if "gemv" in r else "")
+    if r.get("sampling", "greedy") != "greedy": label += " sampled"
     print(f'{label:18} batch {r["batch"]:3} {r["decode_ms_per_step"]:7.3f} ms/step {r["decode_tokens_per_s"]:9.0f} '
           f'tok/s prefill {r["prefill_tokens_per_s"]:8.0f} tok/s floor {r.get("weight_read_floor_ms_per_step", 0):5.2f} '
           f'{r.get("model", "")[-50:]}')
 PY
 }
 
-# bench_chat_pair LAL TURNS TIMEOUT: `lal bench chat --device cuda` on /tmp/qwen2.5-7b batched with the kernels and
-# the prefix cache, then as main ran before the scheduler (one at a time, LibTorch ops, no prefix cache); JSON in
-# $OUT/chat_{batched,serial}.json, the medians and each turn's answer-done time printed.
+# bench_chat_pair LAL TURNS TIMEOUT [MODES]: `lal bench chat --device cuda` on /tmp/qwen2.5-7b batched with the
+# kernels, the prefix cache and the warm-up at load, then as main ran before the scheduler (one at a time, LibTorch
+# ops, no prefix cache, no warm-up); JSON in $OUT/chat_{batched,serial}.json, the medians, each turn's first visible
+# thought and answer-done time, the time before turn 1 (load + warm-up) and the tokens per stage printed. Every region
+# generates its max_tokens (min_tokens raised to them: no end-of-sequence token ends one early), so that both runs
+# decode the same numbers of tokens whatever their (differently rounded) logits sample. MODES (optional) replaces the
+# list of "name max_batch kernels prefix_cache_mb warm_up" runs.
 bench_chat_pair() {
-  local mode
-  for mode in "batched 0 auto -1" "serial 1 torch 0"; do
+  local mode modes=${4:-"batched 0 auto -1 true|serial 1 torch 0 false"}
+  IFS='|' read -ra modes <<< "$modes"
+  for mode in "${modes[@]}"; do
     set -- "$1" "$2" "$3" $mode
     timeout "$3" "$1" bench chat --model_path /tmp/qwen2.5-7b --device cuda --turns "$2" --json --max_batch "$5" \
-      --kernels "$6" --prefix_cache_mb "$7" > $OUT/chat_$4.json 2>$OUT/chat_$4.err
+      --kernels "$6" --prefix_cache_mb "$7" --set "resources.model.warm_up=$8" --set 'modules.*.config.min_tokens=100000' \
+      > $OUT/chat_$4.json 2>$OUT/chat_$4.err
     echo "bench chat ($4) rc=$?"; tail -2 $OUT/chat_$4.err
     python3 - $OUT/chat_$4.json $4 <<'PY'
 import json, sys
@@ -51,7 +66,10 @@ r = json.load(open(sys.argv[1]))
 for k in ("thinking", "think_then_answer"):
     j = r[k]
     print(sys.argv[2], k, {m: round(j[m], 1) for m in j if m.startswith("median")},
-          "answer done per turn:", [round(t["answer_done_ms"]) for t in j.get("turns", [])])
+          "first visible / answer done per turn:",
+          [(round(t["first_visible_ms"]), round(t["answer_done_ms"])) for t in j.get("turns", [])],
+          "before turn 1:", round(j.get("start_ms", -1)), "ms; tokens per stage:",
+          [t.get("tokens") for t in j.get("turns", [])])
 PY
   done
 }

@@ -801,7 +801,16 @@ std::shared_ptr<lal::LanguageModel> load_language_model(const ModelOptions& opti
   SchedulerOptions scheduling;
   scheduling.max_batch = options.max_batch;
   scheduling.prefix_cache_bytes = options.prefix_cache_mb < 0 ? -1 : options.prefix_cache_mb << 20;
-  return std::make_shared<TorchLanguageModel>(Engine::load(options), options.chat_template, scheduling);
+  auto engine = Engine::load(options);
+  if (options.warm_up) {  // greedy requests, and sampled ones with top-p (what lal's thinking regions send)
+    const auto& defaults = engine->config().generation;
+    SamplingRequest greedy, nucleus;
+    greedy.greedy = true;
+    nucleus.temperature = 0.7f;
+    nucleus.top_p = 0.9f;
+    scheduling.warm_up_sampling = {resolve_sampling(defaults, greedy), resolve_sampling(defaults, nucleus)};
+  }
+  return std::make_shared<TorchLanguageModel>(std::move(engine), options.chat_template, scheduling);
 }
 
 }  // namespace lal::lm

@@ -10,8 +10,10 @@
 #endif
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cpu/cpu_linear.hpp"  // the decode steps' thread pool
@@ -170,6 +172,36 @@ torch::Tensor gumbel_argmax(const torch::Tensor& processed, const torch::Tensor&
   return (processed.to(torch::kFloat64) - torch::log(-torch::log(uniform))).argmax(-1);
 }
 
+/// Whether the sampled choice on CUDA uses the Gumbel kernel and one sort for top-k + top-p (with the other fused
+/// kernels); LAL_CUDA_SAMPLER=off keeps the LibTorch ops for it (to measure the difference).
+bool device_sampler_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("LAL_CUDA_SAMPLER");
+    return !(v && std::string(v) == "off");
+  }();
+  return on;
+}
+
+/// gumbel_argmax() with the counter noise by the Gumbel kernel (cuda/kernels.hpp: the same float64 operations) into
+/// `ids` (int64 [B]) for the rows that are not greedy (greedy bool [B]; undefined: all); noise_per_row: the noise
+/// of counter_uniform_rows(seed, column, V), else of counter_uniform(seed, column, B, V).
+void device_gumbel(const torch::Tensor& processed, const torch::Tensor& seed, const torch::Tensor& column,
+                   bool noise_per_row, const torch::Tensor& greedy, torch::Tensor& ids) {
+#if LAL_LM_HAVE_KERNELS
+  const auto B = processed.size(0), V = processed.size(1);
+  auto scores = processed.contiguous();
+  auto seeds = seed.contiguous(), columns = column.contiguous();
+  auto scratch = torch::empty({cuda::gumbel_scratch(B, V)}, processed.options().dtype(torch::kFloat64));
+  torch::Tensor flags = greedy.defined() ? greedy.contiguous() : torch::Tensor();
+  cuda::gumbel_choose(scores.data_ptr<float>(), B, V, seeds.data_ptr<std::int64_t>(), columns.data_ptr<std::int64_t>(),
+                      noise_per_row, flags.defined() ? flags.data_ptr<bool>() : nullptr, ids.data_ptr<std::int64_t>(),
+                      scratch.data_ptr<double>(), c10::cuda::getCurrentCUDAStream(processed.device().index()).stream());
+#else
+  (void)processed, (void)seed, (void)column, (void)noise_per_row, (void)greedy, (void)ids;
+  throw std::logic_error("device_gumbel without the CUDA kernels");
+#endif
+}
+
 }  // namespace
 
 std::uint64_t splitmix64(std::uint64_t x) {
@@ -231,7 +263,15 @@ TokenChoice choose_tokens(const torch::Tensor& logits, std::int64_t usable_vocab
     if (plain) return {st.argmax, st.logprob, st.entropy};
     auto processed = process_scores(logits, s, history);
     if (suppress.defined()) processed = processed + suppress;
-    auto ids = greedy ? processed.argmax(-1) : gumbel_argmax(processed, counter_uniform(seed, column, B, V));
+    torch::Tensor ids;
+    if (greedy) {
+      ids = processed.argmax(-1);
+    } else if (!device_sampler_on()) {
+      ids = gumbel_argmax(processed, counter_uniform(seed, column, B, V));
+    } else {
+      ids = torch::empty({B}, logits.options().dtype(torch::kLong));
+      device_gumbel(processed, seed, column, /*noise_per_row=*/false, {}, ids);
+    }
     return {ids, logits.gather(1, ids.unsqueeze(1)).squeeze(1) - st.log_z, st.entropy};
   }
   if (usable_vocab < V) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
@@ -273,8 +313,11 @@ torch::Tensor counter_uniform_rows(const torch::Tensor& seed, const torch::Tenso
 
 namespace {
 
+/// `one_sort`: top-k and top-p together take one descending sort instead of one each (the top-p pass needs the
+/// top-k-masked scores in ascending order: the masked descending values reversed, the same array, so the same
+/// cumulative sums; only equal scores may sit in another order, which the two sorts do not fix either).
 torch::Tensor process_scores_rows(torch::Tensor scores, const RowSampling& r, const RowSamplingUse& use,
-                                  const torch::Tensor& history) {
+                                  const torch::Tensor& history, bool one_sort) {
   if (use.penalty) {
     auto penalty = r.repetition_penalty.view({-1, 1});
     auto seen = scores.gather(1, history);
@@ -284,12 +327,23 @@ torch::Tensor process_scores_rows(torch::Tensor scores, const RowSampling& r, co
   if (!use.sampled) return scores;
   scores = scores / r.temperature.view({-1, 1});
   const auto V = scores.size(1);
-  if (use.top_k) {
+  if (one_sort && use.top_k && use.top_p) {
+    auto k = torch::where(r.top_k > 0, r.top_k.clamp_max(V), torch::full_like(r.top_k, V));
+    auto [values, order] = scores.sort(-1, /*descending=*/true);
+    auto kth = values.gather(1, (k - 1).view({-1, 1}));
+    scores = scores.masked_fill(scores < kth, kNegInf);
+    auto ascending = values.masked_fill(values < kth, kNegInf).flip(-1);
+    auto cumulative = torch::softmax(ascending, -1).cumsum(-1);
+    auto remove = cumulative <= (1.0f - r.top_p).view({-1, 1});
+    remove.narrow(1, V - 1, 1).fill_(false);  // keep at least the most likely token
+    remove = remove & (r.top_p < 1.0f).view({-1, 1});
+    scores = scores.masked_fill(remove.scatter(1, order.flip(-1), remove), kNegInf);
+  } else if (use.top_k) {
     auto k = torch::where(r.top_k > 0, r.top_k.clamp_max(V), torch::full_like(r.top_k, V));
     auto kth = std::get<0>(scores.sort(-1, /*descending=*/true)).gather(1, (k - 1).view({-1, 1}));
     scores = scores.masked_fill(scores < kth, kNegInf);
   }
-  if (use.top_p) {
+  if (use.top_p && !(one_sort && use.top_k)) {
     auto sorted = scores.sort(-1, /*descending=*/false);
     auto cumulative = torch::softmax(std::get<0>(sorted), -1).cumsum(-1);
     auto remove = cumulative <= (1.0f - r.top_p).view({-1, 1});
@@ -313,11 +367,14 @@ TokenChoice choose_tokens_rows(const torch::Tensor& logits, std::int64_t usable_
   const auto V = logits.size(1);
   const bool device = device_stats_apply(logits, suppress, fused_kernels);
   if (usable_vocab < V && !device) logits.narrow(1, usable_vocab, V - usable_vocab).fill_(kNegInf);
+  const bool device_sampler = device && device_sampler_on();
   auto chosen = [&] {  // argmax of the processed scores, Gumbel-max for sampled rows
-    auto processed = process_scores_rows(logits, sampling, use, history);
+    auto processed = process_scores_rows(logits, sampling, use, history, /*one_sort=*/device_sampler);
     if (suppress.defined()) processed = processed + suppress;
     auto ids = processed.argmax(-1);
-    if (use.sampled) {
+    if (use.sampled && device_sampler) {
+      device_gumbel(processed, sampling.seed, column, /*noise_per_row=*/true, sampling.greedy, ids);
+    } else if (use.sampled) {
       auto noisy =
           (processed.to(torch::kFloat64) - torch::log(-torch::log(counter_uniform_rows(sampling.seed, column, V))))
               .argmax(-1);

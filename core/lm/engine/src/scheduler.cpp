@@ -5,10 +5,14 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
+#include <future>
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -45,6 +49,24 @@ struct PrefixEntry {
   std::int64_t bytes = 0;
   std::uint64_t last_used = 0;
 };
+
+/// Which parts of the sampler act for a request with these settings (greedy rows run neutral settings).
+RowSamplingUse use_of(const SamplingOptions& s) {
+  const bool greedy = s.greedy || s.temperature <= 0.0f;
+  RowSamplingUse use;
+  use.penalty = s.repetition_penalty != 1.0f;
+  use.sampled = !greedy;
+  use.top_k = !greedy && s.top_k > 0;
+  use.top_p = !greedy && s.top_p < 1.0f;
+  use.min_p = !greedy && s.min_p > 0.0f;
+  return use;
+}
+
+/// Steps ahead on a GPU unless LAL_SCHEDULER_AHEAD=off (to measure without).
+bool steps_ahead_allowed(const torch::Device& device) {
+  const char* v = std::getenv("LAL_SCHEDULER_AHEAD");
+  return device.is_cuda() && !(v && std::strcmp(v, "off") == 0);
+}
 
 std::int64_t common_prefix(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
   const auto n = std::min(a.size(), b.size());
@@ -91,6 +113,15 @@ struct Scheduler::Impl {
   torch::Tensor suppress;        // float32 [R, V]: -inf on stop tokens before min_new_tokens
   RowSampling sampling;
   std::map<int, detail::DecodeGraph> graphs;
+  /// A decode step queued on the device whose tokens the host has not read yet: each row's job when it was queued
+  /// (a row ended or re-admitted since then drops its token).
+  struct Launched {
+    std::int64_t n = 0, count = 0;
+    std::vector<std::shared_ptr<Job>> jobs;
+  };
+  const bool ahead;
+  detail::HostReader reader;
+  std::deque<Launched> launched;
   std::list<PrefixEntry> prefixes;
   std::int64_t prefix_bytes = 0;
   std::uint64_t prefix_clock = 0;
@@ -102,7 +133,9 @@ struct Scheduler::Impl {
         max_rows(o.max_batch > 0 ? o.max_batch : (device.is_cuda() ? 16 : 8)),
         prefix_budget(o.prefix_cache_bytes >= 0 ? o.prefix_cache_bytes
                                                 : (device.is_cuda() ? (2ll << 30) : (256ll << 20))),
-        window(static_cast<std::int64_t>(std::max(0.0, o.admission_window_ms) * 1000)) {
+        window(static_cast<std::int64_t>(std::max(0.0, o.admission_window_ms) * 1000)),
+        ahead(steps_ahead_allowed(device)),
+        reader(device, 2) {
     rows.resize(static_cast<std::size_t>(max_rows));
   }
 
@@ -266,11 +299,7 @@ struct Scheduler::Impl {
     // The row's sampler (greedy rows neutral, see RowSampling) and stop-token suppression.
     const auto& s = o.sampling;
     const bool greedy = s.greedy || s.temperature <= 0.0f;
-    row.use.penalty = s.repetition_penalty != 1.0f;
-    row.use.sampled = !greedy;
-    row.use.top_k = !greedy && s.top_k > 0;
-    row.use.top_p = !greedy && s.top_p < 1.0f;
-    row.use.min_p = !greedy && s.min_p > 0.0f;
+    row.use = use_of(s);
     sampling.greedy[r].fill_(greedy);
     sampling.temperature[r].fill_(greedy ? 1.0f : s.temperature);
     sampling.top_k[r].fill_(greedy ? 0 : s.top_k);
@@ -373,64 +402,142 @@ struct Scheduler::Impl {
 
   // ---- the decode step -----------------------------------------------------------------------------------------
 
-  void step() {
+  bool graphs_used() const { return detail::DecodeGraph::supported(device) && !model.offloaded(); }
+
+  /// One decode step over rows [0, n) with the sampler parts `use`: ids, logprobs, entropies [3, n] (float64).
+  torch::Tensor run_step(std::int64_t n, const RowSamplingUse& use) {
+    KVCache view = rows_cache(0, n);
+    auto logits = model.decode_static(ids.narrow(0, 0, n), positions.narrow(0, 0, n), slot.narrow(0, 0, n),
+                                      valid.narrow(0, 0, n), view);
+    return choose_and_advance(logits.select(1, 0), 0, n, use);
+  }
+
+  /// The CUDA graph of the step over rows [0, n) with `use`, captured if it is not yet.
+  detail::DecodeGraph& graph_for(std::int64_t n, const RowSamplingUse& use) {
+    auto& graph = graphs[static_cast<int>(n) * 64 + use.key()];
+    if (graph.captured()) return graph;
+    // Capturing runs the step once for real; undo its advance so that the first replay takes this step.
+    std::vector<torch::Tensor> saved = {ids.clone(), positions.clone(), slot.clone(), valid.clone(), history.clone()};
+    graph.capture([&, n] { return run_step(n, use); }, device);
+    ids.copy_(saved[0]);
+    positions.copy_(saved[1]);
+    slot.copy_(saved[2]);
+    valid.copy_(saved[3]);
+    history.copy_(saved[4]);
+    std::lock_guard<std::mutex> lock(mutex);
+    ++stats.graphs;
+    return graph;
+  }
+
+  /// Queue one decode step over the occupied rows (their bucket) and the copy of its tokens to the host.
+  void launch() {
     std::int64_t highest = -1;
     RowSamplingUse use;
-    std::int64_t count = 0;
+    Launched step;
     for (std::int64_t r = 0; r < max_rows; ++r) {
       const Row& row = rows[static_cast<std::size_t>(r)];
       if (!row.occupied()) continue;
       highest = r;
-      ++count;
+      ++step.count;
       use.penalty |= row.use.penalty, use.sampled |= row.use.sampled, use.top_k |= row.use.top_k;
       use.top_p |= row.use.top_p, use.min_p |= row.use.min_p;
     }
     if (highest < 0) return;
-    std::int64_t n = 1;  // the bucket: rows [0, n)
-    while (n < highest + 1) n *= 2;
-    n = std::min<std::int64_t>(n, max_rows);
-    auto run = [&, n] {
-      KVCache view = rows_cache(0, n);
-      auto logits = model.decode_static(ids.narrow(0, 0, n), positions.narrow(0, 0, n), slot.narrow(0, 0, n),
-                                        valid.narrow(0, 0, n), view);
-      return choose_and_advance(logits.select(1, 0), 0, n, use);
-    };
-    torch::Tensor out;
-    if (detail::DecodeGraph::supported(device) && !model.offloaded()) {
-      auto& graph = graphs[static_cast<int>(n) * 64 + use.key()];
-      if (!graph.captured()) {
-        // Capturing runs the step once for real; undo its advance so that the first replay takes this step.
-        std::vector<torch::Tensor> saved = {ids.clone(), positions.clone(), slot.clone(), valid.clone(),
-                                            history.clone()};
-        graph.capture(run, device);
-        ids.copy_(saved[0]);
-        positions.copy_(saved[1]);
-        slot.copy_(saved[2]);
-        valid.copy_(saved[3]);
-        history.copy_(saved[4]);
-        std::lock_guard<std::mutex> lock(mutex);
-        ++stats.graphs;
-      }
-      out = graph.replay();
-    } else {
-      out = run();
+    step.n = 1;  // the bucket: rows [0, n)
+    while (step.n < highest + 1) step.n *= 2;
+    step.n = std::min<std::int64_t>(step.n, max_rows);
+    for (std::int64_t r = 0; r < step.n; ++r) step.jobs.push_back(rows[static_cast<std::size_t>(r)].job);
+    reader.push(graphs_used() ? graph_for(step.n, use).replay() : run_step(step.n, use));
+    launched.push_back(std::move(step));
+  }
+
+  /// Whether the step after the queued one may be queued before the host reads the queued one's tokens: reading
+  /// them must not change what it computes (a row reaching min_new_tokens lifts its stop-token suppression) and
+  /// should not end a row for certain (max_new_tokens: the extra step would only delay the next request).
+  bool may_step_ahead() const {
+    if (!ahead || launched.size() != 1) return false;
+    for (const Row& row : rows) {
+      if (!row.occupied()) continue;
+      const auto& o = row.job->request.options;
+      const int after = row.generated + static_cast<int>(launched.size());
+      if ((o.min_new_tokens > 0 && after == o.min_new_tokens) || after >= o.max_new_tokens) return false;
     }
-    auto host = out.to(torch::kCPU);
+    return true;
+  }
+
+  /// One step's tokens to the host: the oldest queued step (queued now if none is), the next one queued first when
+  /// it may be; then each row still running the job it ran then gets its token.
+  void step() {
+    if (launched.empty()) launch();
+    if (launched.empty()) return;
+    if (may_step_ahead()) {
+      launch();
+      std::lock_guard<std::mutex> lock(mutex);
+      ++stats.steps_ahead;
+    }
+    Launched done = std::move(launched.front());
+    launched.pop_front();
+    auto host = reader.pop();
     auto a = host.accessor<double, 2>();
     {
       std::lock_guard<std::mutex> lock(mutex);
       ++stats.decode_steps;
-      stats.decoded_tokens += count;
-      stats.largest_batch = std::max(stats.largest_batch, count);
+      stats.decoded_tokens += done.count;
+      stats.largest_batch = std::max(stats.largest_batch, done.count);
     }
-    for (std::int64_t r = 0; r < n; ++r)
-      if (rows[static_cast<std::size_t>(r)].occupied()) accept(r, a, r);
+    for (std::int64_t r = 0; r < done.n; ++r) {
+      const Row& row = rows[static_cast<std::size_t>(r)];
+      if (row.occupied() && row.job == done.jobs[static_cast<std::size_t>(r)]) accept(r, a, r);
+    }
+  }
+
+  /// Before the first request (SchedulerOptions::warm_up_sampling): the cache, one prefill with and one after a
+  /// cached prefix, and every bucket's graph for each sampler. A failure leaves things to first use.
+  void warm_up(const SchedulerOptions& o) {
+    if (o.warm_up_sampling.empty() || !graphs_used()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      ensure_capacity(warm_capacity(o.warm_up_capacity));
+      const std::int64_t n = std::min<std::int64_t>(64, capacity / 2), more = std::min<std::int64_t>(16, n);
+      KVCache view = rows_cache(0, 1);
+      auto prompt = torch::zeros({1, n}, opts(torch::kLong));
+      model.forward(prompt, torch::arange(n, opts(torch::kLong)).view({1, -1}), {}, &view, /*last_only=*/true);
+      view.length = n;
+      model.forward(prompt.narrow(1, 0, more), torch::arange(n, n + more, opts(torch::kLong)).view({1, -1}), {}, &view,
+                    /*last_only=*/true);
+      for (const auto& sampler : o.warm_up_sampling)
+        for (std::int64_t b = 1;; b = std::min<std::int64_t>(2 * b, max_rows)) {
+          graph_for(b, use_of(sampler));
+          if (b == max_rows) break;
+        }
+      detail::synchronize(device);
+    } catch (...) {
+      graphs.clear();  // first use captures them, as without a warm-up
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.warm_up_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  /// Tokens per row for the warm-up's cache (SchedulerOptions::warm_up_capacity).
+  std::int64_t warm_capacity(std::int64_t asked) const {
+    if (asked >= 0) return asked;
+    if (!model.fused_kernels()) return 0;  // ensure_capacity's smallest
+    const auto& c = model.config();
+    std::int64_t tokens = c.max_position_embeddings > 0 ? std::min<std::int64_t>(2048, c.max_position_embeddings)
+                                                        : 2048;
+    const std::int64_t per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim *
+                                   static_cast<std::int64_t>(torch::elementSize(model.dtype())) * max_rows;
+    const std::int64_t free_bytes = detail::cuda_free_bytes(device);
+    while (tokens > 256 && free_bytes >= 0 && tokens * per_token > free_bytes / 4) tokens /= 2;
+    return tokens;
   }
 
   void fail_rows(std::exception_ptr error) {
     for (std::int64_t r = 0; r < max_rows; ++r)
       if (rows[static_cast<std::size_t>(r)].occupied()) end_row(r, error);
     graphs.clear();
+    launched.clear();
+    reader = detail::HostReader(device, 2);
   }
 
   bool any_row() const {
@@ -440,12 +547,15 @@ struct Scheduler::Impl {
     return std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.occupied(); });
   }
 
-  void loop() {
+  /// The scheduler thread: the warm-up, then `ready`, then requests until stopping.
+  void loop(const SchedulerOptions& o, std::promise<void>& ready) {
     c10::InferenceMode inference;
 #if defined(LAL_LM_HAVE_CUDA)
     std::optional<c10::cuda::CUDAGuard> guard;
     if (device.is_cuda()) guard.emplace(device);
 #endif
+    warm_up(o);
+    ready.set_value();
     for (;;) {
       std::vector<std::shared_ptr<Job>> admitted, dropped;
       {
@@ -520,7 +630,11 @@ struct Scheduler::Impl {
 };
 
 Scheduler::Scheduler(Engine& engine, SchedulerOptions options) : impl_(std::make_unique<Impl>(*engine.impl_, options)) {
-  impl_->thread = std::thread([this] { impl_->loop(); });
+  std::promise<void> ready;
+  auto prepared = ready.get_future();
+  impl_->thread = std::thread(
+      [this, options = std::move(options), ready = std::move(ready)]() mutable { impl_->loop(options, ready); });
+  prepared.wait();
 }
 
 Scheduler::~Scheduler() {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -112,6 +113,70 @@ void check(const char* kernel) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA kernel ") + kernel + ": " + cudaGetErrorString(e));
 }
 
+// ---- programmatic dependent launch (Hopper and later) --------------------------------------------------------
+// A decode step is hundreds of small kernels; between two of them the GPU idles while the next one is launched and
+// its blocks are scheduled. The kernels here (but the GEMVs) are launched allowing the next one to be scheduled while
+// they still run (launch()); each first waits until the kernel before it has finished and its writes are visible
+// (wait_for_previous(), before reading anything), then lets the next one be scheduled. A kernel of LibTorch or
+// cuBLAS before or after one of these is waited for as usual. The GEMVs are launched plainly: a variant that asked
+// for its first weights before waiting measured ~1.9 µs slower per GEMV on the H200 (BENCHMARKS.md), and the plain
+// variant with the wait first was not measured.
+
+/// Waits for the previous kernel of the stream (griddepcontrol.wait); nothing where PDL does not exist.
+__device__ __forceinline__ void wait_for_previous() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/// Compiled with the same architectures as the kernels: its PTX version says whether they wait (sm_90 and later).
+__global__ void pdl_probe_kernel() {}
+
+/// Whether kernels launched on the current device may overlap the previous one: the device and the code compiled
+/// for it support it, and LAL_CUDA_PDL is not "off".
+bool pdl_enabled() {
+  static const bool off = [] {
+    const char* v = std::getenv("LAL_CUDA_PDL");
+    return v && std::strcmp(v, "off") == 0;
+  }();
+  if (off) return false;
+  constexpr int kDevices = 64;
+  static int known[kDevices] = {};  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (!known[device]) {
+    int major = 0;
+    cudaFuncAttributes attributes{};
+    const bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                     major >= 9 && cudaFuncGetAttributes(&attributes, pdl_probe_kernel) == cudaSuccess &&
+                     attributes.ptxVersion >= 90;
+    (void)cudaGetLastError();
+    known[device] = yes ? 2 : 1;
+  }
+  return known[device] == 2;
+}
+
+/// kernel<<<grid, block, 0, stream>>>(args...), allowed to start while the stream's previous kernel finishes
+/// (programmatic stream serialization) where pdl_enabled(). Every kernel launched so calls wait_for_previous() first.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  (void)cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);  // check() reports a failure
+}
+
 int norm_threads(std::int64_t cols) {
   int t = 32;
   while (t < 1024 && t * 4 < cols) t *= 2;
@@ -121,6 +186,7 @@ int norm_threads(std::int64_t cols) {
 template <typename T>
 __global__ void add_rms_norm_kernel(T* residual, const T* delta, T* out, const T* weight, std::int64_t cols,
                                     float eps) {
+  wait_for_previous();
   T* res = residual + blockIdx.x * cols;
   const T* del = delta ? delta + blockIdx.x * cols : nullptr;
   T* o = out + blockIdx.x * cols;
@@ -141,6 +207,7 @@ __global__ void add_rms_norm_kernel(T* residual, const T* delta, T* out, const T
 
 template <typename T>
 __global__ void layer_norm_kernel(const T* x, T* out, const T* weight, const T* bias, std::int64_t cols, float eps) {
+  wait_for_previous();
   const T* row = x + blockIdx.x * cols;
   T* o = out + blockIdx.x * cols;
   float sum = 0.0f;
@@ -161,6 +228,7 @@ __global__ void layer_norm_kernel(const T* x, T* out, const T* weight, const T* 
 
 template <typename T>
 __global__ void rotary_kernel(T* qkv, QkvLayout L, const std::int64_t* positions, const float* inv_freq, int rot) {
+  wait_for_previous();
   const std::int64_t t = blockIdx.x;
   const int half = rot / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -179,6 +247,7 @@ __global__ void rotary_kernel(T* qkv, QkvLayout L, const std::int64_t* positions
 
 template <typename T>
 __global__ void swiglu_kernel(const T* gate_up, T* out, std::int64_t rows, std::int64_t inner) {
+  wait_for_previous();
   const std::int64_t n = rows * inner;
   for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -192,6 +261,7 @@ __global__ void swiglu_kernel(const T* gate_up, T* out, std::int64_t rows, std::
 template <typename T>
 __global__ void kv_append_kernel(const T* qkv, QkvLayout L, T* k_cache, T* v_cache, std::int64_t capacity,
                                  const std::int64_t* slots, std::int64_t slot_stride) {
+  wait_for_previous();
   const std::int64_t b = blockIdx.x;
   const std::int64_t slot = slots[b * slot_stride];
   const T* row = qkv + b * L.token_stride;
@@ -210,6 +280,7 @@ template <typename T>
 __global__ void rotary_kv_append_kernel(T* qkv, QkvLayout L, const std::int64_t* positions, const float* inv_freq,
                                         int rot, T* k_cache, T* v_cache, std::int64_t capacity,
                                         const std::int64_t* slots, std::int64_t slot_stride) {
+  wait_for_previous();
   const std::int64_t b = blockIdx.x;
   const int half = rot / 2, D = L.head_dim;
   const float pos = static_cast<float>(positions[b]);
@@ -410,6 +481,7 @@ constexpr int kStatsFields = 6;  // per (row, chunk): max, sum exp, sum exp * sh
 __global__ void __launch_bounds__(kStatsThreads)
     token_stats_partial_kernel(float* logits, std::int64_t vocab, std::int64_t usable, const float* suppress,
                                std::int64_t suppress_stride, float* scratch, int chunks) {
+  wait_for_previous();
   const std::int64_t r = blockIdx.y;
   const int c = blockIdx.x;
   const std::int64_t chunk = (vocab + chunks - 1) / chunks;
@@ -455,6 +527,7 @@ __global__ void __launch_bounds__(kStatsThreads)
 /// its log-probability.
 __global__ void token_stats_final_kernel(const float* logits, std::int64_t vocab, const float* scratch, int chunks,
                                          float* log_z, float* entropy, std::int64_t* argmax, float* logprob) {
+  wait_for_previous();
   const std::int64_t r = blockIdx.x;
   const int lane = threadIdx.x;
   const float* part = scratch + r * chunks * kStatsFields;
@@ -485,6 +558,96 @@ __global__ void token_stats_final_kernel(const float* logits, std::int64_t vocab
   logprob[r] = logits[r * vocab + id] - lz;
 }
 
+// ---- Gumbel-max choice -------------------------------------------------------------------------------------
+
+constexpr std::uint64_t kGolden = 0x9e3779b97f4a7c15ull, kMix1 = 0xbf58476d1ce4e5b9ull, kMix2 = 0x94d049bb133111ebull;
+
+/// splitmix64's finaliser (sampling.cpp's mix()).
+__device__ __forceinline__ std::uint64_t mix64(std::uint64_t z) {
+  z += kGolden;
+  z = (z ^ (z >> 30)) * kMix1;
+  z = (z ^ (z >> 27)) * kMix2;
+  return z ^ (z >> 31);
+}
+
+/// Whether (v, i) is a better argmax than (bv, bi) in float64 (as better_arg()).
+__device__ __forceinline__ bool better_arg64(double v, int i, double bv, int bi) {
+  if (i < 0) return false;
+  if (bi < 0) return true;
+  if (isnan(v)) return !isnan(bv) || i < bi;
+  if (isnan(bv)) return false;
+  return v > bv || (v == bv && i < bi);
+}
+
+constexpr int kGumbelFields = 2;  // per (row, chunk): the best noisy value (float64) and its index
+
+/// Block (chunk, row): the best of double(scores) - log(-log(u)) over the chunk, u the counter noise of sampling.cpp:
+/// u = ((h >> 11) + 0.5) * 2^-53, h = mix(r * index_stride + i + mix(seed + mix(column))), seed and column those
+/// of row r * seed_stride.
+__global__ void __launch_bounds__(kStatsThreads)
+    gumbel_partial_kernel(const float* scores, std::int64_t vocab, const std::int64_t* seed, const std::int64_t* column,
+                          std::int64_t seed_stride, std::int64_t index_stride, double* scratch, int chunks) {
+  wait_for_previous();
+  const std::int64_t r = blockIdx.y;
+  const int c = blockIdx.x;
+  const std::int64_t chunk = (vocab + chunks - 1) / chunks;
+  const std::int64_t c0 = c * chunk, c1 = min(vocab, c0 + chunk);
+  const float* row = scores + r * vocab;
+  const std::uint64_t stream = mix64(static_cast<std::uint64_t>(seed[r * seed_stride]) +
+                                     mix64(static_cast<std::uint64_t>(column[r * seed_stride])));
+  double best = 0.0;
+  int best_at = -1;
+  for (std::int64_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+    const std::uint64_t h = mix64(static_cast<std::uint64_t>(r * index_stride + i) + stream);
+    const double u = (static_cast<double>(h >> 11) + 0.5) * 0x1p-53;
+    const double noisy = static_cast<double>(row[i]) - log(-log(u));
+    if (better_arg64(noisy, static_cast<int>(i), best, best_at)) best = noisy, best_at = static_cast<int>(i);
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const double ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_at, o);
+    if (better_arg64(ov, oi, best, best_at)) best = ov, best_at = oi;
+  }
+  __shared__ double best_v[32];
+  __shared__ int best_i[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) best_v[warp] = best, best_i[warp] = best_at;
+  __syncthreads();
+  if (warp != 0) return;
+  best = lane < warps ? best_v[lane] : 0.0;
+  best_at = lane < warps ? best_i[lane] : -1;
+  for (int o = 16; o > 0; o >>= 1) {
+    const double ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_at, o);
+    if (better_arg64(ov, oi, best, best_at)) best = ov, best_at = oi;
+  }
+  if (lane == 0) {
+    double* out = scratch + (r * chunks + c) * kGumbelFields;
+    out[0] = best;
+    out[1] = static_cast<double>(best_at);
+  }
+}
+
+/// One warp per row: the chunks' best; rows with greedy[r] keep ids[r] (their plain argmax, computed before).
+__global__ void gumbel_final_kernel(const double* scratch, int chunks, const bool* greedy, std::int64_t* ids) {
+  wait_for_previous();
+  const std::int64_t r = blockIdx.x;
+  const int lane = threadIdx.x;
+  double best = 0.0;
+  int best_at = -1;
+  for (int c = lane; c < chunks; c += 32) {
+    const double* p = scratch + (r * chunks + c) * kGumbelFields;
+    const int at = static_cast<int>(p[1]);
+    if (better_arg64(p[0], at, best, best_at)) best = p[0], best_at = at;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const double ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_at, o);
+    if (better_arg64(ov, oi, best, best_at)) best = ov, best_at = oi;
+  }
+  if (lane == 0 && !(greedy && greedy[r])) ids[r] = best_at < 0 ? 0 : best_at;
+}
+
 constexpr int kAttentionWarps = 4;
 
 /// Block (kv head, row, split): its G = H/KV query heads against the keys of its split, one warp per key in turn
@@ -494,6 +657,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
     decode_attention_kernel(const T* qkv, QkvLayout L, const T* k_cache, const T* v_cache, std::int64_t capacity,
                             const std::int64_t* slots, std::int64_t slot_stride, const bool* valid, float scale, T* out,
                             float* scratch, int splits) {
+  wait_for_previous();
   const int kvh = blockIdx.x, split = blockIdx.z;
   const std::int64_t b = blockIdx.y;
   const int G = L.heads / L.kv_heads, D = L.head_dim;
@@ -587,6 +751,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
 
 template <typename T>
 __global__ void combine_splits_kernel(const float* scratch, T* out, int D, int splits, std::int64_t parts) {
+  wait_for_previous();
   const std::int64_t bh = blockIdx.x;
   const float* m = scratch + parts * D + bh * splits;
   const float* l = scratch + parts * D + parts + bh * splits;
@@ -610,15 +775,15 @@ void launch_attention(const void* qkv, const QkvLayout& L, std::int64_t batch, c
                       std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, const bool* valid,
                       float scale, void* out, int splits, float* scratch, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(L.kv_heads), static_cast<unsigned>(batch), static_cast<unsigned>(splits));
-  decode_attention_kernel<T, DPL, MAXG><<<grid, kAttentionWarps * 32, 0, stream>>>(
-      static_cast<const T*>(qkv), L, static_cast<const T*>(k), static_cast<const T*>(v), capacity, slots, slot_stride,
-      valid, scale, static_cast<T*>(out), scratch, splits);
+  launch(decode_attention_kernel<T, DPL, MAXG>, grid, kAttentionWarps * 32, stream, static_cast<const T*>(qkv), L,
+         static_cast<const T*>(k), static_cast<const T*>(v), capacity, slots, slot_stride, valid, scale,
+         static_cast<T*>(out), scratch, splits);
   check("decode_attention");
   if (splits > 1) {
     const std::int64_t parts = batch * L.heads * splits;
-    combine_splits_kernel<T>
-        <<<static_cast<unsigned>(batch * L.heads), std::min(256, ((L.head_dim + 31) / 32) * 32), 0, stream>>>(
-            scratch, static_cast<T*>(out), L.head_dim, splits, parts);
+    launch(combine_splits_kernel<T>, static_cast<unsigned>(batch * L.heads),
+           std::min(256, ((L.head_dim + 31) / 32) * 32), stream, scratch, static_cast<T*>(out), L.head_dim, splits,
+           parts);
     check("decode_attention (combine)");
   }
 }
@@ -676,9 +841,8 @@ template <typename T>
 struct AddRmsNorm {
   static void run(void* residual, const void* delta, void* out, const void* weight, std::int64_t rows,
                   std::int64_t cols, float eps, cudaStream_t stream) {
-    add_rms_norm_kernel<T><<<static_cast<unsigned>(rows), norm_threads(cols), 0, stream>>>(
-        static_cast<T*>(residual), static_cast<const T*>(delta), static_cast<T*>(out), static_cast<const T*>(weight),
-        cols, eps);
+    launch(add_rms_norm_kernel<T>, static_cast<unsigned>(rows), norm_threads(cols), stream, static_cast<T*>(residual),
+           static_cast<const T*>(delta), static_cast<T*>(out), static_cast<const T*>(weight), cols, eps);
     check("add_rms_norm");
   }
 };
@@ -686,9 +850,8 @@ template <typename T>
 struct LayerNorm {
   static void run(const void* x, void* out, const void* weight, const void* bias, std::int64_t rows, std::int64_t cols,
                   float eps, cudaStream_t stream) {
-    layer_norm_kernel<T><<<static_cast<unsigned>(rows), norm_threads(cols), 0, stream>>>(
-        static_cast<const T*>(x), static_cast<T*>(out), static_cast<const T*>(weight), static_cast<const T*>(bias),
-        cols, eps);
+    launch(layer_norm_kernel<T>, static_cast<unsigned>(rows), norm_threads(cols), stream, static_cast<const T*>(x),
+           static_cast<T*>(out), static_cast<const T*>(weight), static_cast<const T*>(bias), cols, eps);
     check("layer_norm");
   }
 };
@@ -696,8 +859,8 @@ template <typename T>
 struct Rotary {
   static void run(void* qkv, const QkvLayout& L, std::int64_t tokens, const std::int64_t* positions,
                   const float* inv_freq, int rot, cudaStream_t stream) {
-    rotary_kernel<T>
-        <<<static_cast<unsigned>(tokens), 128, 0, stream>>>(static_cast<T*>(qkv), L, positions, inv_freq, rot);
+    launch(rotary_kernel<T>, static_cast<unsigned>(tokens), 128, stream, static_cast<T*>(qkv), L, positions, inv_freq,
+           rot);
     check("rotary");
   }
 };
@@ -706,7 +869,7 @@ struct Swiglu {
   static void run(const void* gate_up, void* out, std::int64_t rows, std::int64_t inner, cudaStream_t stream) {
     const std::int64_t n = rows * inner;
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
-    swiglu_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<const T*>(gate_up), static_cast<T*>(out), rows, inner);
+    launch(swiglu_kernel<T>, blocks, 256, stream, static_cast<const T*>(gate_up), static_cast<T*>(out), rows, inner);
     check("swiglu");
   }
 };
@@ -714,8 +877,8 @@ template <typename T>
 struct KvAppend {
   static void run(const void* qkv, const QkvLayout& L, std::int64_t batch, void* k, void* v, std::int64_t capacity,
                   const std::int64_t* slots, std::int64_t slot_stride, cudaStream_t stream) {
-    kv_append_kernel<T><<<static_cast<unsigned>(batch), 128, 0, stream>>>(
-        static_cast<const T*>(qkv), L, static_cast<T*>(k), static_cast<T*>(v), capacity, slots, slot_stride);
+    launch(kv_append_kernel<T>, static_cast<unsigned>(batch), 128, stream, static_cast<const T*>(qkv), L,
+           static_cast<T*>(k), static_cast<T*>(v), capacity, slots, slot_stride);
     check("kv_append");
   }
 };
@@ -724,9 +887,8 @@ struct RotaryKvAppend {
   static void run(void* qkv, const QkvLayout& L, std::int64_t batch, const std::int64_t* positions,
                   const float* inv_freq, int rot, void* k, void* v, std::int64_t capacity, const std::int64_t* slots,
                   std::int64_t slot_stride, cudaStream_t stream) {
-    rotary_kv_append_kernel<T><<<static_cast<unsigned>(batch), 128, 0, stream>>>(
-        static_cast<T*>(qkv), L, positions, inv_freq, rot, static_cast<T*>(k), static_cast<T*>(v), capacity, slots,
-        slot_stride);
+    launch(rotary_kv_append_kernel<T>, static_cast<unsigned>(batch), 128, stream, static_cast<T*>(qkv), L, positions,
+           inv_freq, rot, static_cast<T*>(k), static_cast<T*>(v), capacity, slots, slot_stride);
     check("rotary_kv_append");
   }
 };
@@ -838,12 +1000,32 @@ void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int6
   if (rows > 65535) throw std::invalid_argument("token_stats: more than 65535 rows");
   const auto s = static_cast<cudaStream_t>(stream);
   const int chunks = token_stats_chunks(rows, vocab);
-  token_stats_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, 0, s>>>(
-      logits, vocab, usable, suppress, suppress_stride, scratch, chunks);
+  launch(token_stats_partial_kernel, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, s,
+         logits, vocab, usable, suppress, suppress_stride, scratch, chunks);
   check("token_stats");
-  token_stats_final_kernel<<<static_cast<unsigned>(rows), 32, 0, s>>>(logits, vocab, scratch, chunks, log_z, entropy,
-                                                                      argmax, logprob);
+  launch(token_stats_final_kernel, static_cast<unsigned>(rows), 32, s, logits, vocab, scratch, chunks, log_z, entropy,
+         argmax, logprob);
   check("token_stats (final)");
+}
+
+std::int64_t gumbel_scratch(std::int64_t rows, std::int64_t vocab) {
+  return rows * token_stats_chunks(rows, vocab) * kGumbelFields;
+}
+
+void gumbel_choose(const float* scores, std::int64_t rows, std::int64_t vocab, const std::int64_t* seed,
+                   const std::int64_t* column, bool noise_per_row, const bool* greedy, std::int64_t* ids,
+                   double* scratch, void* stream) {
+  if (rows <= 0 || vocab <= 0) return;
+  if (vocab > 0x7fffffff) throw std::invalid_argument("gumbel_choose: a vocabulary over 2^31 entries");
+  if (rows > 65535) throw std::invalid_argument("gumbel_choose: more than 65535 rows");
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int chunks = token_stats_chunks(rows, vocab);
+  launch(gumbel_partial_kernel, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, s,
+         scores, vocab, seed, column, std::int64_t{noise_per_row ? 1 : 0}, noise_per_row ? std::int64_t{0} : vocab,
+         scratch, chunks);
+  check("gumbel_choose");
+  launch(gumbel_final_kernel, static_cast<unsigned>(rows), 32, s, scratch, chunks, greedy, ids);
+  check("gumbel_choose (final)");
 }
 
 bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t batch, const void* k_cache,

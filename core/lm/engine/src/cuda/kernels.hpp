@@ -96,6 +96,18 @@ void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int6
                  float* scratch, void* stream);
 std::int64_t token_stats_scratch(std::int64_t rows, std::int64_t vocab);
 
+/// The sampler's Gumbel-max choice (sampling.cpp: argmax over i of double(scores[r, i]) - log(-log(u)); the first
+/// index on ties, NaN the largest) in two kernels instead of LibTorch's ~20 passes over [rows, vocab] in int64 and
+/// float64: the same float64 operations, so the same ids. u is the counter noise: noise_per_row, that of
+/// counter_uniform_rows() at seed[r], column[r] (int64 [rows]); else that of counter_uniform() at seed[0], column[0]
+/// over the whole [rows, vocab]. scores float32 [rows, vocab] contiguous. ids[r] is written for rows with greedy[r]
+/// false (greedy nullptr: every row). `scratch` holds gumbel_scratch(rows, vocab) doubles. rows <= 65535,
+/// vocab < 2^31 (std::invalid_argument otherwise).
+void gumbel_choose(const float* scores, std::int64_t rows, std::int64_t vocab, const std::int64_t* seed,
+                   const std::int64_t* column, bool noise_per_row, const bool* greedy, std::int64_t* ids,
+                   double* scratch, void* stream);
+std::int64_t gumbel_scratch(std::int64_t rows, std::int64_t vocab);
+
 /// How many key splits decode_attention should use for this batch and capacity (fills ~all multiprocessors).
 int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity);
 

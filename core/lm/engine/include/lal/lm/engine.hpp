@@ -62,6 +62,10 @@ struct ModelOptions {
   /// See lal/lm/scheduler.hpp. Engine::generate() does not use them.
   int max_batch = 0;
   std::int64_t prefix_cache_mb = -1;
+  /// The LanguageModel service on a GPU prepares at load time what a first request would otherwise wait for (the
+  /// batch cache, cuBLAS, the decode step's CUDA graph of every batch bucket for greedy and top-p sampling; see
+  /// SchedulerOptions::warm_up_sampling), so loading takes longer and the first turn is as fast as later ones.
+  bool warm_up = true;
   /// Load weights holding NaN/±inf (checked on the device after conversion to the dtype). Off: such a model is
   /// refused at load time, naming the file and the tensor.
   bool allow_nonfinite = false;

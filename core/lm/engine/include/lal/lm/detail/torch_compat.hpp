@@ -166,12 +166,15 @@ class HostReader {
     if (static_cast<int>(pending_.size()) >= depth_) throw std::logic_error("HostReader: more than depth pending");
 #if LAL_LM_ASYNC_READ
     if (device_.is_cuda()) {
-      if (buffers_.empty()) {  // every pushed tensor has the first one's shape and type
-        for (int i = 0; i < depth_; ++i)
-          buffers_.push_back(at::empty(value.sizes(), value.options().device(at::kCPU).pinned_memory(true)));
+      if (buffers_.empty()) {
+        buffers_.resize(static_cast<std::size_t>(depth_));
         events_.resize(static_cast<std::size_t>(depth_));
       }
       const auto k = static_cast<std::size_t>(next_++ % depth_);
+      // A buffer of the tensor's shape and type (the one before in this slot was popped: its copy is done).
+      if (!buffers_[k].defined() || buffers_[k].sizes() != value.sizes() ||
+          buffers_[k].scalar_type() != value.scalar_type())
+        buffers_[k] = at::empty(value.sizes(), value.options().device(at::kCPU).pinned_memory(true));
       buffers_[k].copy_(value, /*non_blocking=*/true);
       events_[k].record(c10::cuda::getCurrentCUDAStream(device_.index() < 0 ? 0 : device_.index()));
       pending_.push_back(k);
