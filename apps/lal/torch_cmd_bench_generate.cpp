@@ -139,10 +139,10 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
       {"batch", batch},
       {"prompt_len", prompt_len},
       {"new_tokens", new_tokens},
-      {"sampling", go.sampling.greedy ? "greedy"
-                                      : "temperature " + std::to_string(go.sampling.temperature) + ", top_k " +
-                                            std::to_string(go.sampling.top_k) + ", top_p " +
-                                            std::to_string(go.sampling.top_p)},
+      {"sampling", go.sampling.greedy
+                       ? "greedy"
+                       : "temperature " + std::to_string(go.sampling.temperature) + ", top_k " +
+                             std::to_string(go.sampling.top_k) + ", top_p " + std::to_string(go.sampling.top_p)},
       {"weight_bytes", engine->parameter_bytes()},
       {"prefill_seconds", best.prefill_seconds},
       {"prefill_tokens_per_s", prefill_tps},

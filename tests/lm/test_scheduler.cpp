@@ -281,8 +281,9 @@ TEST_CASE("a warmed-up scheduler has every bucket's graph before the first reque
     std::vector<SequenceOutput> together(prompts.size());
     std::vector<std::thread> threads;
     for (std::size_t p = 0; p < prompts.size(); ++p)
-      threads.emplace_back(
-          [&, p] { together[p] = scheduler.generate(SequenceRequest{prompts[p], options[p], 0, {}, {}, {}}); });
+      threads.emplace_back([&, p] {
+        together[p] = scheduler.generate(SequenceRequest{prompts[p], options[p], 0, {}, {}, {}});
+      });
     for (auto& t : threads) t.join();
     for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(together[p].ids == alone[p]);
     const auto after = scheduler.stats();

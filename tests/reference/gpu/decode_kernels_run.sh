@@ -13,18 +13,9 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 SHAPES=${SHAPES:-"qwen2.5-0.5b qwen2.5-7b"} BATCHES=${BATCHES:-1,2,4,8,32} GEMVS=${GEMVS:-"on off"}
 BATCHES_CMP=${BATCHES_CMP:-1}  # the batches of the off run (from 2 rows on every setting runs cuBLAS)
 TURNS=${TURNS:-2} CHAT=${CHAT:-1}
-(for s in $SHAPES; do python3 tests/reference/make_bench_model.py $s /tmp/$s --device cuda; done
- cp models/lal-demo/tokenizer.json models/lal-demo/tokenizer_config.json /tmp/qwen2.5-7b/) > $OUT/models.txt 2>&1 &
-MODELS=$!
-python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
-TINY=$!
 . tests/reference/gpu/lib.sh
-# Everything (lal bench chat loads the plugins), the tests of the lm suite only; the benchmarks need lal only.
-if ! gpu_build; then
-  echo "the build failed: lal alone"; cmake --build $B -j $(nproc) --target lal >> $OUT/build.txt 2>&1 || exit 1
-fi
+gpu_setup $SHAPES
 el "built"
-L=$B/bin/lal
 $L --version | head -4
 wait $TINY
 export LAL_LM_TINY_MODELS=/tmp/tiny

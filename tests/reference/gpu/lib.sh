@@ -20,6 +20,23 @@ gpu_build() {
   grep -c "warning:" $OUT/build.txt | xargs echo "build warnings:"; grep "warning:" $OUT/build.txt | sort -u | head -5
 }
 
+# gpu_setup SHAPE...: in the background, the random-weight bench models of those shapes in /tmp/SHAPE (made once
+# per machine; qwen2.5-7b gets the demo model's tokenizer, for lal bench chat) and the tiny test models in /tmp/tiny
+# (pids MODELS and TINY); meanwhile gpu_build of everything, else of lal alone. Sets L (the lal binary).
+gpu_setup() {
+  (for s in "$@"; do [ -d /tmp/$s ] || python3 tests/reference/make_bench_model.py $s /tmp/$s --device cuda; done
+   [ -d /tmp/qwen2.5-7b ] && cp models/lal-demo/tokenizer.json models/lal-demo/tokenizer_config.json /tmp/qwen2.5-7b/
+  ) > $OUT/models.txt 2>&1 &
+  MODELS=$!
+  python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
+  TINY=$!
+  # Everything (lal bench chat loads the plugins), the tests of the lm suite only; the benchmarks need lal only.
+  if ! gpu_build; then
+    echo "the build failed: lal alone"; cmake --build $B -j $(nproc) --target lal >> $OUT/build.txt 2>&1 || exit 1
+  fi
+  L=$B/bin/lal
+}
+
 # gpu_tests NAME...: those test binaries of $B on CUDA (LAL_LM_TINY_MODELS set by the caller); output in $OUT/NAME.txt.
 gpu_tests() {
   for t in "$@"; do

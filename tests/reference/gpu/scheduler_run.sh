@@ -13,17 +13,9 @@ set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 SHAPES=${SHAPES:-"qwen2.5-0.5b qwen2.5-7b"} BATCHES=${BATCHES:-1,2,32} TURNS=${TURNS:-2} AHEAD_OFF=${AHEAD_OFF:-0}
-(for s in $SHAPES qwen2.5-7b; do [ -d /tmp/$s ] || python3 tests/reference/make_bench_model.py $s /tmp/$s --device cuda; done
- cp models/lal-demo/tokenizer.json models/lal-demo/tokenizer_config.json /tmp/qwen2.5-7b/) > $OUT/models.txt 2>&1 &
-MODELS=$!
-python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1 &
-TINY=$!
 . tests/reference/gpu/lib.sh
-if ! gpu_build; then
-  echo "the build failed: lal alone"; cmake --build $B -j $(nproc) --target lal >> $OUT/build.txt 2>&1 || exit 1
-fi
+gpu_setup $SHAPES qwen2.5-7b
 el "built"
-L=$B/bin/lal
 wait $TINY
 export LAL_LM_TINY_MODELS=/tmp/tiny
 gpu_tests lm_kernel_tests lm_scheduler_tests lm_engine_tests; el "tests"

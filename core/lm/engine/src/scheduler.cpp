@@ -523,8 +523,8 @@ struct Scheduler::Impl {
     if (asked >= 0) return asked;
     if (!model.fused_kernels()) return 0;  // ensure_capacity's smallest
     const auto& c = model.config();
-    std::int64_t tokens = c.max_position_embeddings > 0 ? std::min<std::int64_t>(2048, c.max_position_embeddings)
-                                                        : 2048;
+    std::int64_t tokens =
+        c.max_position_embeddings > 0 ? std::min<std::int64_t>(2048, c.max_position_embeddings) : 2048;
     const std::int64_t per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim *
                                    static_cast<std::int64_t>(torch::elementSize(model.dtype())) * max_rows;
     const std::int64_t free_bytes = detail::cuda_free_bytes(device);

@@ -10,9 +10,9 @@
 // captured CUDA graph, prepared before the first request (SchedulerOptions::warm_up_sampling). On a GPU the next
 // step is queued on the device before the host reads the current one's tokens (the host's work per token overlaps
 // the device's), except when reading them changes what the next step computes (a row reaching min_new_tokens) or
-// ends a row by length; a row that stops otherwise costs one step computed and dropped. A sequence's tokens do not depend on what else is in the batch (up to floating-point
-// rounding): greedy output equals Engine::generate() of the prompt alone, and sampled output too (the noise is a
-// function of seed and position only).
+// ends a row by length; a row that stops otherwise costs one step computed and dropped. A sequence's tokens do not
+// depend on what else is in the batch (up to floating-point rounding): greedy output equals Engine::generate() of the
+// prompt alone, and sampled output too (the noise is a function of seed and position only).
 //
 // PREFIX CACHE. After a prefill, and when a sequence ends, its keys/values are kept (bounded by
 // prefix_cache_bytes, least recently used dropped first); a later request whose prompt starts with a kept sequence
