@@ -20,7 +20,7 @@ namespace {
 
 const char* kModels[] = {"qwen2_tied_gqa", "phi3_partial_rotary", "neox_parallel"};
 
-std::unique_ptr<Engine> engine_for(const std::string& name) {
+std::unique_ptr<Engine> engine_for(const std::string& name, const std::string& kernels = "auto") {
   const char* root = std::getenv("LAL_LM_TINY_MODELS");
   REQUIRE_MESSAGE(root, "set LAL_LM_TINY_MODELS (ctest does; the lm.make_tiny_models test writes them)");
   const char* device = std::getenv("LAL_LM_TEST_DEVICE");
@@ -28,6 +28,7 @@ std::unique_ptr<Engine> engine_for(const std::string& name) {
   o.model_path = std::string(root) + "/" + name;
   o.device = device && *device ? device : "cpu";
   o.dtype = "float32";
+  o.kernels = kernels;
   return Engine::load(o);
 }
 
@@ -245,49 +246,52 @@ TEST_CASE("requests arriving together on an idle scheduler stream in priority or
 }
 
 TEST_CASE("a warmed-up scheduler has every bucket's graph before the first request and gives the same tokens") {
-  auto engine = engine_for("qwen2_tied_gqa");
-  const auto prompts = prompts_for(engine->usable_vocab(), 6);
-  GenerateOptions greedy, nucleus;
-  greedy.sampling.greedy = true;
-  nucleus.sampling.temperature = 0.9f;
-  nucleus.sampling.top_p = 0.8f;
-  SchedulerOptions o = scheduling(4, 0);
-  o.warm_up_sampling = {greedy.sampling, nucleus.sampling};
-  std::vector<GenerateOptions> options;
-  std::vector<std::vector<std::int32_t>> alone;
-  for (std::size_t p = 0; p < prompts.size(); ++p) {
-    // Other temperatures and top-p values than the warm-up's: the same graphs serve them.
-    GenerateOptions g = p % 2 ? nucleus : greedy;
-    g.max_new_tokens = 6 + static_cast<int>(p);
-    g.sampling.temperature += 0.05f * static_cast<float>(p);
-    g.sampling.top_p -= 0.02f * static_cast<float>(p);
-    g.sampling.seed = 7 + p;
-    options.push_back(g);
-    alone.push_back(engine->generate({prompts[p]}, g)[0].ids);
-  }
-  for (std::int64_t capacity : {std::int64_t{-1}, std::int64_t{1000}}) {
-    CAPTURE(capacity);
-    o.warm_up_capacity = capacity;
-    Scheduler scheduler(*engine, o);
-    const auto prepared = scheduler.stats();
-    if (on_gpu()) {
-      CHECK(prepared.graphs == 6);  // buckets 1, 2, 4 for each sampler
-      CHECK(prepared.warm_up_seconds > 0);
-    } else {  // nothing to prepare without CUDA graphs
-      CHECK(prepared.graphs == 0);
-      CHECK(prepared.warm_up_seconds == 0);
+  for (const char* kernels : {"auto", "torch"}) {  // the fused attention (a large cache) and LibTorch's (256 slots)
+    CAPTURE(kernels);
+    auto engine = engine_for("qwen2_tied_gqa", kernels);
+    const auto prompts = prompts_for(engine->usable_vocab(), 6);
+    GenerateOptions greedy, nucleus;
+    greedy.sampling.greedy = true;
+    nucleus.sampling.temperature = 0.9f;
+    nucleus.sampling.top_p = 0.8f;
+    SchedulerOptions o = scheduling(4, 0);
+    o.warm_up_sampling = {greedy.sampling, nucleus.sampling};
+    std::vector<GenerateOptions> options;
+    std::vector<std::vector<std::int32_t>> alone;
+    for (std::size_t p = 0; p < prompts.size(); ++p) {
+      // Other temperatures and top-p values than the warm-up's: the same graphs serve them.
+      GenerateOptions g = p % 2 ? nucleus : greedy;
+      g.max_new_tokens = 6 + static_cast<int>(p);
+      g.sampling.temperature += 0.05f * static_cast<float>(p);
+      g.sampling.top_p -= 0.02f * static_cast<float>(p);
+      g.sampling.seed = 7 + p;
+      options.push_back(g);
+      alone.push_back(engine->generate({prompts[p]}, g)[0].ids);
     }
-    CHECK(prepared.requests == 0);
-    std::vector<SequenceOutput> together(prompts.size());
-    std::vector<std::thread> threads;
-    for (std::size_t p = 0; p < prompts.size(); ++p)
-      threads.emplace_back([&, p] {
-        together[p] = scheduler.generate(SequenceRequest{prompts[p], options[p], 0, {}, {}, {}});
-      });
-    for (auto& t : threads) t.join();
-    for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(together[p].ids == alone[p]);
-    const auto after = scheduler.stats();
-    CHECK(after.requests == 6);
-    CHECK(after.graphs == prepared.graphs);  // no capture inside a request
+    for (std::int64_t capacity : {std::int64_t{-1}, std::int64_t{1000}}) {
+      CAPTURE(capacity);
+      o.warm_up_capacity = capacity;
+      Scheduler scheduler(*engine, o);
+      const auto prepared = scheduler.stats();
+      if (on_gpu()) {
+        CHECK(prepared.graphs == 6);  // buckets 1, 2, 4 for each sampler
+        CHECK(prepared.warm_up_seconds > 0);
+      } else {  // nothing to prepare without CUDA graphs
+        CHECK(prepared.graphs == 0);
+        CHECK(prepared.warm_up_seconds == 0);
+      }
+      CHECK(prepared.requests == 0);
+      std::vector<SequenceOutput> together(prompts.size());
+      std::vector<std::thread> threads;
+      for (std::size_t p = 0; p < prompts.size(); ++p)
+        threads.emplace_back([&, p] {
+          together[p] = scheduler.generate(SequenceRequest{prompts[p], options[p], 0, {}, {}, {}});
+        });
+      for (auto& t : threads) t.join();
+      for (std::size_t p = 0; p < prompts.size(); ++p) CHECK(together[p].ids == alone[p]);
+      const auto after = scheduler.stats();
+      CHECK(after.requests == 6);
+      CHECK(after.graphs == prepared.graphs);  // no capture inside a request
+    }
   }
 }

@@ -497,7 +497,7 @@ struct Scheduler::Impl {
     if (o.warm_up_sampling.empty() || !graphs_used()) return;
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      ensure_capacity(warm_capacity(o.warm_up_capacity));
+      ensure_capacity(std::max<std::int64_t>(256, warm_capacity(o.warm_up_capacity)));  // ensure_capacity's least
       const std::int64_t n = std::min<std::int64_t>(64, capacity / 2), more = std::min<std::int64_t>(16, n);
       KVCache view = rows_cache(0, 1);
       auto prompt = torch::zeros({1, n}, opts(torch::kLong));
@@ -521,7 +521,7 @@ struct Scheduler::Impl {
   /// Tokens per row for the warm-up's cache (SchedulerOptions::warm_up_capacity).
   std::int64_t warm_capacity(std::int64_t asked) const {
     if (asked >= 0) return asked;
-    if (!model.fused_kernels()) return 0;  // ensure_capacity's smallest
+    if (!model.fused_kernels()) return 256;  // LibTorch's attention runs over the whole cache
     const auto& c = model.config();
     std::int64_t tokens =
         c.max_position_embeddings > 0 ? std::min<std::int64_t>(2048, c.max_position_embeddings) : 2048;
