@@ -15,6 +15,7 @@ echo "== dry run"
 grep -q "memory estimate" "$OUT/plan.txt"
 grep -q "student           half-teacher (auto: the largest that fits): qwen2, 2 layers" "$OUT/plan.txt"
 grep -q "verdict           FITS" "$OUT/plan.txt"
+grep -qE "^  disk              ~.* step checkpoint\(s\) x .* free at " "$OUT/plan.txt"
 
 echo "== distill (half-teacher student initialised from teacher layers 0 and 3)"
 "$LAL" distill "${common[@]}" --output_dir "$OUT" --log_level info
@@ -26,6 +27,17 @@ for f in questions.jsonl data.jsonl metrics.jsonl loss.svg summary.json options.
   test -s "$W/$f" || { echo "missing $W/$f"; exit 1; }
 done
 test "$(wc -l < "$W/data.jsonl")" -eq 24
+# The plan's disk estimate counts 12 bytes per student parameter for a step checkpoint (float32 weights + AdamW's
+# two moments): the checkpoints written are that size (headers and the trainer state aside).
+"$PY" - "$W" <<'PY'
+import glob, json, os, sys
+w = sys.argv[1]
+n = json.load(open(os.path.join(w, "summary.json")))["student_parameters"]
+for d in glob.glob(os.path.join(w, "checkpoints", "step-*")):
+    size = sum(os.path.getsize(os.path.join(d, f)) for f in ("model.safetensors", "optimizer.safetensors"))
+    assert 12 * n <= size <= 12 * n * 1.05 + 65536, (d, size, 12 * n)
+print("step checkpoints: 12 bytes per parameter, as the plan counts")
+PY
 grep -q '"val_kl"' "$W/metrics.jsonl"
 grep -q '<svg' "$W/loss.svg"
 

@@ -341,6 +341,19 @@ TEST_CASE("memory plan: a 32B teacher on one H200, a 7B student on two, a 12 GiB
   o.store_topk = 64;
   CHECK(estimate_memory(o, &teacher, half_b, "cuda", "int4", 1).fits(cap12));
   CHECK(estimate_memory(o, &teacher, half_b, "cuda", "int4", 1).generation_device < 8.0 * (1 << 30));
+  // Disk: a step checkpoint is float32 weights + AdamW's two moments; keep + 1 exist while the oldest is pruned.
+  DistillOptions d;
+  d.keep_checkpoints = 2, d.checkpoint_every = 100, d.validation_fraction = 0.05, d.export_dtype = "bfloat16";
+  const double n7 = static_cast<double>(parameter_count(seven));
+  auto disk = estimate_disk(d, seven, 745);
+  CHECK(disk.step_checkpoint == doctest::Approx(12 * n7));
+  CHECK(disk.step_checkpoints_at_once == 3);
+  CHECK(disk.total() == doctest::Approx(3 * 12 * n7 + 4 * n7 + 2 * n7));
+  CHECK_FALSE(disk.fits(static_cast<std::int64_t>(disk.total())));  // 5 % headroom
+  CHECK(disk.fits(static_cast<std::int64_t>(disk.total() * 1.06)));
+  CHECK(estimate_disk(d, seven, 50).step_checkpoints_at_once == 1);  // one checkpoint: the last step's
+  d.keep_checkpoints = 0, d.validation_fraction = 0, d.save_hf_format = false;
+  CHECK(estimate_disk(d, seven, 0).total() == doctest::Approx(2 * 12 * n7));  // keep 0 keeps 1 (+ the new one)
   // Sizes as users write them.
   CHECK(parse_bytes("12GiB", "--max_gpu_memory") == (std::int64_t{12} << 30));
   CHECK(parse_bytes("8000MiB", "--max_gpu_memory") == std::int64_t{8000} << 20);

@@ -125,7 +125,35 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
   return m;
 }
 
+DiskEstimate estimate_disk(const DistillOptions& o, const lal::lm::ModelConfig& student, std::int64_t steps) {
+  DiskEstimate d;
+  const double sp = static_cast<double>(parameter_count(student));
+  d.step_checkpoint = sp * (4 + 8);  // model.safetensors (float32) + optimizer.safetensors (AdamW m and v, float32)
+  double at_once = static_cast<double>(std::max<std::int64_t>(o.keep_checkpoints, 1) + 1);
+  if (steps > 0) {
+    // Every checkpoint_every steps and the last one.
+    const auto made = steps / std::max<std::int64_t>(1, o.checkpoint_every) + (steps % o.checkpoint_every ? 1 : 0);
+    at_once = std::min(at_once, static_cast<double>(std::max<std::int64_t>(made, 1)));
+  }
+  d.step_checkpoints_at_once = at_once;
+  d.best = o.validation_fraction > 0 ? sp * 4 : 0;
+  d.export_bytes = o.save_hf_format ? sp * (o.export_dtype == "float32" ? 4 : 2) : 0;
+  return d;
+}
+
+bool DiskEstimate::fits(std::int64_t available) const { return total() * 1.05 <= static_cast<double>(available); }
+
 namespace {
+
+/// Free bytes for a new file under `dir` (its nearest existing ancestor); -1 when that cannot be read.
+std::int64_t free_bytes_under(const std::string& dir, std::string* where) {
+  std::error_code ec;
+  fs::path at = fs::absolute(dir, ec);
+  while (!at.empty() && !fs::exists(at, ec) && at != at.parent_path()) at = at.parent_path();
+  *where = at.string();
+  const auto info = fs::space(at, ec);
+  return ec ? -1 : static_cast<std::int64_t>(info.available);
+}
 
 /// A student preset's config for this teacher, or nothing when the preset does not apply to it.
 std::optional<lal::lm::ModelConfig> preset_for(const std::string& name, const lal::lm::ModelConfig* teacher,
@@ -270,6 +298,7 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << student.num_kv_heads << ", vocab " << student.vocab_size << (o.trim_vocab ? " before trimming" : "") << ", "
     << human_count(static_cast<double>(student_params)) << " parameters, init "
     << (o.student_init == "auto" ? (teacher_init ? "teacher layers" : "random") : o.student_init) << "\n";
+  std::int64_t planned_steps = 0;
   if (examples > 0) {
     const auto train_ex =
         static_cast<std::int64_t>(std::ceil(static_cast<double>(examples) * (1 - o.validation_fraction)));
@@ -278,6 +307,7 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     s << "  (c) training      ~" << train_ex << " examples, " << micro << " micro-batches of " << o.batch_size
       << " per epoch, " << o.num_epochs << " epochs, accumulation " << o.gradient_accumulation << " -> ~"
       << (o.max_steps > 0 ? std::min(steps, o.max_steps) : steps) << " optimizer steps\n";
+    planned_steps = o.max_steps > 0 ? std::min(steps, o.max_steps) : steps;
   } else {
     s << "  (c) training      " << o.num_epochs << " epochs, batch " << o.batch_size << " x accumulation "
       << o.gradient_accumulation << "\n";
@@ -304,14 +334,35 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << (o.cpu_offload ? " on the device + teacher in CPU memory" : "") << "\n";
   s << "                    teacher generation ~" << human_bytes(est.generation_device) << " (weights + KV cache of "
     << o.generation_batch_size << " x " << o.max_length << " tokens)\n";
+  const auto disk = estimate_disk(o, student, planned_steps);
+  std::string disk_dir;
+  const std::int64_t disk_free = free_bytes_under(o.output_dir, &disk_dir);
+  const bool disk_fits = disk_free < 0 || disk.fits(disk_free);
+  s << "  disk              ~" << human_bytes(disk.total()) << " at the peak: "
+    << static_cast<int>(disk.step_checkpoints_at_once) << " step checkpoint(s) x " << human_bytes(disk.step_checkpoint)
+    << " (weights + AdamW state)" << (disk.best > 0 ? ", best/ " + human_bytes(disk.best) : "")
+    << (disk.export_bytes > 0 ? ", export " + human_bytes(disk.export_bytes) : "") << "; "
+    << (disk_free < 0 ? "free space unknown" : human_bytes(static_cast<double>(disk_free)) + " free") << " at "
+    << disk_dir << "\n";
   const auto cap = device_capacity(o, device);
-  const bool fits = est.fits(cap.bytes);
+  const bool fits = est.fits(cap.bytes) && disk_fits;
   if (fits_out) *fits_out = fits;
   s << "  devices           " << (world.size > 1 ? std::to_string(world.size) + " ranks, each " : "") << cap.what
     << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
   s << "  verdict           " << (fits ? "FITS" : "DOES NOT FIT") << ": needs ~" << human_bytes(est.peak_device())
-    << " of " << human_bytes(static_cast<double>(cap.bytes)) << (fits ? "" : " per device") << "\n";
-  if (!fits) {
+    << " of " << human_bytes(static_cast<double>(cap.bytes)) << (est.fits(cap.bytes) ? "" : " per device")
+    << (disk_fits ? "" : "; the disk at " + disk_dir + " has " + human_bytes(static_cast<double>(disk_free)) +
+                             " free for ~" + human_bytes(disk.total()))
+    << "\n";
+  if (!disk_fits) {
+    s << "  what would fit    --output_dir on a disk with more free space";
+    auto v = o;
+    v.keep_checkpoints = 1;
+    if (const auto fewer = estimate_disk(v, student, planned_steps).total(); fewer < disk.total())
+      s << "; --keep_checkpoints 1: ~" << human_bytes(fewer);
+    s << "\n";
+  }
+  if (!est.fits(cap.bytes)) {
     const auto ideas = fitting_alternatives(o, teacher ? &*teacher : nullptr, device, quant, world.size, cap.bytes);
     if (ideas.empty()) s << "  what would fit    nothing lal can change: use a larger device\n";
     for (std::size_t i = 0; i < ideas.size(); ++i)
@@ -606,7 +657,8 @@ int run_distill(const DistillOptions& options) {
     bool fits = true;
     const std::string plan = describe_plan(o, &fits);
     if (!fits)
-      throw std::runtime_error("this run does not fit the device (--ignore_memory_plan to try anyway):\n" + plan);
+      throw std::runtime_error("this run does not fit the device or the disk (--ignore_memory_plan to try anyway):\n" +
+                               plan);
   }
   World& world = World::get();
   const auto env = WorldEnv::from_environment();

@@ -91,7 +91,7 @@ const std::vector<Row>& rows() {
       LAL_OPT(device, String, "auto | cpu | cuda | cuda:N"),
       LAL_OPT(threads, Int, "CPU threads for LibTorch (0 = default)"),
       LAL_OPT(max_gpu_memory, String, "cap lal's CUDA memory per GPU, e.g. 12GiB (the plan honours it; empty = all)"),
-      LAL_OPT(ignore_memory_plan, Bool, "start even when the memory plan says the run does not fit"),
+      LAL_OPT(ignore_memory_plan, Bool, "start even when the plan says the run does not fit (device memory or disk)"),
       LAL_OPT(windows_mode, Bool, "accepted for the original project's command lines; no effect in lal"),
       LAL_OPT(use_triton_windows, Bool, "accepted for the original project's command lines; no effect in lal"),
       LAL_OPT(use_direct_gpu, Bool, "accepted for the original project's command lines; no effect in lal"),

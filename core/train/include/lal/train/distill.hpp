@@ -61,6 +61,16 @@ struct MemoryEstimate {
 MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
                                const lal::lm::ModelConfig& student, const std::string& device, const std::string& quant,
                                int ranks);
+/// What the run writes under --output_dir at its peak (bytes): step checkpoints (float32 weights + AdamW moments),
+/// --keep_checkpoints + 1 of them at once while the oldest is pruned (fewer when the run makes fewer), the best
+/// checkpoint (float32 weights, with a validation split) and the export. `steps`: the planned optimizer steps, 0 when
+/// unknown (corpus training before tokenizing).
+struct DiskEstimate {
+  double step_checkpoint = 0, step_checkpoints_at_once = 0, best = 0, export_bytes = 0;
+  double total() const { return step_checkpoint * step_checkpoints_at_once + best + export_bytes; }
+  bool fits(std::int64_t available) const;  ///< with 5 % headroom
+};
+DiskEstimate estimate_disk(const DistillOptions& o, const lal::lm::ModelConfig& student, std::int64_t steps);
 /// Changes to the options that would make the run fit `capacity` bytes per device, each with its estimate.
 std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
                                               const std::string& device, const std::string& quant, int ranks,
