@@ -338,6 +338,13 @@ TEST_CASE("memory plan: a 32B teacher on one H200, a 7B student on two, a 12 GiB
   const auto offloaded = fitting_alternatives(o, &teacher, "cuda", "int4", 1, cap12);
   CHECK(std::any_of(offloaded.begin(), offloaded.end(),
                     [](const std::string& idea) { return idea.find("--store_topk 64") == 0; }));
+  // --teacher_logits auto makes that choice itself, and the automatic student under the cap is the 0.5B shape.
+  CHECK(resolve_teacher_logits(o, teacher, half_b, "cuda", "int4", 1, cap12).store_topk == kAutoStoreTopk);
+  CHECK(resolve_teacher_logits(o, teacher, half_b, "cuda", "int4", 1, h200).store_topk == 0);  // online fits there
+  o.teacher_logits = "online";
+  CHECK(resolve_teacher_logits(o, teacher, half_b, "cuda", "int4", 1, cap12).store_topk == 0);  // as the user said
+  o.teacher_logits = "auto";
+  CHECK(choose_student(o, teacher, "cuda", "int4", 1, cap12) == "qwen2.5-0.5b");
   o.store_topk = 64;
   CHECK(estimate_memory(o, &teacher, half_b, "cuda", "int4", 1).fits(cap12));
   CHECK(estimate_memory(o, &teacher, half_b, "cuda", "int4", 1).generation_device < 8.0 * (1 << 30));

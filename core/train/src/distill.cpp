@@ -198,7 +198,8 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
     auto v = o;
     v.teacher_logits = "auto", v.store_topk = 64;
     if (fits(v, *current, quant, ranks))
-      out.push_back("--store_topk 64 (the teacher's top-64 log-probabilities stored while it generates; no teacher "
+      out.push_back(std::string(o.teacher_logits == "online" ? "--teacher_logits topk " : "") +
+                    "--store_topk 64 (the teacher's top-64 log-probabilities stored while it generates; no teacher "
                     "while training): ~" + need(v, *current, quant, ranks));
   }
   const double current_params = static_cast<double>(parameter_count(*current));
@@ -233,6 +234,17 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
   return out;
 }
 
+DistillOptions resolve_teacher_logits(const DistillOptions& o, const lal::lm::ModelConfig& teacher,
+                                      const lal::lm::ModelConfig& student, const std::string& device,
+                                      const std::string& quant, int ranks, std::int64_t capacity) {
+  if (o.teacher_logits != "auto" || o.store_topk > 0 ||
+      estimate_memory(o, &teacher, student, device, quant, ranks).fits(capacity))
+    return o;
+  auto stored = o;
+  stored.store_topk = kAutoStoreTopk;
+  return estimate_memory(stored, &teacher, student, device, quant, ranks).fits(capacity) ? stored : o;
+}
+
 std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& teacher, const std::string& device,
                            const std::string& quant, int ranks, std::int64_t capacity) {
   std::string last;
@@ -242,7 +254,8 @@ std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& 
     // Never a student larger than half the teacher (half-teacher itself is exactly that).
     if (!st || (name != "half-teacher" && static_cast<double>(parameter_count(*st)) > teacher_params / 2)) continue;
     last = name;
-    if (estimate_memory(o, &teacher, *st, device, quant, ranks).fits(capacity)) return name;
+    const auto v = resolve_teacher_logits(o, teacher, *st, device, quant, ranks, capacity);
+    if (estimate_memory(v, &teacher, *st, device, quant, ranks).fits(capacity)) return name;
   }
   return last.empty() ? "tiny" : last;
 }
@@ -291,6 +304,13 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     for (const auto& c : o.corpus) s << c << " ";
     s << "(tokenizer " << o.tokenizer << ")\n";
   }
+  const auto world = WorldEnv::from_environment();
+  const auto cap = device_capacity(o, device);
+  bool topk_chosen = false;  // --teacher_logits auto chose stored top-k because the online teacher does not fit
+  if (teacher && o.store_topk <= 0) {
+    o = resolve_teacher_logits(o, *teacher, student, device, quant, world.size, cap.bytes);
+    topk_chosen = o.store_topk > 0;
+  }
   const auto student_params = parameter_count(student);
   s << "  student           " << o.student_config
     << (options.student_config == "auto" ? " (auto: the largest that fits)" : "") << ": " << student.model_type << ", "
@@ -316,7 +336,9 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits
     << (o.teacher_logits != "auto"  ? ""
         : !teacher                  ? " (none: hard labels)"
-        : o.store_topk > 0          ? " (top-" + std::to_string(o.store_topk) + " stored while the teacher generates)"
+        : o.store_topk > 0          ? " (top-" + std::to_string(o.store_topk) + " stored while the teacher generates" +
+                                             (topk_chosen ? ": the online teacher would not fit beside the training)"
+                                                          : ")")
                                     : " (online: a teacher forward in every step)")
     << "\n";
   s << "      schedule      AdamW lr " << o.learning_rate << " -> " << o.min_learning_rate << " (warmup "
@@ -324,7 +346,6 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << ", checkpoints every " << o.checkpoint_every << " steps in " << p.checkpoints << "\n";
   s << "  (d) export        " << (o.save_hf_format ? p.export_dir + " (" + o.export_dtype + ")" : "off") << "\n";
 
-  const auto world = WorldEnv::from_environment();
   const auto est = estimate_memory(o, teacher ? &*teacher : nullptr, student, device, quant, world.size);
   s << "  memory estimate   teacher " << human_bytes(est.teacher) << " (" << (teacher ? quant : "-")
     << (o.cpu_offload ? ", in CPU memory" : "") << "), student+optimizer " << human_bytes(est.student)
@@ -344,7 +365,6 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << (disk.export_bytes > 0 ? ", export " + human_bytes(disk.export_bytes) : "") << "; "
     << (disk_free < 0 ? "free space unknown" : human_bytes(static_cast<double>(disk_free)) + " free") << " at "
     << disk_dir << "\n";
-  const auto cap = device_capacity(o, device);
   const bool fits = est.fits(cap.bytes) && disk_fits;
   if (fits_out) *fits_out = fits;
   s << "  devices           " << (world.size > 1 ? std::to_string(world.size) + " ranks, each " : "") << cap.what
@@ -651,6 +671,18 @@ int run_distill(const DistillOptions& options) {
   o.student_config = resolve_student(options);
   if (o.student_config != options.student_config)
     spdlog::info("student: {} (auto: the largest that fits)", o.student_config);
+  if (!o.teacher_model.empty() && o.teacher_logits == "auto" && o.store_topk <= 0) {
+    const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_config(o.teacher_model));
+    bool teacher_init = false;
+    const auto student = student_config(o.student_config, &teacher, teacher.vocab_size, &teacher_init);
+    const auto device = resolve_device(o);
+    o = resolve_teacher_logits(o, teacher, student, device, resolve_quantize(o, device),
+                               WorldEnv::from_environment().size, device_capacity(o, device).bytes);
+    if (o.store_topk > 0)
+      spdlog::info("teacher logits: top-{} stored while the teacher generates (online, the teacher would not fit "
+                   "beside the training)",
+                   o.store_topk);
+  }
   apply_gpu_memory_cap(o, resolve_device(o));
   if (!o.ignore_memory_plan) {
     // Stop before loading anything large when the plan cannot fit; the plan says what would.

@@ -2,7 +2,8 @@
 # Issue 12's three end-to-end runs with a Qwen2.5-32B-shaped teacher (ELYZA-Thinking-1.0-Qwen-32B's shape; random
 # bf16 weights, 65 GB, written by make_bench_model.py into /dev/shm) on nvidia-h200-x2, as a user would type them:
 #   A  one H200, the default student (--student_config auto: the plan picks it), int4 teacher (the default on GPU);
-#   B  one H200 capped at 12 GiB (--max_gpu_memory 12GiB), int4 teacher with --cpu_offload, a 0.5B student;
+#   B  one H200 capped at 12 GiB (--max_gpu_memory 12GiB), int4 teacher with --cpu_offload, a 0.5B student (the plan
+#      then stores the teacher's top-64 log-probabilities: no teacher beside the training);
 #   C  two H200 through torchrun (c10d NCCL, ZeRO-1), a Qwen2.5-7B-shaped student (config.json).
 # Each prints its plan first (--dry_run), then runs end to end (teacher generation, KD training with the teacher
 # online, export); nvidia-smi samples every GPU's memory twice a second; transformers loads every export.
@@ -46,7 +47,7 @@ common=(--teacher_model $Q --num_epochs 1 --gradient_accumulation 1 --checkpoint
         --log_level info --generation_batch_size 32)
 RUN_A=(--student_config auto --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 4 --output_dir /tmp/runA
    --hf_model_name a --validation_fraction 0.1)
-RUN_B=(--max_gpu_memory 12GiB --quantize int4 --cpu_offload --store_topk 64 --student_config qwen2.5-0.5b --batch_size 1 --max_length 512
+RUN_B=(--max_gpu_memory 12GiB --quantize int4 --cpu_offload --student_config qwen2.5-0.5b --batch_size 1 --max_length 512
    --num_examples 16 --max_new_tokens 64 --output_dir /tmp/runB --hf_model_name b --validation_fraction 0.1)
 RUN_C=(--student_config /tmp/s7/config.json --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 2
    --output_dir /tmp/runC --hf_model_name c --validation_fraction 0)

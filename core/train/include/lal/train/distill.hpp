@@ -75,8 +75,16 @@ DiskEstimate estimate_disk(const DistillOptions& o, const lal::lm::ModelConfig& 
 std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
                                               const std::string& device, const std::string& quant, int ranks,
                                               std::int64_t capacity);
+/// --teacher_logits auto without --store_topk: the teacher's logits online (a teacher forward in every training step)
+/// when the run fits `capacity` bytes per device that way; else, when that fits, the teacher's top-kAutoStoreTopk
+/// log-probabilities stored while it generates (no teacher while training: store_topk set); else `o` unchanged.
+inline constexpr std::int64_t kAutoStoreTopk = 64;
+DistillOptions resolve_teacher_logits(const DistillOptions& o, const lal::lm::ModelConfig& teacher,
+                                      const lal::lm::ModelConfig& student, const std::string& device,
+                                      const std::string& quant, int ranks, std::int64_t capacity);
 /// The largest of half-teacher, qwen2.5-1.5b, qwen2.5-0.5b, demo, tiny (none over half the teacher) whose run fits
-/// `capacity` bytes per device; the smallest when none does (the plan then says it does not fit).
+/// `capacity` bytes per device (with resolve_teacher_logits' choice); the smallest when none does (the plan then says
+/// it does not fit).
 std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& teacher, const std::string& device,
                            const std::string& quant, int ranks, std::int64_t capacity);
 /// --student_config as given, or `auto` resolved with choose_student() for the devices of this run.
