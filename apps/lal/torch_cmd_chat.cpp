@@ -311,8 +311,10 @@ int chat_command(const std::vector<std::string>& args) {
   sigaction(SIGTERM, &term, nullptr);
   const std::string memory_db = memory_db_of(rt.spec());
 
-  if (interactive)
-    std::cerr << "lal chat — " << session.model_description << "\n/help でコマンド一覧、/exit で終了\n";
+  // The model and the dtype chosen (and why: `--dtype auto`) go to stderr at start also when stdin is not a
+  // terminal (scripts, `--output jsonl`): stdout stays the conversation.
+  std::cerr << "lal chat — " << session.model_description << "\n";
+  if (interactive) std::cerr << "/help でコマンド一覧、/exit で終了\n";
   int exit_code = 0;
   while (true) {
     if (interactive) std::cout << "\nあなた> " << std::flush;

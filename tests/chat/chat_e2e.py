@@ -81,6 +81,9 @@ for t in turns:
     check(ts == sorted(ts), f"turn {t}: t_ms not monotonic")
 
 # 2. Memory across process restarts: a new process recalls what alice said, and only for alice.
+# The model and the dtype `--dtype auto` chose are printed at start (stderr), with stdin not a terminal too.
+check("lal chat — " in first.stderr and any(d in first.stderr for d in ("float32", "bfloat16", "float16")),
+      f"the model/dtype choice is not printed at start: {first.stderr[-500:]}")
 second = chat(["私の名前を覚えていますか？"], "--output", "jsonl", "--memory_db", db, "--user", "alice")
 recalled = [e["text"] for e in events(second.stdout) if e["stage"] == "recall" and e["kind"] == "memory"]
 check(any("太郎" in r for r in recalled), f"alice's second session did not recall 太郎: {recalled}")

@@ -61,7 +61,7 @@ def q8(t, half_scale=True):
     return (q * d).reshape(shape)
 
 
-def forward(cfg, w, ids, steps):
+def forward(cfg, w, ids, steps, nudge=0.0):
     E, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     D, L, eps = E // H, cfg["num_hidden_layers"], cfg["rms_norm_eps"]
     T = len(ids)
@@ -69,6 +69,7 @@ def forward(cfg, w, ids, steps):
     r = bf16 if allb else (lambda t: t)
 
     def x_in(x, head=False):
+        x = x * (1 + nudge) if nudge else x
         if head and "head_f32" in steps:
             return x
         if "x_bf16" in steps or allb:
@@ -144,6 +145,9 @@ def main():
     ap.add_argument("--ids", required=True)
     ap.add_argument("--from", dest="start", type=int, default=None, help="first compared position (default: last)")
     ap.add_argument("--llama", default=None)
+    ap.add_argument("--nudge", type=float, default=0.0,
+                    help="also report each variant's sensitivity: max |logit change| when every product input is "
+                         "scaled by (1 + NUDGE) before its rounding (1e-6: a float32 summation-order difference)")
     ap.add_argument("--variants", default="x_bf16,x_q8,x_q8f32,kv_f16,kv_f16+q_kv,kv_bf16+q_kv,all_bf16,rope_iter")
     a = ap.parse_args()
     cfg = json.load(open(os.path.join(a.model, "config.json")))
@@ -180,6 +184,8 @@ def main():
                "top2_gap_last": gap(out[-1]), "argmax_last": int(out[-1].argmax())}
         if llama:
             res["rel_logit_diff_vs_llama_top64"] = vs_llama(out)
+        if a.nudge:
+            res[f"sensitivity_to_{a.nudge:g}_nudge"] = float((forward(cfg, w, ids, steps, a.nudge)[start:] - out).abs().max())
         print(json.dumps(res), flush=True)
 
 
