@@ -172,9 +172,10 @@ def agreement(a, key):
     for p, prompt in enumerate(agreement_prompts(a)):
         ids = ",".join(map(str, prompt))
         n = str(a.agreement_tokens)
+        # lal stops after an end-of-sequence token (its ids end with it); llama.cpp's run goes on past it: the ids
+        # are compared up to the shorter, so an end of generation is compared as a token and nothing after it.
         mine = json.loads(run([a.lal, "generate", "--model_path", a.model, "--device", "cpu", "--dtype", dtype,
-                               "--prompt_ids", ids, "--greedy", "--ids", "--max_new_tokens", n, "--min_new_tokens", n],
-                              env=lal_env(a)))
+                               "--prompt_ids", ids, "--greedy", "--ids", "--max_new_tokens", n], env=lal_env(a)))
         theirs = llama(a, gguf, "--prompt_ids", ids, "--new_tokens", n, "--warmup", "0", "--repeat", "1", "--ids",
                        "--fa", a.agreement_fa, "--kv", a.agreement_kv)["tokens"]
         n = min(len(mine), len(theirs))

@@ -19,7 +19,7 @@ const ctx = await model.createContext({contextSize: 1024, batchSize: 512, sequen
     ...(opt.kv === "default" ? {} : {experimentalKvCacheKeyType: opt.kv, experimentalKvCacheValueType: opt.kv})});
 const seq = ctx.getSequence();
 let position = from;
-const gen = seq.evaluateWithMetadata(ids.slice(0, from + 1), {probabilities: true}, {temperature: 0});
+const gen = seq.evaluateWithMetadata(ids.slice(0, from + 1), {probabilities: true}, {temperature: 0, yieldEogToken: true});
 let step = await gen.next();
 while (!step.done) {
     const top = {};
