@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -129,13 +130,17 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   if (M > kMaxKernelRows) {
     if (w.scalar_type() != torch::kFloat32 || at::get_num_threads() < 2 || at::in_parallel_region())
       return bias.defined() ? torch::linear(x, w, bias) : torch::linear(x, w);
-    // float32 prefill: the intra-op pool splits the product by weight rows, one single-threaded BLAS call each
-    // (one pool of threads instead of LibTorch's and OpenBLAS' competing for the cores).
+    // float32 prefill: the decode steps' pool splits the product by weight rows into chunks claimed one at a time,
+    // one single-threaded BLAS call each (one pool of threads instead of LibTorch's and OpenBLAS' competing for the
+    // cores). WHY not at::parallel_for (OpenMP): its barrier waits for every thread, and on a busy machine a thread
+    // without a time slice held each product (prompt 38 tok/s instead of 150-200 with another process running);
+    // the pool's caller never waits for a worker that has not started.
     SingleThreadedBlas one_blas_thread;
     auto x2d = x.reshape({M, in}).contiguous();
     auto y = torch::empty({M, out}, x.options());
-    const auto threads = static_cast<std::int64_t>(at::get_num_threads());
-    at::parallel_for(0, out, (out + threads - 1) / threads, [&](std::int64_t begin, std::int64_t end) {
+    const Pool pool = intra_op_pool();
+    const std::int64_t chunk = std::max<std::int64_t>(64, (out / (4 * pool.threads) + 15) / 16 * 16);
+    pool.run(out, chunk, [&](std::int64_t begin, std::int64_t end) {
       c10::InferenceMode inference;  // worker threads do not inherit the caller's mode
       auto part = w.narrow(0, begin, end - begin);
       auto r = bias.defined() ? torch::linear(x2d, part, bias.narrow(0, begin, end - begin)) : torch::linear(x2d, part);

@@ -6,9 +6,10 @@
 // int8/int4 it cannot multiply at all (the engine used to dequantise a whole layer per step). Here every format is
 // read once, in place, by one kernel, split over LibTorch's own intra-op threads: one pool, sized to the cores.
 //
-// THREADING: linear() may be called from any thread; it parallelises with at::parallel_for over LibTorch's intra-op
-// pool (serial when already inside a parallel region). Where it runs several BLAS calls at once (float32 prefill),
-// OpenBLAS is single-threaded for that call and restored after it.
+// THREADING: linear() may be called from any thread; decode-sized products and the float32 prefill run on the decode
+// steps' pool (intra_op_pool(), worker_pool.hpp), the int8/int4 prefill tiles with at::parallel_for over LibTorch's
+// intra-op pool (both serial when already inside a parallel region). Where it runs several BLAS calls at once
+// (float32 prefill), OpenBLAS is single-threaded for that call and restored after it.
 #pragma once
 
 #include <cstdint>
@@ -29,8 +30,8 @@ constexpr std::int64_t kMaxKernelRows = 8;
 /// step's lm-head).
 bool applies(const torch::Tensor& x, const torch::Tensor& w);
 /// x [..., in] times w [out, in] transposed, plus bias [out] (optional), in x's dtype. Up to kMaxKernelRows rows:
-/// the kernels (float32 accumulation); more: LibTorch's product (float32: split over the intra-op pool by weight
-/// rows, each part one single-threaded BLAS call; bfloat16: oneDNN, which uses that pool itself).
+/// the kernels (float32 accumulation); more: LibTorch's product (float32: split by weight rows over the decode
+/// steps' pool, intra_op_pool(), each chunk one single-threaded BLAS call; bfloat16: oneDNN on LibTorch's pool).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias);
 /// Activation rows from which linear() with an int8/int4 weight multiplies in bfloat16 (a long prefill).
 constexpr std::int64_t kBf16PrefillRows = 64;
