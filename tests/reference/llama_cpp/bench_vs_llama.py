@@ -148,19 +148,61 @@ def judge(a, key, ids, lal_token, llama_token):
     return r
 
 
+def all_logits(a, model, dtype, ids):
+    out = run([a.lal, "generate", "--model_path", model, "--device", "cpu", "--dtype", dtype, "--logits",
+               "--prompt_ids", ",".join(map(str, ids))], env=lal_env(a))
+    return json.loads(out)["logits"]
+
+
+def forced_agreement(a, key):
+    """Teacher-forced: along each text of --forced, the next-token argmax of both engines at every position (lal: one
+    forward over the text; llama.cpp: the prompt's first token, then one decode step per token), each difference
+    judged like judge() on the truth's logits at that position (issue 16's 1e-3 rule)."""
+    dtype, gtype = PAIRS[key]
+    gguf = gguf_for(a, gtype)
+    truth_model = stored_model(a, key)
+    positions = differences = near_ties = 0
+    worst = []
+    for ids in text_ids(a, a.forced):
+        mine = all_logits(a, a.model, dtype, ids)
+        truth = all_logits(a, truth_model, "float32", ids)
+        out = run(["node", node_script(a, "llama_logprobs.mjs"), gguf, "--ids", ",".join(map(str, ids)), "--from", "0",
+                   "--kv", a.agreement_kv, "--fa", a.agreement_fa, "--threads", str(a.threads), "--top", "2"],
+                  cwd=a.work)
+        for line in (json.loads(ln) for ln in out.splitlines() if ln.startswith("{")):
+            p = line["position"]
+            theirs = max(line["logprobs"], key=lambda t: line["logprobs"][t])
+            lal_top = max(range(len(mine[p])), key=lambda i: mine[p][i])
+            positions += 1
+            if int(theirs) == lal_top:
+                continue
+            differences += 1
+            t = truth[p]
+            best = max(t)
+            lal_def, llama_def = best - t[lal_top], best - t[int(theirs)]
+            near_ties += lal_def < NEAR_TIE and llama_def < NEAR_TIE
+            worst.append(max(lal_def, llama_def))
+    return {"pair": key, "model": a.model, "forced_positions": positions, "forced_differences": differences,
+            "forced_near_ties": near_ties, "forced_largest_deficit": max(worst) if worst else 0.0}
+
+
+def text_ids(a, path):
+    with open(path) as f:
+        lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    tok = os.path.join(a.model, "tokenizer.json")
+    out = []
+    for ln in lines:
+        ids = run([a.lal, "tokenize", "--tokenizer", tok], input=ln).split()
+        if not ids:
+            sys.exit(f"'{ln}' gives no tokens")
+        out.append([int(t) for t in ids])
+    return out
+
+
 def agreement_prompts(a):
     """Lists of prompt ids: the lines of --prompts tokenized with the model's tokenizer, else random ids."""
     if a.prompts:
-        with open(a.prompts) as f:
-            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
-        tok = os.path.join(a.model, "tokenizer.json")
-        out = []
-        for ln in lines:
-            ids = run([a.lal, "tokenize", "--tokenizer", tok], input=ln).split()
-            if not ids:
-                sys.exit(f"--prompts: '{ln}' gives no tokens")
-            out.append([int(t) for t in ids])
-        return out
+        return text_ids(a, a.prompts)
     rng = random.Random(1234)
     return [[rng.randrange(151643) for _ in range(16)] for _ in range(a.agreement_prompts)]
 
@@ -206,6 +248,9 @@ def main():
     ap.add_argument("--agreement_prompts", type=int, default=4)
     ap.add_argument("--agreement_tokens", type=int, default=32)
     ap.add_argument("--prompts", default=None, help="agreement prompts: a text file, one prompt per line")
+    ap.add_argument("--forced", default=None,
+                    help="also a teacher-forced check along the texts of this file (one per line): both engines' "
+                         "next-token argmax at every position")
     ap.add_argument("--agreement_fa", default="off", choices=["auto", "on", "off"],
                     help="llama.cpp's flash attention in the agreement runs (off: float32 attention, as lal's)")
     ap.add_argument("--agreement_kv", default="F32", help="llama.cpp's KV cache type in the agreement runs")
@@ -223,10 +268,14 @@ def main():
         if not a.skip_speed:
             speeds.append(speed(a, k))
             print(json.dumps(speeds[-1]), flush=True)
+    forced = []
     for k in keys:
         if not a.skip_agreement:
             agreements.append(agreement(a, k))
             print(json.dumps(agreements[-1]), flush=True)
+        if a.forced:
+            forced.append(forced_agreement(a, k))
+            print(json.dumps(forced[-1]), flush=True)
     if speeds:
         print(f"\n| pair ({a.prompt_len} + {a.new_tokens} tokens, {a.threads} threads, median of {a.repeat}) | lal prompt "
               "tok/s | llama.cpp prompt tok/s | lal decode tok/s | llama.cpp decode tok/s | lal ÷ llama.cpp (decode) |")
@@ -249,6 +298,12 @@ def main():
               f"{'agree except near-ties' if g['agree_except_near_ties'] else 'DISAGREE beyond near-ties'}"
               + ("" if g["pair"] == "f32" else f" (by the dtype-wide epsilon, not the verdict: "
                  f"{'agree' if g['agree_by_dtype_epsilon'] else 'disagree'})"))
+
+
+    for f in forced:
+        print(f"- {f['pair']} teacher-forced: {f['forced_positions'] - f['forced_differences']}/{f['forced_positions']} "
+              f"positions with the same argmax; {f['forced_differences']} differences, {f['forced_near_ties']} of them "
+              f"near-ties by the 1e-3 rule (largest truth deficit {f['forced_largest_deficit']:.1e})")
 
 
 if __name__ == "__main__":
