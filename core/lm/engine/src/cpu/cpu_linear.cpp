@@ -31,24 +31,6 @@ struct BlasThreads {
   }
 };
 
-/// OpenBLAS single-threaded while the intra-op pool runs several BLAS calls at once; restored afterwards, so that
-/// other users of LibTorch in the process (the trainer) keep OpenBLAS' own parallelism.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() {
-    const auto& b = BlasThreads::instance();
-    if (b.set && b.get && (before_ = b.get()) != 1) b.set(1);
-  }
-  ~SingleThreadedBlas() {
-    if (before_ > 1) BlasThreads::instance().set(before_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int before_ = 0;
-};
-
 /// y [M, out] = x2d [M, in] · w^T (+ bias) with the kernels, weight rows split over the intra-op pool.
 void run_rows(const WeightView& view, const torch::Tensor& x2d, const torch::Tensor& bias, torch::Tensor& y) {
   RECORD_FUNCTION("lal::cpu_matvec", std::vector<c10::IValue>());  // one operator in profiles
@@ -72,6 +54,15 @@ torch::Tensor float_bias(const torch::Tensor& b) {
 }
 
 }  // namespace
+
+SingleThreadedBlas::SingleThreadedBlas() {
+  const auto& b = BlasThreads::instance();
+  if (b.set && b.get && (before_ = b.get()) != 1) b.set(1);
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
+  if (before_ > 1) BlasThreads::instance().set(before_);
+}
 
 bool applies(const torch::Tensor& x, const torch::Tensor& w) {
   if (!x.device().is_cpu() || !w.device().is_cpu() || w.dim() != 2 || !w.is_contiguous() || x.size(-1) != w.size(1))

@@ -44,6 +44,22 @@ constexpr std::int64_t kBf16PrefillRows = 64;
 /// --dtype bfloat16's arithmetic (float32 accumulation, bfloat16 result), ~4x faster than float32 on AVX-512.
 torch::Tensor linear(const torch::Tensor& x, const QuantizedTensor& w, const torch::Tensor& bias);
 
+/// OpenBLAS single-threaded for the object's lifetime, restored afterwards (nests; nothing without OpenBLAS), so that
+/// other users of LibTorch in the process (the trainer) keep OpenBLAS' own parallelism. WHY: around the engine's CPU
+/// forward. OpenBLAS' threads spin after each call; beside LibTorch's OpenMP threads and the decode steps' pool on
+/// the same cores they slowed everything that ran next (an int8 128-token prompt 220-350 tok/s with OpenBLAS on two
+/// threads, 520-596 on one; its products run their own threads) and parallel BLAS calls must not each spawn more.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas();
+  ~SingleThreadedBlas();
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int before_ = 0;
+};
+
 /// The quantized weights of the layer running on this thread, for linear() calls that meet their handles (the
 /// int8/uint8 data tensor standing in a layer's weight field, Transformer::layer_for_use on the CPU). Set around one
 /// layer's forward; nests (restores the previous list).
