@@ -53,7 +53,9 @@ const std::vector<Row>& rows() {
       LAL_OPT(generation_temperature, Float, "teacher sampling temperature"),
       LAL_OPT(generation_top_p, Float, "teacher nucleus sampling mass"),
       LAL_OPT(store_topk, Int, "store the teacher's top-k log-probabilities per position (0 = off)"),
-      LAL_OPT(teacher_logits, String, "auto | online (teacher forward per batch) | topk (stored) | none (hard labels)"),
+      LAL_OPT(teacher_logits, String,
+              "auto (topk with --store_topk; else online, or top-64 stored when the online teacher does not fit) | "
+              "online (teacher forward per batch) | topk (stored) | none (hard labels)"),
       LAL_OPT(batch_size, Int, "sequences per micro-batch"),
       LAL_OPT(num_epochs, Int, "passes over the training data"),
       LAL_OPT(gradient_accumulation, Int, "micro-batches per optimizer step"),
