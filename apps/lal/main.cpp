@@ -43,9 +43,8 @@ bool register_command(Command cmd) {
 const std::vector<Command>& commands() { return registry(); }
 
 void add_common_options(po::options_description& desc) {
-  desc.add_options()("help,h", "show this help")(
-      "log_level", po::value<std::string>()->default_value("warn"),
-      "stderr log level: trace|debug|info|warn|error|off");
+  desc.add_options()("help,h", "show this help")("log_level", po::value<std::string>()->default_value("warn"),
+                                                 "stderr log level: trace|debug|info|warn|error|off");
 }
 
 bool parse_command_line(const std::string& command, const std::string& usage, const std::vector<std::string>& args,

@@ -15,7 +15,7 @@ echo "== dry run"
 grep -q "memory estimate" "$OUT/plan.txt"
 grep -q "student           half-teacher (auto: the largest that fits): qwen2, 2 layers" "$OUT/plan.txt"
 grep -q "verdict           FITS" "$OUT/plan.txt"
-grep -qE "^  disk              ~.* step checkpoint\(s\) x .* free at " "$OUT/plan.txt"
+grep -qE "^  disk              ~.* step checkpoint\(s\) x .* available at " "$OUT/plan.txt"
 
 echo "== distill (half-teacher student initialised from teacher layers 0 and 3)"
 "$LAL" distill "${common[@]}" --output_dir "$OUT" --log_level info

@@ -107,8 +107,8 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
     // A quantized or offloaded layer is made dense in the compute dtype on the device while it runs (float32
     // scratch of the dequantization is bounded by lal::lm::kDequantizeChunkBytes); offloaded, the next layer's
     // stored weights are in flight beside it, and the embeddings / output layer stay on the device.
-    const double dense_layer = quant == "none" && !offload ? 0 : (n - emb) / layers * dense_bytes +
-                                                                  (quant == "none" ? 0 : 256.0 * (1 << 20));
+    const double dense_layer =
+        quant == "none" && !offload ? 0 : (n - emb) / layers * dense_bytes + (quant == "none" ? 0 : 256.0 * (1 << 20));
     const double on_device = offload ? 2 * stored_layer + emb * dense_bytes : m.teacher;
     m.generation_device = on_device + dense_layer + kv;
     // Online distillation runs the teacher's forward in every training step; stored top-k logits (or hard labels)
@@ -119,7 +119,8 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
   const double sp = static_cast<double>(parameter_count(student));
   // fp32 weights + grads, Adam m and v sharded (ZeRO-1), and the bf16 copies autocast makes on a GPU.
   m.student = sp * (8 + 8.0 / std::max(1, ranks) + (cpu || o.precision == "fp32" ? 0 : 2));
-  m.activations = B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) * dense_bytes * 34;
+  m.activations =
+      B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) * dense_bytes * 34;
   m.logits = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
   m.train_device = teacher_in_training + m.student + m.activations + m.logits;
   return m;
@@ -153,6 +154,18 @@ std::int64_t free_bytes_under(const std::string& dir, std::string* where) {
   *where = at.string();
   const auto info = fs::space(at, ec);
   return ec ? -1 : static_cast<std::int64_t>(info.available);
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist): a resumed run's checkpoints and export, which the
+/// disk estimate counts already and which the run replaces or prunes.
+std::int64_t bytes_under(const std::string& dir) {
+  std::error_code ec;
+  std::int64_t n = 0;
+  if (!fs::exists(dir, ec)) return 0;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec))
+    if (it->is_regular_file(ec)) n += static_cast<std::int64_t>(it->file_size(ec));
+  return n;
 }
 
 /// A student preset's config for this teacher, or nothing when the preset does not apply to it.
@@ -200,7 +213,8 @@ std::vector<std::string> fitting_alternatives(const DistillOptions& o, const lal
     if (fits(v, *current, quant, ranks))
       out.push_back(std::string(o.teacher_logits == "online" ? "--teacher_logits topk " : "") +
                     "--store_topk 64 (the teacher's top-64 log-probabilities stored while it generates; no teacher "
-                    "while training): ~" + need(v, *current, quant, ranks));
+                    "while training): ~" +
+                    need(v, *current, quant, ranks));
   }
   const double current_params = static_cast<double>(parameter_count(*current));
   for (const auto& name : auto_students()) {
@@ -334,12 +348,11 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   }
   s << "      loss          " << o.alpha << " * T^2 * KL(teacher_T || student_T) + " << 1 - o.alpha
     << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits
-    << (o.teacher_logits != "auto"  ? ""
-        : !teacher                  ? " (none: hard labels)"
-        : o.store_topk > 0          ? " (top-" + std::to_string(o.store_topk) + " stored while the teacher generates" +
-                                             (topk_chosen ? ": the online teacher would not fit beside the training)"
-                                                          : ")")
-                                    : " (online: a teacher forward in every step)")
+    << (o.teacher_logits != "auto" ? ""
+        : !teacher                 ? " (none: hard labels)"
+        : o.store_topk > 0         ? " (top-" + std::to_string(o.store_topk) + " stored while the teacher generates" +
+                                 (topk_chosen ? ": the online teacher would not fit beside the training)" : ")")
+                           : " (online: a teacher forward in every step)")
     << "\n";
   s << "      schedule      AdamW lr " << o.learning_rate << " -> " << o.min_learning_rate << " (warmup "
     << o.warmup_ratio * 100 << " %, cosine), weight decay " << o.weight_decay << ", clip " << o.max_grad_norm
@@ -357,13 +370,15 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << o.generation_batch_size << " x " << o.max_length << " tokens)\n";
   const auto disk = estimate_disk(o, student, planned_steps);
   std::string disk_dir;
-  const std::int64_t disk_free = free_bytes_under(o.output_dir, &disk_dir);
+  std::int64_t disk_free = free_bytes_under(o.output_dir, &disk_dir);
+  if (disk_free >= 0) disk_free += bytes_under(p.checkpoints) + bytes_under(p.export_dir);
   const bool disk_fits = disk_free < 0 || disk.fits(disk_free);
-  s << "  disk              ~" << human_bytes(disk.total()) << " at the peak: "
-    << static_cast<int>(disk.step_checkpoints_at_once) << " step checkpoint(s) x " << human_bytes(disk.step_checkpoint)
-    << " (weights + AdamW state)" << (disk.best > 0 ? ", best/ " + human_bytes(disk.best) : "")
+  s << "  disk              ~" << human_bytes(disk.total())
+    << " at the peak: " << static_cast<int>(disk.step_checkpoints_at_once) << " step checkpoint(s) x "
+    << human_bytes(disk.step_checkpoint) << " (weights + AdamW state)"
+    << (disk.best > 0 ? ", best/ " + human_bytes(disk.best) : "")
     << (disk.export_bytes > 0 ? ", export " + human_bytes(disk.export_bytes) : "") << "; "
-    << (disk_free < 0 ? "free space unknown" : human_bytes(static_cast<double>(disk_free)) + " free") << " at "
+    << (disk_free < 0 ? "free space unknown" : human_bytes(static_cast<double>(disk_free)) + " available") << " at "
     << disk_dir << "\n";
   const bool fits = est.fits(cap.bytes) && disk_fits;
   if (fits_out) *fits_out = fits;
@@ -371,8 +386,9 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
   s << "  verdict           " << (fits ? "FITS" : "DOES NOT FIT") << ": needs ~" << human_bytes(est.peak_device())
     << " of " << human_bytes(static_cast<double>(cap.bytes)) << (est.fits(cap.bytes) ? "" : " per device")
-    << (disk_fits ? "" : "; the disk at " + disk_dir + " has " + human_bytes(static_cast<double>(disk_free)) +
-                             " free for ~" + human_bytes(disk.total()))
+    << (disk_fits ? ""
+                  : "; the disk at " + disk_dir + " has " + human_bytes(static_cast<double>(disk_free)) +
+                        " available for ~" + human_bytes(disk.total()))
     << "\n";
   if (!disk_fits) {
     s << "  what would fit    --output_dir on a disk with more free space";
@@ -679,9 +695,10 @@ int run_distill(const DistillOptions& options) {
     o = resolve_teacher_logits(o, teacher, student, device, resolve_quantize(o, device),
                                WorldEnv::from_environment().size, device_capacity(o, device).bytes);
     if (o.store_topk > 0)
-      spdlog::info("teacher logits: top-{} stored while the teacher generates (online, the teacher would not fit "
-                   "beside the training)",
-                   o.store_topk);
+      spdlog::info(
+          "teacher logits: top-{} stored while the teacher generates (online, the teacher would not fit "
+          "beside the training)",
+          o.store_topk);
   }
   apply_gpu_memory_cap(o, resolve_device(o));
   if (!o.ignore_memory_plan) {

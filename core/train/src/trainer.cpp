@@ -92,7 +92,8 @@ void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device) {
   const auto total = static_cast<double>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
   // The caching allocator is created lazily (LibTorch 2.x): one small allocation on the device first, else
   // setMemoryFraction throws "Allocator not initialized for device".
-  (void)torch::empty({1}, torch::TensorOptions().device(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index))));
+  (void)torch::empty({1},
+                     torch::TensorOptions().device(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index))));
   const double fraction = std::min(1.0, static_cast<double>(parse_bytes(o.max_gpu_memory, "--max_gpu_memory")) / total);
   c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, index);
   spdlog::info("CUDA memory capped at {} on cuda:{} ({:.1f} % of {:.1f} GiB)", o.max_gpu_memory, index, fraction * 100,
