@@ -117,14 +117,23 @@ void rows_portable(const WeightView& w, const float* x, std::int64_t m, const fl
 }
 
 #if LAL_CPU_X86
-// ---- AVX2 + FMA + F16C: 8 lanes, 16 columns per step ------------------------------------------------------------
-// GCC takes the target from `#pragma GCC target`; clang ignores that pragma and takes `#pragma clang attribute`.
+// LAL_TARGET_BEGIN("isa,...") ... LAL_TARGET_END: the functions between are compiled for those ISA extensions (chosen
+// at run time by cpuid). GCC takes the target from `#pragma GCC target`; clang ignores that pragma and takes
+// `#pragma clang attribute`. GCC 12's AVX-512 intrinsics build "undefined" vectors as `__m512 __Y = __Y;`, which
+// -Wmaybe-uninitialized reports inside every inlined intrinsic: a false positive in the compiler's own header.
+#define LAL_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define LAL_TARGET_BEGIN(isa) LAL_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define LAL_TARGET_END LAL_PRAGMA(clang attribute pop)
 #else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#define LAL_TARGET_BEGIN(isa)  \
+  LAL_PRAGMA(GCC push_options) \
+  LAL_PRAGMA(GCC diagnostic push) LAL_PRAGMA(GCC diagnostic ignored "-Wmaybe-uninitialized") LAL_PRAGMA(GCC target(isa))
+#define LAL_TARGET_END LAL_PRAGMA(GCC diagnostic pop) LAL_PRAGMA(GCC pop_options)
 #endif
+
+// ---- AVX2 + FMA + F16C: 8 lanes, 16 columns per step ------------------------------------------------------------
+LAL_TARGET_BEGIN("avx2,fma,f16c")
 namespace avx2 {
 struct S {
   using Vec = __m256;
@@ -192,24 +201,10 @@ struct D {
 };
 #include "int_dot_loops.inc"
 }  // namespace avx2_int
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+LAL_TARGET_END
 
 // ---- AVX-512 (F, BW, VL, DQ) + FMA + F16C: 16 lanes, 32 columns per step ------------------------------------------
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-// GCC 12's AVX-512 intrinsics build "undefined" vectors as `__m512 __Y = __Y;`, which -Wmaybe-uninitialized
-// reports inside every inlined intrinsic: a false positive in the compiler's own header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-#endif
+LAL_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 namespace avx512 {
 struct S {
   using Vec = __m512;
@@ -266,23 +261,10 @@ struct S {
 };
 #include "matvec_loops.inc"
 }  // namespace avx512
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
-#endif
+LAL_TARGET_END
 
 // ---- bfloat16 weights times bfloat16-rounded x with AVX512_BF16 (`vdpbf16ps`: 32 products per instruction) ------
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
-#endif
+LAL_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
 namespace avx512_bf16 {
 /// Rows [r, r + R) for every activation row of `xb` (x rounded to bfloat16): per 32 columns one `vdpbf16ps` per row
 /// (pairs of exact products added to 16 float32 lanes), R chains sharing each load of x.
@@ -317,20 +299,10 @@ void rows(const WeightView& w, const std::uint16_t* xb, std::int64_t m, const fl
   for (; r < r1; ++r) row_block<1>(w, xb, m, bias, y, y_stride, r);
 }
 }  // namespace avx512_bf16
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
-#endif
+LAL_TARGET_END
 
 // ---- integer dot products with VNNI (matmul_rows_int8; avx2_int above is the one without) --------------------------
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avxvnni")
-#endif
+LAL_TARGET_BEGIN("avx2,fma,f16c,avxvnni")
 namespace avx_vnni {
 /// AVX-VNNI (VEX `vpdpbusd`): 4 neighbouring products per lane in one instruction.
 struct D {
@@ -338,17 +310,8 @@ struct D {
 };
 #include "int_dot_loops.inc"
 }  // namespace avx_vnni
-#ifdef __clang__
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), \
-                             apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
-#endif
+LAL_TARGET_END
+LAL_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 namespace avx512_vnni {
 /// AVX512-VNNI on 256-bit registers (EVEX `vpdpbusd`: CPUs with AVX-512 VNNI but without AVX-VNNI).
 struct D {
@@ -356,12 +319,7 @@ struct D {
 };
 #include "int_dot_loops.inc"
 }  // namespace avx512_vnni
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
-#endif
+LAL_TARGET_END
 
 /// CPUID leaf 7: AVX512-VNNI (sub-leaf 0, ECX bit 11) and AVX-VNNI (sub-leaf 1, EAX bit 4). The OS support of the
 /// registers is what detected_isa() checked for the ISA they extend.
