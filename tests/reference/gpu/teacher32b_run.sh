@@ -77,6 +77,8 @@ hf_checks() {  # RUN...: transformers loads each run's export and matches the re
   done
 }
 if [ "$PHASE" = 1 ]; then
+  python3 tests/reference/make_tiny_models.py /tmp/tiny > /dev/null 2>&1
+  export LAL_LM_TINY_MODELS=/tmp/tiny
   (LAL_LM_TEST_DEVICE=cuda CUDA_VISIBLE_DEVICES=0 timeout 200 $B/bin/lm_kernel_tests > $W/lm_kernel_tests.txt 2>&1
    echo "lm_kernel_tests (cuda) rc=$?" >> $W/tests.txt
    LAL_LM_TEST_DEVICE=cuda CUDA_VISIBLE_DEVICES=0 timeout 200 $B/bin/lm_scheduler_tests > $W/lm_scheduler_tests.txt 2>&1
@@ -90,10 +92,12 @@ for r in $RUNS; do  # A on GPU 0 and B on GPU 1 side by side; C on both, alone
   CUDA_VISIBLE_DEVICES=$gpu plan $r $L distill "${common[@]}" "${args[@]}"
   (CUDA_VISIBLE_DEVICES=$gpu timeout $(left) $L distill "${common[@]}" "${args[@]}" > $W/run-$r.txt 2>&1
    echo $? > $W/rc-$r) &
+  PIDS="$PIDS $!"
 done
 [ "$PHASE" = 1 ] && { wait $TESTS; cat $W/tests.txt; grep -E "test cases|assertions" $W/lm_*_tests.txt | head -6; }
+# Only the runs' pids: a bare `wait` would also wait for the nvidia-smi sampler, which never ends.
 # shellcheck disable=SC2086  # a list of process ids
-wait $PIDS; el "runs $RUNS"
+[ -n "$PIDS" ] && wait $PIDS; el "runs $RUNS"
 for r in $RUNS; do [ $r = C ] || result $r "$([ $r = A ] && echo 0 || echo 1)"; done
 if [[ " $RUNS " == *" C "* ]]; then
   TR="torchrun"; command -v torchrun >/dev/null || TR="python3 -m torch.distributed.run"
