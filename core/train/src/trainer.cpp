@@ -979,8 +979,8 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     }
     const double grad_norm = clip_gradients(params, o.max_grad_norm);
     opt.step(lr);
+    opt.zero_grad();  // before the broadcast: the gradients' memory is free for its buffers
     opt.broadcast_updates(world);
-    opt.zero_grad();
     ++st.step;
     if (profiling)
       stop_profiler(device, (fs::path(p.work) / ("profile-step-" + std::to_string(st.step) + ".json")).string());

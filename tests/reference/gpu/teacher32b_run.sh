@@ -44,12 +44,13 @@ json.dump(dict(model_type='qwen2', architectures=['Qwen2ForCausalLM'], hidden_si
   rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768, torch_dtype='bfloat16'), open('/tmp/s7/config.json', 'w'))"
 
 common=(--teacher_model $Q --num_epochs 1 --gradient_accumulation 1 --checkpoint_every 100000 --no_progress
-        --log_level info --generation_batch_size 32)
-RUN_A=(--student_config auto --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 4 --output_dir /tmp/runA
+        --log_level info)
+RUN_A=(--generation_batch_size 32 --student_config auto --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 4 --output_dir /tmp/runA
    --hf_model_name a --validation_fraction 0.1)
-RUN_B=(--max_gpu_memory 12GiB --quantize int4 --cpu_offload --student_config qwen2.5-0.5b --batch_size 1 --max_length 512
+RUN_B=(--generation_batch_size 32 --max_gpu_memory 12GiB --quantize int4 --cpu_offload --student_config qwen2.5-0.5b --batch_size 1 --max_length 512
    --num_examples 16 --max_new_tokens 64 --output_dir /tmp/runB --hf_model_name b --validation_fraction 0.1)
-RUN_C=(--student_config /tmp/s7/config.json --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 2
+# C: windows of 16 questions, so each rank generates one of the two (a window is the unit of sharding and resume).
+RUN_C=(--generation_batch_size 16 --student_config /tmp/s7/config.json --num_examples 32 --max_new_tokens 96 --max_length 256 --batch_size 2
    --output_dir /tmp/runC --hf_model_name c --validation_fraction 0)
 plan() {  # NAME ARGS...: the plan as printed by --dry_run
   local n=$1; shift; echo "--- plan $n"; "$@" --dry_run 2>&1 | tee $W/plan-$n.txt | grep -vE "^\s*$" | tail -14
