@@ -382,7 +382,11 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << disk_dir << "\n";
   const bool fits = est.fits(cap.bytes) && disk_fits;
   if (fits_out) *fits_out = fits;
-  s << "  devices           " << (world.size > 1 ? std::to_string(world.size) + " ranks, each " : "") << cap.what
+  s << "  devices           "
+    << (world.size > 1 ? std::to_string(world.size) + " ranks, one device each; rank " + std::to_string(world.rank) +
+                             "'s: "
+                       : "")
+    << cap.what
     << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
   s << "  verdict           " << (fits ? "FITS" : "DOES NOT FIT") << ": needs ~" << human_bytes(est.peak_device())
     << " of " << human_bytes(static_cast<double>(cap.bytes)) << (est.fits(cap.bytes) ? "" : " per device")
@@ -583,9 +587,12 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   if (world.is_main()) merge_rank_data(p);
   world.barrier("teacher data merge");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("teacher data: {} new tokens in {:.1f} s ({:.1f} tok/s), peak memory {:.2f} GiB", new_tokens, secs,
-               secs > 0 ? static_cast<double>(new_tokens) / secs : 0.0,
-               static_cast<double>(engine->peak_memory_bytes()) / (1 << 30));
+  std::vector<double> all{static_cast<double>(new_tokens)};  // every rank's tokens, reported once
+  world.all_reduce_sum(all, "teacher data tokens");
+  if (world.is_main())
+    spdlog::info("teacher data: {:.0f} new tokens in {:.1f} s ({:.1f} tok/s{}), peak memory {:.2f} GiB{}", all[0], secs,
+                 secs > 0 ? all[0] / secs : 0.0, world.distributed() ? " over all ranks" : "",
+                 static_cast<double>(engine->peak_memory_bytes()) / (1 << 30), world.distributed() ? " (rank 0)" : "");
 }
 
 // ------------------------------------------------------------------------------------------------ corpus data
