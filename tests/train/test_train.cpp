@@ -326,7 +326,7 @@ TEST_CASE("memory plan: a 32B teacher on one H200, a 7B student on two, a 12 GiB
   CHECK(estimate_memory(o, &teacher, seven, "cuda", "int4", 2).fits(h200));
   // 12 GiB: the 32B int4 teacher only fits offloaded to CPU memory, and then (measured on an H200 with this cap:
   // out of memory in the first training step) not beside a 0.5B student's training; with the teacher's top-k
-  // logits stored while it generates, no teacher is needed while training, and the run fits.
+  // logits stored by a scoring pass after generation, no teacher is needed while training, and the run fits.
   const std::int64_t cap12 = std::int64_t{12} << 30;
   o.cpu_offload = false;
   o.batch_size = 1, o.max_length = 512;

@@ -350,7 +350,7 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits
     << (o.teacher_logits != "auto" ? ""
         : !teacher                 ? " (none: hard labels)"
-        : o.store_topk > 0         ? " (top-" + std::to_string(o.store_topk) + " stored while the teacher generates" +
+        : o.store_topk > 0         ? " (top-" + std::to_string(o.store_topk) + " stored by a scoring pass after generation" +
                                  (topk_chosen ? ": the online teacher would not fit beside the training)" : ")")
                            : " (online: a teacher forward in every step)")
     << "\n";
@@ -703,7 +703,7 @@ int run_distill(const DistillOptions& options) {
                                WorldEnv::from_environment().size, device_capacity(o, device).bytes);
     if (o.store_topk > 0)
       spdlog::info(
-          "teacher logits: top-{} stored while the teacher generates (online, the teacher would not fit "
+          "teacher logits: top-{} stored by a scoring pass after generation (an online teacher would not fit "
           "beside the training)",
           o.store_topk);
   }
