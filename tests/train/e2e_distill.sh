@@ -52,6 +52,7 @@ mkdir -p "$W2" && cp "$W/questions.jsonl" "$W/data.jsonl" "$W2/"
 "$LAL" distill "${common[@]}" --output_dir "$OUT" --hf_model_name trimmed --trim_vocab --store_topk 8 \
   --student_config tiny --student_init random --log_level info
 test "$(wc -l < "$W2/topk.jsonl")" -eq 24
+"$PY" "$HERE/check_topk.py" "$FX/teacher" "$W2" 256 8  # scored in batches == the reference, one example at a time
 vocab=$(grep -o '"vocab_size": [0-9]*' "$OUT/trimmed/config.json" | grep -o '[0-9]*$')
 echo "trimmed vocabulary: $vocab tokens (teacher: 384)"
 test "$vocab" -lt 321

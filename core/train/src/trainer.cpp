@@ -151,6 +151,31 @@ class Teacher {
     h = h.view({-1, h.size(-1)}).index_select(0, rows);
     return torch::linear(h, model_->lm_head().to(h.device(), compute_));
   }
+  /// The `k` largest log-probabilities (over the first `usable` ids) at the flat positions `rows` of the right-padded
+  /// batch `ids` [B, T] (causal attention: an example never sees the padding after it): values [N, k] float32 and
+  /// ids [N, k], on the CPU. The output layer and the softmax run on kScoreChunkRows rows at a time.
+  std::pair<torch::Tensor, torch::Tensor> topk_at(const torch::Tensor& ids, const torch::Tensor& rows, std::int64_t k,
+                                                  std::int64_t usable) const {
+    constexpr std::int64_t kScoreChunkRows = 1024;
+    torch::NoGradGuard no_grad;
+    torch::Tensor h, head;  // hidden states at `rows` and the output layer, or (other families) the logits there
+    if (model_) {
+      auto hs = model_->hidden_states(ids, compute_, CausalLM::Packing{});
+      h = hs.view({-1, hs.size(-1)}).index_select(0, rows);
+      head = model_->lm_head().to(h.device(), compute_).narrow(0, 0, usable);
+    } else {
+      auto l = logits(ids);
+      h = l.view({-1, l.size(-1)}).index_select(0, rows).narrow(1, 0, usable);
+    }
+    std::vector<torch::Tensor> values, indices;
+    for (std::int64_t at = 0; at < h.size(0); at += kScoreChunkRows) {
+      auto part = h.narrow(0, at, std::min(kScoreChunkRows, h.size(0) - at));
+      if (head.defined()) part = torch::linear(part, head);
+      auto top = torch::log_softmax(part.to(torch::kFloat32), -1).topk(k, -1);
+      values.push_back(std::get<0>(top).cpu()), indices.push_back(std::get<1>(top).cpu());
+    }
+    return {torch::cat(values), torch::cat(indices)};
+  }
   /// Whether logits_at() takes packed batches (the trainable decoder does; the engine's families do not).
   bool takes_packed() const { return model_ != nullptr; }
   std::int64_t vocab() const { return vocab_; }
@@ -683,26 +708,47 @@ void stage_teacher_topk(const DistillOptions& o, const RunPaths& p) {
   Teacher teacher(o, device);
   const auto tok = lal::lm::Tokenizer::from_file(tokenizer_source(o));
   const auto usable = std::min<std::int64_t>(teacher.vocab(), static_cast<std::int64_t>(tok.vocab_size()));
+  const auto K = std::min<std::int64_t>(o.store_topk, usable);
   JsonlAppender out(p.topk);
   ProgressBar bar("top-k", static_cast<std::int64_t>(data.size()), "ex", o.progress, static_cast<std::int64_t>(done));
-  for (std::size_t i = done; i < data.size(); ++i) {
-    const auto& e = data[i];
-    auto ids = torch::tensor(e.ids, torch::kInt64).view({1, -1}).to(device);
-    auto logits = teacher.logits(ids)[0].narrow(1, 0, usable);
-    const auto from = first_predicted(e), n = static_cast<std::int64_t>(e.ids.size()) - 1 - from;
-    auto lp = torch::log_softmax(logits.narrow(0, from, n).to(torch::kFloat32), -1);
-    auto top = lp.topk(std::min<std::int64_t>(o.store_topk, usable), -1);
-    auto vals = std::get<0>(top).cpu(), idx = std::get<1>(top).cpu();
-    json rec = {{"index", i}, {"ids", json::array()}, {"logprobs", json::array()}};
-    for (std::int64_t t = 0; t < n; ++t) {
-      std::vector<std::int64_t> row_ids(idx[t].data_ptr<std::int64_t>(), idx[t].data_ptr<std::int64_t>() + idx.size(1));
-      std::vector<float> row_lp(vals[t].data_ptr<float>(), vals[t].data_ptr<float>() + vals.size(1));
-      rec["ids"].push_back(row_ids);
-      rec["logprobs"].push_back(row_lp);
+  // Examples go through the teacher together (a dequantized or streamed layer then serves many): up to
+  // --generation_batch_size of them and kScoreTokens padded tokens per forward; records are written in order.
+  constexpr std::int64_t kScoreTokens = 8192;
+  for (std::size_t i = done; i < data.size();) {
+    std::size_t end = i;
+    std::int64_t longest = 0;
+    while (end < data.size() && static_cast<std::int64_t>(end - i) < o.generation_batch_size) {
+      const auto len = std::max(longest, static_cast<std::int64_t>(data[end].ids.size()));
+      if (end > i && len * static_cast<std::int64_t>(end - i + 1) > kScoreTokens) break;
+      longest = len, ++end;
     }
-    out.add(rec.dump());
-    if ((i + 1) % 8 == 0 || i + 1 == data.size()) out.flush();
-    bar.update(static_cast<std::int64_t>(i + 1));
+    const auto B = static_cast<std::int64_t>(end - i);
+    auto ids = torch::zeros({B, longest}, torch::kInt64);
+    auto ia = ids.accessor<std::int64_t, 2>();
+    std::vector<std::int64_t> rows;
+    for (std::int64_t b = 0; b < B; ++b) {
+      const auto& e = data[i + static_cast<std::size_t>(b)];
+      for (std::size_t t = 0; t < e.ids.size(); ++t) ia[b][static_cast<std::int64_t>(t)] = e.ids[t];
+      for (auto t = first_predicted(e); t + 1 < static_cast<std::int64_t>(e.ids.size()); ++t)
+        rows.push_back(b * longest + t);
+    }
+    const auto [vals, idx] =
+        teacher.topk_at(ids.to(device), torch::tensor(rows, torch::kInt64).to(device), K, usable);
+    std::int64_t row = 0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      const auto n = predicted_tokens(data[i + static_cast<std::size_t>(b)]);
+      json rec = {{"index", i + static_cast<std::size_t>(b)}, {"ids", json::array()}, {"logprobs", json::array()}};
+      for (std::int64_t t = 0; t < n; ++t, ++row) {
+        const auto* id = idx[row].data_ptr<std::int64_t>();
+        const auto* lp = vals[row].data_ptr<float>();
+        rec["ids"].push_back(std::vector<std::int64_t>(id, id + K));
+        rec["logprobs"].push_back(std::vector<float>(lp, lp + K));
+      }
+      out.add(rec.dump());
+    }
+    out.flush();  // one write + fsync per batch: a kill loses at most the batch in flight
+    i = end;
+    bar.update(static_cast<std::int64_t>(i));
   }
   bar.finish();
 }
