@@ -350,7 +350,7 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << " * CE, T=" << o.distillation_temperature << ", teacher logits " << o.teacher_logits
     << (o.teacher_logits != "auto" ? ""
         : !teacher                 ? " (none: hard labels)"
-        : o.store_topk > 0         ? " (top-" + std::to_string(o.store_topk) + " stored by a scoring pass after generation" +
+        : o.store_topk > 0 ? " (top-" + std::to_string(o.store_topk) + " stored by a scoring pass after generation" +
                                  (topk_chosen ? ": the online teacher would not fit beside the training)" : ")")
                            : " (online: a teacher forward in every step)")
     << "\n";
@@ -383,11 +383,10 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   const bool fits = est.fits(cap.bytes) && disk_fits;
   if (fits_out) *fits_out = fits;
   s << "  devices           "
-    << (world.size > 1 ? std::to_string(world.size) + " ranks, one device each; rank " + std::to_string(world.rank) +
-                             "'s: "
-                       : "")
-    << cap.what
-    << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
+    << (world.size > 1
+            ? std::to_string(world.size) + " ranks, one device each; rank " + std::to_string(world.rank) + "'s: "
+            : "")
+    << cap.what << ": " << human_bytes(static_cast<double>(cap.bytes)) << "\n";
   s << "  verdict           " << (fits ? "FITS" : "DOES NOT FIT") << ": needs ~" << human_bytes(est.peak_device())
     << " of " << human_bytes(static_cast<double>(cap.bytes)) << (est.fits(cap.bytes) ? "" : " per device")
     << (disk_fits ? ""

@@ -732,8 +732,7 @@ void stage_teacher_topk(const DistillOptions& o, const RunPaths& p) {
       for (auto t = first_predicted(e); t + 1 < static_cast<std::int64_t>(e.ids.size()); ++t)
         rows.push_back(b * longest + t);
     }
-    const auto [vals, idx] =
-        teacher.topk_at(ids.to(device), torch::tensor(rows, torch::kInt64).to(device), K, usable);
+    const auto [vals, idx] = teacher.topk_at(ids.to(device), torch::tensor(rows, torch::kInt64).to(device), K, usable);
     std::int64_t row = 0;
     for (std::int64_t b = 0; b < B; ++b) {
       const auto n = predicted_tokens(data[i + static_cast<std::size_t>(b)]);
