@@ -167,10 +167,14 @@ std::vector<std::pair<std::string, torch::Tensor>> AdamW::state(World& world) co
   for (std::size_t i = 0; i < params_.size(); ++i) {
     auto m = m_[i], v = v_[i];
     if (world.distributed()) {
+      // One parameter's moments at a time, from their owner; rank 0 keeps them in CPU memory, the other ranks
+      // drop what they received, so no device holds more than one parameter's state beyond its own shard.
       if (!m.defined())
         m = torch::zeros_like(params_[i].second, torch::TensorOptions().dtype(torch::kFloat32)),
         v = torch::zeros_like(m);
       collectives::broadcast(world, {m, v}, owner_[i], "optimizer-state gather");
+      if (!world.is_main()) continue;
+      m = m.to(torch::kCPU), v = v.to(torch::kCPU);
     }
     s.emplace_back("exp_avg." + params_[i].first, m);
     s.emplace_back("exp_avg_sq." + params_[i].first, v);

@@ -48,7 +48,8 @@ class AdamW {
   void zero_grad();
   /// Every rank's updated parameters, sent from their owners (one packed broadcast per owner).
   void broadcast_updates(World& world) const;
-  /// The whole optimizer state, gathered from the owners: complete on rank 0 (a collective: all ranks call it).
+  /// The whole optimizer state, gathered from the owners one parameter at a time: complete on rank 0 (in CPU memory
+  /// when distributed); the other ranks get the step count alone (a collective: all ranks call it).
   std::vector<std::pair<std::string, torch::Tensor>> state(World& world) const;
   void load(const std::map<std::string, torch::Tensor>& state, const std::string& source);
   AdamWKernel kernel() const { return kernel_; }
