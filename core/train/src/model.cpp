@@ -54,10 +54,15 @@ torch::Tensor from_info(const lal::lm::TensorInfo& info) {
 }  // namespace
 
 std::map<std::string, torch::Tensor> read_safetensors(const std::string& path) {
-  const auto file = lal::lm::SafetensorsFile::open(path);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& info : file.tensors()) out[info.name] = from_info(info).clone();
-  return out;
+  auto mapped = MappedTensors::open(path);
+  for (auto& [name, t] : mapped.tensors) t = t.clone();
+  return std::move(mapped.tensors);
+}
+
+MappedTensors MappedTensors::open(const std::string& path) {
+  MappedTensors m{lal::lm::SafetensorsFile::open(path), {}};
+  for (const auto& info : m.file.tensors()) m.tensors[info.name] = from_info(info);
+  return m;
 }
 
 void write_tensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

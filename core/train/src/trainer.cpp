@@ -499,12 +499,15 @@ fs::path find_resume_checkpoint(const std::string& resume_from) {
 }
 
 TrainState load_checkpoint(const fs::path& dir, CausalLM& model, AdamW& opt) {
-  model.load_state(read_safetensors((dir / "model.safetensors").string()), (dir / "model.safetensors").string());
-  auto opt_state = read_safetensors((dir / "optimizer.safetensors").string());
-  opt.load(opt_state, (dir / "optimizer.safetensors").string());
-  if (opt_state.count("rng.cpu")) {
+  // Mapped, not read: each rank copies only what it holds (its AdamW shard), so a resume does not need the whole
+  // checkpoint in every rank's memory.
+  const auto weights = MappedTensors::open((dir / "model.safetensors").string());
+  model.load_state(weights.tensors, weights.file.path());
+  const auto opt_state = MappedTensors::open((dir / "optimizer.safetensors").string());
+  opt.load(opt_state.tensors, opt_state.file.path());
+  if (opt_state.tensors.count("rng.cpu")) {
     auto gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(opt_state.at("rng.cpu"));
+    gen.set_state(opt_state.tensors.at("rng.cpu").clone());
   }
   return state_from_json(json::parse(read_file((dir / "trainer_state.json").string())));
 }

@@ -131,6 +131,13 @@ using lal::lm::rotary_inverse_frequencies;
 /// Safetensors dtype <-> torch dtype, and reading a whole safetensors file into CPU tensors (copies).
 torch::ScalarType to_torch_dtype(lal::lm::DType t);
 std::map<std::string, torch::Tensor> read_safetensors(const std::string& path);
+/// A safetensors file's tensors as CPU views into its read-only mapping (no copy: pages are read when a tensor is
+/// first used and shared by every process mapping the file), valid while this object lives; never write to them.
+struct MappedTensors {
+  lal::lm::SafetensorsFile file;
+  std::map<std::string, torch::Tensor> tensors;
+  static MappedTensors open(const std::string& path);
+};
 /// Write CPU copies of `tensors` (kept in the given order) atomically.
 void write_tensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                    const std::map<std::string, std::string>& metadata = {});
