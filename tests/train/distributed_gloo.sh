@@ -4,7 +4,9 @@
 #   1. 2 ranks x gradient_accumulation 1 == 1 process x gradient_accumulation 2 (the same global batch): the sharded
 #      teacher data equals the single process's byte for byte; weights and AdamW state after every step agree to 1e-5.
 #   2. A checkpoint written by the 2-rank run resumes in 1 process and ends where the 1-process run ends.
-#   3. A rank that cannot reach the rendezvous fails with a message naming MASTER_ADDR:MASTER_PORT.
+#   3. The teacher's top-k (--store_topk) scored by 2 ranks equals the single process's byte for byte and the
+#      Python reference's.
+#   4. A rank that cannot reach the rendezvous fails with a message naming MASTER_ADDR:MASTER_PORT.
 set -euo pipefail
 LAL=$1 FX=$2 OUT=$3 PY=$4
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -70,6 +72,28 @@ cp -r "$B/checkpoints/step-00000002" "$C/checkpoints/"
 last=$(ls "$A/checkpoints" | grep step- | tail -n 1)
 compare "$A/checkpoints/$last/model.safetensors" "$C/checkpoints/$last/model.safetensors"
 compare "$A/checkpoints/$last/optimizer.safetensors" "$C/checkpoints/$last/optimizer.safetensors"
+
+echo "== the teacher's top-k scored by 2 ranks (same teacher data)"
+ranks2() {  # OUT_DIR ARGS...: a 2-rank Gloo run of lal distill
+  local dir=$1 port; shift
+  port=$(free_port)
+  pids=()
+  for r in 0 1; do
+    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      "$LAL" distill "$@" --output_dir "$dir" --log_level info > "$dir.rank$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || { cat "$dir".rank*.log; exit 1; }; done
+}
+for d in k1 k2; do mkdir -p "$OUT/$d/lal-brain-model-work" && cp "$A/questions.jsonl" "$A/data.jsonl" "$OUT/$d/lal-brain-model-work/"; done
+topk=(--store_topk 4)
+"$LAL" distill "${common[@]}" "${topk[@]}" --gradient_accumulation 2 --output_dir "$OUT/k1"
+ranks2 "$OUT/k2" "${common[@]}" "${topk[@]}" --gradient_accumulation 1
+grep -h "teacher top-k: merged" "$OUT"/k2.rank0.log
+test -z "$(ls "$OUT/k2/lal-brain-model-work" | grep 'rank-')" || { echo "per-rank top-k files left behind"; exit 1; }
+cmp "$OUT/k1/lal-brain-model-work/topk.jsonl" "$OUT/k2/lal-brain-model-work/topk.jsonl" &&
+  echo "top-k scored by 2 ranks == single-process top-k"
+"$PY" "$(dirname "$0")/check_topk.py" "$FX/teacher" "$OUT/k2/lal-brain-model-work" 256 4
 
 echo "== a rank without its peer"
 set +e

@@ -429,22 +429,6 @@ void stage_questions(const DistillOptions& o, const RunPaths& p) {
 
 namespace {
 
-// Indices already present in data.jsonl; a malformed complete line is an error naming its line number.
-std::set<std::int64_t> done_indices(const std::string& path) {
-  std::set<std::int64_t> done;
-  std::size_t line_no = 0;
-  for (const auto& line : read_complete_lines(path)) {
-    ++line_no;
-    try {
-      done.insert(json::parse(line).at("index").get<std::int64_t>());
-    } catch (const std::exception& e) {
-      throw std::runtime_error(path + ":" + std::to_string(line_no) + ": not a data record (" + e.what() +
-                               "); remove the line or the file to regenerate it");
-    }
-  }
-  return done;
-}
-
 lal::lm::ChatTemplate chat_template_for(const DistillOptions& o, const std::string& model_dir) {
   return lal::lm::ChatTemplate::load(model_dir, o.chat_template);
 }
@@ -457,39 +441,10 @@ std::vector<std::int32_t> render_prompt(const lal::lm::ChatTemplate& chat, const
   return tok.encode(chat.render(msgs), /*add_special_tokens=*/true);
 }
 
-}  // namespace
-
-namespace {
-
-/// The per-rank teacher-data files of a distributed run (data.jsonl.rank-R), any world size.
-std::vector<fs::path> rank_data_files(const RunPaths& p) {
-  std::vector<fs::path> out;
-  const fs::path dir = fs::path(p.data).parent_path().empty() ? fs::path(".") : fs::path(p.data).parent_path();
-  const std::string prefix = fs::path(p.data).filename().string() + ".rank-";
-  if (fs::exists(dir))
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().filename().string().rfind(prefix, 0) == 0) out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-/// Folds the per-rank files into data.jsonl, in index order, keeping the first record of each index; then removes
-/// them. Atomic: a kill leaves either the old files or the merged one.
-void merge_rank_data(const RunPaths& p) {
-  const auto parts = rank_data_files(p);
-  if (parts.empty()) return;
-  std::map<std::int64_t, std::string> records;
-  auto add = [&](const std::string& file) {
-    for (const auto& line : read_complete_lines(file))
-      records.emplace(json::parse(line).at("index").get<std::int64_t>(), line);
-  };
-  if (fs::exists(p.data)) add(p.data);
-  for (const auto& f : parts) add(f.string());
-  std::string text;
-  for (const auto& [index, line] : records) text += line + "\n";
-  write_file_atomic(p.data, text);
-  for (const auto& f : parts) fs::remove(f);
-  spdlog::info("teacher data: merged {} rank files into {} ({} examples)", parts.size(), p.data, records.size());
+/// Folds the rank files of a distributed run into data.jsonl (merge_rank_files), saying so.
+void merge_teacher_data(const RunPaths& p) {
+  const auto n = merge_rank_files(p.data);
+  if (n >= 0) spdlog::info("teacher data: merged the ranks' files into {} ({} examples)", p.data, n);
 }
 
 }  // namespace
@@ -499,12 +454,12 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   const auto questions = read_questions(p.questions);
   const auto n = std::min<std::int64_t>(o.num_examples, static_cast<std::int64_t>(questions.size()));
   // Ranks generate disjoint windows of questions into their own files; rank 0 merges them at the end.
-  auto done = done_indices(p.data);
-  for (const auto& f : rank_data_files(p))
-    for (auto i : done_indices(f.string())) done.insert(i);
+  auto done = record_indices(p.data);
+  for (const auto& f : rank_files(p.data))
+    for (auto i : record_indices(f)) done.insert(i);
   if (static_cast<std::int64_t>(done.size()) >= n) {
     world.barrier("teacher data");
-    if (world.is_main()) merge_rank_data(p);
+    if (world.is_main()) merge_teacher_data(p);
     world.barrier("teacher data merge");
     spdlog::info("teacher data: {} examples already in {}", done.size(), p.data);
     return;
@@ -583,7 +538,7 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   }
   bar.finish();
   world.barrier("teacher data");
-  if (world.is_main()) merge_rank_data(p);
+  if (world.is_main()) merge_teacher_data(p);
   world.barrier("teacher data merge");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<double> all{static_cast<double>(new_tokens)};  // every rank's tokens, reported once
@@ -728,8 +683,7 @@ int run_distill(const DistillOptions& options) {
     if (world.is_main()) stage_questions(o, p);
     world.barrier("questions");
     stage_teacher_data(o, p);
-    if (o.store_topk > 0 && world.is_main()) stage_teacher_topk(o, p);
-    world.barrier("teacher top-k");
+    if (o.store_topk > 0) stage_teacher_topk(o, p);  // every rank scores its share
   } else {
     if (world.is_main()) stage_corpus_data(o, p);
     world.barrier("corpus data");

@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -79,6 +82,49 @@ std::vector<std::string> read_complete_lines(const std::string& path) {
     start = nl + 1;
   }
   return lines;
+}
+
+std::set<std::int64_t> record_indices(const std::string& path) {
+  std::set<std::int64_t> done;
+  std::size_t line_no = 0;
+  for (const auto& line : read_complete_lines(path)) {
+    ++line_no;
+    try {
+      done.insert(nlohmann::json::parse(line).at("index").get<std::int64_t>());
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ":" + std::to_string(line_no) + ": not an indexed record (" + e.what() +
+                               "); remove the line or the file to compute it again");
+    }
+  }
+  return done;
+}
+
+std::vector<std::string> rank_files(const std::string& path) {
+  std::vector<std::string> out;
+  const fs::path dir = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+  const std::string prefix = fs::path(path).filename().string() + ".rank-";
+  if (fs::exists(dir))
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind(prefix, 0) == 0) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::int64_t merge_rank_files(const std::string& path) {
+  const auto parts = rank_files(path);
+  if (parts.empty()) return -1;
+  std::map<std::int64_t, std::string> records;
+  auto add = [&](const std::string& file) {
+    for (const auto& line : read_complete_lines(file))
+      records.emplace(nlohmann::json::parse(line).at("index").get<std::int64_t>(), line);
+  };
+  if (fs::exists(path)) add(path);
+  for (const auto& f : parts) add(f);
+  std::string text;
+  for (const auto& [index, line] : records) text += line + "\n";
+  write_file_atomic(path, text);
+  for (const auto& f : parts) fs::remove(f);
+  return static_cast<std::int64_t>(records.size());
 }
 
 JsonlAppender::JsonlAppender(const std::string& path) : path_(path) {

@@ -226,6 +226,10 @@ std::vector<Example> load_examples(const DistillOptions& o, const RunPaths& p, b
       ++line_no;
       const json j = json::parse(line);
       if (k >= out.size()) break;
+      if (j.at("index").get<std::int64_t>() != static_cast<std::int64_t>(k))
+        throw std::runtime_error(p.topk + ":" + std::to_string(line_no) + ": record for example " +
+                                 std::to_string(j.at("index").get<std::int64_t>()) + " where example " +
+                                 std::to_string(k) + " belongs; delete it to recompute");
       out[k].topk_ids = j.at("ids").get<std::vector<std::vector<std::int64_t>>>();
       out[k].topk_logprobs = j.at("logprobs").get<std::vector<std::vector<float>>>();
       ++k;
@@ -704,55 +708,74 @@ CausalLM make_student(const DistillOptions& o, const lal::lm::ModelConfig* teach
 // ------------------------------------------------------------------------------------------------ (b') top-k
 
 void stage_teacher_topk(const DistillOptions& o, const RunPaths& p) {
+  World& world = World::get();
   auto data = load_examples(o, p, false);
-  const auto done = read_complete_lines(p.topk).size();
-  if (done >= data.size()) return;
-  const torch::Device device(resolve_device(o));
-  Teacher teacher(o, device);
-  const auto tok = lal::lm::Tokenizer::from_file(tokenizer_source(o));
-  const auto usable = std::min<std::int64_t>(teacher.vocab(), static_cast<std::int64_t>(tok.vocab_size()));
-  const auto K = std::min<std::int64_t>(o.store_topk, usable);
-  JsonlAppender out(p.topk);
-  ProgressBar bar("top-k", static_cast<std::int64_t>(data.size()), "ex", o.progress, static_cast<std::int64_t>(done));
-  // Examples go through the teacher together (a dequantized or streamed layer then serves many): up to
-  // --generation_batch_size of them and kScoreTokens padded tokens per forward; records are written in order.
-  constexpr std::int64_t kScoreTokens = 8192;
-  for (std::size_t i = done; i < data.size();) {
-    std::size_t end = i;
-    std::int64_t longest = 0;
-    while (end < data.size() && static_cast<std::int64_t>(end - i) < o.generation_batch_size) {
-      const auto len = std::max(longest, static_cast<std::int64_t>(data[end].ids.size()));
-      if (end > i && len * static_cast<std::int64_t>(end - i + 1) > kScoreTokens) break;
-      longest = len, ++end;
-    }
-    const auto B = static_cast<std::int64_t>(end - i);
-    auto ids = torch::zeros({B, longest}, torch::kInt64);
-    auto ia = ids.accessor<std::int64_t, 2>();
-    std::vector<std::int64_t> rows;
-    for (std::int64_t b = 0; b < B; ++b) {
-      const auto& e = data[i + static_cast<std::size_t>(b)];
-      for (std::size_t t = 0; t < e.ids.size(); ++t) ia[b][static_cast<std::int64_t>(t)] = e.ids[t];
-      for (auto t = first_predicted(e); t + 1 < static_cast<std::int64_t>(e.ids.size()); ++t)
-        rows.push_back(b * longest + t);
-    }
-    const auto [vals, idx] = teacher.topk_at(ids.to(device), torch::tensor(rows, torch::kInt64).to(device), K, usable);
-    std::int64_t row = 0;
-    for (std::int64_t b = 0; b < B; ++b) {
-      const auto n = predicted_tokens(data[i + static_cast<std::size_t>(b)]);
-      json rec = {{"index", i + static_cast<std::size_t>(b)}, {"ids", json::array()}, {"logprobs", json::array()}};
-      for (std::int64_t t = 0; t < n; ++t, ++row) {
-        const auto* id = idx[row].data_ptr<std::int64_t>();
-        const auto* lp = vals[row].data_ptr<float>();
-        rec["ids"].push_back(std::vector<std::int64_t>(id, id + K));
-        rec["logprobs"].push_back(std::vector<float>(lp, lp + K));
+  auto done = record_indices(p.topk);
+  for (const auto& f : rank_files(p.topk))
+    for (auto i : record_indices(f)) done.insert(i);
+  if (done.size() < data.size()) {
+    const torch::Device device(resolve_device(o));
+    Teacher teacher(o, device);
+    const auto tok = lal::lm::Tokenizer::from_file(tokenizer_source(o));
+    const auto usable = std::min<std::int64_t>(teacher.vocab(), static_cast<std::int64_t>(tok.vocab_size()));
+    const auto K = std::min<std::int64_t>(o.store_topk, usable);
+    JsonlAppender out(world.distributed() ? p.topk + ".rank-" + std::to_string(world.rank()) : p.topk);
+    ProgressBar bar("top-k", static_cast<std::int64_t>(data.size()), "ex", o.progress && world.is_main(),
+                    static_cast<std::int64_t>(done.size()));
+    // Examples go through the teacher together (a dequantized or streamed layer then serves many): windows of up to
+    // --generation_batch_size examples and kScoreTokens padded tokens, cut the same way from the first example on
+    // whatever was done before, so that every rank and every resume sees the same windows; ranks take turns.
+    constexpr std::int64_t kScoreTokens = 8192;
+    std::size_t window = 0;
+    for (std::size_t i = 0; i < data.size(); ++window) {
+      std::size_t end = i;
+      std::int64_t longest = 0;
+      while (end < data.size() && static_cast<std::int64_t>(end - i) < o.generation_batch_size) {
+        const auto len = std::max(longest, static_cast<std::int64_t>(data[end].ids.size()));
+        if (end > i && len * static_cast<std::int64_t>(end - i + 1) > kScoreTokens) break;
+        longest = len, ++end;
       }
-      out.add(rec.dump());
+      const auto from = i;
+      i = end;
+      bool complete = true;
+      for (auto k = from; k < end; ++k) complete = complete && done.count(static_cast<std::int64_t>(k));
+      if (complete || static_cast<int>(window % static_cast<std::size_t>(world.size())) != world.rank()) continue;
+      const auto B = static_cast<std::int64_t>(end - from);
+      auto ids = torch::zeros({B, longest}, torch::kInt64);
+      auto ia = ids.accessor<std::int64_t, 2>();
+      std::vector<std::int64_t> rows;
+      for (std::int64_t b = 0; b < B; ++b) {
+        const auto& e = data[from + static_cast<std::size_t>(b)];
+        for (std::size_t t = 0; t < e.ids.size(); ++t) ia[b][static_cast<std::int64_t>(t)] = e.ids[t];
+        for (auto t = first_predicted(e); t + 1 < static_cast<std::int64_t>(e.ids.size()); ++t)
+          rows.push_back(b * longest + t);
+      }
+      const auto [vals, idx] =
+          teacher.topk_at(ids.to(device), torch::tensor(rows, torch::kInt64).to(device), K, usable);
+      std::int64_t row = 0;
+      for (std::int64_t b = 0; b < B; ++b) {
+        const auto index = static_cast<std::int64_t>(from) + b;
+        const auto n = predicted_tokens(data[static_cast<std::size_t>(index)]);
+        json rec = {{"index", index}, {"ids", json::array()}, {"logprobs", json::array()}};
+        for (std::int64_t t = 0; t < n; ++t, ++row) {
+          const auto* id = idx[row].data_ptr<std::int64_t>();
+          const auto* lp = vals[row].data_ptr<float>();
+          rec["ids"].push_back(std::vector<std::int64_t>(id, id + K));
+          rec["logprobs"].push_back(std::vector<float>(lp, lp + K));
+        }
+        if (done.insert(index).second) out.add(rec.dump());
+      }
+      out.flush();  // one write + fsync per window: a kill loses at most the window in flight
+      bar.update(static_cast<std::int64_t>(done.size()));
     }
-    out.flush();  // one write + fsync per batch: a kill loses at most the batch in flight
-    i = end;
-    bar.update(static_cast<std::int64_t>(i));
+    bar.finish();
   }
-  bar.finish();
+  world.barrier("teacher top-k");
+  if (world.is_main()) {
+    const auto n = merge_rank_files(p.topk);
+    if (n >= 0) spdlog::info("teacher top-k: merged the ranks' files into {} ({} examples)", p.topk, n);
+  }
+  world.barrier("teacher top-k merge");
 }
 
 // ------------------------------------------------------------------------------------------------ (c) training

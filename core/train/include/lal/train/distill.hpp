@@ -47,7 +47,7 @@ std::string describe_plan(const DistillOptions& o, bool* fits = nullptr);
 void stage_questions(const DistillOptions& o, const RunPaths& p);
 void stage_teacher_data(const DistillOptions& o, const RunPaths& p);
 void stage_corpus_data(const DistillOptions& o, const RunPaths& p);
-void stage_teacher_topk(const DistillOptions& o, const RunPaths& p);              // LibTorch
+void stage_teacher_topk(const DistillOptions& o, const RunPaths& p);              // LibTorch; all ranks call it
 TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p);  // LibTorch
 
 /// What the run needs in memory (bytes); see estimate_memory().

@@ -6,7 +6,9 @@
 // ERRORS: std::runtime_error with the path and errno text.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,17 @@ void fsync_directory(const std::string& dir);
 
 /// The complete lines of a JSONL file (a torn last line, without '\n', is not returned).
 std::vector<std::string> read_complete_lines(const std::string& path);
+
+/// Indexed records: JSONL lines that are objects with an integer "index" (teacher data, stored top-k). Ranks of a
+/// distributed run append theirs to "<path>.rank-R"; rank 0 then folds them into <path>.
+/// The indices in `path` (none when it does not exist); a line without one throws, naming path:line.
+std::set<std::int64_t> record_indices(const std::string& path);
+/// The per-rank files of `path` ("<path>.rank-*", any world size), sorted.
+std::vector<std::string> rank_files(const std::string& path);
+/// Folds the rank files into `path` in index order, keeping the first record of each index, then removes them.
+/// Atomic: a kill leaves either the old files or the merged one. Returns the records in `path`, or -1 when there
+/// were no rank files (nothing done).
+std::int64_t merge_rank_files(const std::string& path);
 
 class JsonlAppender {
  public:
