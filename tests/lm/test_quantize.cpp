@@ -265,6 +265,45 @@ TEST_CASE("cpu_offload: same logits; a no-op on the CPU, streamed layer by layer
   }
 }
 
+TEST_CASE(
+    "dequantized_cache_bytes: the first layers kept dequantized on a GPU give identical logits; ignored on the CPU") {
+  const auto dir = model_dir("qwen2_tied_gqa");
+  auto plain = Transformer::load(dir, device(), torch::kFloat32, WeightOptions{"int4", kGroup, false});
+  const auto ref = logits_of(*plain, kPrompt);
+  const auto layers = static_cast<std::size_t>(plain->config().num_layers);
+  const auto c = plain->config();
+  // float32 bytes of one layer's linear weights (q/k/v, o, gate/up, down)
+  const std::int64_t layer_bytes =
+      4 * c.hidden_size *
+      ((c.num_heads + 2 * c.num_kv_heads) * c.head_dim + c.num_heads * c.head_dim + 3 * c.intermediate_size);
+  for (std::int64_t budget : {layer_bytes, layer_bytes * 100}) {
+    CAPTURE(budget);
+    WeightOptions w{"int4", kGroup, false};
+    w.dequantized_cache_bytes = budget;
+    auto cached = Transformer::load(dir, device(), torch::kFloat32, w);
+    if (device().is_cpu()) {
+      CHECK(cached->dequantized_layers() == 0);  // the CPU kernels read the packed weights
+      continue;
+    }
+    CHECK(cached->dequantized_layers() == (budget == layer_bytes ? 1 : layers));
+    CHECK(cached->dequantized_bytes() == layer_bytes * static_cast<std::int64_t>(cached->dequantized_layers()));
+    CHECK(torch::equal(logits_of(*cached, kPrompt), ref));
+  }
+  if (!device().is_cpu()) {
+    ModelOptions o;
+    o.model_path = dir, o.device = test_device(), o.dtype = "float32", o.quantize = "int4", o.quantize_group = kGroup;
+    o.decode_mode = "graph";
+    GenerateOptions g;
+    g.sampling.greedy = true, g.max_new_tokens = 8, g.stop_at_eos = false;
+    const auto before = Engine::load(o)->generate({{1, 5, 9, 2, 77}, {3, 4}}, g);
+    o.dequantized_cache_bytes = std::int64_t{1} << 40;
+    const auto e = Engine::load(o);
+    CHECK(e->describe().find("layers kept dequantized") != std::string::npos);
+    const auto after = e->generate({{1, 5, 9, 2, 77}, {3, 4}}, g);
+    for (std::size_t b = 0; b < 2; ++b) CHECK(after[b].ids == before[b].ids);
+  }
+}
+
 TEST_CASE("bad quantize options are refused naming the option") {
   const auto dir = model_dir("qwen2_tied_gqa");
   CHECK_THROWS_WITH_AS(engine(dir, "int3"), doctest::Contains("quantize 'int3'"), std::invalid_argument);

@@ -441,6 +441,21 @@ std::vector<std::int32_t> render_prompt(const lal::lm::ChatTemplate& chat, const
   return tok.encode(chat.render(msgs), /*add_special_tokens=*/true);
 }
 
+/// Device bytes the generation stage may spend on keeping the quantized teacher's layers dequantized (then they are
+/// not dequantized again at every decode step; same tokens): what the plan leaves free of the device beside the
+/// generation (packed weights + KV cache), less a margin of 10 % (at least 4 GiB). Training has not started yet;
+/// the engine is gone before it does. 0 on the CPU, without quantization and with --cpu_offload.
+std::int64_t generation_dequantized_cache(const DistillOptions& o, const std::string& device,
+                                          const std::string& quant) {
+  if (device.rfind("cuda", 0) != 0 || quant == "none" || o.cpu_offload) return 0;
+  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
+  // The student does not enter the generation estimate: the teacher stands in for it.
+  const double need = estimate_memory(o, &teacher, teacher, device, quant, 1).generation_device;
+  const double capacity = static_cast<double>(device_capacity(o, device).bytes);
+  const double margin = std::max(0.1 * capacity, 4.0 * (1 << 30));
+  return static_cast<std::int64_t>(std::max(0.0, capacity - need - margin));
+}
+
 /// Folds the rank files of a distributed run into data.jsonl (merge_rank_files), saying so.
 void merge_teacher_data(const RunPaths& p) {
   const auto n = merge_rank_files(p.data);
@@ -470,6 +485,7 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   mo.quantize = resolve_quantize(o, mo.device);
   mo.quantize_group = o.quantize_group;
   mo.cpu_offload = o.cpu_offload;
+  mo.dequantized_cache_bytes = generation_dequantized_cache(o, mo.device, mo.quantize);
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
   if (!tok) throw std::runtime_error(engine->model_dir() + ": the teacher has no tokenizer.json");

@@ -256,9 +256,9 @@ std::unique_ptr<Engine> Engine::load(const ModelOptions& options) {
   if (offload && impl->decode_mode == "auto") impl->decode_mode = "static";  // weight copies stay out of graphs
   if (options.kernels != "auto" && options.kernels != "fused" && options.kernels != "torch")
     throw std::invalid_argument("kernels '" + options.kernels + "': expected auto, fused or torch");
-  impl->model = Transformer::load(impl->dir, device, dtype,
-                                  WeightOptions{quantize, quantize_group, options.cpu_offload,
-                                                options.allow_nonfinite, quantized_dtype});
+  WeightOptions weights{quantize, quantize_group, options.cpu_offload, options.allow_nonfinite, quantized_dtype};
+  weights.dequantized_cache_bytes = options.dequantized_cache_bytes;
+  impl->model = Transformer::load(impl->dir, device, dtype, weights);
   if (options.kernels == "fused" || (options.kernels == "auto" && Transformer::kernels_built() && device.is_cuda()))
     impl->model->set_fused_kernels(true);
   impl->usable_vocab = config.vocab_size;
@@ -376,6 +376,9 @@ std::string Engine::describe() const {
     storage += impl_->model->offloaded() ? ", layers streamed from pinned host memory"
                                          : ", cpu_offload ignored (weights are in host memory already)";
   if (w.quantize_lm_head) storage += ", lm-head int8";
+  if (impl_->model->dequantized_layers() > 0)
+    storage += ", " + std::to_string(impl_->model->dequantized_layers()) + " of " + std::to_string(c.num_layers) +
+               " layers kept dequantized (" + std::to_string(impl_->model->dequantized_bytes() >> 20) + " MiB)";
   if (fused_kernels()) storage += ", fused CUDA kernels";
   if (!impl_->dtype_choice.empty()) storage += " (" + impl_->dtype_choice + ")";
   return std::string(family_name(c.family)) + " (" + std::to_string(c.num_layers) + " layers, hidden " +

@@ -377,6 +377,19 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
     }
     m->layers_.push_back(std::move(l));
   }
+  if (bits && !m->offload_ && device.is_cuda() && weights.dequantized_cache_bytes > 0) {
+    for (const auto& l : m->layers_) {
+      std::int64_t bytes = 0;
+      for (const auto& [field, q] : l.quantized)
+        bytes += q.shape.at(0) * q.shape.at(1) * static_cast<std::int64_t>(c10::elementSize(dtype));
+      if (m->dequantized_bytes_ + bytes > weights.dequantized_cache_bytes) break;
+      Layer d = l;  // shallow: norms and biases shared
+      for (const auto& [field, q] : l.quantized) d.*field = dequantize_weight(q, dtype, device);
+      d.quantized.clear();
+      m->dequantized_.push_back(std::move(d));
+      m->dequantized_bytes_ += bytes;
+    }
+  }
   m->final_norm_w_ = param(family.final_norm_w, w.get(family.final_norm_w, {E}));
   if (family.final_norm_b) m->final_norm_b_ = param(family.final_norm_b, w.get(family.final_norm_b, {E}));
   if (c.tie_word_embeddings) {
@@ -480,6 +493,7 @@ std::int64_t Transformer::parameter_count() const {
 }
 
 const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch, torch::ScalarType compute) const {
+  if (i < dequantized_.size() && compute == dtype_) return dequantized_[i];
   const Layer& stored = layers_[i];
   if (!offload_ && stored.quantized.empty() && stored.parts.empty() && compute == dtype_) return stored;
   scratch = stored;  // shallow: tensors are shared, the previous layer's device copies are released

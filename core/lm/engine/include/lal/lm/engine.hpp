@@ -49,6 +49,9 @@ struct ModelOptions {
   /// Trades speed (each decode step copies every weight over PCIe) for device memory. Decoding then runs "static"
   /// under "auto"; "graph" is refused. On the CPU it is accepted and does nothing (describe() says so).
   bool cpu_offload = false;
+  /// With `quantize` on a GPU: device bytes for keeping the first layers' weights dequantized (no dequantization per
+  /// forward for them; identical results). WeightOptions::dequantized_cache_bytes. 0: none.
+  std::int64_t dequantized_cache_bytes = 0;
   /// The chat template for message requests: "" = the model's own (chat_template.jinja / tokenizer_config.json),
   /// a built-in format name (chatml, qwen2.5, qwen3, llama2, llama3, phi4) or a Jinja file (lal/lm/chat_template.hpp).
   std::string chat_template;

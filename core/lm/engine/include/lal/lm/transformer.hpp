@@ -78,6 +78,12 @@ struct WeightOptions {
   /// bits in Q4_0/Q8_0 files. What `--dtype int8|int4` turns on: at batch 1 the lm-head of a small model is a
   /// quarter of all weights.
   bool quantize_lm_head = false;
+  /// Quantized weights on a GPU, not offloaded: keep the dequantized (model dtype) linear weights of the first layers
+  /// that fit in this many bytes resident on the device after load, so that those layers run without dequantizing
+  /// at every forward. The values are those the per-use dequantization makes, so results are identical; it trades
+  /// device memory for speed while memory is free (lal distill's teacher generation, before training needs it).
+  /// Ignored on the CPU (its kernels read the packed weights directly) and with cpu_offload.
+  std::int64_t dequantized_cache_bytes = 0;
 };
 
 /// Bytes the weights of `config` take on the device and in host memory when loaded as `element_bytes`-byte
@@ -181,6 +187,9 @@ class Transformer {
   const WeightOptions& weight_options() const { return weights_; }
   /// Whether weights are streamed from host memory (cpu_offload on a non-CPU device).
   bool offloaded() const { return offload_; }
+  /// Layers kept dequantized (WeightOptions::dequantized_cache_bytes: the first ones) and their bytes.
+  std::size_t dequantized_layers() const { return dequantized_.size(); }
+  std::int64_t dequantized_bytes() const { return dequantized_bytes_; }
   /// Trainable models: every parameter with its checkpoint name (tied lm_head not repeated), in a fixed order (the
   /// family's table order, embedding first). Empty for inference models.
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
@@ -225,6 +234,8 @@ class Transformer {
       lm_head_;                               // embed_/lm_head_ undefined where lm_head_q_ replaces them
   std::optional<QuantizedTensor> lm_head_q_;  // WeightOptions::quantize_lm_head
   std::vector<Layer> layers_;
+  std::vector<Layer> dequantized_;  // the first layers with their quantized weights dequantized (dense, dtype_)
+  std::int64_t dequantized_bytes_ = 0;
 };
 
 }  // namespace lal::lm
