@@ -126,6 +126,17 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
   return m;
 }
 
+std::int64_t teacher_dequantized_cache(const DistillOptions& o, const std::string& device,
+                                       const lal::lm::ModelConfig* student) {
+  if (spare_for_dequantized(o, device, 0) == 0) return 0;
+  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
+  const auto quant = resolve_quantize(o, device);
+  // Without a student only the generation estimate counts (the teacher stands in for the student's terms).
+  const auto est =
+      estimate_memory(o, &teacher, student ? *student : teacher, device, quant, WorldEnv::from_environment().size);
+  return spare_for_dequantized(o, device, student ? est.train_device : est.generation_device);
+}
+
 DiskEstimate estimate_disk(const DistillOptions& o, const lal::lm::ModelConfig& student, std::int64_t steps) {
   DiskEstimate d;
   const double sp = static_cast<double>(parameter_count(student));
@@ -368,6 +379,22 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << (o.cpu_offload ? " on the device + teacher in CPU memory" : "") << "\n";
   s << "                    teacher generation ~" << human_bytes(est.generation_device) << " (weights + KV cache of "
     << o.generation_batch_size << " x " << o.max_length << " tokens)\n";
+  if (teacher && spare_for_dequantized(o, device, 0) > 0) {
+    // Spare device memory keeps quantized teacher layers dequantized (teacher_dequantized_cache): how many.
+    const double layer = static_cast<double>(parameter_count(*teacher) - teacher->vocab_size * teacher->hidden_size *
+                                                                             (teacher->tie_word_embeddings ? 1 : 2)) /
+                         static_cast<double>(std::max<std::int64_t>(1, teacher->num_layers)) * 2;
+    auto layers = [&](double need) {
+      return std::min<std::int64_t>(
+          teacher->num_layers,
+          static_cast<std::int64_t>(static_cast<double>(spare_for_dequantized(o, device, need)) / layer));
+    };
+    const bool online = o.teacher_logits == "online" || (o.teacher_logits == "auto" && o.store_topk <= 0);
+    s << "  spare memory      keeps " << layers(est.generation_device) << " of " << teacher->num_layers
+      << " teacher layers dequantized while it generates"
+      << (online ? ", " + std::to_string(layers(est.train_device)) + " while training" : std::string())
+      << " (no dequantization per step for them)\n";
+  }
   const auto disk = estimate_disk(o, student, planned_steps);
   std::string disk_dir;
   std::int64_t disk_free = free_bytes_under(o.output_dir, &disk_dir);
@@ -441,21 +468,6 @@ std::vector<std::int32_t> render_prompt(const lal::lm::ChatTemplate& chat, const
   return tok.encode(chat.render(msgs), /*add_special_tokens=*/true);
 }
 
-/// Device bytes the generation stage may spend on keeping the quantized teacher's layers dequantized (then they are
-/// not dequantized again at every decode step; same tokens): what the plan leaves free of the device beside the
-/// generation (packed weights + KV cache), less a margin of 10 % (at least 4 GiB). Training has not started yet;
-/// the engine is gone before it does. 0 on the CPU, without quantization and with --cpu_offload.
-std::int64_t generation_dequantized_cache(const DistillOptions& o, const std::string& device,
-                                          const std::string& quant) {
-  if (device.rfind("cuda", 0) != 0 || quant == "none" || o.cpu_offload) return 0;
-  const auto teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_path(o.teacher_model));
-  // The student does not enter the generation estimate: the teacher stands in for it.
-  const double need = estimate_memory(o, &teacher, teacher, device, quant, 1).generation_device;
-  const double capacity = static_cast<double>(device_capacity(o, device).bytes);
-  const double margin = std::max(0.1 * capacity, 4.0 * (1 << 30));
-  return static_cast<std::int64_t>(std::max(0.0, capacity - need - margin));
-}
-
 /// Folds the rank files of a distributed run into data.jsonl (merge_rank_files), saying so.
 void merge_teacher_data(const RunPaths& p) {
   const auto n = merge_rank_files(p.data);
@@ -485,7 +497,7 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   mo.quantize = resolve_quantize(o, mo.device);
   mo.quantize_group = o.quantize_group;
   mo.cpu_offload = o.cpu_offload;
-  mo.dequantized_cache_bytes = generation_dequantized_cache(o, mo.device, mo.quantize);
+  mo.dequantized_cache_bytes = teacher_dequantized_cache(o, mo.device, nullptr);
   auto engine = lal::lm::Engine::load(mo);
   const auto* tok = engine->tokenizer();
   if (!tok) throw std::runtime_error(engine->model_dir() + ": the teacher has no tokenizer.json");

@@ -135,6 +135,7 @@ CausalLM CausalLM::random(const ModelConfig& config, std::uint64_t seed, torch::
 CausalLM CausalLM::load(const std::string& dir, const LoadOptions& o) {
   lal::lm::WeightOptions w;
   w.quantize = o.quantize, w.quantize_group = o.quantize_group, w.cpu_offload = o.cpu_offload;
+  w.dequantized_cache_bytes = o.dequantized_cache_bytes;
   lal::lm::ParameterOptions p;
   p.trainable = o.trainable, p.layers = o.layers, p.vocab_rows = o.vocab_rows;
   return CausalLM(lal::lm::Transformer::load(dir, o.device, o.trainable ? torch::kFloat32 : o.dtype, w, p));

@@ -84,6 +84,13 @@ DeviceCapacity device_capacity(const DistillOptions& o, const std::string& devic
   return c;
 }
 
+std::int64_t spare_for_dequantized(const DistillOptions& o, const std::string& device, double need) {
+  if (device.rfind("cuda", 0) != 0 || resolve_quantize(o, device) == "none" || o.cpu_offload) return 0;
+  const double capacity = static_cast<double>(device_capacity(o, device).bytes);
+  const double margin = std::max(0.1 * capacity, 4.0 * (1 << 30));
+  return static_cast<std::int64_t>(std::max(0.0, capacity - need - margin));
+}
+
 void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device) {
   const torch::Device d(device);
   if (o.max_gpu_memory.empty() || !d.is_cuda()) return;
@@ -107,9 +114,17 @@ namespace {
 
 /// Teacher logits for right-padded ids: the trainable decoder's code path (int8/int4, CPU offload) for qwen2/llama,
 /// the engine's Transformer for the other families.
+/// ", N layers kept dequantized (X MiB)" when the model keeps any, else "".
+std::string dequantized_note(const lal::lm::Transformer& m) {
+  if (m.dequantized_layers() == 0) return "";
+  return ", " + std::to_string(m.dequantized_layers()) + " layers kept dequantized (" +
+         std::to_string(m.dequantized_bytes() >> 20) + " MiB of spare device memory)";
+}
+
 class Teacher {
  public:
-  Teacher(const DistillOptions& o, torch::Device device) {
+  /// `dequantized_cache_bytes`: device memory for keeping quantized layers dequantized (spare_for_dequantized).
+  Teacher(const DistillOptions& o, torch::Device device, std::int64_t dequantized_cache_bytes = 0) {
     dir_ = lal::lm::resolve_model_path(o.teacher_model);
     const auto cfg = lal::lm::ModelConfig::from_dir(dir_);
     const auto dtype = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
@@ -119,16 +134,20 @@ class Teacher {
       LoadOptions lo;
       lo.device = device, lo.dtype = dtype, lo.quantize = quant, lo.quantize_group = o.quantize_group;
       lo.cpu_offload = o.cpu_offload;
+      lo.dequantized_cache_bytes = dequantized_cache_bytes;
       model_ = std::make_unique<CausalLM>(CausalLM::load(dir_, lo));
       vocab_ = model_->config().vocab_size;
-      spdlog::info("teacher scorer: {} layers, {} weights ({}, {})", model_->config().num_layers,
-                   model_->weight_bytes(), quant, o.cpu_offload ? "offloaded" : "resident");
+      spdlog::info("teacher scorer: {} layers, {} weights ({}, {}{})", model_->config().num_layers,
+                   model_->weight_bytes(), quant, o.cpu_offload ? "offloaded" : "resident",
+                   dequantized_note(model_->decoder()));
     } else {
       // Other families score through the engine's Transformer, which quantizes and offloads the same way.
-      engine_model_ = lal::lm::Transformer::load(dir_, device, dtype,
-                                                 lal::lm::WeightOptions{quant, o.quantize_group, o.cpu_offload});
-      spdlog::info("teacher scorer (engine): {} layers, {} weights ({}, {})", cfg.num_layers,
-                   engine_model_->parameter_bytes(), quant, engine_model_->offloaded() ? "offloaded" : "resident");
+      lal::lm::WeightOptions w{quant, o.quantize_group, o.cpu_offload};
+      w.dequantized_cache_bytes = dequantized_cache_bytes;
+      engine_model_ = lal::lm::Transformer::load(dir_, device, dtype, w);
+      spdlog::info("teacher scorer (engine): {} layers, {} weights ({}, {}{})", cfg.num_layers,
+                   engine_model_->parameter_bytes(), quant, engine_model_->offloaded() ? "offloaded" : "resident",
+                   dequantized_note(*engine_model_));
       vocab_ = cfg.vocab_size;
     }
   }
@@ -715,7 +734,7 @@ void stage_teacher_topk(const DistillOptions& o, const RunPaths& p) {
     for (auto i : record_indices(f)) done.insert(i);
   if (done.size() < data.size()) {
     const torch::Device device(resolve_device(o));
-    Teacher teacher(o, device);
+    Teacher teacher(o, device, teacher_dequantized_cache(o, device.str(), nullptr));
     const auto tok = lal::lm::Tokenizer::from_file(tokenizer_source(o));
     const auto usable = std::min<std::int64_t>(teacher.vocab(), static_cast<std::int64_t>(tok.vocab_size()));
     const auto K = std::min<std::int64_t>(o.store_topk, usable);
@@ -933,7 +952,8 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
 
   CausalLM student = make_student(o, teacher_cfg ? &*teacher_cfg : nullptr, vocab, trim ? &*trim : nullptr, device);
   std::unique_ptr<Teacher> teacher;
-  if (online) teacher = std::make_unique<Teacher>(o, device);
+  if (online)
+    teacher = std::make_unique<Teacher>(o, device, teacher_dequantized_cache(o, device.str(), &student.config()));
 
   // Validation split: a fixed pseudo-random subset (at least one example when the fraction is positive).
   std::vector<std::int64_t> all(data.size());

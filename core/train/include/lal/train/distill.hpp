@@ -97,6 +97,15 @@ struct DeviceCapacity {
   std::string what;  ///< "cuda:0 (NVIDIA H200)", "cpu (MemAvailable)"
 };
 DeviceCapacity device_capacity(const DistillOptions& o, const std::string& device);
+/// Device bytes a quantized teacher may spend on keeping layers dequantized (lal::lm::WeightOptions::
+/// dequantized_cache_bytes) beside a stage that needs `need` bytes: the device's capacity (--max_gpu_memory
+/// honoured) less `need` and a margin of 10 % (at least 4 GiB). 0 on the CPU, without quantization, with
+/// --cpu_offload.
+std::int64_t spare_for_dequantized(const DistillOptions& o, const std::string& device, double need);
+/// spare_for_dequantized() beside the plan's estimate: of the teacher's generation (and scoring) when `student` is
+/// null, else of the training with that student (online teacher).
+std::int64_t teacher_dequantized_cache(const DistillOptions& o, const std::string& device,
+                                       const lal::lm::ModelConfig* student);
 /// Caps LibTorch's CUDA caching allocator at --max_gpu_memory on `device` (no-op on CPU or without the option).
 void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device);
 

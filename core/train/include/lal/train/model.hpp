@@ -68,8 +68,9 @@ struct LoadOptions {
   bool trainable = false;                     ///< parameters require grad (float32 masters)
   std::string quantize = "none";              ///< none | int8 | int4 (decoder-layer linears only)
   std::int64_t quantize_group = 64;
-  bool cpu_offload = false;          ///< weights stay in CPU memory; each use copies them to `device`
-  std::vector<std::int64_t> layers;  ///< which checkpoint layers to load (empty = all)
+  bool cpu_offload = false;                  ///< weights stay in CPU memory; each use copies them to `device`
+  std::int64_t dequantized_cache_bytes = 0;  ///< quantized on a GPU: WeightOptions::dequantized_cache_bytes
+  std::vector<std::int64_t> layers;          ///< which checkpoint layers to load (empty = all)
   const std::vector<std::int32_t>* vocab_rows = nullptr;  ///< keep only these embedding/lm_head rows (trimming)
 };
 
