@@ -7,6 +7,7 @@
 #include <set>
 
 #include "lal/lm/tokenizer.hpp"
+#include "lal/lm/training_kernels.hpp"
 #include "lal/lm/transformer.hpp"
 #include "lal/train/chunked_loss.hpp"
 #include "lal/train/distill.hpp"
@@ -530,6 +531,80 @@ TEST_CASE("chunked lm_head + loss equals the plain logits path: loss and gradien
         doctest::Approx(
             torch::nn::functional::cross_entropy(torch::linear(in.hidden, m.lm_head()), targets).item<double>())
             .epsilon(1e-5));
+}
+
+namespace {
+/// Relative error ||a - b|| / ||b|| in float64 (0 when both are 0).
+double relative_to(const torch::Tensor& a, const torch::Tensor& b) {
+  auto x = a.to(torch::kCPU, torch::kFloat64), y = b.to(torch::kCPU, torch::kFloat64);
+  const double n = y.norm().item<double>(), d = (x - y).norm().item<double>();
+  return n == 0 ? d : d / n;
+}
+}  // namespace
+
+// The fused CUDA training kernels (lal/lm/training_kernels.hpp: RMSNorm and SwiGLU with their backward, the chunked
+// loss's softmax gradient) against the LibTorch ops (LAL_TRAIN_KERNELS=off), on a GPU: the student's hidden states,
+// the chunked loss (CE alone and stored top-k KD, with unused slots and a target inside the top-k) and every
+// parameter's gradient. Without CUDA or without the kernels built (CI), it says so and checks nothing.
+TEST_CASE("training kernels on CUDA: hidden states, chunked CE / top-k loss and gradients equal the LibTorch ops") {
+  if (!torch::cuda::is_available() || !lal::lm::training::kernels_built()) {
+    MESSAGE("skipped: no CUDA device or no fused kernels in this build");
+    return;
+  }
+  const torch::Device cuda(torch::kCUDA, 0);
+  for (std::int64_t V : {61, 128}) {  // 61: the scalar path; 128: 8-wide loads
+    auto m = CausalLM::random(student_config("tiny", nullptr, V), 11, cuda);
+    torch::manual_seed(5);
+    const std::int64_t N = 300;
+    auto ids = torch::randint(0, V, {4, 80}, torch::kInt64);
+    auto rows = torch::randperm(320, torch::kInt64).narrow(0, 0, N).to(cuda);
+    auto targets = torch::randint(0, V, {N}, torch::kInt64).to(cuda);
+    auto teacher = torch::randn({N, V}) * 3;
+    auto topk = teacher.log_softmax(-1).topk(8, -1);
+    auto topk_ids = std::get<1>(topk).clone(), topk_lp = std::get<0>(topk).clone();
+    topk_ids[3][5] = -1, topk_ids[7][4] = -1;          // unused slots
+    targets[9] = topk_ids[9][0].item<std::int64_t>();  // a target that is also a top-k id
+    topk_ids = topk_ids.to(cuda), topk_lp = topk_lp.to(cuda);
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      for (int mode = 0; mode < 2; ++mode) {  // 0: top-k KD, 1: CE only
+        CAPTURE(V);
+        CAPTURE(dtype);
+        CAPTURE(mode);
+        auto run = [&](const char* kernels, torch::Tensor* hidden, torch::Tensor* kl) {
+          setenv("LAL_TRAIN_KERNELS", kernels, 1);
+          clear_grads(m);
+          auto h = m.hidden_states(ids, dtype);
+          *hidden = h.detach().clone();
+          ChunkedLossInput in;
+          in.hidden = h.view({-1, h.size(-1)}).index_select(0, rows), in.lm_head = m.lm_head();
+          in.targets = targets, in.temperature = 2.0, in.alpha = 0.7, in.chunk_tokens = 128;
+          if (mode == 0) in.topk_ids = topk_ids, in.topk_logprobs = topk_lp;
+          auto parts = chunked_distillation_loss(in, kl);
+          (parts.total * 1.5).backward();
+          unsetenv("LAL_TRAIN_KERNELS");
+          return std::make_pair(parts, grads_of(m));
+        };
+        torch::Tensor h_ref, h_got, kl_ref, kl_got;
+        const auto [ref, ref_grads] = run("off", &h_ref, &kl_ref);
+        const auto [got, got_grads] = run("on", &h_got, &kl_got);
+        const bool f32 = dtype == torch::kFloat32;
+        CHECK(relative_to(h_got, h_ref) < (f32 ? 1e-5 : 1e-2));
+        const double loss_tol = f32 ? 1e-5 : 2e-3;
+        CHECK(got.total.item<double>() == doctest::Approx(ref.total.item<double>()).epsilon(loss_tol));
+        CHECK(got.ce.item<double>() == doctest::Approx(ref.ce.item<double>()).epsilon(loss_tol));
+        if (mode == 0) {
+          CHECK(got.kd.item<double>() == doctest::Approx(ref.kd.item<double>()).epsilon(loss_tol));
+          CHECK(kl_got.item<double>() == doctest::Approx(kl_ref.item<double>()).epsilon(loss_tol));
+        }
+        double worst = 0;
+        for (std::size_t i = 0; i < ref_grads.size(); ++i)
+          worst = std::max(worst, relative_to(got_grads[i], ref_grads[i]));
+        CHECK(worst < (f32 ? 1e-4 : 3e-2));
+        MESSAGE("V " << V << (f32 ? " float32" : " bfloat16") << (mode == 0 ? " top-k" : " CE")
+                     << ": largest relative gradient difference " << worst);
+      }
+    }
+  }
 }
 
 TEST_CASE("sequence packing: two documents in one row give the loss and gradients of two padded rows") {

@@ -4,6 +4,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "lal/lm/training_kernels.hpp"
+
 namespace lal::train {
 
 namespace {
@@ -32,6 +34,16 @@ torch::Tensor kl_sum(const torch::Tensor& p, const torch::Tensor& log_p, const t
   return (p * (torch::where(p > 0, log_p, torch::zeros_like(log_p)) - log_q)).sum(-1);
 }
 
+/// The stored top-k teacher distribution at temperature `temp`: probabilities (0 in unused slots) and
+/// log-probabilities.
+std::pair<torch::Tensor, torch::Tensor> topk_distribution(const torch::Tensor& logprobs, const torch::Tensor& valid,
+                                                          double temp) {
+  auto lpt = torch::log_softmax(
+      (logprobs / temp).masked_fill(valid.logical_not(), -std::numeric_limits<float>::infinity()), -1);
+  auto pt = torch::where(valid & torch::isfinite(lpt), lpt.exp(), torch::zeros_like(lpt));
+  return {pt, lpt};
+}
+
 }  // namespace
 
 LossParts chunked_distillation_loss(const ChunkedLossInput& in, torch::Tensor* kl_metric) {
@@ -46,6 +58,9 @@ LossParts chunked_distillation_loss(const ChunkedLossInput& in, torch::Tensor* k
   const double ce_weight = teacher_info ? 1.0 - in.alpha : 1.0;
   const bool want_grad = torch::GradMode::is_enabled() && (in.hidden.requires_grad() || in.lm_head.requires_grad());
   const auto compute = in.hidden.scalar_type();
+  // The fused CUDA kernels (lal/lm/training_kernels.hpp) for CE and stored top-k KD; the LibTorch ops below are the
+  // reference (CPU, a full teacher, LAL_TRAIN_KERNELS=off).
+  const bool fused = !full && lm::training::kernels_apply(in.hidden);
 
   torch::NoGradGuard no_grad;
   const auto W = in.lm_head.detach().to(compute);
@@ -61,6 +76,52 @@ LossParts chunked_distillation_loss(const ChunkedLossInput& in, torch::Tensor* k
   for (std::int64_t begin = 0; begin < N; begin += in.chunk_tokens) {
     const auto c = std::min(in.chunk_tokens, N - begin);
     const auto h = h_all.narrow(0, begin, c);
+    if (fused) {
+      // One read of the chunk's logits (in the compute dtype) for the row statistics, the loss terms from them and
+      // a few gathered logits, and one in-place pass that turns the logits into the gradient's dense part; the
+      // target and top-k entries are then written exactly.
+      auto logits = torch::matmul(h, W.t());  // [c, V]
+      const auto stats = lm::training::logit_row_stats(logits, topk ? T : 1.0);
+      const auto m = stats.max.unsqueeze(1), ls = stats.log_sum.unsqueeze(1), lst = stats.log_sum_t.unsqueeze(1);
+      const auto tgt = in.targets.narrow(0, begin, c).view({c, 1});
+      const auto x_t = logits.gather(1, tgt).to(torch::kFloat32);
+      ce_sum += (m + ls - x_t).sum();
+      torch::Tensor safe_ids, x_k, p, kd_coef;
+      if (topk) {
+        const auto ids = in.topk_ids.narrow(0, begin, c);
+        safe_ids = ids.clamp_min(0);
+        const auto valid = ids.ge(0);
+        const auto lp = in.topk_logprobs.narrow(0, begin, c).to(torch::kFloat32);
+        torch::Tensor log_p;
+        std::tie(p, log_p) = topk_distribution(lp, valid, T);
+        x_k = logits.gather(1, safe_ids).to(torch::kFloat32);
+        kd_sum += kl_sum(p, log_p, (x_k - m) * (1.0 / T) - lst).sum();
+        if (kl_metric) {
+          auto [p1, log_p1] = topk_distribution(lp, valid, 1.0);
+          kl_sum_t1 += kl_sum(p1, log_p1, x_k - m - ls).sum();
+        }
+        if (want_grad) kd_coef = p.sum(-1) * (alpha * T * inv_n);
+      }
+      if (want_grad) {
+        // The exact gradient at the target and top-k slots (a slot's value includes every term at its id, so slots
+        // that share an id write the same value), from the logits gathered before they are overwritten.
+        const double a = ce_weight * inv_n;
+        const auto slot_ids = topk ? torch::cat({tgt, safe_ids}, 1) : tgt;
+        const auto x_s = topk ? torch::cat({x_t, x_k}, 1) : x_t;
+        auto value = (x_s - m - ls).exp() * a - slot_ids.eq(tgt).to(torch::kFloat32) * a;
+        if (topk) {
+          value += ((x_s - m) * (1.0 / T) - lst).exp() * kd_coef.unsqueeze(1);
+          const auto same = slot_ids.unsqueeze(2).eq(safe_ids.unsqueeze(1)).to(torch::kFloat32);  // [c, S, K]
+          value -= (same * p.unsqueeze(1)).sum(-1) * (alpha * T * inv_n);
+        }
+        lm::training::logit_softmax_gradient_(logits, stats, T, a, kd_coef);
+        logits.scatter_(1, slot_ids, value.to(logits.scalar_type()));
+        auto gh = grad_hidden.narrow(0, begin, c);
+        at::mm_out(gh, logits, W);
+        grad_w.add_(torch::matmul(logits.t(), h));  // float32 += the product in the compute dtype
+      }
+      continue;
+    }
     const auto logits = torch::matmul(h, W.t()).to(torch::kFloat32);  // [c, V]
     const auto tgt = in.targets.narrow(0, begin, c).view({c, 1});
     const auto log_s = torch::log_softmax(logits, -1);
@@ -90,16 +151,10 @@ LossParts chunked_distillation_loss(const ChunkedLossInput& in, torch::Tensor* k
         const auto ids = in.topk_ids.narrow(0, begin, c), safe_ids = ids.clamp_min(0);
         const auto valid = ids.ge(0);
         const auto lp = in.topk_logprobs.narrow(0, begin, c).to(torch::kFloat32);
-        auto distribution = [&](double temp) {
-          auto lpt = torch::log_softmax(
-              (lp / temp).masked_fill(valid.logical_not(), -std::numeric_limits<float>::infinity()), -1);
-          auto pt = torch::where(valid & torch::isfinite(lpt), lpt.exp(), torch::zeros_like(lpt));
-          return std::make_pair(pt, lpt);
-        };
-        std::tie(p, log_p) = distribution(T);
+        std::tie(p, log_p) = topk_distribution(lp, valid, T);
         kd_sum += kl_sum(p, log_p, log_q.gather(1, safe_ids)).sum();
         if (kl_metric) {
-          std::tie(p1, log_p1) = distribution(1.0);
+          std::tie(p1, log_p1) = topk_distribution(lp, valid, 1.0);
           kl_sum_t1 += kl_sum(p1, log_p1, log_s.gather(1, safe_ids)).sum();
         }
         if (want_grad) {

@@ -10,6 +10,7 @@ import re
 import sys
 
 CLASSES = [
+    ("lal kernels", re.compile(r"lal::lm::cuda|rms_norm_backward|swiglu|rotary_train|logit_row_stats|logit_softmax")),
     ("gemm", re.compile(r"gemm|cutlass|nvjet|sm90_xmma|cublas|wgmma", re.I)),
     ("attention", re.compile(r"flash|fmha|attention|efficient", re.I)),
     ("optimizer", re.compile(r"adam|foreach|multi_tensor", re.I)),

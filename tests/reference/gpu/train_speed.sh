@@ -6,11 +6,14 @@
 # rows), old path (unchunked loss, per-tensor AdamW, no packing) and new defaults, one step under torch's profiler,
 # and, when two GPUs are present, the same run on 2 ranks (torchrun) for scaling. Checkpoint writes are outside the
 # timed steps (per-step tokens/s from metrics.jsonl). Needs .gpu-debs/ and .tok/ (Qwen tokenizer.json + config).
-# (.tok/tokenizer.json may be gzipped: tokenizer.json.gz.) Knobs: SHAPES="8x512 16x1024" STEPS=20 PEAK=989 (TFLOP/s, dense bf16). Writes $O/*.
+# (.tok/tokenizer.json may be gzipped: tokenizer.json.gz.) Knobs: SHAPES="8x512 16x1024" STEPS=20 PEAK=989 (TFLOP/s, dense bf16),
+# OLD=<shape> (the old loss/optimizer path at that shape; empty: none), NOKERNELS=1 (each shape also with
+# LAL_TRAIN_KERNELS=off, profiled; empty: not), EXTRA="<lal options>" (one more run at the DP shape with them). The student's vocabulary is the tokenizer's rounded up to a multiple of
+# 64 on both sides (what lal distill does on text). Writes $O/*.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-SHAPES=${SHAPES:-"8x512 16x1024"} OLD=${OLD:-8x512} DP=${DP:-16x1024} STEPS=${STEPS:-15} PEAK=${PEAK:-989}
+SHAPES=${SHAPES:-"8x512 16x1024"} OLD=${OLD-8x512} NOKERNELS=${NOKERNELS-1} DP=${DP:-16x1024} STEPS=${STEPS:-15} PEAK=${PEAK:-989}
 O=/tmp/o; mkdir -p $O  # logs; $OUT gets results.jsonl, logs.tgz and the first profile trace (few files come back)
 trap 'cp $O/results.jsonl $OUT/ 2>/dev/null; tar czf $OUT/logs.tgz -C $O . 2>/dev/null' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; date -u
@@ -20,7 +23,7 @@ export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export PKG_CONFIG_SYSROOT_DIR=$PFX PKG_CONFIG_PATH=$PFX/usr/lib/x86_64-linux-gnu/pkgconfig:$PFX/usr/share/pkgconfig
 TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 NCCL_INC=$(python3 -c 'import nvidia.nccl,os;print(os.path.join(list(nvidia.nccl.__path__)[0],"include"))' 2>/dev/null)
-B=/tmp/bc
+B=${B:-/tmp/bc}
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR=$TP/Torch "-DCMAKE_PREFIX_PATH=$TP;$PFX/usr" \
   -DLAL_FMT_INCLUDE_FIRST=$PFX/usr/include -DCMAKE_CUDA_COMPILER=$NVCC -DCMAKE_CUDA_ARCHITECTURES=90 \
@@ -33,6 +36,7 @@ import json, os, random
 os.makedirs("/tmp/anchor", exist_ok=True)
 tok = json.load(open(".tok/tokenizer.json"))
 vocab = len(tok["model"]["vocab"]) + len(tok.get("added_tokens", []))
+vocab = (vocab + 63) // 64 * 64  # as lal distill rounds a text student's vocabulary (--vocab_multiple 64): both sides
 json.dump(dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_size=896, intermediate_size=4864,
                num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=vocab,
                tie_word_embeddings=True, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768),
@@ -51,8 +55,8 @@ with open("/tmp/corpus.txt", "w", encoding="utf-8") as out:
 PY
 cp .tok/*.json /tmp/anchor/
 ninja -C $B -j$(nproc) lal train_tests >> $O/build.txt 2>&1 || { grep -E "error" -A3 $O/build.txt | head -40; exit 1; }
-el "built"; grep -c "warning:" $O/build.txt | xargs echo "build warnings:"; grep "warning:" $O/build.txt | sort -u | head -5
-LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*" 2>&1 | tail -4
+grep -E "fused CUDA kernels|no CUDA toolkit" $O/build.txt; el "built"; grep -c "warning:" $O/build.txt | xargs echo "build warnings:"; grep "warning:" $O/build.txt | sort -u | head -5
+LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*,training kernels*" 2>&1 | tail -4
 el "unit tests"
 LAL="$B/bin/lal distill --corpus /tmp/corpus.txt --tokenizer /tmp/anchor/tokenizer.json --student_config /tmp/anchor/config.json \
  --num_epochs 1 --gradient_accumulation 1 --checkpoint_every 100000 --validation_fraction 0.002 --save_hf_format false \
@@ -84,12 +88,22 @@ for shape in $SHAPES; do
   el "anchor $shape"
   [ "$shape" = "$OLD" ] && run_lal old-$shape --batch_size $BS --max_length $LEN --loss_chunk_tokens 0 --adamw loop --pack_sequences false
   [ "$shape" = "$OLD" ] && el "lal old $shape"
+  if [ -n "$NOKERNELS" ]; then  # the same binary with the LibTorch ops instead of the training kernels
+    LAL_TRAIN_KERNELS=off run_lal nokernels-$shape --batch_size $BS --max_length $LEN --profile_step 8
+    python3 tests/reference/gpu/profile_summary.py /tmp/runs/nokernels-$shape/lal-brain-model-work/profile-step-8.json \
+      > $O/profile-nokernels-$shape.txt 2>&1; head -30 $O/profile-nokernels-$shape.txt
+    el "lal without training kernels $shape"
+  fi
   run_lal new-$shape --batch_size $BS --max_length $LEN --profile_step 8
   el "lal new $shape"
   grep -E "speed settings|profiler" $O/new-$shape.txt | cut -c1-300
   cp /tmp/runs/new-$shape/lal-brain-model-work/profile-step-8.json /tmp/prof-$shape.json 2>/dev/null
   [ -e $OUT/trace.json.gz ] || gzip -c /tmp/prof-$shape.json > $OUT/trace.json.gz 2>/dev/null
   python3 tests/reference/gpu/profile_summary.py /tmp/prof-$shape.json > $O/profile-$shape.txt 2>&1; head -40 $O/profile-$shape.txt
+  if [ -n "${EXTRA:-}" ] && [ "$shape" = "$DP" ]; then  # one more variant of the new defaults
+    run_lal extra-$shape --batch_size $BS --max_length $LEN $EXTRA
+    el "lal $EXTRA $shape"
+  fi
   if [ "$NGPU" -ge 2 ] && [ "$shape" = "$DP" ]; then
     torchrun --nproc-per-node 2 --no-python $LAL --output_dir /tmp/runs/dp2-$shape --batch_size $BS --max_length $LEN \
       > $O/dp2-$shape.txt 2>&1 || tail -5 $O/dp2-$shape.txt

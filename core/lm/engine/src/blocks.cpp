@@ -9,6 +9,7 @@
 
 #include "cpu/cpu_linear.hpp"
 #include "decoder.hpp"
+#include "lal/lm/training_kernels.hpp"
 #if LAL_LM_HAVE_KERNELS
 #include "cuda/kernels.hpp"
 #endif
@@ -190,6 +191,96 @@ std::int64_t gemv_rows(const torch::Tensor& x, const torch::Tensor& w, const tor
 }
 #endif
 
+#if LAL_LM_HAVE_KERNELS
+/// RMSNorm (no residual add) with the fused forward kernel and its backward kernel, for training on CUDA.
+struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               double eps) {
+    auto in = x.contiguous();
+    auto out = torch::empty_like(in);
+    const auto E = in.size(-1), rows = in.numel() / E;
+    cuda::add_rms_norm(in.data_ptr(), nullptr, out.data_ptr(), w.data_ptr(), rows, E, static_cast<float>(eps),
+                       kernel_type(in), stream_of(in));
+    ctx->save_for_backward({in, w});
+    ctx->saved_data["eps"] = eps;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1];
+    const auto dy = grad[0].to(x.scalar_type()).contiguous();
+    const auto E = x.size(-1), rows = x.numel() / E;
+    auto dx = torch::empty_like(x);
+    auto partial = torch::empty({cuda::rms_norm_backward_blocks(rows), E}, x.options().dtype(torch::kFloat32));
+    cuda::rms_norm_backward(x.data_ptr(), w.data_ptr(), dy.data_ptr(), dx.data_ptr(), partial.data_ptr<float>(), rows,
+                            E, static_cast<float>(ctx->saved_data["eps"].toDouble()), kernel_type(x), stream_of(x));
+    return {dx, partial.sum(0).to(w.scalar_type()), torch::Tensor()};
+  }
+};
+
+/// silu(gate) * up of a fused [gate | up] projection output, forward and backward kernels, for training on CUDA.
+struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gate_up) {
+    auto in = gate_up.contiguous();
+    const auto I = in.size(-1) / 2, rows = in.numel() / (2 * I);
+    auto sizes = in.sizes().vec();
+    sizes.back() = I;
+    auto out = torch::empty(sizes, in.options());
+    cuda::swiglu(in.data_ptr(), out.data_ptr(), rows, I, kernel_type(in), stream_of(in));
+    ctx->save_for_backward({in});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto in = ctx->get_saved_variables()[0];
+    const auto dy = grad[0].to(in.scalar_type()).contiguous();
+    const auto I = in.size(-1) / 2, rows = in.numel() / (2 * I);
+    auto d = torch::empty_like(in);
+    cuda::swiglu_backward(in.data_ptr(), dy.data_ptr(), d.data_ptr(), rows, I, kernel_type(in), stream_of(in));
+    return {d};
+  }
+};
+
+/// Rotary embedding of the q and k heads of a fused [tokens, (H + 2 KV) * D] projection output (grouped order), out
+/// of place with v copied, forward and backward kernels, for training on CUDA. cos/sin: the Rotation's tables.
+struct RotaryFunction : torch::autograd::Function<RotaryFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
+                               const torch::Tensor& cos, const torch::Tensor& signed_sin, std::int64_t rotated,
+                               std::int64_t head_dim) {
+    auto in = qkv.contiguous();
+    const auto rot = cos.size(-1), row = in.size(-1), tokens = in.numel() / row;
+    const auto c = cos.expand({in.size(0), 1, in.size(1), rot}).reshape({tokens, rot}).contiguous();
+    const auto s = signed_sin.expand({in.size(0), 1, in.size(1), rot}).reshape({tokens, rot}).contiguous();
+    auto out = torch::empty_like(in);
+    cuda::rotary_train(in.data_ptr(), out.data_ptr(), tokens, row, rotated, static_cast<int>(head_dim),
+                       static_cast<int>(rot), c.data_ptr(), s.data_ptr(), false, kernel_type(in), stream_of(in));
+    ctx->save_for_backward({c, s});
+    ctx->saved_data["rotated"] = rotated;
+    ctx->saved_data["head_dim"] = head_dim;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &c = saved[0], &s = saved[1];
+    const auto dy = grad[0].to(c.scalar_type()).contiguous();
+    const auto row = dy.size(-1), tokens = dy.numel() / row;
+    auto dx = torch::empty_like(dy);
+    cuda::rotary_train(dy.data_ptr(), dx.data_ptr(), tokens, row, ctx->saved_data["rotated"].toInt(),
+                       static_cast<int>(ctx->saved_data["head_dim"].toInt()), static_cast<int>(c.size(-1)),
+                       c.data_ptr(), s.data_ptr(), true, kernel_type(dy), stream_of(dy));
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+/// The training kernels' conditions (training_kernels.hpp) for grad-mode blocks: x and w in one dtype.
+bool training_kernels_for(const torch::Tensor& x, const torch::Tensor& w) {
+  return torch::GradMode::is_enabled() && training::kernels_apply(x) && w.scalar_type() == x.scalar_type() &&
+         w.device() == x.device();
+}
+#endif
+
 }  // namespace
 
 torch::Tensor small_batch_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
@@ -303,6 +394,10 @@ torch::Tensor Residual::rms_norm(const torch::Tensor& w) {
     return out;
   }
 #endif
+#if LAL_LM_HAVE_KERNELS
+  if (training_kernels_for(h(), w) && w.dim() == 1 && h_.size(-1) <= 8192)
+    return RmsNormFunction::apply(h_, w, pass_.config.norm_eps);
+#endif
   auto xf = h().to(torch::kFloat32);
   xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + pass_.config.norm_eps);
   return w * xf.to(h_.scalar_type());
@@ -315,6 +410,16 @@ torch::Tensor attention(const Pass& p, std::size_t layer, QkvOrder order, torch:
   if (p.rotation.fused) {
     auto out = fused_attention(p, layer, order, qkv, &cached);
     if (out.defined()) return out;
+  }
+#endif
+#if LAL_LM_HAVE_KERNELS
+  if (!p.rotation.fused && !p.cache && order == QkvOrder::Grouped && qkv.dim() == 3 && p.rotation.cos.defined() &&
+      p.rotation.cos.dim() == 4 && training_kernels_for(qkv, p.rotation.cos) && c.rotary_dim % 2 == 0 &&
+      c.rotary_dim <= c.head_dim) {
+    auto rotated = RotaryFunction::apply(qkv, p.rotation.cos, p.rotation.sin,
+                                         (c.num_heads + c.num_kv_heads) * c.head_dim, c.head_dim);
+    auto heads = split_heads(c, order, rotated);
+    return attention_heads(c, heads.q, heads.k, heads.v, p.mask, p.causal);
   }
 #endif
   auto heads = p.rotation.fused ? split_heads(c, order, qkv) : rotated_heads(p, order, qkv);
@@ -376,6 +481,10 @@ torch::Tensor gated_mlp(const Pass& p, const torch::Tensor& x, const torch::Tens
     return linear(p, gated, down_w, down_b);
   }
 #endif
+#if LAL_LM_HAVE_KERNELS
+  if ((act == "silu" || act == "swish") && training_kernels_for(gate_up, gate_up))
+    return linear(SwigluFunction::apply(gate_up), down_w, down_b);
+#endif
   return linear(activation(act, gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), down_w, down_b);
 }
 
@@ -385,3 +494,58 @@ torch::Tensor plain_mlp(const Pass& p, const torch::Tensor& x, const torch::Tens
 }
 
 }  // namespace lal::lm::decoder
+
+namespace lal::lm::training {
+
+bool kernels_built() {
+#if LAL_LM_HAVE_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool kernels_apply(const torch::Tensor& t) {
+  if (!kernels_built() || !t.defined() || !t.is_cuda()) return false;
+  const auto type = t.scalar_type();
+  if (type != torch::kFloat32 && type != torch::kBFloat16 && type != torch::kFloat16) return false;
+  const char* v = std::getenv("LAL_TRAIN_KERNELS");
+  if (!v || !*v || std::string(v) == "on") return true;
+  if (std::string(v) == "off") return false;
+  throw std::invalid_argument(std::string("LAL_TRAIN_KERNELS='") + v + "': expected on or off");
+}
+
+LogitRowStats logit_row_stats(const torch::Tensor& logits, double temperature) {
+  if (!kernels_apply(logits) || logits.dim() != 2 || !logits.is_contiguous())
+    throw std::logic_error("training::logit_row_stats: needs contiguous [rows, V] CUDA logits and the kernels");
+  const auto rows = logits.size(0);
+  auto f32 = logits.options().dtype(torch::kFloat32);
+  LogitRowStats s{torch::empty({rows}, f32), torch::empty({rows}, f32), torch::empty({rows}, f32)};
+#if LAL_LM_HAVE_KERNELS
+  cuda::logit_row_stats(logits.data_ptr(), rows, logits.size(1), static_cast<float>(1.0 / temperature),
+                        s.max.data_ptr<float>(), s.log_sum.data_ptr<float>(), s.log_sum_t.data_ptr<float>(),
+                        decoder::kernel_type(logits), decoder::stream_of(logits));
+#else
+  (void)temperature;
+#endif
+  return s;
+}
+
+void logit_softmax_gradient_(const torch::Tensor& logits, const LogitRowStats& stats, double temperature,
+                             double ce_coef, const torch::Tensor& kd_coef) {
+  if (!kernels_apply(logits) || logits.dim() != 2 || !logits.is_contiguous())
+    throw std::logic_error("training::logit_softmax_gradient_: needs contiguous [rows, V] CUDA logits and the kernels");
+  const auto kd = kd_coef.defined() ? kd_coef.to(torch::kFloat32).contiguous() : kd_coef;
+  if (kd.defined() && kd.numel() != logits.size(0))
+    throw std::invalid_argument("training::logit_softmax_gradient_: kd_coef needs one value per row");
+#if LAL_LM_HAVE_KERNELS
+  cuda::logit_softmax_gradient(
+      logits.data_ptr(), logits.size(0), logits.size(1), stats.max.data_ptr<float>(), stats.log_sum.data_ptr<float>(),
+      stats.log_sum_t.data_ptr<float>(), static_cast<float>(1.0 / temperature), static_cast<float>(ce_coef),
+      kd.defined() ? kd.data_ptr<float>() : nullptr, decoder::kernel_type(logits), decoder::stream_of(logits));
+#else
+  (void)stats, (void)temperature, (void)ce_coef;
+#endif
+}
+
+}  // namespace lal::lm::training

@@ -1046,4 +1046,336 @@ int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capac
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({by_occupancy, by_length, 64})));
 }
 
+// ---- training kernels (kernels.hpp, "training") --------------------------------------------------------------
+
+namespace {
+
+constexpr int kTrainThreads = 256;
+constexpr int kRmsBackwardColumnsPerThread = 32;     // cols <= 8192
+constexpr std::int64_t kRmsBackwardMaxBlocks = 528;  // ~4 blocks per multiprocessor of a 132-SM GPU
+
+template <typename T>
+__global__ void rms_norm_backward_kernel(const T* x, const T* weight, const T* grad_out, T* grad_x, float* partial,
+                                         std::int64_t rows, std::int64_t cols, float eps) {
+  wait_for_previous();
+  float acc[kRmsBackwardColumnsPerThread];
+#pragma unroll
+  for (int j = 0; j < kRmsBackwardColumnsPerThread; ++j) acc[j] = 0.0f;
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * cols;
+    const T* dy = grad_out + r * cols;
+    float squares = 0.0f, dot = 0.0f;  // sum x^2, sum (dy * w) * x
+    for (std::int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+      const float v = to_f<T>(xr[i]);
+      squares += v * v;
+      dot += to_f<T>(dy[i]) * to_f<T>(weight[i]) * v;
+    }
+    squares = block_sum(squares);
+    dot = block_sum(dot);
+    const float rs = rsqrtf(squares * inv_cols + eps);
+    const float c = rs * rs * rs * dot * inv_cols;  // r^3 mean(dn x) = r mean(dn n)
+    T* dx = grad_x + r * cols;
+#pragma unroll
+    for (int j = 0; j < kRmsBackwardColumnsPerThread; ++j) {
+      const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * blockDim.x;
+      if (i < cols) {
+        const float v = to_f<T>(xr[i]), g = to_f<T>(dy[i]);
+        dx[i] = from_f<T>(rs * g * to_f<T>(weight[i]) - v * c);
+        acc[j] += g * rnd<T>(v * rs);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kRmsBackwardColumnsPerThread; ++j) {
+    const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * blockDim.x;
+    if (i < cols) partial[blockIdx.x * cols + i] = acc[j];
+  }
+}
+
+template <typename T>
+__global__ void swiglu_backward_kernel(const T* gate_up, const T* grad_out, T* grad_gate_up, std::int64_t rows,
+                                       std::int64_t inner) {
+  wait_for_previous();
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= inner) return;
+  for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float g = to_f<T>(gate_up[r * 2 * inner + i]), u = to_f<T>(gate_up[r * 2 * inner + inner + i]);
+    const float dy = to_f<T>(grad_out[r * inner + i]);
+    const float s = 1.0f / (1.0f + expf(-g));
+    grad_gate_up[r * 2 * inner + i] = from_f<T>(dy * u * (s * (1.0f + g * (1.0f - s))));
+    grad_gate_up[r * 2 * inner + inner + i] = from_f<T>(dy * rnd<T>(g * s));
+  }
+}
+
+/// Eight consecutive elements at p (16-byte aligned for 2-byte types, 32 for float32) as float32, and back.
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float* f) {
+  if constexpr (sizeof(T) == 2) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const T* h = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) f[k] = to_f<T>(h[k]);
+  } else {
+    const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  }
+}
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float* f) {
+  if constexpr (sizeof(T) == 2) {
+    uint4 u;
+    T* h = reinterpret_cast<T*>(&u);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) h[k] = from_f<T>(f[k]);
+    *reinterpret_cast<uint4*>(p) = u;
+  } else {
+    *reinterpret_cast<float4*>(p) = make_float4(f[0], f[1], f[2], f[3]);
+    *reinterpret_cast<float4*>(p + 4) = make_float4(f[4], f[5], f[6], f[7]);
+  }
+}
+
+/// Running (max, sum exp(x - max), sum exp((x - max) * inv_t)) of a row; merge() combines two.
+struct RowStats {
+  float m = -INFINITY, s = 0.0f, st = 0.0f;
+  __device__ __forceinline__ void merge(float om, float os, float ost, float inv_t) {
+    const float nm = fmaxf(m, om);
+    if (nm == -INFINITY) return;
+    s = (m == -INFINITY ? 0.0f : s * __expf(m - nm)) + (om == -INFINITY ? 0.0f : os * __expf(om - nm));
+    st = (m == -INFINITY ? 0.0f : st * __expf((m - nm) * inv_t)) +
+         (om == -INFINITY ? 0.0f : ost * __expf((om - nm) * inv_t));
+    m = nm;
+  }
+  /// Adds n values (n <= 8): one rescale for the group.
+  __device__ __forceinline__ void add(const float* f, int n, float inv_t, bool two) {
+    float gm = -INFINITY;
+    for (int k = 0; k < n; ++k) gm = fmaxf(gm, f[k]);
+    if (gm == -INFINITY) return;
+    if (gm > m) {
+      if (m != -INFINITY) {
+        s *= __expf(m - gm);
+        if (two) st *= __expf((m - gm) * inv_t);
+      }
+      m = gm;
+    }
+    for (int k = 0; k < n; ++k) {
+      s += __expf(f[k] - m);
+      if (two) st += __expf((f[k] - m) * inv_t);
+    }
+  }
+};
+
+template <typename T>
+__global__ void logit_row_stats_kernel(const T* logits, std::int64_t cols, float inv_t, bool vec, float* row_max,
+                                       float* log_sum, float* log_sum_t) {
+  wait_for_previous();
+  const T* row = logits + blockIdx.x * cols;
+  const bool two = inv_t != 1.0f;
+  RowStats a;
+  float f[8];
+  if (vec) {
+    for (std::int64_t i = threadIdx.x * 8; i < cols; i += blockDim.x * 8) {
+      load8<T>(row + i, f);
+      a.add(f, 8, inv_t, two);
+    }
+  } else {
+    for (std::int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+      f[0] = to_f<T>(row[i]);
+      a.add(f, 1, inv_t, two);
+    }
+  }
+  if (!two) a.st = a.s;
+  for (int o = 16; o > 0; o >>= 1)
+    a.merge(__shfl_xor_sync(0xffffffffu, a.m, o), __shfl_xor_sync(0xffffffffu, a.s, o),
+            __shfl_xor_sync(0xffffffffu, a.st, o), inv_t);
+  __shared__ float pm[32], ps[32], pst[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) pm[warp] = a.m, ps[warp] = a.s, pst[warp] = a.st;
+  __syncthreads();
+  if (warp == 0) {
+    RowStats b;
+    if (lane < warps) b.m = pm[lane], b.s = ps[lane], b.st = pst[lane];
+    for (int o = 16; o > 0; o >>= 1)
+      b.merge(__shfl_xor_sync(0xffffffffu, b.m, o), __shfl_xor_sync(0xffffffffu, b.s, o),
+              __shfl_xor_sync(0xffffffffu, b.st, o), inv_t);
+    if (lane == 0) {
+      row_max[blockIdx.x] = b.m;
+      log_sum[blockIdx.x] = logf(b.s);
+      log_sum_t[blockIdx.x] = logf(b.st);
+    }
+  }
+}
+
+template <typename T, bool vec>
+__global__ void logit_softmax_gradient_kernel(T* logits, std::int64_t rows, std::int64_t cols, const float* row_max,
+                                              const float* log_sum, const float* log_sum_t, float inv_t, float ce_coef,
+                                              const float* kd_coef) {
+  wait_for_previous();
+  constexpr int per = vec ? 8 : 1;
+  const std::int64_t i = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * per;
+  if (i >= cols) return;
+  for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float m = row_max[r], shift = m + log_sum[r], lst = log_sum_t[r];
+    const float kd = kd_coef ? kd_coef[r] : 0.0f;
+    T* p = logits + r * cols + i;
+    float f[8];
+    if constexpr (vec)
+      load8<T>(p, f);
+    else
+      f[0] = to_f<T>(*p);
+#pragma unroll
+    for (int k = 0; k < per; ++k) {
+      float g = ce_coef * __expf(f[k] - shift);
+      if (kd != 0.0f) g += kd * __expf((f[k] - m) * inv_t - lst);
+      f[k] = g;
+    }
+    if constexpr (vec)
+      store8<T>(p, f);
+    else
+      *p = from_f<T>(f[0]);
+  }
+}
+
+template <typename T>
+__global__ void rotary_train_kernel(const T* in, T* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated,
+                                    int head_dim, int rot, const T* cos, const T* ssin, bool backward) {
+  wait_for_previous();
+  const int half = rot / 2;
+  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const T* x = in + t * row;
+    T* o = out + t * row;
+    const T* c = cos + t * rot;
+    const T* s = ssin + t * rot;
+    for (std::int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+      const int ch = static_cast<int>(i % head_dim);
+      if (i >= rotated || ch >= rot) {
+        o[i] = x[i];
+        continue;
+      }
+      const bool first = ch < half;
+      const int j = first ? ch : ch - half;
+      const std::int64_t base = i - ch;
+      const float x1 = to_f<T>(x[base + j]), x2 = to_f<T>(x[base + j + half]);
+      const float c1 = to_f<T>(c[j]), c2 = to_f<T>(c[j + half]), s1 = to_f<T>(s[j]), s2 = to_f<T>(s[j + half]);
+      float v;
+      if (backward)  // the transpose: d x1 = dy1 c1 + dy2 s2, d x2 = dy2 c2 + dy1 s1
+        v = first ? x1 * c1 + x2 * s2 : x2 * c2 + x1 * s1;
+      else  // x * cos + swap_halves(x) * signed_sin, each product rounded, then the sum
+        v = first ? __fadd_rn(rnd<T>(__fmul_rn(x1, c1)), rnd<T>(__fmul_rn(x2, s1)))
+                  : __fadd_rn(rnd<T>(__fmul_rn(x2, c2)), rnd<T>(__fmul_rn(x1, s2)));
+      o[i] = from_f<T>(v);
+    }
+  }
+}
+
+/// Whether rows of `cols` elements starting at `p` take the 8-wide loads (every row start aligned).
+template <typename T>
+bool eight_wide(const void* p, std::int64_t cols) {
+  return cols % 8 == 0 && reinterpret_cast<std::uintptr_t>(p) % (8 * sizeof(T)) == 0;
+}
+
+unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 65535)); }
+
+template <typename T>
+struct RmsNormBackward {
+  static void run(const void* x, const void* w, const void* dy, void* dx, float* partial, std::int64_t rows,
+                  std::int64_t cols, float eps, cudaStream_t stream) {
+    launch(rms_norm_backward_kernel<T>, static_cast<unsigned>(rms_norm_backward_blocks(rows)), kTrainThreads, stream,
+           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<T*>(dx), partial,
+           rows, cols, eps);
+    check("rms_norm_backward");
+  }
+};
+template <typename T>
+struct SwigluBackward {
+  static void run(const void* gate_up, const void* dy, void* d, std::int64_t rows, std::int64_t inner,
+                  cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((inner + kTrainThreads - 1) / kTrainThreads), row_grid(rows));
+    launch(swiglu_backward_kernel<T>, grid, kTrainThreads, stream, static_cast<const T*>(gate_up),
+           static_cast<const T*>(dy), static_cast<T*>(d), rows, inner);
+    check("swiglu_backward");
+  }
+};
+template <typename T>
+struct LogitRowStats {
+  static void run(const void* logits, std::int64_t rows, std::int64_t cols, float inv_t, float* m, float* ls,
+                  float* lst, cudaStream_t stream) {
+    launch(logit_row_stats_kernel<T>, static_cast<unsigned>(rows), 512, stream, static_cast<const T*>(logits), cols,
+           inv_t, eight_wide<T>(logits, cols), m, ls, lst);
+    check("logit_row_stats");
+  }
+};
+template <typename T>
+struct LogitSoftmaxGradient {
+  static void run(void* logits, std::int64_t rows, std::int64_t cols, const float* m, const float* ls, const float* lst,
+                  float inv_t, float ce_coef, const float* kd_coef, cudaStream_t stream) {
+    const bool vec = eight_wide<T>(logits, cols);
+    const std::int64_t per_block = kTrainThreads * (vec ? 8 : 1);
+    const dim3 grid(static_cast<unsigned>((cols + per_block - 1) / per_block), row_grid(rows));
+    if (vec)
+      launch(logit_softmax_gradient_kernel<T, true>, grid, kTrainThreads, stream, static_cast<T*>(logits), rows, cols,
+             m, ls, lst, inv_t, ce_coef, kd_coef);
+    else
+      launch(logit_softmax_gradient_kernel<T, false>, grid, kTrainThreads, stream, static_cast<T*>(logits), rows, cols,
+             m, ls, lst, inv_t, ce_coef, kd_coef);
+    check("logit_softmax_gradient");
+  }
+};
+
+template <typename T>
+struct RotaryTrain {
+  static void run(const void* in, void* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated, int head_dim,
+                  int rot, const void* cos, const void* ssin, bool backward, cudaStream_t stream) {
+    launch(rotary_train_kernel<T>, row_grid(tokens), 128, stream, static_cast<const T*>(in), static_cast<T*>(out),
+           tokens, row, rotated, head_dim, rot, static_cast<const T*>(cos), static_cast<const T*>(ssin), backward);
+    check("rotary_train");
+  }
+};
+
+}  // namespace
+
+int rms_norm_backward_blocks(std::int64_t rows) {
+  return static_cast<int>(std::max<std::int64_t>(1, std::min(rows, kRmsBackwardMaxBlocks)));
+}
+
+void rms_norm_backward(const void* x, const void* weight, const void* grad_out, void* grad_x,
+                       float* grad_weight_partial, std::int64_t rows, std::int64_t cols, float eps, ScalarType type,
+                       void* stream) {
+  if (cols > kTrainThreads * kRmsBackwardColumnsPerThread)
+    throw std::invalid_argument("rms_norm_backward: more than 8192 columns");
+  if (rows > 0)
+    by_type<RmsNormBackward>(type, x, weight, grad_out, grad_x, grad_weight_partial, rows, cols, eps,
+                             static_cast<cudaStream_t>(stream));
+}
+
+void swiglu_backward(const void* gate_up, const void* grad_out, void* grad_gate_up, std::int64_t rows,
+                     std::int64_t inner, ScalarType type, void* stream) {
+  if (rows > 0 && inner > 0)
+    by_type<SwigluBackward>(type, gate_up, grad_out, grad_gate_up, rows, inner, static_cast<cudaStream_t>(stream));
+}
+
+void logit_row_stats(const void* logits, std::int64_t rows, std::int64_t cols, float inv_temperature, float* row_max,
+                     float* log_sum, float* log_sum_t, ScalarType type, void* stream) {
+  if (rows > 0x7fffffff) throw std::invalid_argument("logit_row_stats: more than 2^31 rows");
+  if (rows > 0)
+    by_type<LogitRowStats>(type, logits, rows, cols, inv_temperature, row_max, log_sum, log_sum_t,
+                           static_cast<cudaStream_t>(stream));
+}
+
+void logit_softmax_gradient(void* logits, std::int64_t rows, std::int64_t cols, const float* row_max,
+                            const float* log_sum, const float* log_sum_t, float inv_temperature, float ce_coef,
+                            const float* kd_coef, ScalarType type, void* stream) {
+  if (rows > 0 && cols > 0)
+    by_type<LogitSoftmaxGradient>(type, logits, rows, cols, row_max, log_sum, log_sum_t, inv_temperature, ce_coef,
+                                  kd_coef, static_cast<cudaStream_t>(stream));
+}
+
+void rotary_train(const void* in, void* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated, int head_dim,
+                  int rotary_dim, const void* cos, const void* signed_sin, bool backward, ScalarType type,
+                  void* stream) {
+  if (tokens > 0 && row > 0)
+    by_type<RotaryTrain>(type, in, out, tokens, row, rotated, head_dim, rotary_dim, cos, signed_sin, backward,
+                         static_cast<cudaStream_t>(stream));
+}
+
 }  // namespace lal::lm::cuda

@@ -111,4 +111,43 @@ std::int64_t gumbel_scratch(std::int64_t rows, std::int64_t vocab);
 /// How many key splits decode_attention should use for this batch and capacity (fills ~all multiprocessors).
 int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity);
 
+// ---- training (the backward passes of the fused forward kernels, and the output layer's loss) ----------------------
+// Used by the trainable decoder in grad mode (blocks.cpp: autograd functions around them) and by the trainer's
+// chunked loss (lal/lm/training_kernels.hpp); the LibTorch ops are the reference (CPU, and without nvcc).
+
+/// Backward of out = norm(x) * weight (add_rms_norm without delta): n = x * r with r = rsqrt(mean(x^2) + eps);
+/// grad_x = r * (dn - n * mean(dn * n)) with dn = grad_out * weight, in float32, rounded once; the weight's gradient
+/// sum over rows of grad_out * round(n) as float32 partial sums, one row of `cols` per block of rows:
+/// grad_weight_partial [rms_norm_backward_blocks(rows), cols] (summed by the caller). cols <= 8192.
+void rms_norm_backward(const void* x, const void* weight, const void* grad_out, void* grad_x,
+                       float* grad_weight_partial, std::int64_t rows, std::int64_t cols, float eps, ScalarType type,
+                       void* stream);
+int rms_norm_backward_blocks(std::int64_t rows);
+
+/// Backward of swiglu(): grad_gate_up [rows, 2 * inner] from gate_up and grad_out [rows, inner]:
+/// d gate = grad_out * up * silu'(gate), d up = grad_out * round(silu(gate)), in float32, rounded once.
+void swiglu_backward(const void* gate_up, const void* grad_out, void* grad_gate_up, std::int64_t rows,
+                     std::int64_t inner, ScalarType type, void* stream);
+
+/// Per row of logits [rows, cols] (contiguous): max, log sum exp(x - max) and log sum exp((x - max) * inv_temperature),
+/// float32 [rows] each, in one read of the row.
+void logit_row_stats(const void* logits, std::int64_t rows, std::int64_t cols, float inv_temperature, float* row_max,
+                     float* log_sum, float* log_sum_t, ScalarType type, void* stream);
+
+/// In place: logits[r, v] = ce_coef * exp(x - max - log_sum) + kd_coef[r] * exp((x - max) * inv_temperature -
+/// log_sum_t) (kd_coef nullptr: 0), computed in float32 and rounded once: the dense part of the loss's gradient
+/// with respect to the logits (the caller overwrites the few target / top-k entries).
+void logit_softmax_gradient(void* logits, std::int64_t rows, std::int64_t cols, const float* row_max,
+                            const float* log_sum, const float* log_sum_t, float inv_temperature, float ce_coef,
+                            const float* kd_coef, ScalarType type, void* stream);
+
+/// Rotate-half rotary embedding for training, out of place: out = in with the first `rotated` elements of each
+/// token's row (the q and k heads, head_dim each) rotated on their first `rotary_dim` channels by the tables cos and
+/// signed_sin ([tokens, rotary_dim] in the dtype; signed_sin = [-sin | sin]), rounded as the LibTorch ops do (each
+/// product, then the sum); the rest of the row (v) copied. `backward`: the transposed rotation (the gradient of the
+/// forward) in float32, rounded once. in/out [tokens, row], contiguous.
+void rotary_train(const void* in, void* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated, int head_dim,
+                  int rotary_dim, const void* cos, const void* signed_sin, bool backward, ScalarType type,
+                  void* stream);
+
 }  // namespace lal::lm::cuda
