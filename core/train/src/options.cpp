@@ -76,9 +76,9 @@ const std::vector<Row>& rows() {
       LAL_OPT(seed, Int, "seed for questions, sampling, initialisation and shuffling"),
       LAL_OPT(precision, String, "compute precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32 (float32 masters)"),
       LAL_OPT(adamw, String, "AdamW kernel: auto (fused where LibTorch has it, else foreach) | fused | foreach | loop"),
-      LAL_OPT(
-          loss_chunk_tokens, Int,
-          "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole); 0 = unchunked"),
+      LAL_OPT(loss_chunk_tokens, Int,
+              "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole); -1 = auto "
+              "(4096 with the CUDA training kernels, else 1024); 0 = unchunked"),
       LAL_OPT(pack_sequences, Bool, "pack a micro-batch's examples into as few rows as fit max_length (no padding)"),
       LAL_OPT(activation_checkpointing, Bool, "recompute each layer in backward (less memory, ~1/3 more compute)"),
       LAL_OPT(vocab_multiple, Int,
@@ -296,7 +296,7 @@ void validate(const DistillOptions& o) {
     c::require_in_half_open_range("--generation_top_p", o.generation_top_p, 0.0, 1.0);
     c::require_in_range("--store_topk", o.store_topk, std::int64_t{0}, std::int64_t{1} << 20);
     c::require_in_range("--threads", o.threads, std::int64_t{0}, std::int64_t{4096});
-    c::require_in_range("--loss_chunk_tokens", o.loss_chunk_tokens, std::int64_t{0}, std::int64_t{1} << 24);
+    c::require_in_range("--loss_chunk_tokens", o.loss_chunk_tokens, std::int64_t{-1}, std::int64_t{1} << 24);
     c::require_in_range("--vocab_multiple", o.vocab_multiple, std::int64_t{1}, std::int64_t{4096});
     c::require_in_range("--profile_step", o.profile_step, std::int64_t{0}, std::int64_t{1} << 40);
   } catch (const checks::OptionRangeError& e) {

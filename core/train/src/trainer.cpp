@@ -17,6 +17,7 @@
 #include "collectives.hpp"
 #include "lal/lm/model_path.hpp"
 #include "lal/lm/tokenizer.hpp"
+#include "lal/lm/training_kernels.hpp"
 #include "lal/lm/transformer.hpp"
 #include "lal/train/chunked_loss.hpp"
 #include "lal/train/distill.hpp"
@@ -839,6 +840,15 @@ struct Trainer {
     return o.pack_sequences && (!teacher || teacher->takes_packed()) ? o.max_length : 0;
   }
 
+  /// Rows per chunk of the chunked loss: --loss_chunk_tokens, or with -1 (auto) 4096 where the CUDA training kernels
+  /// compute it (CE or stored top-k: the chunk's logits held once, in the compute dtype, turned into the gradient in
+  /// place) and 1024 elsewhere (the LibTorch path, which a full teacher's logits take too, holds several float32
+  /// copies of a chunk).
+  std::int64_t loss_chunk_tokens(const torch::Tensor& hidden, bool full_teacher) const {
+    if (o.loss_chunk_tokens > 0) return o.loss_chunk_tokens;
+    return !full_teacher && lal::lm::training::kernels_apply(hidden) ? 4096 : 1024;
+  }
+
   /// The loss of one batch: student forward, teacher logits (online or stored top-k), KD + CE. With
   /// loss_chunk_tokens > 0 the output layer and the loss run together over token chunks (chunked_loss.hpp);
   /// 0 is the plain path (whole [tokens x vocab] logits), kept as the reference.
@@ -847,7 +857,7 @@ struct Trainer {
     h = h.view({-1, h.size(-1)}).index_select(0, b.rows);
     torch::Tensor tl;  // the teacher's logits at the predicted rows, teacher vocabulary
     if (teacher) tl = teacher->logits_at(b.teacher_ids, b.packing, b.rows);
-    if (o.loss_chunk_tokens > 0) {
+    if (o.loss_chunk_tokens != 0) {
       ChunkedLossInput in;
       in.hidden = h, in.lm_head = student.lm_head(), in.targets = b.targets;
       if (tl.defined())
@@ -855,7 +865,8 @@ struct Trainer {
           return va.teacher_to_student(tl.narrow(0, begin, count).to(torch::kFloat32));
         };
       if (use_topk && !tl.defined()) in.topk_ids = b.topk_ids, in.topk_logprobs = b.topk_logprobs;
-      in.temperature = o.distillation_temperature, in.alpha = o.alpha, in.chunk_tokens = o.loss_chunk_tokens;
+      in.temperature = o.distillation_temperature, in.alpha = o.alpha,
+      in.chunk_tokens = loss_chunk_tokens(h, tl.defined());
       return chunked_distillation_loss(in, kl_metric);
     }
     auto s = torch::linear(h, student.lm_head().to(compute)).to(torch::kFloat32);
@@ -1020,8 +1031,9 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
       "training speed settings: compute {} (float32 masters), AdamW {}, loss {}, packing {}, activation "
       "checkpointing {}",
       compute == torch::kBFloat16 ? "bf16" : "fp32", adamw_kernel_name(opt.kernel()),
-      o.loss_chunk_tokens > 0 ? "chunked by " + std::to_string(o.loss_chunk_tokens) + " tokens"
-                              : std::string("unchunked"),
+      o.loss_chunk_tokens > 0   ? "chunked by " + std::to_string(o.loss_chunk_tokens) + " tokens"
+      : o.loss_chunk_tokens < 0 ? std::string("chunked by 4096 tokens with the CUDA training kernels, else 1024")
+                                : std::string("unchunked"),
       tr.pack_length() > 0 ? "on"
       : o.pack_sequences   ? "off (the teacher's family takes no packed rows)"
                            : "off",

@@ -7,13 +7,14 @@
 # and, when two GPUs are present, the same run on 2 ranks (torchrun) for scaling. Checkpoint writes are outside the
 # timed steps (per-step tokens/s from metrics.jsonl). Needs .gpu-debs/ and .tok/ (Qwen tokenizer.json + config).
 # (.tok/tokenizer.json may be gzipped: tokenizer.json.gz.) Knobs: SHAPES="8x512 16x1024" STEPS=20 PEAK=989 (TFLOP/s, dense bf16),
-# OLD=<shape> (the old loss/optimizer path at that shape; empty: none), NOKERNELS=1 (each shape also with
-# LAL_TRAIN_KERNELS=off, profiled; empty: not), EXTRA="<lal options>" (one more run at the DP shape with them). The student's vocabulary is the tokenizer's rounded up to a multiple of
+# OLD=<shape> (the old loss/optimizer path at that shape; empty: none), NOKERNELS=all|"<shapes>" (those shapes also
+# with LAL_TRAIN_KERNELS=off, profiled; empty: none), EXTRA="<lal options>" (one more run at EXTRA_SHAPE with them),
+# DP=<shape> (the 2-GPU run's shape when two GPUs are present; "none": no 2-GPU run). The student's vocabulary is the tokenizer's rounded up to a multiple of
 # 64 on both sides (what lal distill does on text). Writes $O/*.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-SHAPES=${SHAPES:-"8x512 16x1024"} OLD=${OLD-8x512} NOKERNELS=${NOKERNELS-1} DP=${DP:-16x1024} STEPS=${STEPS:-15} PEAK=${PEAK:-989}
+SHAPES=${SHAPES:-"8x512 16x1024"} OLD=${OLD-8x512} NOKERNELS=${NOKERNELS-all} EXTRA_SHAPE=${EXTRA_SHAPE:-16x1024} DP=${DP:-16x1024} STEPS=${STEPS:-15} PEAK=${PEAK:-989}
 O=/tmp/o; mkdir -p $O  # logs; $OUT gets results.jsonl, logs.tgz and the first profile trace (few files come back)
 trap 'cp $O/results.jsonl $OUT/ 2>/dev/null; tar czf $OUT/logs.tgz -C $O . 2>/dev/null' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; date -u
@@ -56,7 +57,7 @@ PY
 cp .tok/*.json /tmp/anchor/
 ninja -C $B -j$(nproc) lal train_tests >> $O/build.txt 2>&1 || { grep -E "error" -A3 $O/build.txt | head -40; exit 1; }
 grep -E "fused CUDA kernels|no CUDA toolkit" $O/build.txt; el "built"; grep -c "warning:" $O/build.txt | xargs echo "build warnings:"; grep "warning:" $O/build.txt | sort -u | head -5
-LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*,training kernels*" 2>&1 | tail -4
+LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*,training kernels*" > $O/unit-tests.txt 2>&1; grep -E "^\[doctest\]|ERROR|FAILED|largest relative" $O/unit-tests.txt | tail -12
 el "unit tests"
 LAL="$B/bin/lal distill --corpus /tmp/corpus.txt --tokenizer /tmp/anchor/tokenizer.json --student_config /tmp/anchor/config.json \
  --num_epochs 1 --gradient_accumulation 1 --checkpoint_every 100000 --validation_fraction 0.002 --save_hf_format false \
@@ -88,7 +89,7 @@ for shape in $SHAPES; do
   el "anchor $shape"
   [ "$shape" = "$OLD" ] && run_lal old-$shape --batch_size $BS --max_length $LEN --loss_chunk_tokens 0 --adamw loop --pack_sequences false
   [ "$shape" = "$OLD" ] && el "lal old $shape"
-  if [ -n "$NOKERNELS" ]; then  # the same binary with the LibTorch ops instead of the training kernels
+  if [ "$NOKERNELS" = all ] || [[ " $NOKERNELS " == *" $shape "* ]]; then  # the same binary with the LibTorch ops instead of the training kernels
     LAL_TRAIN_KERNELS=off run_lal nokernels-$shape --batch_size $BS --max_length $LEN --profile_step 8
     python3 tests/reference/gpu/profile_summary.py /tmp/runs/nokernels-$shape/lal-brain-model-work/profile-step-8.json \
       > $O/profile-nokernels-$shape.txt 2>&1; head -30 $O/profile-nokernels-$shape.txt
@@ -100,7 +101,7 @@ for shape in $SHAPES; do
   cp /tmp/runs/new-$shape/lal-brain-model-work/profile-step-8.json /tmp/prof-$shape.json 2>/dev/null
   [ -e $OUT/trace.json.gz ] || gzip -c /tmp/prof-$shape.json > $OUT/trace.json.gz 2>/dev/null
   python3 tests/reference/gpu/profile_summary.py /tmp/prof-$shape.json > $O/profile-$shape.txt 2>&1; head -40 $O/profile-$shape.txt
-  if [ -n "${EXTRA:-}" ] && [ "$shape" = "$DP" ]; then  # one more variant of the new defaults
+  if [ -n "${EXTRA:-}" ] && [ "$shape" = "$EXTRA_SHAPE" ]; then  # one more variant of the new defaults
     run_lal extra-$shape --batch_size $BS --max_length $LEN $EXTRA
     el "lal $EXTRA $shape"
   fi

@@ -213,8 +213,10 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
     const auto E = x.size(-1), rows = x.numel() / E;
     auto dx = torch::empty_like(x);
     auto partial = torch::empty({cuda::rms_norm_backward_blocks(rows), E}, x.options().dtype(torch::kFloat32));
-    cuda::rms_norm_backward(x.data_ptr(), w.data_ptr(), dy.data_ptr(), dx.data_ptr(), partial.data_ptr<float>(), rows,
-                            E, static_cast<float>(ctx->saved_data["eps"].toDouble()), kernel_type(x), stream_of(x));
+    auto rstd = torch::empty({rows}, x.options().dtype(torch::kFloat32));
+    cuda::rms_norm_backward(x.data_ptr(), w.data_ptr(), dy.data_ptr(), dx.data_ptr(), rstd.data_ptr<float>(),
+                            partial.data_ptr<float>(), rows, E, static_cast<float>(ctx->saved_data["eps"].toDouble()),
+                            kernel_type(x), stream_of(x));
     return {dx, partial.sum(0).to(w.scalar_type()), torch::Tensor()};
   }
 };
@@ -242,35 +244,47 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   }
 };
 
-/// Rotary embedding of the q and k heads of a fused [tokens, (H + 2 KV) * D] projection output (grouped order), out
-/// of place with v copied, forward and backward kernels, for training on CUDA. cos/sin: the Rotation's tables.
+/// Rotary embedding of the q and k heads of a fused projection output [B, T, (H + 2 KV) * D] (grouped order) with
+/// grouped-query attention's expansion, for training on CUDA: q, k, v [B, T, H, D] (q and k rotated by the Rotation's
+/// tables, each k/v head repeated for its group) in one kernel; backward: their gradients into the row's gradient in
+/// one kernel (instead of slice gradients filled with zeros, the expansion's sums and the rotation's ops).
 struct RotaryFunction : torch::autograd::Function<RotaryFunction> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
-                               const torch::Tensor& cos, const torch::Tensor& signed_sin, std::int64_t rotated,
-                               std::int64_t head_dim) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
+                                                const torch::Tensor& cos, const torch::Tensor& signed_sin,
+                                                std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
     auto in = qkv.contiguous();
-    const auto rot = cos.size(-1), row = in.size(-1), tokens = in.numel() / row;
-    const auto c = cos.expand({in.size(0), 1, in.size(1), rot}).reshape({tokens, rot}).contiguous();
-    const auto s = signed_sin.expand({in.size(0), 1, in.size(1), rot}).reshape({tokens, rot}).contiguous();
-    auto out = torch::empty_like(in);
-    cuda::rotary_train(in.data_ptr(), out.data_ptr(), tokens, row, rotated, static_cast<int>(head_dim),
-                       static_cast<int>(rot), c.data_ptr(), s.data_ptr(), false, kernel_type(in), stream_of(in));
+    const auto B = in.size(0), T = in.size(1), rot = cos.size(-1), tokens = B * T;
+    const auto c = cos.expand({B, 1, T, rot}).reshape({tokens, rot}).contiguous();
+    const auto s = signed_sin.expand({B, 1, T, rot}).reshape({tokens, rot}).contiguous();
+    auto q = torch::empty({B, T, heads, head_dim}, in.options());
+    auto k = torch::empty_like(q), v = torch::empty_like(q);
+    cuda::rotary_train(in.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), tokens, static_cast<int>(heads),
+                       static_cast<int>(kv_heads), static_cast<int>(head_dim), static_cast<int>(rot), c.data_ptr(),
+                       s.data_ptr(), false, kernel_type(in), stream_of(in));
     ctx->save_for_backward({c, s});
-    ctx->saved_data["rotated"] = rotated;
+    ctx->saved_data["heads"] = heads;
+    ctx->saved_data["kv_heads"] = kv_heads;
     ctx->saved_data["head_dim"] = head_dim;
-    return out;
+    ctx->saved_data["batch"] = B;
+    return {q, k, v};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     const auto saved = ctx->get_saved_variables();
     const auto &c = saved[0], &s = saved[1];
-    const auto dy = grad[0].to(c.scalar_type()).contiguous();
-    const auto row = dy.size(-1), tokens = dy.numel() / row;
-    auto dx = torch::empty_like(dy);
-    cuda::rotary_train(dy.data_ptr(), dx.data_ptr(), tokens, row, ctx->saved_data["rotated"].toInt(),
-                       static_cast<int>(ctx->saved_data["head_dim"].toInt()), static_cast<int>(c.size(-1)),
-                       c.data_ptr(), s.data_ptr(), true, kernel_type(dy), stream_of(dy));
-    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const auto H = ctx->saved_data["heads"].toInt(), KV = ctx->saved_data["kv_heads"].toInt();
+    const auto D = ctx->saved_data["head_dim"].toInt(), B = ctx->saved_data["batch"].toInt();
+    const auto tokens = c.size(0);
+    auto part = [&](int i) {
+      return grad[i].defined() ? grad[i].to(c.scalar_type()).contiguous() : torch::zeros({tokens, H * D}, c.options());
+    };
+    const auto dq = part(0), dk = part(1), dv = part(2);
+    auto dx = torch::empty({B, tokens / B, (H + 2 * KV) * D}, c.options());
+    cuda::rotary_train(dx.data_ptr(), const_cast<void*>(dq.data_ptr()), const_cast<void*>(dk.data_ptr()),
+                       const_cast<void*>(dv.data_ptr()), tokens, static_cast<int>(H), static_cast<int>(KV),
+                       static_cast<int>(D), static_cast<int>(c.size(-1)), c.data_ptr(), s.data_ptr(), true,
+                       kernel_type(dx), stream_of(dx));
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -395,8 +409,7 @@ torch::Tensor Residual::rms_norm(const torch::Tensor& w) {
   }
 #endif
 #if LAL_LM_HAVE_KERNELS
-  if (training_kernels_for(h(), w) && w.dim() == 1 && h_.size(-1) <= 8192)
-    return RmsNormFunction::apply(h_, w, pass_.config.norm_eps);
+  if (training_kernels_for(h(), w) && w.dim() == 1) return RmsNormFunction::apply(h_, w, pass_.config.norm_eps);
 #endif
   auto xf = h().to(torch::kFloat32);
   xf = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + pass_.config.norm_eps);
@@ -415,11 +428,12 @@ torch::Tensor attention(const Pass& p, std::size_t layer, QkvOrder order, torch:
 #if LAL_LM_HAVE_KERNELS
   if (!p.rotation.fused && !p.cache && order == QkvOrder::Grouped && qkv.dim() == 3 && p.rotation.cos.defined() &&
       p.rotation.cos.dim() == 4 && training_kernels_for(qkv, p.rotation.cos) && c.rotary_dim % 2 == 0 &&
-      c.rotary_dim <= c.head_dim) {
-    auto rotated = RotaryFunction::apply(qkv, p.rotation.cos, p.rotation.sin,
-                                         (c.num_heads + c.num_kv_heads) * c.head_dim, c.head_dim);
-    auto heads = split_heads(c, order, rotated);
-    return attention_heads(c, heads.q, heads.k, heads.v, p.mask, p.causal);
+      c.rotary_dim <= c.head_dim && c.num_heads % c.num_kv_heads == 0 &&
+      qkv.size(-1) == (c.num_heads + 2 * c.num_kv_heads) * c.head_dim) {
+    auto qkv_heads =
+        RotaryFunction::apply(qkv, p.rotation.cos, p.rotation.sin, c.num_heads, c.num_kv_heads, c.head_dim);
+    return attention_heads(c, qkv_heads[0].transpose(1, 2), qkv_heads[1].transpose(1, 2), qkv_heads[2].transpose(1, 2),
+                           p.mask, p.causal);
   }
 #endif
   auto heads = p.rotation.fused ? split_heads(c, order, qkv) : rotated_heads(p, order, qkv);

@@ -938,10 +938,6 @@ void rotary(void* qkv, const QkvLayout& layout, std::int64_t tokens, const std::
     by_type<Rotary>(type, qkv, layout, tokens, positions, inv_freq, rotary_dim, static_cast<cudaStream_t>(stream));
 }
 
-void swiglu(const void* gate_up, void* out, std::int64_t rows, std::int64_t inner, ScalarType type, void* stream) {
-  if (rows > 0) by_type<Swiglu>(type, gate_up, out, rows, inner, static_cast<cudaStream_t>(stream));
-}
-
 void kv_append(const void* qkv, const QkvLayout& layout, std::int64_t batch, void* k_cache, void* v_cache,
                std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, ScalarType type,
                void* stream) {
@@ -1051,46 +1047,48 @@ int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capac
 namespace {
 
 constexpr int kTrainThreads = 256;
-constexpr int kRmsBackwardColumnsPerThread = 32;     // cols <= 8192
-constexpr std::int64_t kRmsBackwardMaxBlocks = 528;  // ~4 blocks per multiprocessor of a 132-SM GPU
+constexpr std::int64_t kRmsWeightRows = 64;  // rows per partial sum of the RMSNorm weight's gradient
 
+/// One warp per row: grad_x and the row's rsqrt(mean(x^2) + eps) (for the weight's gradient).
 template <typename T>
-__global__ void rms_norm_backward_kernel(const T* x, const T* weight, const T* grad_out, T* grad_x, float* partial,
-                                         std::int64_t rows, std::int64_t cols, float eps) {
+__global__ void rms_norm_backward_rows_kernel(const T* x, const T* weight, const T* grad_out, T* grad_x, float* rstd,
+                                              std::int64_t rows, std::int64_t cols, float eps) {
   wait_for_previous();
-  float acc[kRmsBackwardColumnsPerThread];
-#pragma unroll
-  for (int j = 0; j < kRmsBackwardColumnsPerThread; ++j) acc[j] = 0.0f;
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  const T* xr = x + r * cols;
+  const T* dy = grad_out + r * cols;
+  float squares = 0.0f, dot = 0.0f;  // sum x^2, sum (dy * w) * x
+  for (std::int64_t i = lane; i < cols; i += 32) {
+    const float v = to_f<T>(xr[i]);
+    squares += v * v;
+    dot += to_f<T>(dy[i]) * to_f<T>(weight[i]) * v;
+  }
+  squares = warp_sum(squares);
+  dot = warp_sum(dot);
   const float inv_cols = 1.0f / static_cast<float>(cols);
-  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* xr = x + r * cols;
-    const T* dy = grad_out + r * cols;
-    float squares = 0.0f, dot = 0.0f;  // sum x^2, sum (dy * w) * x
-    for (std::int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      const float v = to_f<T>(xr[i]);
-      squares += v * v;
-      dot += to_f<T>(dy[i]) * to_f<T>(weight[i]) * v;
-    }
-    squares = block_sum(squares);
-    dot = block_sum(dot);
-    const float rs = rsqrtf(squares * inv_cols + eps);
-    const float c = rs * rs * rs * dot * inv_cols;  // r^3 mean(dn x) = r mean(dn n)
-    T* dx = grad_x + r * cols;
-#pragma unroll
-    for (int j = 0; j < kRmsBackwardColumnsPerThread; ++j) {
-      const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * blockDim.x;
-      if (i < cols) {
-        const float v = to_f<T>(xr[i]), g = to_f<T>(dy[i]);
-        dx[i] = from_f<T>(rs * g * to_f<T>(weight[i]) - v * c);
-        acc[j] += g * rnd<T>(v * rs);
-      }
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kRmsBackwardColumnsPerThread; ++j) {
-    const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * blockDim.x;
-    if (i < cols) partial[blockIdx.x * cols + i] = acc[j];
-  }
+  const float rs = rsqrtf(squares * inv_cols + eps);
+  const float c = rs * rs * rs * dot * inv_cols;  // r^3 mean(dn x) = r mean(dn n)
+  T* dx = grad_x + r * cols;
+  for (std::int64_t i = lane; i < cols; i += 32)
+    dx[i] = from_f<T>(rs * to_f<T>(dy[i]) * to_f<T>(weight[i]) - to_f<T>(xr[i]) * c);
+  if (lane == 0) rstd[r] = rs;
+}
+
+/// The weight's gradient over one chunk of kRmsWeightRows rows, one column per thread: sum dy * round(x * rstd).
+template <typename T>
+__global__ void rms_norm_weight_grad_kernel(const T* x, const T* grad_out, const float* rstd, float* partial,
+                                            std::int64_t rows, std::int64_t cols) {
+  wait_for_previous();
+  const std::int64_t col = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (col >= cols) return;
+  const std::int64_t begin = static_cast<std::int64_t>(blockIdx.y) * kRmsWeightRows;
+  const std::int64_t end = begin + kRmsWeightRows < rows ? begin + kRmsWeightRows : rows;
+  float acc = 0.0f;
+  for (std::int64_t r = begin; r < end; ++r)
+    acc += to_f<T>(grad_out[r * cols + col]) * rnd<T>(to_f<T>(x[r * cols + col]) * rstd[r]);
+  partial[blockIdx.y * cols + col] = acc;
 }
 
 template <typename T>
@@ -1236,36 +1234,131 @@ __global__ void logit_softmax_gradient_kernel(T* logits, std::int64_t rows, std:
   }
 }
 
+/// Forward: a token's fused projection row [q heads | k heads | v heads] (H + 2 KV heads of D) -> q, k, v [H * D]
+/// each, q and k rotated on their first `rot` channels (each product rounded, then the sum, as the LibTorch ops),
+/// k and v heads repeated for the H / KV query heads of their group (grouped-query attention's expansion).
 template <typename T>
-__global__ void rotary_train_kernel(const T* in, T* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated,
-                                    int head_dim, int rot, const T* cos, const T* ssin, bool backward) {
+__global__ void rotary_train_forward_kernel(const T* row_data, T* q, T* k, T* v, std::int64_t tokens, int heads,
+                                            int kv_heads, int head_dim, int rot, const T* cos, const T* ssin) {
   wait_for_previous();
-  const int half = rot / 2;
+  const int half = rot / 2, group = heads / kv_heads;
+  const std::int64_t hd = static_cast<std::int64_t>(heads) * head_dim, row = hd + 2LL * kv_heads * head_dim;
   for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    const T* x = in + t * row;
-    T* o = out + t * row;
+    const T* r = row_data + t * row;
     const T* c = cos + t * rot;
     const T* s = ssin + t * rot;
-    for (std::int64_t i = threadIdx.x; i < row; i += blockDim.x) {
-      const int ch = static_cast<int>(i % head_dim);
-      if (i >= rotated || ch >= rot) {
-        o[i] = x[i];
+    for (std::int64_t o = threadIdx.x; o < 3 * hd; o += blockDim.x) {
+      const int part = static_cast<int>(o / hd);
+      const std::int64_t within = o - part * hd;
+      const int h = static_cast<int>(within / head_dim), ch = static_cast<int>(within % head_dim);
+      const std::int64_t src = part == 0   ? static_cast<std::int64_t>(h) * head_dim
+                               : part == 1 ? (static_cast<std::int64_t>(heads) + h / group) * head_dim
+                                           : (static_cast<std::int64_t>(heads) + kv_heads + h / group) * head_dim;
+      T* out = (part == 0 ? q : part == 1 ? k : v) + t * hd + within;
+      if (part == 2 || ch >= rot) {
+        *out = r[src + ch];
         continue;
       }
       const bool first = ch < half;
       const int j = first ? ch : ch - half;
-      const std::int64_t base = i - ch;
-      const float x1 = to_f<T>(x[base + j]), x2 = to_f<T>(x[base + j + half]);
+      const float x1 = to_f<T>(r[src + j]), x2 = to_f<T>(r[src + j + half]);
       const float c1 = to_f<T>(c[j]), c2 = to_f<T>(c[j + half]), s1 = to_f<T>(s[j]), s2 = to_f<T>(s[j + half]);
-      float v;
-      if (backward)  // the transpose: d x1 = dy1 c1 + dy2 s2, d x2 = dy2 c2 + dy1 s1
-        v = first ? x1 * c1 + x2 * s2 : x2 * c2 + x1 * s1;
-      else  // x * cos + swap_halves(x) * signed_sin, each product rounded, then the sum
-        v = first ? __fadd_rn(rnd<T>(__fmul_rn(x1, c1)), rnd<T>(__fmul_rn(x2, s1)))
-                  : __fadd_rn(rnd<T>(__fmul_rn(x2, c2)), rnd<T>(__fmul_rn(x1, s2)));
-      o[i] = from_f<T>(v);
+      *out = from_f<T>(first ? __fadd_rn(rnd<T>(__fmul_rn(x1, c1)), rnd<T>(__fmul_rn(x2, s1)))
+                             : __fadd_rn(rnd<T>(__fmul_rn(x2, c2)), rnd<T>(__fmul_rn(x1, s2))));
     }
   }
+}
+
+/// Backward of rotary_train_forward_kernel: the gradients of q, k, v [H * D] -> the row's gradient (a group's k/v
+/// head gradients summed, then the transposed rotation), in float32, rounded once.
+template <typename T>
+__global__ void rotary_train_backward_kernel(T* row_grad, const T* dq, const T* dk, const T* dv, std::int64_t tokens,
+                                             int heads, int kv_heads, int head_dim, int rot, const T* cos,
+                                             const T* ssin) {
+  wait_for_previous();
+  const int half = rot / 2, group = heads / kv_heads;
+  const std::int64_t hd = static_cast<std::int64_t>(heads) * head_dim, row = hd + 2LL * kv_heads * head_dim;
+  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    T* r = row_grad + t * row;
+    const T* c = cos + t * rot;
+    const T* s = ssin + t * rot;
+    for (std::int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+      const int head = static_cast<int>(i / head_dim), ch = static_cast<int>(i % head_dim);
+      const T* d;
+      int first_head, count;
+      if (head < heads) {
+        d = dq, first_head = head, count = 1;
+      } else if (head < heads + kv_heads) {
+        d = dk, first_head = (head - heads) * group, count = group;
+      } else {
+        d = dv, first_head = (head - heads - kv_heads) * group, count = group;
+      }
+      d += t * hd + static_cast<std::int64_t>(first_head) * head_dim;
+      auto sum = [&](int channel) {
+        float acc = 0.0f;
+        for (int g = 0; g < count; ++g) acc += to_f<T>(d[static_cast<std::int64_t>(g) * head_dim + channel]);
+        return acc;
+      };
+      if (head >= heads + kv_heads || ch >= rot) {  // v, or channels past the rotary ones
+        r[i] = from_f<T>(sum(ch));
+        continue;
+      }
+      const bool first = ch < half;
+      const int j = first ? ch : ch - half;
+      const float y1 = sum(j), y2 = sum(j + half);
+      const float c1 = to_f<T>(c[j]), c2 = to_f<T>(c[j + half]), s1 = to_f<T>(s[j]), s2 = to_f<T>(s[j + half]);
+      // the transpose of out1 = x1 c1 + x2 s1, out2 = x2 c2 + x1 s2
+      r[i] = from_f<T>(first ? y1 * c1 + y2 * s2 : y2 * c2 + y1 * s1);
+    }
+  }
+}
+
+/// swiglu_kernel / swiglu_backward_kernel eight elements at a time (inner % 8 == 0, rows 16-byte aligned): the
+/// same arithmetic per element.
+template <typename T>
+__global__ void swiglu_vec_kernel(const T* gate_up, T* out, std::int64_t rows, std::int64_t inner) {
+  wait_for_previous();
+  const std::int64_t per_row = inner / 8, n = rows * per_row;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < n;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = idx / per_row, i = (idx - r * per_row) * 8;
+    float g[8], u[8];
+    load8<T>(gate_up + r * 2 * inner + i, g);
+    load8<T>(gate_up + r * 2 * inner + inner + i, u);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) g[k] = __fmul_rn(rnd<T>(g[k] / (1.0f + expf(-g[k]))), u[k]);
+    store8<T>(out + r * inner + i, g);
+  }
+}
+
+template <typename T>
+__global__ void swiglu_backward_vec_kernel(const T* gate_up, const T* grad_out, T* grad_gate_up, std::int64_t rows,
+                                           std::int64_t inner) {
+  wait_for_previous();
+  const std::int64_t per_row = inner / 8, n = rows * per_row;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < n;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = idx / per_row, i = (idx - r * per_row) * 8;
+    float g[8], u[8], dy[8];
+    load8<T>(gate_up + r * 2 * inner + i, g);
+    load8<T>(gate_up + r * 2 * inner + inner + i, u);
+    load8<T>(grad_out + r * inner + i, dy);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float s = 1.0f / (1.0f + expf(-g[k]));
+      const float du = dy[k] * rnd<T>(g[k] * s);
+      g[k] = dy[k] * u[k] * (s * (1.0f + g[k] * (1.0f - s)));
+      u[k] = du;
+    }
+    store8<T>(grad_gate_up + r * 2 * inner + i, g);
+    store8<T>(grad_gate_up + r * 2 * inner + inner + i, u);
+  }
+}
+
+/// Blocks of kTrainThreads for a grid-stride loop over n items (~8 blocks per multiprocessor of a 132-SM GPU at most).
+unsigned stride_blocks(std::int64_t n) {
+  return static_cast<unsigned>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>((n + kTrainThreads - 1) / kTrainThreads, 1056)));
 }
 
 /// Whether rows of `cols` elements starting at `p` take the 8-wide loads (every row start aligned).
@@ -1278,21 +1371,43 @@ unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std
 
 template <typename T>
 struct RmsNormBackward {
-  static void run(const void* x, const void* w, const void* dy, void* dx, float* partial, std::int64_t rows,
-                  std::int64_t cols, float eps, cudaStream_t stream) {
-    launch(rms_norm_backward_kernel<T>, static_cast<unsigned>(rms_norm_backward_blocks(rows)), kTrainThreads, stream,
-           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<T*>(dx), partial,
+  static void run(const void* x, const void* w, const void* dy, void* dx, float* rstd, float* partial,
+                  std::int64_t rows, std::int64_t cols, float eps, cudaStream_t stream) {
+    const std::int64_t warps = kTrainThreads / 32;
+    launch(rms_norm_backward_rows_kernel<T>, static_cast<unsigned>((rows + warps - 1) / warps), kTrainThreads, stream,
+           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<T*>(dx), rstd,
            rows, cols, eps);
     check("rms_norm_backward");
+    const dim3 grid(static_cast<unsigned>((cols + kTrainThreads - 1) / kTrainThreads),
+                    static_cast<unsigned>(rms_norm_backward_blocks(rows)));
+    launch(rms_norm_weight_grad_kernel<T>, grid, kTrainThreads, stream, static_cast<const T*>(x),
+           static_cast<const T*>(dy), static_cast<const float*>(rstd), partial, rows, cols);
+    check("rms_norm_backward (weight)");
+  }
+};
+/// swiglu(): eight elements at a time where the rows allow it, else one (the same values either way).
+template <typename T>
+struct SwigluAny {
+  static void run(const void* gate_up, void* out, std::int64_t rows, std::int64_t inner, cudaStream_t stream) {
+    if (!(eight_wide<T>(gate_up, 2 * inner) && eight_wide<T>(out, inner)))
+      return Swiglu<T>::run(gate_up, out, rows, inner, stream);
+    launch(swiglu_vec_kernel<T>, stride_blocks(rows * inner / 8), kTrainThreads, stream, static_cast<const T*>(gate_up),
+           static_cast<T*>(out), rows, inner);
+    check("swiglu");
   }
 };
 template <typename T>
 struct SwigluBackward {
   static void run(const void* gate_up, const void* dy, void* d, std::int64_t rows, std::int64_t inner,
                   cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((inner + kTrainThreads - 1) / kTrainThreads), row_grid(rows));
-    launch(swiglu_backward_kernel<T>, grid, kTrainThreads, stream, static_cast<const T*>(gate_up),
-           static_cast<const T*>(dy), static_cast<T*>(d), rows, inner);
+    if (eight_wide<T>(gate_up, 2 * inner) && eight_wide<T>(dy, inner) && eight_wide<T>(d, 2 * inner)) {
+      launch(swiglu_backward_vec_kernel<T>, stride_blocks(rows * inner / 8), kTrainThreads, stream,
+             static_cast<const T*>(gate_up), static_cast<const T*>(dy), static_cast<T*>(d), rows, inner);
+    } else {
+      const dim3 grid(static_cast<unsigned>((inner + kTrainThreads - 1) / kTrainThreads), row_grid(rows));
+      launch(swiglu_backward_kernel<T>, grid, kTrainThreads, stream, static_cast<const T*>(gate_up),
+             static_cast<const T*>(dy), static_cast<T*>(d), rows, inner);
+    }
     check("swiglu_backward");
   }
 };
@@ -1324,10 +1439,16 @@ struct LogitSoftmaxGradient {
 
 template <typename T>
 struct RotaryTrain {
-  static void run(const void* in, void* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated, int head_dim,
+  static void run(void* row_data, void* q, void* k, void* v, std::int64_t tokens, int heads, int kv_heads, int head_dim,
                   int rot, const void* cos, const void* ssin, bool backward, cudaStream_t stream) {
-    launch(rotary_train_kernel<T>, row_grid(tokens), 128, stream, static_cast<const T*>(in), static_cast<T*>(out),
-           tokens, row, rotated, head_dim, rot, static_cast<const T*>(cos), static_cast<const T*>(ssin), backward);
+    if (backward)
+      launch(rotary_train_backward_kernel<T>, row_grid(tokens), 128, stream, static_cast<T*>(row_data),
+             static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), tokens, heads, kv_heads,
+             head_dim, rot, static_cast<const T*>(cos), static_cast<const T*>(ssin));
+    else
+      launch(rotary_train_forward_kernel<T>, row_grid(tokens), 128, stream, static_cast<const T*>(row_data),
+             static_cast<T*>(q), static_cast<T*>(k), static_cast<T*>(v), tokens, heads, kv_heads, head_dim, rot,
+             static_cast<const T*>(cos), static_cast<const T*>(ssin));
     check("rotary_train");
   }
 };
@@ -1335,16 +1456,15 @@ struct RotaryTrain {
 }  // namespace
 
 int rms_norm_backward_blocks(std::int64_t rows) {
-  return static_cast<int>(std::max<std::int64_t>(1, std::min(rows, kRmsBackwardMaxBlocks)));
+  return static_cast<int>(std::max<std::int64_t>(1, (rows + kRmsWeightRows - 1) / kRmsWeightRows));
 }
 
-void rms_norm_backward(const void* x, const void* weight, const void* grad_out, void* grad_x,
+void rms_norm_backward(const void* x, const void* weight, const void* grad_out, void* grad_x, float* rstd,
                        float* grad_weight_partial, std::int64_t rows, std::int64_t cols, float eps, ScalarType type,
                        void* stream) {
-  if (cols > kTrainThreads * kRmsBackwardColumnsPerThread)
-    throw std::invalid_argument("rms_norm_backward: more than 8192 columns");
-  if (rows > 0)
-    by_type<RmsNormBackward>(type, x, weight, grad_out, grad_x, grad_weight_partial, rows, cols, eps,
+  if (rms_norm_backward_blocks(rows) > 65535) throw std::invalid_argument("rms_norm_backward: too many rows");
+  if (rows > 0 && cols > 0)
+    by_type<RmsNormBackward>(type, x, weight, grad_out, grad_x, rstd, grad_weight_partial, rows, cols, eps,
                              static_cast<cudaStream_t>(stream));
 }
 
@@ -1370,12 +1490,18 @@ void logit_softmax_gradient(void* logits, std::int64_t rows, std::int64_t cols, 
                                   kd_coef, static_cast<cudaStream_t>(stream));
 }
 
-void rotary_train(const void* in, void* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated, int head_dim,
+void rotary_train(void* row_data, void* q, void* k, void* v, std::int64_t tokens, int heads, int kv_heads, int head_dim,
                   int rotary_dim, const void* cos, const void* signed_sin, bool backward, ScalarType type,
                   void* stream) {
-  if (tokens > 0 && row > 0)
-    by_type<RotaryTrain>(type, in, out, tokens, row, rotated, head_dim, rotary_dim, cos, signed_sin, backward,
-                         static_cast<cudaStream_t>(stream));
+  if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim)
+    throw std::invalid_argument("rotary_train: heads must be a multiple of kv_heads, rotary_dim even and <= head_dim");
+  if (tokens > 0)
+    by_type<RotaryTrain>(type, row_data, q, k, v, tokens, heads, kv_heads, head_dim, rotary_dim, cos, signed_sin,
+                         backward, static_cast<cudaStream_t>(stream));
+}
+
+void swiglu(const void* gate_up, void* out, std::int64_t rows, std::int64_t inner, ScalarType type, void* stream) {
+  if (rows > 0) by_type<SwigluAny>(type, gate_up, out, rows, inner, static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace lal::lm::cuda

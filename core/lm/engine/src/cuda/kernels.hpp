@@ -116,10 +116,10 @@ int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capac
 // chunked loss (lal/lm/training_kernels.hpp); the LibTorch ops are the reference (CPU, and without nvcc).
 
 /// Backward of out = norm(x) * weight (add_rms_norm without delta): n = x * r with r = rsqrt(mean(x^2) + eps);
-/// grad_x = r * (dn - n * mean(dn * n)) with dn = grad_out * weight, in float32, rounded once; the weight's gradient
-/// sum over rows of grad_out * round(n) as float32 partial sums, one row of `cols` per block of rows:
-/// grad_weight_partial [rms_norm_backward_blocks(rows), cols] (summed by the caller). cols <= 8192.
-void rms_norm_backward(const void* x, const void* weight, const void* grad_out, void* grad_x,
+/// grad_x = r * (dn - n * mean(dn * n)) with dn = grad_out * weight, in float32, rounded once (one warp per row;
+/// r of each row into rstd [rows]); the weight's gradient sum over rows of grad_out * round(n) as float32 partial
+/// sums over chunks of rows: grad_weight_partial [rms_norm_backward_blocks(rows), cols] (summed by the caller).
+void rms_norm_backward(const void* x, const void* weight, const void* grad_out, void* grad_x, float* rstd,
                        float* grad_weight_partial, std::int64_t rows, std::int64_t cols, float eps, ScalarType type,
                        void* stream);
 int rms_norm_backward_blocks(std::int64_t rows);
@@ -141,12 +141,15 @@ void logit_softmax_gradient(void* logits, std::int64_t rows, std::int64_t cols, 
                             const float* log_sum, const float* log_sum_t, float inv_temperature, float ce_coef,
                             const float* kd_coef, ScalarType type, void* stream);
 
-/// Rotate-half rotary embedding for training, out of place: out = in with the first `rotated` elements of each
-/// token's row (the q and k heads, head_dim each) rotated on their first `rotary_dim` channels by the tables cos and
-/// signed_sin ([tokens, rotary_dim] in the dtype; signed_sin = [-sin | sin]), rounded as the LibTorch ops do (each
-/// product, then the sum); the rest of the row (v) copied. `backward`: the transposed rotation (the gradient of the
-/// forward) in float32, rounded once. in/out [tokens, row], contiguous.
-void rotary_train(const void* in, void* out, std::int64_t tokens, std::int64_t row, std::int64_t rotated, int head_dim,
+/// Rotate-half rotary embedding for training, out of place, with grouped-query attention's expansion. Forward
+/// (backward false): row_data [tokens, (H + 2 KV) * D] is a fused projection output [q heads | k heads | v heads];
+/// q, k, v [tokens, H * D] receive the q heads and the k heads rotated on their first `rotary_dim` channels by the
+/// tables cos and signed_sin ([tokens, rotary_dim] in the dtype; signed_sin = [-sin | sin]), rounded as the LibTorch
+/// ops do (each product, then the sum), and the v heads copied, each k/v head repeated for the H / KV query heads of
+/// its group. Backward: q/k/v hold their gradients; row_data receives the row's gradient (a group's gradients
+/// summed, the transposed rotation; float32, rounded once). H % KV == 0, rotary_dim even and <= D
+/// (std::invalid_argument otherwise).
+void rotary_train(void* row_data, void* q, void* k, void* v, std::int64_t tokens, int heads, int kv_heads, int head_dim,
                   int rotary_dim, const void* cos, const void* signed_sin, bool backward, ScalarType type,
                   void* stream);
 

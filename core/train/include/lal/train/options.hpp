@@ -66,9 +66,11 @@ struct DistillOptions {
   std::int64_t max_steps = 0;  ///< 0 = num_epochs over the data; >0 stops after this many steps
   std::int64_t seed = 42;
   // --- training speed (core/train/BENCHMARKS.md)
-  std::string precision = "auto";         ///< auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32; masters stay float32
-  std::string adamw = "auto";             ///< auto (fused where LibTorch has it, else foreach) | fused | foreach | loop
-  std::int64_t loss_chunk_tokens = 1024;  ///< tokens per chunk of the fused lm_head + loss; 0 = unchunked
+  std::string precision = "auto";  ///< auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32; masters stay float32
+  std::string adamw = "auto";      ///< auto (fused where LibTorch has it, else foreach) | fused | foreach | loop
+  /// tokens per chunk of the fused lm_head + loss; -1 = auto (4096 where the CUDA training kernels run: the chunk's
+  /// logits are then held once, in bf16; else 1024); 0 = unchunked
+  std::int64_t loss_chunk_tokens = -1;
   bool pack_sequences = true;             ///< several examples per row (per-document positions and attention)
   bool activation_checkpointing = false;  ///< recompute each layer in backward instead of keeping its activations
   std::int64_t vocab_multiple = 64;       ///< corpus training: vocabulary rounded up to a multiple (1 = exact)
