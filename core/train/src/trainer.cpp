@@ -850,7 +850,7 @@ struct Trainer {
   }
 
   /// The loss of one batch: student forward, teacher logits (online or stored top-k), KD + CE. With
-  /// loss_chunk_tokens > 0 the output layer and the loss run together over token chunks (chunked_loss.hpp);
+  /// loss_chunk_tokens != 0 the output layer and the loss run together over token chunks (chunked_loss.hpp);
   /// 0 is the plain path (whole [tokens x vocab] logits), kept as the reference.
   LossParts batch_loss(const Batch& b, torch::Tensor* kl_metric = nullptr) const {
     auto h = student.hidden_states(b.student_ids, compute, b.packing, o.activation_checkpointing);
