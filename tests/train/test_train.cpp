@@ -249,6 +249,23 @@ TEST_CASE("options: YAML and command-line values, errors that say where") {
   CHECK_THROWS_AS(validate(bad), OptionError);
   DistillOptions none;
   CHECK_THROWS_WITH_AS(validate(none), doctest::Contains("nothing to learn from"), OptionError);
+  // --loss_chunk_tokens: auto (stored as -1) is the default, written and read back as "auto"; 0 is the unchunked
+  // path; negative numbers are refused.
+  DistillOptions chunks;
+  chunks.teacher_model = "t";
+  CHECK(chunks.loss_chunk_tokens == -1);
+  CHECK(get_option(chunks, "loss_chunk_tokens") == "auto");
+  CHECK(to_yaml(chunks).find("loss_chunk_tokens: auto") != std::string::npos);
+  CHECK_NOTHROW(validate(chunks));
+  set_option(chunks, "loss_chunk_tokens", "0", "--loss_chunk_tokens");
+  CHECK(chunks.loss_chunk_tokens == 0);
+  std::ofstream(yaml) << to_yaml(DistillOptions{});
+  load_yaml(chunks, yaml);
+  CHECK(chunks.loss_chunk_tokens == -1);
+  CHECK_THROWS_WITH_AS(set_option(chunks, "loss_chunk_tokens", "-1", "--loss_chunk_tokens"),
+                       "--loss_chunk_tokens: loss_chunk_tokens: must not be negative, got -1 (or auto)", OptionError);
+  CHECK_THROWS_WITH_AS(set_option(chunks, "batch_size", "auto", "--batch_size"),
+                       "--batch_size: batch_size: 'auto' is not an integer", OptionError);
 }
 
 TEST_CASE("questions: deterministic, distinct, mostly Japanese, across the focus areas") {

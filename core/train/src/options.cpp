@@ -76,9 +76,10 @@ const std::vector<Row>& rows() {
       LAL_OPT(seed, Int, "seed for questions, sampling, initialisation and shuffling"),
       LAL_OPT(precision, String, "compute precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32 (float32 masters)"),
       LAL_OPT(adamw, String, "AdamW kernel: auto (fused where LibTorch has it, else foreach) | fused | foreach | loop"),
-      LAL_OPT(loss_chunk_tokens, Int,
-              "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole); -1 = auto "
-              "(4096 with the CUDA training kernels, else 1024); 0 = unchunked"),
+      LAL_OPT(
+          loss_chunk_tokens, Int,
+          "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole): auto (4096 with "
+          "the CUDA training kernels, else 1024) | N | 0 = unchunked"),
       LAL_OPT(pack_sequences, Bool, "pack a micro-batch's examples into as few rows as fit max_length (no padding)"),
       LAL_OPT(activation_checkpointing, Bool, "recompute each layer in backward (less memory, ~1/3 more compute)"),
       LAL_OPT(vocab_multiple, Int,
@@ -157,6 +158,10 @@ const std::vector<OptionSpec>& option_specs() {
   return specs;
 }
 
+/// Integer options that also take the word "auto", stored as this (negative) value.
+constexpr std::int64_t kAutoInt = -1;
+bool takes_auto(const std::string& name) { return name == "loss_chunk_tokens"; }
+
 void set_option(DistillOptions& o, const std::string& name, const std::string& value, const std::string& origin) {
   const Row* row = find_row(name);
   if (!row) throw OptionError(origin + ": unknown option '" + name + "'" + suggestion(name));
@@ -167,6 +172,10 @@ void set_option(DistillOptions& o, const std::string& name, const std::string& v
         if constexpr (std::is_same_v<T, bool>) {
           if (!parse_bool(value, o.*member)) throw OptionError(where + ": '" + value + "' is not true/false");
         } else if constexpr (std::is_same_v<T, std::int64_t>) {
+          if (value == "auto" && takes_auto(name)) {
+            o.*member = kAutoInt;
+            return;
+          }
           std::size_t used = 0;
           long long v = 0;
           try {
@@ -175,7 +184,8 @@ void set_option(DistillOptions& o, const std::string& name, const std::string& v
             used = 0;
           }
           if (used == 0 || used != value.size()) throw OptionError(where + ": '" + value + "' is not an integer");
-          if (v < 0) throw OptionError(where + ": must not be negative, got " + value);
+          if (v < 0)
+            throw OptionError(where + ": must not be negative, got " + value + (takes_auto(name) ? " (or auto)" : ""));
           o.*member = v;
         } else if constexpr (std::is_same_v<T, double>) {
           std::size_t used = 0;
@@ -208,7 +218,7 @@ std::string get_option(const DistillOptions& o, const std::string& name) {
         if constexpr (std::is_same_v<T, bool>)
           return o.*member ? "true" : "false";
         else if constexpr (std::is_same_v<T, std::int64_t>)
-          return std::to_string(o.*member);
+          return o.*member == kAutoInt && takes_auto(name) ? std::string("auto") : std::to_string(o.*member);
         else if constexpr (std::is_same_v<T, double>)
           return fmt_double(o.*member);
         else if constexpr (std::is_same_v<T, std::string>)

@@ -68,8 +68,8 @@ struct DistillOptions {
   // --- training speed (core/train/BENCHMARKS.md)
   std::string precision = "auto";  ///< auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32; masters stay float32
   std::string adamw = "auto";      ///< auto (fused where LibTorch has it, else foreach) | fused | foreach | loop
-  /// tokens per chunk of the fused lm_head + loss; -1 = auto (4096 where the CUDA training kernels run: the chunk's
-  /// logits are then held once, in bf16; else 1024); 0 = unchunked
+  /// tokens per chunk of the fused lm_head + loss; -1 = auto ("auto" in YAML and on the command line): 4096 where
+  /// the CUDA training kernels run (the chunk's logits are then held once, in bf16), else 1024; 0 = unchunked
   std::int64_t loss_chunk_tokens = -1;
   bool pack_sequences = true;             ///< several examples per row (per-document positions and attention)
   bool activation_checkpointing = false;  ///< recompute each layer in backward instead of keeping its activations
