@@ -561,8 +561,9 @@ double relative_to(const torch::Tensor& a, const torch::Tensor& b) {
 
 // The fused CUDA training kernels (lal/lm/training_kernels.hpp: RMSNorm and SwiGLU with their backward, the chunked
 // loss's softmax gradient) against the LibTorch ops (LAL_TRAIN_KERNELS=off), on a GPU: the student's hidden states,
-// the chunked loss (CE alone and stored top-k KD, with unused slots and a target inside the top-k) and every
-// parameter's gradient. Without CUDA or without the kernels built (CI), it says so and checks nothing.
+// the chunked loss (CE alone and stored top-k KD, with unused slots and a target inside the top-k; also on packed
+// rows with activation checkpointing) and every parameter's gradient. Without CUDA or without the kernels built (CI),
+// it says so and checks nothing.
 TEST_CASE("training kernels on CUDA: hidden states, chunked CE / top-k loss and gradients equal the LibTorch ops") {
   if (!torch::cuda::is_available() || !lal::lm::training::kernels_built()) {
     MESSAGE("skipped: no CUDA device or no fused kernels in this build");
@@ -582,20 +583,30 @@ TEST_CASE("training kernels on CUDA: hidden states, chunked CE / top-k loss and 
     topk_ids[3][5] = -1, topk_ids[7][4] = -1;          // unused slots
     targets[9] = topk_ids[9][0].item<std::int64_t>();  // a target that is also a top-k id
     topk_ids = topk_ids.to(cuda), topk_lp = topk_lp.to(cuda);
+    // Packed rows (positions restarting at 37 and 55, three documents and padding per row) with activation
+    // checkpointing: the rotary tables follow the positions, attention takes the block-diagonal mask.
+    CausalLM::Packing packed;
+    auto pos = torch::arange(80, torch::kInt64);
+    pos = torch::where(pos >= 55, pos - 55, torch::where(pos >= 37, pos - 37, pos));
+    packed.positions = pos.view({1, 80}).expand({4, 80}).contiguous().to(cuda);
+    auto seg = (torch::arange(80, torch::kInt64) >= 37).to(torch::kInt64) + (torch::arange(80, torch::kInt64) >= 55);
+    seg.narrow(0, 76, 4).fill_(-1);
+    packed.segments = seg.view({1, 80}).expand({4, 80}).contiguous().to(cuda);
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-      for (int mode = 0; mode < 2; ++mode) {  // 0: top-k KD, 1: CE only
+      for (int mode = 0; mode < 3; ++mode) {  // 0: top-k KD, 1: CE only, 2: top-k KD on packed rows, recomputed
         CAPTURE(V);
         CAPTURE(dtype);
         CAPTURE(mode);
         auto run = [&](const char* kernels, torch::Tensor* hidden, torch::Tensor* kl) {
           setenv("LAL_TRAIN_KERNELS", kernels, 1);
           clear_grads(m);
-          auto h = m.hidden_states(ids, dtype);
+          auto h =
+              mode == 2 ? m.hidden_states(ids, dtype, packed, /*recompute_layers=*/true) : m.hidden_states(ids, dtype);
           *hidden = h.detach().clone();
           ChunkedLossInput in;
           in.hidden = h.view({-1, h.size(-1)}).index_select(0, rows), in.lm_head = m.lm_head();
           in.targets = targets, in.temperature = 2.0, in.alpha = 0.7, in.chunk_tokens = 128;
-          if (mode == 0) in.topk_ids = topk_ids, in.topk_logprobs = topk_lp;
+          if (mode != 1) in.topk_ids = topk_ids, in.topk_logprobs = topk_lp;
           auto parts = chunked_distillation_loss(in, kl);
           (parts.total * 1.5).backward();
           unsetenv("LAL_TRAIN_KERNELS");
@@ -609,7 +620,7 @@ TEST_CASE("training kernels on CUDA: hidden states, chunked CE / top-k loss and 
         const double loss_tol = f32 ? 1e-5 : 2e-3;
         CHECK(got.total.item<double>() == doctest::Approx(ref.total.item<double>()).epsilon(loss_tol));
         CHECK(got.ce.item<double>() == doctest::Approx(ref.ce.item<double>()).epsilon(loss_tol));
-        if (mode == 0) {
+        if (mode != 1) {
           CHECK(got.kd.item<double>() == doctest::Approx(ref.kd.item<double>()).epsilon(loss_tol));
           CHECK(kl_got.item<double>() == doctest::Approx(kl_ref.item<double>()).epsilon(loss_tol));
         }
@@ -617,7 +628,10 @@ TEST_CASE("training kernels on CUDA: hidden states, chunked CE / top-k loss and 
         for (std::size_t i = 0; i < ref_grads.size(); ++i)
           worst = std::max(worst, relative_to(got_grads[i], ref_grads[i]));
         CHECK(worst < (f32 ? 1e-4 : 3e-2));
-        MESSAGE("V " << V << (f32 ? " float32" : " bfloat16") << (mode == 0 ? " top-k" : " CE")
+        MESSAGE("V " << V << (f32 ? " float32" : " bfloat16")
+                     << (mode == 0   ? " top-k"
+                         : mode == 1 ? " CE"
+                                     : " packed")
                      << ": largest relative gradient difference " << worst);
       }
     }
