@@ -11,6 +11,11 @@
 // second pass over them happens in backward. The result equals distillation_loss()/distillation_loss_topk() on
 // the full logits (loss and gradients; tests/train checks <= 1e-5 in float32).
 //
+// On CUDA with the training kernels (lal/lm/training_kernels.hpp; not for a full teacher's logits) a chunk's logits
+// stay in the compute dtype and are read twice: once for each row's max and log-sum-exp, once to be turned into the
+// gradient in place; the loss terms come from those statistics and the gathered target / top-k logits (tests/train
+// "training kernels", on a GPU, against LAL_TRAIN_KERNELS=off).
+//
 // THREADING: the trainer thread. ERRORS: std::invalid_argument on mismatched shapes.
 #pragma once
 
