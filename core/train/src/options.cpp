@@ -83,8 +83,8 @@ const std::vector<Row>& rows() {
       LAL_OPT(pack_sequences, Bool, "pack a micro-batch's examples into as few rows as fit max_length (no padding)"),
       LAL_OPT(activation_checkpointing, Bool, "recompute each layer in backward (less memory, ~1/3 more compute)"),
       LAL_OPT(vocab_multiple, Int,
-              "corpus training: round the student's vocabulary up to a multiple of this (fast GEMM shapes; the "
-              "extra rows are never produced); 1 = the tokenizer's size"),
+              "corpus training and --trim_vocab: round the student's vocabulary up to a multiple of this (fast GEMM "
+              "shapes; the extra rows are never produced); 1 = exactly the tokens"),
       LAL_OPT(profile_step, Int,
               "0 = off; N: torch profiler trace (Chrome JSON) of optimizer step N into <work>/profile-step-N.json"),
       LAL_OPT(quantize, String, "teacher weights: auto (int4 on GPU) | none | int8 | int4"),

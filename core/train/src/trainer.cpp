@@ -280,12 +280,13 @@ struct VocabAlign {
     if (!kept.defined()) return id;
     return id < static_cast<std::int64_t>(old_to_new.size()) ? old_to_new[static_cast<std::size_t>(id)] : -1;
   }
-  /// teacher logits [N, Vt] -> [N, Vs], -inf where the teacher has no (usable) logit.
+  /// teacher logits [N, Vt] -> [N, Vs], -inf where the teacher has no (usable) logit (and in padding columns).
   torch::Tensor teacher_to_student(const torch::Tensor& t) const {
-    if (kept.defined()) return t.index_select(1, kept.to(t.device()));
-    const auto n = std::min(usable, t.size(1));
+    const auto src = kept.defined() ? t.index_select(1, kept.to(t.device())) : t;
+    const auto n = std::min(usable, src.size(1));
+    if (kept.defined() && n == student_vocab) return src;
     auto out = torch::full({t.size(0), student_vocab}, -std::numeric_limits<float>::infinity(), t.options());
-    out.narrow(1, 0, n).copy_(t.narrow(1, 0, n));
+    out.narrow(1, 0, n).copy_(src.narrow(1, 0, n));
     return out;
   }
 };
@@ -710,15 +711,20 @@ CausalLM make_student(const DistillOptions& o, const lal::lm::ModelConfig* teach
   lo.device = device, lo.trainable = true;
   lo.layers = teacher_layer_subset(teacher_cfg->num_layers, cfg.num_layers);
   std::vector<std::int32_t> rows;
-  if (trim)
+  if (trim) {
     rows = trim->kept;
-  else if (cfg.vocab_size != teacher_cfg->vocab_size) {
+    rows.resize(static_cast<std::size_t>(cfg.vocab_size), trim->kept.front());  // padding rows: zeroed below
+  } else if (cfg.vocab_size != teacher_cfg->vocab_size) {
     if (cfg.vocab_size > teacher_cfg->vocab_size)
       throw std::runtime_error("the student's vocabulary is larger than the teacher's");
     for (std::int32_t i = 0; i < cfg.vocab_size; ++i) rows.push_back(i);
   }
   if (!rows.empty()) lo.vocab_rows = &rows;
   auto m = CausalLM::load(lal::lm::resolve_model_path(o.teacher_model), lo);
+  if (trim && cfg.vocab_size > trim->size()) {  // rows past the trimmed vocabulary: zero (never produced)
+    torch::NoGradGuard no_grad;
+    for (auto t : {m.embedding(), m.lm_head()}) t.narrow(0, trim->size(), cfg.vocab_size - trim->size()).zero_();
+  }
   spdlog::info("student initialised from teacher layers {}", json(lo.layers).dump());
   return m;
 }
@@ -950,13 +956,14 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     vocab = student_config(o.student_config, teacher_cfg ? &*teacher_cfg : nullptr,
                            teacher_cfg ? teacher_cfg->vocab_size : static_cast<std::int64_t>(tok.vocab_size()), &dummy)
                 .vocab_size;
-    // Training on text: the tokenizer's size is arbitrary (Qwen's 151,665); GEMMs over a vocabulary that is not a
-    // multiple of 8 fall back to slow cuBLAS kernels (core/train/BENCHMARKS.md), so round it up, as published
-    // checkpoints do. The extra rows are never produced (va.usable; the engine ignores them too).
-    if (!teacher_cfg) vocab = (vocab + o.vocab_multiple - 1) / o.vocab_multiple * o.vocab_multiple;
   }
+  // A vocabulary of our own making (training on text: the tokenizer's arbitrary size, Qwen's 151,665; a trimmed one)
+  // is rounded up: GEMMs over a vocabulary that is not a multiple of 8 fall back to slow cuBLAS kernels
+  // (core/train/BENCHMARKS.md), so published checkpoints pad theirs too. The extra rows are never produced
+  // (va.usable; the engine ignores them too, past the tokenizer's size).
+  if (trim || !teacher_cfg) vocab = (vocab + o.vocab_multiple - 1) / o.vocab_multiple * o.vocab_multiple;
   va.student_vocab = vocab;
-  va.usable = trim ? vocab : std::min<std::int64_t>(vocab, static_cast<std::int64_t>(tok.vocab_size()));
+  va.usable = trim ? trim->size() : std::min<std::int64_t>(vocab, static_cast<std::int64_t>(tok.vocab_size()));
   if (trim)
     va.kept = torch::tensor(std::vector<std::int64_t>(trim->kept.begin(), trim->kept.end()), torch::kInt64),
     va.old_to_new = trim->old_to_new;

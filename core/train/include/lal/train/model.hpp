@@ -100,6 +100,7 @@ class CausalLM {
                               bool recompute_layers = false) const;
   /// The output projection [V, E] as stored (the embedding when tied).
   const torch::Tensor& lm_head() const { return decoder_->lm_head(); }
+  const torch::Tensor& embedding() const { return decoder_->embedding(); }
 
   const lal::lm::ModelConfig& config() const { return decoder_->config(); }
   torch::Device device() const { return decoder_->device(); }

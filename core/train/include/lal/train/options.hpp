@@ -73,7 +73,7 @@ struct DistillOptions {
   std::int64_t loss_chunk_tokens = -1;
   bool pack_sequences = true;             ///< several examples per row (per-document positions and attention)
   bool activation_checkpointing = false;  ///< recompute each layer in backward instead of keeping its activations
-  std::int64_t vocab_multiple = 64;       ///< corpus training: vocabulary rounded up to a multiple (1 = exact)
+  std::int64_t vocab_multiple = 64;       ///< corpus training, --trim_vocab: vocabulary rounded up (1 = exact)
   std::int64_t profile_step = 0;          ///< >0: torch profiler trace of that optimizer step (work dir)
   // --- devices and memory
   std::string quantize = "auto";  ///< auto (int4 on GPU, none on CPU) | none | int8 | int4

@@ -158,6 +158,8 @@ class Transformer {
                               const LayerRunner& run_layer = {}) const;
   /// The output projection [vocab, hidden] as stored (the embedding when tied).
   const torch::Tensor& lm_head() const { return lm_head_; }
+  /// The token embedding matrix [vocab, hidden] (undefined where an int8 lm-head stands in for tied embeddings).
+  const torch::Tensor& embedding() const { return embed_; }
 
   /// Shape-static decode step (CUDA-graph capturable): one token per row, `ids`/`positions` [B,1], keys/values
   /// written at cache slot `slot` (int64 [1] tensor on the device), attention over the whole cache capacity with
