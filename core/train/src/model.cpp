@@ -167,8 +167,20 @@ void CausalLM::load_state(const std::map<std::string, torch::Tensor>& tensors, c
     auto p = param;
     auto it = tensors.find(name);
     if (it == tensors.end()) throw std::runtime_error(source + ": no tensor '" + name + "'");
-    if (it->second.sizes() != p.sizes())
-      throw std::runtime_error(source + ": tensor '" + name + "' has the wrong shape for this model");
+    if (it->second.sizes() != p.sizes()) {
+      auto shape = [](c10::IntArrayRef s) {
+        std::string out = "[";
+        for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+        return out + "]";
+      };
+      const bool vocab_rows = p.dim() == 2 && it->second.dim() == 2 && p.size(1) == it->second.size(1) &&
+                              (name.find("embed") != std::string::npos || name.find("lm_head") != std::string::npos);
+      throw std::runtime_error(source + ": tensor '" + name + "' has shape " + shape(it->second.sizes()) +
+                               ", this model " + shape(p.sizes()) +
+                               (vocab_rows ? " (another vocabulary size: the run's --vocab_multiple, --trim_vocab or "
+                                             "tokenizer differs from the checkpoint's)"
+                                           : ""));
+    }
     p.copy_(it->second);
   }
 }
