@@ -711,7 +711,9 @@ int run_distill(const DistillOptions& options) {
     if (world.is_main()) stage_questions(o, p);
     world.barrier("questions");
     stage_teacher_data(o, p);
+    release_cached_device_memory(resolve_device(o));
     if (o.store_topk > 0) stage_teacher_topk(o, p);  // every rank scores its share
+    release_cached_device_memory(resolve_device(o));
   } else {
     if (world.is_main()) stage_corpus_data(o, p);
     world.barrier("corpus data");

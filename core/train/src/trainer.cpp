@@ -109,12 +109,17 @@ void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device) {
 #endif
 }
 
+void release_cached_device_memory(const std::string& device) {
+  if (!torch::Device(device).is_cuda()) return;
+#if defined(LAL_LM_HAVE_CUDA)
+  c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
 namespace {
 
 // ------------------------------------------------------------------------------------------------ the teacher
 
-/// Teacher logits for right-padded ids: the trainable decoder's code path (int8/int4, CPU offload) for qwen2/llama,
-/// the engine's Transformer for the other families.
 /// ", N layers kept dequantized (X MiB)" when the model keeps any, else "".
 std::string dequantized_note(const lal::lm::Transformer& m) {
   if (m.dequantized_layers() == 0) return "";
@@ -122,6 +127,8 @@ std::string dequantized_note(const lal::lm::Transformer& m) {
          std::to_string(m.dequantized_bytes() >> 20) + " MiB of spare device memory)";
 }
 
+/// Teacher logits for right-padded ids: the trainable decoder's code path (int8/int4, CPU offload) for qwen2/llama,
+/// the engine's Transformer for the other families.
 class Teacher {
  public:
   /// `dequantized_cache_bytes`: device memory for keeping quantized layers dequantized (spare_for_dequantized).

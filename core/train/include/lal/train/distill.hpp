@@ -106,6 +106,10 @@ std::int64_t spare_for_dequantized(const DistillOptions& o, const std::string& d
 /// null, else of the training with that student (online teacher).
 std::int64_t teacher_dequantized_cache(const DistillOptions& o, const std::string& device,
                                        const lal::lm::ModelConfig* student);
+/// Hands the memory LibTorch's CUDA caching allocator keeps for reuse back to the driver (between stages: what the
+/// teacher's generation held, its KV caches and dequantized layers, is not left in blocks the training may not fit
+/// into). No-op on the CPU.
+void release_cached_device_memory(const std::string& device);
 /// Caps LibTorch's CUDA caching allocator at --max_gpu_memory on `device` (no-op on CPU or without the option).
 void apply_gpu_memory_cap(const DistillOptions& o, const std::string& device);
 
