@@ -107,14 +107,15 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
     // A quantized or offloaded layer is made dense in the compute dtype on the device while it runs (float32
     // scratch of the dequantization is bounded by lal::lm::kDequantizeChunkBytes); offloaded, the next layer's
     // stored weights are in flight beside it, and the embeddings / output layer stay on the device.
+    m.teacher_layer_dense = (n - emb) / layers * dense_bytes;
     const double dense_layer =
-        quant == "none" && !offload ? 0 : (n - emb) / layers * dense_bytes + (quant == "none" ? 0 : 256.0 * (1 << 20));
+        quant == "none" && !offload ? 0 : m.teacher_layer_dense + (quant == "none" ? 0 : 256.0 * (1 << 20));
     const double on_device = offload ? 2 * stored_layer + emb * dense_bytes : m.teacher;
     m.generation_device = on_device + dense_layer + kv;
     // Online distillation runs the teacher's forward in every training step; stored top-k logits (or hard labels)
     // need no teacher while training.
-    const bool online = o.teacher_logits == "online" || (o.teacher_logits == "auto" && o.store_topk <= 0);
-    if (online) teacher_in_training = on_device + dense_layer;
+    m.teacher_online = o.teacher_logits == "online" || (o.teacher_logits == "auto" && o.store_topk <= 0);
+    if (m.teacher_online) teacher_in_training = on_device + dense_layer;
   }
   const double sp = static_cast<double>(parameter_count(student));
   // fp32 weights + grads, Adam m and v sharded (ZeRO-1), and the bf16 copies autocast makes on a GPU.
@@ -381,18 +382,14 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     << o.generation_batch_size << " x " << o.max_length << " tokens)\n";
   if (teacher && spare_for_dequantized(o, device, 0) > 0) {
     // Spare device memory keeps quantized teacher layers dequantized (teacher_dequantized_cache): how many.
-    const double layer = static_cast<double>(parameter_count(*teacher) - teacher->vocab_size * teacher->hidden_size *
-                                                                             (teacher->tie_word_embeddings ? 1 : 2)) /
-                         static_cast<double>(std::max<std::int64_t>(1, teacher->num_layers)) * 2;
     auto layers = [&](double need) {
       return std::min<std::int64_t>(
-          teacher->num_layers,
-          static_cast<std::int64_t>(static_cast<double>(spare_for_dequantized(o, device, need)) / layer));
+          teacher->num_layers, static_cast<std::int64_t>(static_cast<double>(spare_for_dequantized(o, device, need)) /
+                                                         est.teacher_layer_dense));
     };
-    const bool online = o.teacher_logits == "online" || (o.teacher_logits == "auto" && o.store_topk <= 0);
     s << "  spare memory      keeps " << layers(est.generation_device) << " of " << teacher->num_layers
       << " teacher layers dequantized while it generates"
-      << (online ? ", " + std::to_string(layers(est.train_device)) + " while training" : std::string())
+      << (est.teacher_online ? ", " + std::to_string(layers(est.train_device)) + " while training" : std::string())
       << " (no dequantization per step for them)\n";
   }
   const auto disk = estimate_disk(o, student, planned_steps);

@@ -169,14 +169,8 @@ class Teacher {
   /// Logits [N, V] (compute dtype) at the flat positions `rows` of `ids`: the output layer runs on those rows only.
   torch::Tensor logits_at(const torch::Tensor& ids, const CausalLM::Packing& packing, const torch::Tensor& rows) const {
     torch::NoGradGuard no_grad;
-    if (!model_) {
-      if (packing.segments.defined()) throw std::logic_error("packed batch for a teacher that cannot take one");
-      auto l = logits(ids);
-      return l.view({-1, l.size(-1)}).index_select(0, rows);
-    }
-    auto h = model_->hidden_states(ids, compute_, packing);
-    h = h.view({-1, h.size(-1)}).index_select(0, rows);
-    return torch::linear(h, model_->lm_head().to(h.device(), compute_));
+    const auto x = at_rows(ids, packing, rows);
+    return model_ ? torch::linear(x, model_->lm_head().to(x.device(), compute_)) : x;
   }
   /// The `k` largest log-probabilities (over the first `usable` ids) at the flat positions `rows` of the right-padded
   /// batch `ids` [B, T] (causal attention: an example never sees the padding after it): values [N, k] float32 and
@@ -185,15 +179,12 @@ class Teacher {
                                                   std::int64_t usable) const {
     constexpr std::int64_t kScoreChunkRows = 1024;
     torch::NoGradGuard no_grad;
-    torch::Tensor h, head;  // hidden states at `rows` and the output layer, or (other families) the logits there
-    if (model_) {
-      auto hs = model_->hidden_states(ids, compute_, CausalLM::Packing{});
-      h = hs.view({-1, hs.size(-1)}).index_select(0, rows);
+    auto h = at_rows(ids, CausalLM::Packing{}, rows);  // hidden states, or (other families) the logits
+    torch::Tensor head;
+    if (model_)
       head = model_->lm_head().to(h.device(), compute_).narrow(0, 0, usable);
-    } else {
-      auto l = logits(ids);
-      h = l.view({-1, l.size(-1)}).index_select(0, rows).narrow(1, 0, usable);
-    }
+    else
+      h = h.narrow(1, 0, usable);
     std::vector<torch::Tensor> values, indices;
     for (std::int64_t at = 0; at < h.size(0); at += kScoreChunkRows) {
       auto part = h.narrow(0, at, std::min(kScoreChunkRows, h.size(0) - at));
@@ -209,6 +200,19 @@ class Teacher {
   const std::string& dir() const { return dir_; }
 
  private:
+  /// At the flat positions `rows` of `ids`: the hidden states (the trainable decoder) or the logits (the engine's
+  /// families, which take no packed batch).
+  torch::Tensor at_rows(const torch::Tensor& ids, const CausalLM::Packing& packing, const torch::Tensor& rows) const {
+    torch::Tensor t;
+    if (model_) {
+      t = model_->hidden_states(ids, compute_, packing);
+    } else {
+      if (packing.segments.defined()) throw std::logic_error("packed batch for a teacher that cannot take one");
+      t = logits(ids);
+    }
+    return t.view({-1, t.size(-1)}).index_select(0, rows);
+  }
+
   std::string dir_;
   std::unique_ptr<CausalLM> model_;
   std::shared_ptr<lal::lm::Transformer> engine_model_;

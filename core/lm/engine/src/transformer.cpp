@@ -12,6 +12,7 @@
 #include "cpu/cpu_linear.hpp"
 #include "decoder.hpp"
 #include "lal/lm/safetensors.hpp"
+#include "lal/lm/sampling.hpp"
 
 namespace lal::lm {
 
@@ -426,14 +427,6 @@ std::shared_ptr<Transformer> Transformer::load(const std::string& dir, torch::De
 
 namespace {
 
-/// splitmix64: a well-mixed 64-bit value of `x` (the seeds of random_normal's generators).
-std::uint64_t mix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
 /// A float32 CPU tensor of N(0, std) values, made in chunks of 2^20 elements, each from its own generator seeded by
 /// (seed, stream, chunk): the same values for any number of threads, while the chunks fill in parallel. (One
 /// generator draws ~140 M values a second on one core: a 7.6 B-parameter student took most of a minute.)
@@ -445,7 +438,8 @@ torch::Tensor random_normal(const std::vector<std::int64_t>& shape, double std, 
   const auto n = flat.numel(), chunks = (n + kChunk - 1) / kChunk;
   at::parallel_for(0, chunks, 1, [&](std::int64_t begin, std::int64_t end) {
     for (auto i = begin; i < end; ++i) {
-      auto gen = at::detail::createCPUGenerator(mix64(seed ^ mix64((stream << 32) + static_cast<std::uint64_t>(i))));
+      auto gen =
+          at::detail::createCPUGenerator(splitmix64(seed ^ splitmix64((stream << 32) + static_cast<std::uint64_t>(i))));
       flat.narrow(0, i * kChunk, std::min(kChunk, n - i * kChunk)).normal_(0.0, std, gen);
     }
   });

@@ -91,7 +91,8 @@ __device__ float block_max(float v) {
 
 /// Whether value v at index i is a better argmax than bv at bi (bi < 0: none yet): larger, NaN above everything
 /// (torch.argmax), the lower index on ties.
-__device__ __forceinline__ bool better_arg(float v, int i, float bv, int bi) {
+template <typename V>
+__device__ __forceinline__ bool better_arg(V v, int i, V bv, int bi) {
   if (i < 0) return false;
   if (bi < 0) return true;
   if (isnan(v)) return !isnan(bv) || i < bi;
@@ -100,12 +101,30 @@ __device__ __forceinline__ bool better_arg(float v, int i, float bv, int bi) {
 }
 
 /// The best (value, index) over the warp; every lane gets it.
-__device__ __forceinline__ void warp_best(float& v, int& i) {
+template <typename V>
+__device__ __forceinline__ void warp_best(V& v, int& i) {
   for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const V ov = __shfl_xor_sync(0xffffffffu, v, o);
     const int oi = __shfl_xor_sync(0xffffffffu, i, o);
     if (better_arg(ov, oi, v, i)) v = ov, i = oi;
   }
+}
+
+/// The best (value, index) over the block (at most 32 warps); true in the one thread that holds it (thread 0). Every
+/// thread of the block must call it.
+template <typename V>
+__device__ __forceinline__ bool block_best(V& v, int& i) {
+  __shared__ V best_v[32];
+  __shared__ int best_i[32];
+  warp_best(v, i);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) best_v[warp] = v, best_i[warp] = i;
+  __syncthreads();
+  if (warp != 0) return false;
+  v = lane < warps ? best_v[lane] : V(0);
+  i = lane < warps ? best_i[lane] : -1;
+  warp_best(v, i);
+  return lane == 0;
 }
 
 void check(const char* kernel) {
@@ -507,17 +526,7 @@ __global__ void __launch_bounds__(kStatsThreads)
     }
   z = block_sum(z);
   weighted = block_sum(weighted);
-  __shared__ float best_v[32];
-  __shared__ int best_i[32];
-  warp_best(best, best_at);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  if (lane == 0) best_v[warp] = best, best_i[warp] = best_at;
-  __syncthreads();
-  if (warp != 0) return;
-  best = lane < warps ? best_v[lane] : 0.0f;
-  best_at = lane < warps ? best_i[lane] : -1;
-  warp_best(best, best_at);
-  if (lane == 0) {
+  if (block_best(best, best_at)) {
     float* out = scratch + (r * chunks + c) * kStatsFields;
     out[0] = m, out[1] = z, out[2] = weighted, out[3] = best, out[4] = __int_as_float(best_at);
   }
@@ -570,15 +579,6 @@ __device__ __forceinline__ std::uint64_t mix64(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
-/// Whether (v, i) is a better argmax than (bv, bi) in float64 (as better_arg()).
-__device__ __forceinline__ bool better_arg64(double v, int i, double bv, int bi) {
-  if (i < 0) return false;
-  if (bi < 0) return true;
-  if (isnan(v)) return !isnan(bv) || i < bi;
-  if (isnan(bv)) return false;
-  return v > bv || (v == bv && i < bi);
-}
-
 constexpr int kGumbelFields = 2;  // per (row, chunk): the best noisy value (float64) and its index
 
 /// Block (chunk, row): the best of double(scores) - log(-log(u)) over the chunk, u the counter noise of sampling.cpp:
@@ -601,27 +601,9 @@ __global__ void __launch_bounds__(kStatsThreads)
     const std::uint64_t h = mix64(static_cast<std::uint64_t>(r * index_stride + i) + stream);
     const double u = (static_cast<double>(h >> 11) + 0.5) * 0x1p-53;
     const double noisy = static_cast<double>(row[i]) - log(-log(u));
-    if (better_arg64(noisy, static_cast<int>(i), best, best_at)) best = noisy, best_at = static_cast<int>(i);
+    if (better_arg(noisy, static_cast<int>(i), best, best_at)) best = noisy, best_at = static_cast<int>(i);
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const double ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_at, o);
-    if (better_arg64(ov, oi, best, best_at)) best = ov, best_at = oi;
-  }
-  __shared__ double best_v[32];
-  __shared__ int best_i[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  if (lane == 0) best_v[warp] = best, best_i[warp] = best_at;
-  __syncthreads();
-  if (warp != 0) return;
-  best = lane < warps ? best_v[lane] : 0.0;
-  best_at = lane < warps ? best_i[lane] : -1;
-  for (int o = 16; o > 0; o >>= 1) {
-    const double ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_at, o);
-    if (better_arg64(ov, oi, best, best_at)) best = ov, best_at = oi;
-  }
-  if (lane == 0) {
+  if (block_best(best, best_at)) {
     double* out = scratch + (r * chunks + c) * kGumbelFields;
     out[0] = best;
     out[1] = static_cast<double>(best_at);
@@ -638,13 +620,9 @@ __global__ void gumbel_final_kernel(const double* scratch, int chunks, const boo
   for (int c = lane; c < chunks; c += 32) {
     const double* p = scratch + (r * chunks + c) * kGumbelFields;
     const int at = static_cast<int>(p[1]);
-    if (better_arg64(p[0], at, best, best_at)) best = p[0], best_at = at;
+    if (better_arg(p[0], at, best, best_at)) best = p[0], best_at = at;
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const double ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_at, o);
-    if (better_arg64(ov, oi, best, best_at)) best = ov, best_at = oi;
-  }
+  warp_best(best, best_at);
   if (lane == 0 && !(greedy && greedy[r])) ids[r] = best_at < 0 ? 0 : best_at;
 }
 
@@ -982,6 +960,14 @@ int token_stats_chunks(std::int64_t rows, std::int64_t vocab) {
   const std::int64_t by_length = (vocab + 2047) / 2048;  // at least 2048 logits per block
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({by_occupancy, by_length, 64})));
 }
+
+/// The chunks per row of the token statistics / Gumbel kernels, after the limits of their grids (`what` names the
+/// caller in the error).
+int row_chunks(const char* what, std::int64_t rows, std::int64_t vocab) {
+  if (vocab > 0x7fffffff) throw std::invalid_argument(std::string(what) + ": a vocabulary over 2^31 entries");
+  if (rows > 65535) throw std::invalid_argument(std::string(what) + ": more than 65535 rows");
+  return token_stats_chunks(rows, vocab);
+}
 }  // namespace
 
 std::int64_t token_stats_scratch(std::int64_t rows, std::int64_t vocab) {
@@ -992,10 +978,8 @@ void token_stats(float* logits, std::int64_t rows, std::int64_t vocab, std::int6
                  std::int64_t suppress_stride, float* log_z, float* entropy, std::int64_t* argmax, float* logprob,
                  float* scratch, void* stream) {
   if (rows <= 0 || vocab <= 0) return;
-  if (vocab > 0x7fffffff) throw std::invalid_argument("token_stats: a vocabulary over 2^31 entries");
-  if (rows > 65535) throw std::invalid_argument("token_stats: more than 65535 rows");
+  const int chunks = row_chunks("token_stats", rows, vocab);
   const auto s = static_cast<cudaStream_t>(stream);
-  const int chunks = token_stats_chunks(rows, vocab);
   launch(token_stats_partial_kernel, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, s,
          logits, vocab, usable, suppress, suppress_stride, scratch, chunks);
   check("token_stats");
@@ -1012,10 +996,8 @@ void gumbel_choose(const float* scores, std::int64_t rows, std::int64_t vocab, c
                    const std::int64_t* column, bool noise_per_row, const bool* greedy, std::int64_t* ids,
                    double* scratch, void* stream) {
   if (rows <= 0 || vocab <= 0) return;
-  if (vocab > 0x7fffffff) throw std::invalid_argument("gumbel_choose: a vocabulary over 2^31 entries");
-  if (rows > 65535) throw std::invalid_argument("gumbel_choose: more than 65535 rows");
+  const int chunks = row_chunks("gumbel_choose", rows, vocab);
   const auto s = static_cast<cudaStream_t>(stream);
-  const int chunks = token_stats_chunks(rows, vocab);
   launch(gumbel_partial_kernel, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kStatsThreads, s,
          scores, vocab, seed, column, std::int64_t{noise_per_row ? 1 : 0}, noise_per_row ? std::int64_t{0} : vocab,
          scratch, chunks);
@@ -1144,6 +1126,12 @@ struct RowStats {
          (om == -INFINITY ? 0.0f : ost * __expf((om - nm) * inv_t));
     m = nm;
   }
+  /// The warp's statistics merged; every lane gets them.
+  __device__ __forceinline__ void warp_merge(float inv_t) {
+    for (int o = 16; o > 0; o >>= 1)
+      merge(__shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o), __shfl_xor_sync(0xffffffffu, st, o),
+            inv_t);
+  }
   /// Adds n values (n <= 8): one rescale for the group.
   __device__ __forceinline__ void add(const float* f, int n, float inv_t, bool two) {
     float gm = -INFINITY;
@@ -1183,9 +1171,7 @@ __global__ void logit_row_stats_kernel(const T* logits, std::int64_t cols, float
     }
   }
   if (!two) a.st = a.s;
-  for (int o = 16; o > 0; o >>= 1)
-    a.merge(__shfl_xor_sync(0xffffffffu, a.m, o), __shfl_xor_sync(0xffffffffu, a.s, o),
-            __shfl_xor_sync(0xffffffffu, a.st, o), inv_t);
+  a.warp_merge(inv_t);
   __shared__ float pm[32], ps[32], pst[32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   if (lane == 0) pm[warp] = a.m, ps[warp] = a.s, pst[warp] = a.st;
@@ -1193,9 +1179,7 @@ __global__ void logit_row_stats_kernel(const T* logits, std::int64_t cols, float
   if (warp == 0) {
     RowStats b;
     if (lane < warps) b.m = pm[lane], b.s = ps[lane], b.st = pst[lane];
-    for (int o = 16; o > 0; o >>= 1)
-      b.merge(__shfl_xor_sync(0xffffffffu, b.m, o), __shfl_xor_sync(0xffffffffu, b.s, o),
-              __shfl_xor_sync(0xffffffffu, b.st, o), inv_t);
+    b.warp_merge(inv_t);
     if (lane == 0) {
       row_max[blockIdx.x] = b.m;
       log_sum[blockIdx.x] = logf(b.s);

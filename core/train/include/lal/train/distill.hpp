@@ -53,8 +53,10 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p);
 /// What the run needs in memory (bytes); see estimate_memory().
 struct MemoryEstimate {
   double teacher = 0, student = 0, activations = 0, logits = 0;
-  double train_device = 0;       ///< peak on one device while training
-  double generation_device = 0;  ///< peak on one device while the teacher generates
+  double train_device = 0;         ///< peak on one device while training
+  double generation_device = 0;    ///< peak on one device while the teacher generates
+  double teacher_layer_dense = 0;  ///< one teacher layer's linear weights, dense in the compute dtype
+  bool teacher_online = false;     ///< the teacher runs in every training step (its logits are not stored)
   double peak_device() const;
   bool fits(std::int64_t capacity) const;  ///< with 5 % headroom
 };
