@@ -5,7 +5,8 @@
 #      teacher data equals the single process's byte for byte; weights and AdamW state after every step agree to 1e-5.
 #   2. A checkpoint written by the 2-rank run resumes in 1 process and ends where the 1-process run ends.
 #   3. The teacher's top-k (--store_topk) scored by 2 ranks equals the single process's byte for byte and the
-#      Python reference's.
+#      Python reference's; a top-k stage cut short (a torn file, a killed 2-rank run's rank file) resumes in one
+#      process to the same file.
 #   4. A rank that cannot reach the rendezvous fails with a message naming MASTER_ADDR:MASTER_PORT.
 set -euo pipefail
 LAL=$1 FX=$2 OUT=$3 PY=$4
@@ -94,6 +95,20 @@ test -z "$(ls "$OUT/k2/lal-brain-model-work" | grep 'rank-')" || { echo "per-ran
 cmp "$OUT/k1/lal-brain-model-work/topk.jsonl" "$OUT/k2/lal-brain-model-work/topk.jsonl" &&
   echo "top-k scored by 2 ranks == single-process top-k"
 "$PY" "$(dirname "$0")/check_topk.py" "$FX/teacher" "$OUT/k2/lal-brain-model-work" 256 4
+
+echo "== a top-k stage cut short resumes to the same file"
+K1=$OUT/k1/lal-brain-model-work/topk.jsonl
+# (a) what kill -9 leaves of one process: 7 complete records and a torn eighth (JsonlAppender drops it on open)
+mkdir -p "$OUT/k3/lal-brain-model-work" && cp "$A/questions.jsonl" "$A/data.jsonl" "$OUT/k3/lal-brain-model-work/"
+{ head -n 7 "$K1"; sed -n 8p "$K1" | head -c 40; } > "$OUT/k3/lal-brain-model-work/topk.jsonl"
+# (b) what a killed 2-rank run leaves: only rank 1's file, with its windows (examples 4-7 and 12-15) done
+mkdir -p "$OUT/k4/lal-brain-model-work" && cp "$A/questions.jsonl" "$A/data.jsonl" "$OUT/k4/lal-brain-model-work/"
+sed -n '5,8p;13,16p' "$K1" > "$OUT/k4/lal-brain-model-work/topk.jsonl.rank-1"
+for d in k3 k4; do
+  "$LAL" distill "${common[@]}" "${topk[@]}" --gradient_accumulation 2 --output_dir "$OUT/$d"
+  test -z "$(ls "$OUT/$d/lal-brain-model-work" | grep 'rank-')" || { echo "$d: rank files left behind"; exit 1; }
+  cmp "$K1" "$OUT/$d/lal-brain-model-work/topk.jsonl" && echo "$d: resumed top-k == uninterrupted top-k"
+done
 
 echo "== a rank without its peer"
 set +e
