@@ -1218,81 +1218,158 @@ __global__ void logit_softmax_gradient_kernel(T* logits, std::int64_t rows, std:
   }
 }
 
+/// Two consecutive elements at p (aligned to two elements) as float32, and back.
+template <typename T>
+__device__ __forceinline__ float2 load2(const T* p) {
+  if constexpr (sizeof(T) == 2) {
+    const unsigned u = *reinterpret_cast<const unsigned*>(p);
+    const T* h = reinterpret_cast<const T*>(&u);
+    return make_float2(to_f<T>(h[0]), to_f<T>(h[1]));
+  } else {
+    return *reinterpret_cast<const float2*>(p);
+  }
+}
+template <typename T>
+__device__ __forceinline__ void store2(T* p, float a, float b) {
+  if constexpr (sizeof(T) == 2) {
+    unsigned u;
+    T* h = reinterpret_cast<T*>(&u);
+    h[0] = from_f<T>(a);
+    h[1] = from_f<T>(b);
+    *reinterpret_cast<unsigned*>(p) = u;
+  } else {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+  }
+}
+
+/// The rotary kernels' launch shape: a block is (head_dim / 2) x kRotaryTokensY threads, each thread two consecutive
+/// channels of one head in kRotaryUnroll tokens (all their loads issued before the first store: a thread with one
+/// token's 8 bytes in flight leaves the memory system idle); blockIdx.y is the head (of the outputs forward, of the
+/// fused row backward), blockIdx.x strides over the tokens.
+constexpr int kRotaryUnroll = 4;
+struct RotaryShape {
+  dim3 grid, block;
+  RotaryShape(std::int64_t tokens, int heads_in_y, int head_dim) {
+    const int pairs = head_dim / 2, per_block = std::max(1, 256 / pairs);
+    const std::int64_t tokens_per_block = static_cast<std::int64_t>(per_block) * kRotaryUnroll;
+    block = dim3(static_cast<unsigned>(pairs), static_cast<unsigned>(per_block));
+    grid = dim3(static_cast<unsigned>(std::min<std::int64_t>((tokens + tokens_per_block - 1) / tokens_per_block, 1 << 20)),
+                static_cast<unsigned>(heads_in_y));
+  }
+};
+
+/// Channels ch, ch + 1 (ch even) of a head at p and of its rotary partner (ch + half or ch - half), as float32: the
+/// partner pair in one load when half is even, else two.
+template <typename T>
+__device__ __forceinline__ float2 load_partner(const T* p, int partner, bool paired) {
+  if (paired) return load2<T>(p + partner);
+  return make_float2(to_f<T>(p[partner]), to_f<T>(p[partner + 1]));
+}
+
 /// Forward: a token's fused projection row [q heads | k heads | v heads] (H + 2 KV heads of D) -> q, k, v [H * D]
-/// each, q and k rotated on their first `rot` channels (each product rounded, then the sum, as the LibTorch ops),
-/// k and v heads repeated for the H / KV query heads of their group (grouped-query attention's expansion).
+/// each, q and k rotated on their first `rot` channels, k and v heads repeated for the H / KV query heads of their
+/// group (grouped-query attention's expansion). With signed sin s: out[c] = x[c] cos[c] + x[partner(c)] s[c],
+/// partner(c) = c + rot/2 in the first half, c - rot/2 in the second; each product rounded, then the sum, as the
+/// LibTorch ops. Launched as RotaryShape(tokens, 3 * heads, head_dim): blockIdx.y = part * heads + head, part 0 q,
+/// 1 k, 2 v.
 template <typename T>
 __global__ void rotary_train_forward_kernel(const T* row_data, T* q, T* k, T* v, std::int64_t tokens, int heads,
                                             int kv_heads, int head_dim, int rot, const T* cos, const T* ssin) {
   wait_for_previous();
   const int half = rot / 2, group = heads / kv_heads;
+  const int part = static_cast<int>(blockIdx.y) / heads, h = static_cast<int>(blockIdx.y) - part * heads;
+  const int src_head = part == 0 ? h : part == 1 ? heads + h / group : heads + kv_heads + h / group;
+  const int ch = 2 * static_cast<int>(threadIdx.x);
+  const int partner = ch < half ? ch + half : ch - half;
+  const bool copy = part == 2 || ch >= rot, paired = half % 2 == 0;  // rot even: ch, ch + 1 both rotated or copied
   const std::int64_t hd = static_cast<std::int64_t>(heads) * head_dim, row = hd + 2LL * kv_heads * head_dim;
-  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    const T* r = row_data + t * row;
-    const T* c = cos + t * rot;
-    const T* s = ssin + t * rot;
-    for (std::int64_t o = threadIdx.x; o < 3 * hd; o += blockDim.x) {
-      const int part = static_cast<int>(o / hd);
-      const std::int64_t within = o - part * hd;
-      const int h = static_cast<int>(within / head_dim), ch = static_cast<int>(within % head_dim);
-      const std::int64_t src = part == 0   ? static_cast<std::int64_t>(h) * head_dim
-                               : part == 1 ? (static_cast<std::int64_t>(heads) + h / group) * head_dim
-                                           : (static_cast<std::int64_t>(heads) + kv_heads + h / group) * head_dim;
-      T* out = (part == 0 ? q : part == 1 ? k : v) + t * hd + within;
-      if (part == 2 || ch >= rot) {
-        *out = r[src + ch];
-        continue;
+  T* const out_of_part = part == 0 ? q : part == 1 ? k : v;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
+  for (std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * blockDim.y * kRotaryUnroll + threadIdx.y;
+       t0 < tokens; t0 += stride * kRotaryUnroll) {
+    float2 x[kRotaryUnroll], y[kRotaryUnroll], c[kRotaryUnroll], s[kRotaryUnroll];
+#pragma unroll
+    for (int u = 0; u < kRotaryUnroll; ++u) {
+      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      if (t >= tokens) break;
+      const T* src = row_data + t * row + static_cast<std::int64_t>(src_head) * head_dim;
+      x[u] = load2<T>(src + ch);
+      if (!copy) {
+        y[u] = load_partner<T>(src, partner, paired);
+        c[u] = load2<T>(cos + t * rot + ch);
+        s[u] = load2<T>(ssin + t * rot + ch);
       }
-      const bool first = ch < half;
-      const int j = first ? ch : ch - half;
-      const float x1 = to_f<T>(r[src + j]), x2 = to_f<T>(r[src + j + half]);
-      const float c1 = to_f<T>(c[j]), c2 = to_f<T>(c[j + half]), s1 = to_f<T>(s[j]), s2 = to_f<T>(s[j + half]);
-      *out = from_f<T>(first ? __fadd_rn(rnd<T>(__fmul_rn(x1, c1)), rnd<T>(__fmul_rn(x2, s1)))
-                             : __fadd_rn(rnd<T>(__fmul_rn(x2, c2)), rnd<T>(__fmul_rn(x1, s2))));
+    }
+#pragma unroll
+    for (int u = 0; u < kRotaryUnroll; ++u) {
+      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      if (t >= tokens) break;
+      T* out = out_of_part + t * hd + static_cast<std::int64_t>(h) * head_dim + ch;
+      if (copy) {
+        store2<T>(out, x[u].x, x[u].y);
+      } else {
+        store2<T>(out, __fadd_rn(rnd<T>(__fmul_rn(x[u].x, c[u].x)), rnd<T>(__fmul_rn(y[u].x, s[u].x))),
+                  __fadd_rn(rnd<T>(__fmul_rn(x[u].y, c[u].y)), rnd<T>(__fmul_rn(y[u].y, s[u].y))));
+      }
     }
   }
 }
 
-/// Backward of rotary_train_forward_kernel: the gradients of q, k, v [H * D] -> the row's gradient (a group's k/v
-/// head gradients summed, then the transposed rotation), in float32, rounded once.
+/// Backward of rotary_train_forward_kernel: the gradients of q, k, v [H * D] -> the row's gradient. A group's k/v head
+/// gradients g are summed, then the transposed rotation: dx[c] = g[c] cos[c] + g[partner(c)] s[partner(c)], in
+/// float32, rounded once. Launched as RotaryShape(tokens, heads + 2 * kv_heads, head_dim): blockIdx.y is the head of
+/// the fused row.
 template <typename T>
 __global__ void rotary_train_backward_kernel(T* row_grad, const T* dq, const T* dk, const T* dv, std::int64_t tokens,
                                              int heads, int kv_heads, int head_dim, int rot, const T* cos,
                                              const T* ssin) {
   wait_for_previous();
-  const int half = rot / 2, group = heads / kv_heads;
+  const int half = rot / 2, group = heads / kv_heads, head = static_cast<int>(blockIdx.y);
+  const int ch = 2 * static_cast<int>(threadIdx.x);
+  const int partner = ch < half ? ch + half : ch - half;
   const std::int64_t hd = static_cast<std::int64_t>(heads) * head_dim, row = hd + 2LL * kv_heads * head_dim;
-  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    T* r = row_grad + t * row;
-    const T* c = cos + t * rot;
-    const T* s = ssin + t * rot;
-    for (std::int64_t i = threadIdx.x; i < row; i += blockDim.x) {
-      const int head = static_cast<int>(i / head_dim), ch = static_cast<int>(i % head_dim);
-      const T* d;
-      int first_head, count;
-      if (head < heads) {
-        d = dq, first_head = head, count = 1;
-      } else if (head < heads + kv_heads) {
-        d = dk, first_head = (head - heads) * group, count = group;
-      } else {
-        d = dv, first_head = (head - heads - kv_heads) * group, count = group;
+  const T* d;
+  int first_head, count;
+  if (head < heads) {
+    d = dq, first_head = head, count = 1;
+  } else if (head < heads + kv_heads) {
+    d = dk, first_head = (head - heads) * group, count = group;
+  } else {
+    d = dv, first_head = (head - heads - kv_heads) * group, count = group;
+  }
+  const bool plain = head >= heads + kv_heads || ch >= rot, paired = half % 2 == 0;  // v, or past the rotary channels
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
+  for (std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * blockDim.y * kRotaryUnroll + threadIdx.y;
+       t0 < tokens; t0 += stride * kRotaryUnroll) {
+    float2 g[kRotaryUnroll], gp[kRotaryUnroll], c[kRotaryUnroll], s[kRotaryUnroll];
+#pragma unroll
+    for (int u = 0; u < kRotaryUnroll; ++u) {
+      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      if (t >= tokens) break;
+      const T* dt = d + t * hd + static_cast<std::int64_t>(first_head) * head_dim;
+      g[u] = make_float2(0.0f, 0.0f), gp[u] = make_float2(0.0f, 0.0f);
+      for (int j = 0; j < count; ++j) {
+        const float2 a = load2<T>(dt + static_cast<std::int64_t>(j) * head_dim + ch);
+        g[u].x += a.x, g[u].y += a.y;
+        if (!plain) {
+          const float2 b = load_partner<T>(dt + static_cast<std::int64_t>(j) * head_dim, partner, paired);
+          gp[u].x += b.x, gp[u].y += b.y;
+        }
       }
-      d += t * hd + static_cast<std::int64_t>(first_head) * head_dim;
-      auto sum = [&](int channel) {
-        float acc = 0.0f;
-        for (int g = 0; g < count; ++g) acc += to_f<T>(d[static_cast<std::int64_t>(g) * head_dim + channel]);
-        return acc;
-      };
-      if (head >= heads + kv_heads || ch >= rot) {  // v, or channels past the rotary ones
-        r[i] = from_f<T>(sum(ch));
-        continue;
+      if (!plain) {
+        c[u] = load2<T>(cos + t * rot + ch);
+        s[u] = load_partner<T>(ssin + t * rot, partner, paired);
       }
-      const bool first = ch < half;
-      const int j = first ? ch : ch - half;
-      const float y1 = sum(j), y2 = sum(j + half);
-      const float c1 = to_f<T>(c[j]), c2 = to_f<T>(c[j + half]), s1 = to_f<T>(s[j]), s2 = to_f<T>(s[j + half]);
-      // the transpose of out1 = x1 c1 + x2 s1, out2 = x2 c2 + x1 s2
-      r[i] = from_f<T>(first ? y1 * c1 + y2 * s2 : y2 * c2 + y1 * s1);
+    }
+#pragma unroll
+    for (int u = 0; u < kRotaryUnroll; ++u) {
+      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      if (t >= tokens) break;
+      T* r = row_grad + t * row + static_cast<std::int64_t>(head) * head_dim + ch;
+      if (plain)
+        store2<T>(r, g[u].x, g[u].y);
+      else
+        store2<T>(r, g[u].x * c[u].x + gp[u].x * s[u].x, g[u].y * c[u].y + gp[u].y * s[u].y);
     }
   }
 }
@@ -1425,14 +1502,17 @@ template <typename T>
 struct RotaryTrain {
   static void run(void* row_data, void* q, void* k, void* v, std::int64_t tokens, int heads, int kv_heads, int head_dim,
                   int rot, const void* cos, const void* ssin, bool backward, cudaStream_t stream) {
-    if (backward)
-      launch(rotary_train_backward_kernel<T>, row_grid(tokens), 128, stream, static_cast<T*>(row_data),
+    if (backward) {
+      const RotaryShape shape(tokens, heads + 2 * kv_heads, head_dim);
+      launch(rotary_train_backward_kernel<T>, shape.grid, shape.block, stream, static_cast<T*>(row_data),
              static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), tokens, heads, kv_heads,
              head_dim, rot, static_cast<const T*>(cos), static_cast<const T*>(ssin));
-    else
-      launch(rotary_train_forward_kernel<T>, row_grid(tokens), 128, stream, static_cast<const T*>(row_data),
+    } else {
+      const RotaryShape shape(tokens, 3 * heads, head_dim);
+      launch(rotary_train_forward_kernel<T>, shape.grid, shape.block, stream, static_cast<const T*>(row_data),
              static_cast<T*>(q), static_cast<T*>(k), static_cast<T*>(v), tokens, heads, kv_heads, head_dim, rot,
              static_cast<const T*>(cos), static_cast<const T*>(ssin));
+    }
     check("rotary_train");
   }
 };
@@ -1477,8 +1557,11 @@ void logit_softmax_gradient(void* logits, std::int64_t rows, std::int64_t cols, 
 void rotary_train(void* row_data, void* q, void* k, void* v, std::int64_t tokens, int heads, int kv_heads, int head_dim,
                   int rotary_dim, const void* cos, const void* signed_sin, bool backward, ScalarType type,
                   void* stream) {
-  if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim)
-    throw std::invalid_argument("rotary_train: heads must be a multiple of kv_heads, rotary_dim even and <= head_dim");
+  if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim ||
+      head_dim % 2 != 0 || head_dim > 2048 || 3LL * heads > 65535)
+    throw std::invalid_argument(
+        "rotary_train: heads must be a multiple of kv_heads (at most 21845), head_dim even and at most 2048, "
+        "rotary_dim even and <= head_dim");
   if (tokens > 0)
     by_type<RotaryTrain>(type, row_data, q, k, v, tokens, heads, kv_heads, head_dim, rotary_dim, cos, signed_sin,
                          backward, static_cast<cudaStream_t>(stream));
