@@ -38,12 +38,19 @@ int run_bench_generate(const std::vector<std::string>& args) {
       "auto|float32|bfloat16|float16|int8|int4 (auto on the CPU: bfloat16 for a bfloat16 checkpoint on "
       "an AVX-512 CPU, else float32; int8/int4: weight-only, groups of 32, int8 lm-head)")(
       "decode_mode", po::value<std::string>()->default_value("auto"), "auto|dynamic|static|graph (graph: CUDA graphs)")(
+      "dequantized_cache_mb", po::value<std::int64_t>()->default_value(0),
+      "int8/int4 on a GPU: keep the first layers dequantized in up to this many MiB of device memory (what "
+      "lal distill does with the teacher's spare memory; 0 = none)")(
       "kernels", po::value<std::string>()->default_value("auto"),
       "auto|fused|torch: fused CUDA kernels (auto: on a GPU when built) or LibTorch ops")("json", po::bool_switch(),
                                                                                           "print one JSON object")(
       "profile", po::bool_switch(),
       "after the timed runs, run once more under LibTorch's profiler and print a per-operator table (self time, "
-      "calls) of that run's prefill + decode to stderr");
+      "calls) of that run's prefill + decode to stderr")(
+      "trace", po::value<std::string>()->default_value(""),
+      "after the timed runs, run once more under torch's profiler (Kineto) and save a Chrome trace of its CPU "
+      "operators and CUDA kernels to this file (one file per batch size: .bN is added before the extension when "
+      "--batch lists several); tests/reference/gpu/trace_decode.py summarises the decode steps");
   po::variables_map vm;
   if (!parse_command_line("bench generate", "--model_path DIR [--batch N] [--prompt_len N] [--new_tokens N]", args,
                           desc, {}, vm))
@@ -78,6 +85,10 @@ int run_bench_generate(const std::vector<std::string>& args) {
   mo.dtype = vm["dtype"].as<std::string>();
   mo.decode_mode = vm["decode_mode"].as<std::string>();
   mo.kernels = vm["kernels"].as<std::string>();
+  const auto cache_mb = vm["dequantized_cache_mb"].as<std::int64_t>();
+  if (cache_mb < 0 || cache_mb > (std::int64_t{1} << 30))
+    throw UsageError("--dequantized_cache_mb must be between 0 and 2^30 MiB, got " + std::to_string(cache_mb));
+  mo.dequantized_cache_bytes = cache_mb << 20;
   mo.load_tokenizer = true;
   auto engine = lal::lm::Engine::load(mo);
   std::optional<double> bandwidth;
@@ -126,6 +137,21 @@ void bench_one(lal::lm::Engine& e, const lal::lm::ModelOptions& mo, const po::va
               << new_tokens << " new tokens; prefill " << st.prefill_seconds * 1e3 << " ms, decode "
               << st.decode_seconds * 1e3 << " ms under the profiler):\n"
               << table;
+  }
+  if (const auto& trace = vm["trace"].as<std::string>(); !trace.empty()) {
+    std::string path = trace;
+    if (vm["batch"].as<std::string>().find(',') != std::string::npos) {
+      const auto dot = path.rfind('.'), slash = path.rfind('/');
+      const auto at = dot != std::string::npos && (slash == std::string::npos || dot > slash) ? dot : path.size();
+      path.insert(at, ".b" + std::to_string(batch));
+    }
+    const bool cuda = engine->device_name().rfind("cuda", 0) == 0;
+    lal::lm::start_trace(cuda, "--trace");
+    lal::lm::GenerateStats st;
+    engine->generate(prompts, go, {}, {}, &st);
+    lal::lm::stop_trace(cuda, path);
+    std::cerr << "trace of one generate() (batch " << batch << ", " << st.decode_steps << " decode steps, "
+              << st.decode_seconds * 1e3 << " ms of decode under the profiler): " << path << "\n";
   }
   const double prefill_tps = best.prompt_tokens / best.prefill_seconds;
   const double step_s = step_seconds(best);

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
@@ -339,6 +340,28 @@ std::string profile_operators(const std::function<void()>& work, int top) {
   std::snprintf(line, sizeof line, "| (wall time of the profiled work; listed self time %.1f %%) | | %.2f | | |\n",
                 100.0 * listed / wall_us, wall_us / 1e3);
   return out + line;
+}
+
+void start_trace(bool cuda, const std::string& what) {
+  namespace prof = torch::profiler::impl;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (cuda) {
+    activities.insert(prof::ActivityType::CUDA);
+    detail::synchronize(torch::Device(torch::kCUDA));  // the current device
+  }
+  try {
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(what + ": torch's profiler cannot start in this LibTorch: " + e.what());
+  }
+}
+
+void stop_trace(bool cuda, const std::string& path) {
+  if (cuda) detail::synchronize(torch::Device(torch::kCUDA));  // the current device
+  auto result = torch::autograd::profiler::disableProfiler();
+  if (result) result->save(path);
 }
 
 std::string runtime_report() {

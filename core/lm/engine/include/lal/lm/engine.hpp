@@ -136,6 +136,14 @@ struct GenerateStats {
 /// wall time; the `top` operators by self time. For `lal bench generate --profile`.
 std::string profile_operators(const std::function<void()>& work, int top = 25);
 
+/// torch's profiler (Kineto) from start_trace() to stop_trace(): CPU operators and, when `cuda`, every CUDA kernel
+/// (those replayed from CUDA graphs too) with its device timestamps; stop_trace() waits for the device and saves a
+/// Chrome trace at `path` (chrome://tracing, https://ui.perfetto.dev). start_trace() throws std::runtime_error
+/// naming `what` when this LibTorch's profiler cannot start. For `lal distill --profile_step` and `lal bench generate
+/// --trace`.
+void start_trace(bool cuda, const std::string& what);
+void stop_trace(bool cuda, const std::string& path);
+
 /// What this build runs on, for `lal --version`: LibTorch version, CUDA runtime/driver, whether the fused kernels
 /// are built, and the CUDA devices found ("no CUDA device" otherwise). Never throws.
 std::string runtime_report();
