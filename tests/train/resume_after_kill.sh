@@ -42,3 +42,16 @@ cmp "$OUT/a/lal-brain-model/model.safetensors" "$OUT/b/lal-brain-model/model.saf
 traj() { grep -o '"step":[0-9]*\|"loss":[-0-9.e]*\|"val_loss":[-0-9.e]*\|"grad_norm":[-0-9.e]*' "$1"; }
 diff <(traj "$A/metrics.jsonl") <(traj "$B/metrics.jsonl")
 echo "resumed run == uninterrupted run ($final: weights, optimizer, best checkpoint, export, $(traj "$A/metrics.jsonl" | grep -c loss) loss records)"
+
+echo "== --save_only_model: the same weights, checkpoints without the optimizer state, a resume refused by name"
+C=$OUT/c/lal-brain-model-work
+mkdir -p "$C" && cp "$A/questions.jsonl" "$A/data.jsonl" "$C/"
+"$LAL" distill "${common[@]}" --output_dir "$OUT/c" --save_only_model
+test -f "$C/checkpoints/$final/model.safetensors"
+if ls "$C"/checkpoints/*/optimizer.safetensors 2>/dev/null; then echo "optimizer state written"; exit 1; fi
+cmp "$A/checkpoints/$final/model.safetensors" "$C/checkpoints/$final/model.safetensors"
+if "$LAL" distill "${common[@]}" --output_dir "$OUT/c" --resume_from "$C" > "$OUT/c.err" 2>&1; then
+  echo "a resume from a checkpoint without optimizer state ran"; exit 1
+fi
+grep -q "holds no optimizer state (written with --save_only_model" "$OUT/c.err" || { cat "$OUT/c.err"; exit 1; }
+echo "save_only_model: $final weights equal the full run's, no optimizer.safetensors, resume refused"

@@ -459,9 +459,9 @@ TEST_CASE("gradient clipping: multi-tensor norm over all gradients, scaled to ma
   p.emplace_back("c", torch::zeros({1}).requires_grad_(true));  // no gradient
   p[0].second.mutable_grad() = torch::tensor({3.0f, 0.0f});
   p[1].second.mutable_grad() = torch::tensor({4.0f});
-  CHECK(clip_gradients(p, 10.0) == doctest::Approx(5.0));
+  CHECK(clip_gradients(p, 10.0).item<double>() == doctest::Approx(5.0));
   CHECK(p[1].second.grad().item<float>() == doctest::Approx(4.0));
-  CHECK(clip_gradients(p, 1.0) == doctest::Approx(5.0));
+  CHECK(clip_gradients(p, 1.0).item<double>() == doctest::Approx(5.0));
   CHECK(p[0].second.grad()[0].item<float>() == doctest::Approx(0.6).epsilon(1e-5));
   CHECK(p[1].second.grad().item<float>() == doctest::Approx(0.8).epsilon(1e-5));
 }

@@ -1,6 +1,10 @@
 // The fused lm_head + KD/CE loss over token chunks. See include/lal/train/chunked_loss.hpp.
 #include "lal/train/chunked_loss.hpp"
 
+#include <spdlog/spdlog.h>
+#include <torch/version.h>
+
+#include <atomic>
 #include <limits>
 #include <stdexcept>
 
@@ -9,6 +13,29 @@
 namespace lal::train {
 
 namespace {
+
+/// acc (float32) += a @ b, a and b in the compute dtype. On CUDA with a bfloat16/float16 product and LibTorch >= 2.8,
+/// cuBLAS adds the product to acc as it writes it (addmm's out_dtype): the [V, E] product is never stored in the
+/// compute dtype and read back, and it is not rounded to that dtype first. Elsewhere (and if that LibTorch refuses it,
+/// once, with a warning) the product in the compute dtype is added.
+void add_product_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tensor& b) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  static std::atomic<bool> usable{true};
+  if (usable && acc.is_cuda() && acc.scalar_type() == torch::kFloat32 &&
+      (a.scalar_type() == torch::kBFloat16 || a.scalar_type() == torch::kHalf)) {
+    try {
+      at::addmm_out(acc, acc, a, b, torch::kFloat32);
+      return;
+    } catch (const c10::Error& e) {
+      usable = false;
+      spdlog::warn("chunked loss: addmm with a float32 output is refused by this LibTorch ({}); adding the product "
+                   "in the compute dtype instead",
+                   e.what_without_backtrace());
+    }
+  }
+#endif
+  acc.add_(torch::matmul(a, b));
+}
 
 /// Hands the precomputed gradients to autograd: forward returns the loss value, backward scales the gradients.
 struct PrecomputedGradient : torch::autograd::Function<PrecomputedGradient> {
@@ -118,7 +145,7 @@ LossParts chunked_distillation_loss(const ChunkedLossInput& in, torch::Tensor* k
         logits.scatter_(1, slot_ids, value.to(logits.scalar_type()));
         auto gh = grad_hidden.narrow(0, begin, c);
         at::mm_out(gh, logits, W);
-        grad_w.add_(torch::matmul(logits.t(), h));  // float32 += the product in the compute dtype
+        add_product_(grad_w, logits.t(), h);
       }
       continue;
     }
@@ -166,7 +193,7 @@ LossParts chunked_distillation_loss(const ChunkedLossInput& in, torch::Tensor* k
     if (want_grad) {
       const auto g = grad.mul_(inv_n).to(compute);
       grad_hidden.narrow(0, begin, c).copy_(torch::matmul(g, W));
-      grad_w.add_(torch::matmul(g.t(), h).to(torch::kFloat32));
+      add_product_(grad_w, g.t(), h);
     }
   }
   auto ce = ce_sum * inv_n;

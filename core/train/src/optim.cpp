@@ -199,15 +199,24 @@ void AdamW::load(const std::map<std::string, torch::Tensor>& s, const std::strin
   fused_steps_.clear();
 }
 
-double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params, double max_norm) {
+torch::Tensor clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params, double max_norm) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> grads;
   for (const auto& [name, p] : params)
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0.0;
-  const auto norms = torch::_foreach_norm(grads, 2);
-  const double norm = torch::stack(norms).to(torch::kFloat64).pow(2).sum().sqrt().item<double>();
-  if (max_norm > 0 && norm > max_norm) torch::_foreach_mul_(grads, max_norm / (norm + 1e-6));
+  if (grads.empty()) return torch::zeros({}, torch::kFloat64);
+  const auto norm = torch::stack(torch::_foreach_norm(grads, 2)).to(torch::kFloat64).pow(2).sum().sqrt();
+  if (max_norm <= 0) return norm;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  if (grads.front().is_cuda()) {
+    // The factor in float64, rounded to the gradients' dtype as a Scalar argument would be.
+    const auto scale = torch::full_like(norm, max_norm).div(norm + 1e-6).clamp_max(1.0).to(grads.front().scalar_type());
+    torch::_foreach_mul_(grads, scale);
+    return norm;
+  }
+#endif
+  const double n = norm.item<double>();
+  if (n > max_norm) torch::_foreach_mul_(grads, max_norm / (n + 1e-6));
   return norm;
 }
 

@@ -71,6 +71,8 @@ const std::vector<Row>& rows() {
       LAL_OPT(eval_every, Int, "optimizer steps between validations (0 = at each checkpoint)"),
       LAL_OPT(checkpoint_every, Int, "optimizer steps between checkpoints"),
       LAL_OPT(keep_checkpoints, Int, "how many step checkpoints to keep (best/ is always kept)"),
+      LAL_OPT(save_only_model, Bool,
+              "checkpoints without the optimizer state (a third of the size with AdamW; they cannot be resumed)"),
       LAL_OPT(resume_from, String, "continue a run: its -work directory or one checkpoint in it"),
       LAL_OPT(max_steps, Int, "stop after this many optimizer steps (0 = all epochs)"),
       LAL_OPT(seed, Int, "seed for questions, sampling, initialisation and shuffling"),

@@ -1,6 +1,5 @@
 // Stages (b') teacher top-k, (c) training, (d) export — the LibTorch side of `lal distill`.
 #include <spdlog/spdlog.h>
-#include <torch/csrc/autograd/profiler_kineto.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,9 +11,9 @@
 #include <numeric>
 #include <optional>
 #include <random>
-#include <set>
 
 #include "collectives.hpp"
+#include "lal/lm/engine.hpp"
 #include "lal/lm/model_path.hpp"
 #include "lal/lm/tokenizer.hpp"
 #include "lal/lm/training_kernels.hpp"
@@ -437,29 +436,6 @@ double learning_rate(const DistillOptions& o, std::int64_t step, std::int64_t to
 
 // ------------------------------------------------------------------------------------------------ profiling
 
-/// torch's profiler (Kineto) around one optimizer step: CPU ops, and CUDA kernels on a GPU.
-void start_profiler(const torch::Device& device) {
-  namespace prof = torch::profiler::impl;
-  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
-  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
-  if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
-  lal::lm::detail::synchronize(device);
-  try {
-    torch::autograd::profiler::prepareProfiler(config, activities);
-    torch::autograd::profiler::enableProfiler(config, activities);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("--profile_step: torch's profiler cannot start in this LibTorch: ") +
-                             e.what());
-  }
-}
-
-void stop_profiler(const torch::Device& device, const std::string& path) {
-  lal::lm::detail::synchronize(device);
-  auto result = torch::autograd::profiler::disableProfiler();
-  if (result) result->save(path);
-  spdlog::info("profiler trace of this step: {} (chrome://tracing or https://ui.perfetto.dev)", path);
-}
-
 // ------------------------------------------------------------------------------------------------ checkpoints
 
 struct TrainState {
@@ -537,6 +513,10 @@ fs::path find_resume_checkpoint(const std::string& resume_from) {
 TrainState load_checkpoint(const fs::path& dir, CausalLM& model, AdamW& opt) {
   // Mapped, not read: each rank copies only what it holds (its AdamW shard), so a resume does not need the whole
   // checkpoint in every rank's memory.
+  if (!fs::exists(dir / "optimizer.safetensors"))
+    throw std::runtime_error("--resume_from " + dir.string() +
+                             ": this checkpoint holds no optimizer state (written with --save_only_model, or the "
+                             "best/ checkpoint), so training cannot continue from it");
   const auto weights = MappedTensors::open((dir / "model.safetensors").string());
   model.load_state(weights.tensors, weights.file.path());
   const auto opt_state = MappedTensors::open((dir / "optimizer.safetensors").string());
@@ -1068,7 +1048,7 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     if (st.cursor >= static_cast<std::int64_t>(batches.size()))
       st.epoch++, st.cursor = 0, batches = tr.epoch_batches(st.epoch);
     const bool profiling = o.profile_step == st.step + 1 && world.is_main();
-    if (profiling) start_profiler(device);
+    if (profiling) lal::lm::start_trace(device.is_cuda(), "--profile_step");
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<Batch> micro;
     std::int64_t step_tokens = 0;
@@ -1079,32 +1059,46 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
       if (k % world.size() == world.rank()) micro.push_back(make_batch(data, which, va, device, tr.pack_length()));
     }
     const double lr = learning_rate(o, st.step, total);
-    double loss = 0, kd = 0, ce = 0;
+    // The step's loss terms stay on the device until the whole step is queued: reading one (a host sync) after each
+    // backward would leave the GPU idle while the host then launches the clipping and the optimizer step.
+    std::vector<std::pair<double, LossParts>> terms;
     for (std::size_t k = 0; k < micro.size(); ++k) {
       const auto& b = micro[k];
-      const auto parts = tr.batch_loss(b);
+      auto parts = tr.batch_loss(b);
       const double w = static_cast<double>(b.tokens) / static_cast<double>(step_tokens);
       if (reducer && k + 1 == micro.size()) reducer->arm();  // all-reduce during the step's last backward
       (parts.total * w).backward();
-      loss += parts.total.item<double>() * w, ce += parts.ce.item<double>() * w;
-      if (parts.kd.defined()) kd += parts.kd.item<double>() * w;
+      parts.total = parts.total.detach(), parts.ce = parts.ce.detach();
+      if (parts.kd.defined()) parts.kd = parts.kd.detach();
+      terms.emplace_back(w, std::move(parts));
     }
     if (world.distributed()) {
       reducer->finish();
       if (st.step == 0 && world.is_main())
         spdlog::info("gradient all-reduce: {} of {} buckets launched while backward ran",
                      reducer->launched_during_backward(), reducer->buckets());
+    }
+    const auto grad_norm_t = clip_gradients(params, o.max_grad_norm);
+    opt.step(lr);
+    opt.zero_grad();  // before the broadcast: the gradients' memory is free for its buffers
+    opt.broadcast_updates(world);
+    double loss = 0, kd = 0, ce = 0;
+    for (const auto& [w, parts] : terms) {
+      loss += parts.total.item<double>() * w, ce += parts.ce.item<double>() * w;
+      if (parts.kd.defined()) kd += parts.kd.item<double>() * w;
+    }
+    const double grad_norm = grad_norm_t.item<double>();
+    if (world.distributed()) {
       std::vector<double> sums{loss, ce, kd};
       world.all_reduce_sum(sums, "loss sums");
       loss = sums[0], ce = sums[1], kd = sums[2];
     }
-    const double grad_norm = clip_gradients(params, o.max_grad_norm);
-    opt.step(lr);
-    opt.zero_grad();  // before the broadcast: the gradients' memory is free for its buffers
-    opt.broadcast_updates(world);
     ++st.step;
-    if (profiling)
-      stop_profiler(device, (fs::path(p.work) / ("profile-step-" + std::to_string(st.step) + ".json")).string());
+    if (profiling) {
+      const auto trace = (fs::path(p.work) / ("profile-step-" + std::to_string(st.step) + ".json")).string();
+      lal::lm::stop_trace(device.is_cuda(), trace);
+      spdlog::info("profiler trace of this step: {} (chrome://tracing or https://ui.perfetto.dev)", trace);
+    }
     st.last_train_loss = loss;
     run_tokens += step_tokens;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -1137,7 +1131,7 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
       save_checkpoint(p,
                       "step-" + std::string(8 - std::min<std::size_t>(8, std::to_string(st.step).size()), '0') +
                           std::to_string(st.step),
-                      student, &opt, st);
+                      student, o.save_only_model ? nullptr : &opt, st);
       if (world.is_main()) prune_checkpoints(p, o.keep_checkpoints), draw_loss_curve(p);
     }
   }

@@ -71,7 +71,10 @@ class AdamW {
 };
 
 /// Scale gradients so that their global L2 norm is at most `max_norm` (<= 0: no clipping); returns the norm before
-/// clipping. Multi-tensor norm and scale (two launches whatever the parameter count).
-double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params, double max_norm);
+/// clipping, a float64 scalar tensor on the gradients' device. Multi-tensor norm and scale (two launches whatever the
+/// parameter count). On CUDA (LibTorch >= 2.1) the scale min(1, max_norm / (norm + 1e-6)) stays on the device, so
+/// nothing waits for it: the optimizer step queues behind it; elsewhere the norm is read first and gradients are
+/// scaled only when it exceeds max_norm. Both give the same gradients (a factor of 1 changes no value).
+torch::Tensor clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params, double max_norm);
 
 }  // namespace lal::train

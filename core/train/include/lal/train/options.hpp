@@ -62,6 +62,9 @@ struct DistillOptions {
   std::int64_t eval_every = 0;  ///< optimizer steps between validations; 0 = at each checkpoint
   std::int64_t checkpoint_every = 500;
   std::int64_t keep_checkpoints = 2;
+  /// step checkpoints hold the weights and the trainer state only, not the optimizer state (transformers'
+  /// save_only_model): a third of the size for AdamW, but they cannot be resumed
+  bool save_only_model = false;
   std::string resume_from;
   std::int64_t max_steps = 0;  ///< 0 = num_epochs over the data; >0 stops after this many steps
   std::int64_t seed = 42;
