@@ -9,7 +9,8 @@
 # (.tok/tokenizer.json may be gzipped: tokenizer.json.gz.) Knobs: SHAPES="8x512 16x1024" STEPS=20 PEAK=989 (TFLOP/s, dense bf16),
 # OLD=<shape> (the old loss/optimizer path at that shape; empty: none), NOKERNELS=all|"<shapes>" (those shapes also
 # with LAL_TRAIN_KERNELS=off, profiled; empty: none), EXTRA="<lal options>" (one more run at EXTRA_SHAPE with them),
-# DP=<shape> (the 2-GPU run's shape when two GPUs are present; "none": no 2-GPU run). The student's vocabulary is the tokenizer's rounded up to a multiple of
+# DP=<shape> (the 2-GPU run's shape when two GPUs are present; "none": no 2-GPU run), TOK=<folder of the tokenizer>
+# (default .tok), PREBUILT=<build folder that already holds bin/lal and bin/train_tests> (skips the build). The student's vocabulary is the tokenizer's rounded up to a multiple of
 # 64 on both sides (what lal distill does on text). Writes $O/*.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
@@ -24,18 +25,18 @@ export LD_LIBRARY_PATH=$PFX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export PKG_CONFIG_SYSROOT_DIR=$PFX PKG_CONFIG_PATH=$PFX/usr/lib/x86_64-linux-gnu/pkgconfig:$PFX/usr/share/pkgconfig
 TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 NCCL_INC=$(python3 -c 'import nvidia.nccl,os;print(os.path.join(list(nvidia.nccl.__path__)[0],"include"))' 2>/dev/null)
-B=${B:-/tmp/bc}
+B=${PREBUILT:-${B:-/tmp/bc}} TOK=${TOK:-.tok}
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR=$TP/Torch "-DCMAKE_PREFIX_PATH=$TP;$PFX/usr" \
+[ -n "${PREBUILT:-}" ] || cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR=$TP/Torch "-DCMAKE_PREFIX_PATH=$TP;$PFX/usr" \
   -DLAL_FMT_INCLUDE_FIRST=$PFX/usr/include -DCMAKE_CUDA_COMPILER=$NVCC -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DTORCH_CUDA_ARCH_LIST=9.0 -DLAL_BUILD_TESTS=ON -DLAL_TEST_SUITES=train ${NCCL_INC:+-DLAL_NCCL_INCLUDE_DIR=$NCCL_INC} \
   > $O/build.txt 2>&1 || { tail -30 $O/build.txt; exit 1; }
 # The student config and the corpus while the build runs.
-[ -e .tok/tokenizer.json.gz ] && gunzip -f .tok/tokenizer.json.gz
+mkdir -p /tmp/tok && cp $TOK/* /tmp/tok/ && { [ ! -e /tmp/tok/tokenizer.json.gz ] || gunzip -f /tmp/tok/tokenizer.json.gz; }
 python3 - <<'PY'
 import json, os, random
 os.makedirs("/tmp/anchor", exist_ok=True)
-tok = json.load(open(".tok/tokenizer.json"))
+tok = json.load(open("/tmp/tok/tokenizer.json"))
 vocab = len(tok["model"]["vocab"]) + len(tok.get("added_tokens", []))
 vocab = (vocab + 63) // 64 * 64  # as lal distill rounds a text student's vocabulary (--vocab_multiple 64): both sides
 json.dump(dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_size=896, intermediate_size=4864,
@@ -54,8 +55,8 @@ with open("/tmp/corpus.txt", "w", encoding="utf-8") as out:
         random.shuffle(paras)
         out.write("\n\n".join(paras) + "\n\n")
 PY
-cp .tok/*.json /tmp/anchor/
-ninja -C $B -j$(nproc) lal train_tests >> $O/build.txt 2>&1 || { grep -E "error" -A3 $O/build.txt | head -40; exit 1; }
+cp /tmp/tok/*.json /tmp/anchor/
+[ -n "${PREBUILT:-}" ] || ninja -C $B -j$(nproc) lal train_tests >> $O/build.txt 2>&1 || { grep -E "error" -A3 $O/build.txt | head -40; exit 1; }
 grep -E "fused CUDA kernels|no CUDA toolkit" $O/build.txt; el "built"; grep -c "warning:" $O/build.txt | xargs echo "build warnings:"; grep "warning:" $O/build.txt | sort -u | head -5
 LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*,training kernels*" > $O/unit-tests.txt 2>&1; grep -E "^\[doctest\]|ERROR|FAILED|largest relative" $O/unit-tests.txt | tail -12
 el "unit tests"
