@@ -718,9 +718,14 @@ int run_distill(const DistillOptions& options) {
   const auto summary = stage_train_and_export(o, p);
   if (!world.is_main()) return 0;
   std::cout << "trained " << summary.steps << " steps in " << ProgressBar::format_duration(summary.seconds)
-            << ": train loss " << summary.final_train_loss << ", validation loss " << summary.best_val_loss
-            << " (best at step " << summary.best_step << "), perplexity " << summary.val_ppl;
-  if (summary.val_kl >= 0) std::cout << ", KL to teacher " << summary.val_kl;
+            << ": train loss " << summary.final_train_loss;
+  if (summary.val_examples > 0) {
+    std::cout << ", validation loss " << summary.best_val_loss << " (best at step " << summary.best_step
+              << "), perplexity " << summary.val_ppl;
+    if (summary.val_kl >= 0) std::cout << ", KL to teacher " << summary.val_kl;
+  } else {
+    std::cout << ", no validation split (--validation_fraction 0): the last step's weights are exported";
+  }
   std::cout << "\n";
   if (o.save_hf_format) std::cout << "model: " << p.export_dir << "\n";
   std::cout << "metrics: " << p.metrics << ", curve: " << p.loss_svg << "\n";
