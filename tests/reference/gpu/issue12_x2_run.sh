@@ -14,6 +14,7 @@ GPU_TEST_SUITES="lm;train" EXTRA_TARGETS=train_tests SKIP_HF=1 PHASE=2 RUNS=C BU
   bash tests/reference/gpu/teacher32b_run.sh
 el "run C"
 B=/tmp/b L=/tmp/b/bin/lal
+export LD_LIBRARY_PATH=/tmp/lal-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}  # lib.sh's prefix (ICU, yaml-cpp, ...)
 # transformers on run C's export (CPU only) while the GPUs measure
 d=$(ls -d /tmp/runC/c 2>/dev/null) && \
   (timeout 200 python3 tests/train/hf_transformers_check.py $d - > /tmp/hf-C.txt 2>&1; echo "rc=$?" >> /tmp/hf-C.txt) &
