@@ -434,8 +434,6 @@ double learning_rate(const DistillOptions& o, std::int64_t step, std::int64_t to
          0.5 * (o.learning_rate - o.min_learning_rate) * (1 + std::cos(M_PI * std::min(1.0, progress)));
 }
 
-// ------------------------------------------------------------------------------------------------ profiling
-
 // ------------------------------------------------------------------------------------------------ checkpoints
 
 struct TrainState {
