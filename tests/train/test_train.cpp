@@ -379,6 +379,8 @@ TEST_CASE("memory plan: a 32B teacher on one H200, a 7B student on two, a 12 GiB
   CHECK(estimate_disk(d, seven, 50).step_checkpoints_at_once == 1);  // one checkpoint: the last step's
   d.keep_checkpoints = 0, d.validation_fraction = 0, d.save_hf_format = false;
   CHECK(estimate_disk(d, seven, 0).total() == doctest::Approx(2 * 12 * n7));  // keep 0 keeps 1 (+ the new one)
+  d.save_only_model = true;                                                   // float32 weights alone
+  CHECK(estimate_disk(d, seven, 0).total() == doctest::Approx(2 * 4 * n7));
   // Sizes as users write them.
   CHECK(parse_bytes("12GiB", "--max_gpu_memory") == (std::int64_t{12} << 30));
   CHECK(parse_bytes("8000MiB", "--max_gpu_memory") == std::int64_t{8000} << 20);

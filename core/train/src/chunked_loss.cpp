@@ -28,9 +28,10 @@ void add_product_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tenso
       return;
     } catch (const c10::Error& e) {
       usable = false;
-      spdlog::warn("chunked loss: addmm with a float32 output is refused by this LibTorch ({}); adding the product "
-                   "in the compute dtype instead",
-                   e.what_without_backtrace());
+      spdlog::warn(
+          "chunked loss: addmm with a float32 output is refused by this LibTorch ({}); adding the product "
+          "in the compute dtype instead",
+          e.what_without_backtrace());
     }
   }
 #endif

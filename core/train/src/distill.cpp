@@ -141,7 +141,8 @@ std::int64_t teacher_dequantized_cache(const DistillOptions& o, const std::strin
 DiskEstimate estimate_disk(const DistillOptions& o, const lal::lm::ModelConfig& student, std::int64_t steps) {
   DiskEstimate d;
   const double sp = static_cast<double>(parameter_count(student));
-  d.step_checkpoint = sp * (4 + 8);  // model.safetensors (float32) + optimizer.safetensors (AdamW m and v, float32)
+  // model.safetensors (float32) + optimizer.safetensors (AdamW m and v, float32) unless --save_only_model
+  d.step_checkpoint = sp * (o.save_only_model ? 4 : 4 + 8);
   double at_once = static_cast<double>(std::max<std::int64_t>(o.keep_checkpoints, 1) + 1);
   if (steps > 0) {
     // Every checkpoint_every steps and the last one.
@@ -399,7 +400,8 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   const bool disk_fits = disk_free < 0 || disk.fits(disk_free);
   s << "  disk              ~" << human_bytes(disk.total())
     << " at the peak: " << static_cast<int>(disk.step_checkpoints_at_once) << " step checkpoint(s) x "
-    << human_bytes(disk.step_checkpoint) << " (weights + AdamW state)"
+    << human_bytes(disk.step_checkpoint)
+    << (o.save_only_model ? " (weights only: --save_only_model)" : " (weights + AdamW state)")
     << (disk.best > 0 ? ", best/ " + human_bytes(disk.best) : "")
     << (disk.export_bytes > 0 ? ", export " + human_bytes(disk.export_bytes) : "") << "; "
     << (disk_free < 0 ? "free space unknown" : human_bytes(static_cast<double>(disk_free)) + " available") << " at "
