@@ -480,9 +480,7 @@ void stage_teacher_data(const DistillOptions& o, const RunPaths& p) {
   const auto questions = read_questions(p.questions);
   const auto n = std::min<std::int64_t>(o.num_examples, static_cast<std::int64_t>(questions.size()));
   // Ranks generate disjoint windows of questions into their own files; rank 0 merges them at the end.
-  auto done = record_indices(p.data);
-  for (const auto& f : rank_files(p.data))
-    for (auto i : record_indices(f)) done.insert(i);
+  auto done = record_indices_with_rank_files(p.data);
   if (static_cast<std::int64_t>(done.size()) >= n) {
     world.barrier("teacher data");
     if (world.is_main()) merge_teacher_data(p);

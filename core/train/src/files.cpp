@@ -110,6 +110,13 @@ std::vector<std::string> rank_files(const std::string& path) {
   return out;
 }
 
+std::set<std::int64_t> record_indices_with_rank_files(const std::string& path) {
+  auto done = record_indices(path);
+  for (const auto& f : rank_files(path))
+    for (auto i : record_indices(f)) done.insert(i);
+  return done;
+}
+
 std::int64_t merge_rank_files(const std::string& path) {
   const auto parts = rank_files(path);
   if (parts.empty()) return -1;

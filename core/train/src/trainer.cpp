@@ -119,11 +119,10 @@ namespace {
 
 // ------------------------------------------------------------------------------------------------ the teacher
 
-/// ", N layers kept dequantized (X MiB)" when the model keeps any, else "".
+/// ", N of L layers kept dequantized (X MiB)" when the model keeps any, else "".
 std::string dequantized_note(const lal::lm::Transformer& m) {
-  if (m.dequantized_layers() == 0) return "";
-  return ", " + std::to_string(m.dequantized_layers()) + " layers kept dequantized (" +
-         std::to_string(m.dequantized_bytes() >> 20) + " MiB of spare device memory)";
+  const auto kept = m.dequantized_summary();
+  return kept.empty() ? kept : ", " + kept;
 }
 
 /// Teacher logits for right-padded ids: the trainable decoder's code path (int8/int4, CPU offload) for qwen2/llama,
@@ -725,9 +724,7 @@ CausalLM make_student(const DistillOptions& o, const lal::lm::ModelConfig* teach
 void stage_teacher_topk(const DistillOptions& o, const RunPaths& p) {
   World& world = World::get();
   auto data = load_examples(o, p, false);
-  auto done = record_indices(p.topk);
-  for (const auto& f : rank_files(p.topk))
-    for (auto i : record_indices(f)) done.insert(i);
+  auto done = record_indices_with_rank_files(p.topk);
   if (done.size() < data.size()) {
     const torch::Device device(resolve_device(o));
     Teacher teacher(o, device, teacher_dequantized_cache(o, device.str(), nullptr));

@@ -399,9 +399,7 @@ std::string Engine::describe() const {
     storage += impl_->model->offloaded() ? ", layers streamed from pinned host memory"
                                          : ", cpu_offload ignored (weights are in host memory already)";
   if (w.quantize_lm_head) storage += ", lm-head int8";
-  if (impl_->model->dequantized_layers() > 0)
-    storage += ", " + std::to_string(impl_->model->dequantized_layers()) + " of " + std::to_string(c.num_layers) +
-               " layers kept dequantized (" + std::to_string(impl_->model->dequantized_bytes() >> 20) + " MiB)";
+  if (const auto kept = impl_->model->dequantized_summary(); !kept.empty()) storage += ", " + kept;
   if (fused_kernels()) storage += ", fused CUDA kernels";
   if (!impl_->dtype_choice.empty()) storage += " (" + impl_->dtype_choice + ")";
   return std::string(family_name(c.family)) + " (" + std::to_string(c.num_layers) + " layers, hidden " +

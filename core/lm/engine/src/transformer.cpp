@@ -517,6 +517,12 @@ std::int64_t Transformer::parameter_count() const {
   return n;
 }
 
+std::string Transformer::dequantized_summary() const {
+  if (dequantized_.empty()) return "";
+  return std::to_string(dequantized_.size()) + " of " + std::to_string(config_.num_layers) +
+         " layers kept dequantized (" + std::to_string(dequantized_bytes_ >> 20) + " MiB)";
+}
+
 const TransformerLayer& Transformer::layer_for_use(std::size_t i, Layer& scratch, torch::ScalarType compute) const {
   if (i < dequantized_.size() && compute == dtype_) return dequantized_[i];
   const Layer& stored = layers_[i];

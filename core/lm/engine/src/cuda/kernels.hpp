@@ -147,8 +147,8 @@ void logit_softmax_gradient(void* logits, std::int64_t rows, std::int64_t cols, 
 /// tables cos and signed_sin ([tokens, rotary_dim] in the dtype; signed_sin = [-sin | sin]), rounded as the LibTorch
 /// ops do (each product, then the sum), and the v heads copied, each k/v head repeated for the H / KV query heads of
 /// its group. Backward: q/k/v hold their gradients; row_data receives the row's gradient (a group's gradients
-/// summed, the transposed rotation; float32, rounded once). H % KV == 0, rotary_dim even and <= D
-/// (std::invalid_argument otherwise).
+/// summed, the transposed rotation; float32, rounded once). H % KV == 0 (3 H <= 65 535), D even and <= 2048,
+/// rotary_dim even and <= D (std::invalid_argument otherwise).
 void rotary_train(void* row_data, void* q, void* k, void* v, std::int64_t tokens, int heads, int kv_heads, int head_dim,
                   int rotary_dim, const void* cos, const void* signed_sin, bool backward, ScalarType type,
                   void* stream);

@@ -27,6 +27,8 @@ std::vector<std::string> read_complete_lines(const std::string& path);
 std::set<std::int64_t> record_indices(const std::string& path);
 /// The per-rank files of `path` ("<path>.rank-*", any world size), sorted.
 std::vector<std::string> rank_files(const std::string& path);
+/// The indices done so far: those in `path` and in its rank files (a run cut short before rank 0 merged them).
+std::set<std::int64_t> record_indices_with_rank_files(const std::string& path);
 /// Folds the rank files into `path` in index order, keeping the first record of each index, then removes them.
 /// Atomic: a kill leaves either the old files or the merged one. Returns the records in `path`, or -1 when there
 /// were no rank files (nothing done).

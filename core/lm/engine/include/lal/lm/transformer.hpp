@@ -192,6 +192,8 @@ class Transformer {
   /// Layers kept dequantized (WeightOptions::dequantized_cache_bytes: the first ones) and their bytes.
   std::size_t dequantized_layers() const { return dequantized_.size(); }
   std::int64_t dequantized_bytes() const { return dequantized_bytes_; }
+  /// "N of L layers kept dequantized (X MiB)", or "" when none is (for logs and Engine::describe()).
+  std::string dequantized_summary() const;
   /// Trainable models: every parameter with its checkpoint name (tied lm_head not repeated), in a fixed order (the
   /// family's table order, embedding first). Empty for inference models.
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
