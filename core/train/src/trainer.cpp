@@ -1024,9 +1024,11 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
       "training speed settings: compute {} (float32 masters), AdamW {}, loss {}, packing {}, activation "
       "checkpointing {}",
       compute == torch::kBFloat16 ? "bf16" : "fp32", adamw_kernel_name(opt.kernel()),
-      o.loss_chunk_tokens > 0   ? "chunked by " + std::to_string(o.loss_chunk_tokens) + " tokens"
-      : o.loss_chunk_tokens < 0 ? std::string("chunked by 4096 tokens with the CUDA training kernels, else 1024")
-                                : std::string("unchunked"),
+      o.loss_chunk_tokens == 0 ? std::string("unchunked")
+                               : "chunked by " +
+                                     std::to_string(tr.loss_chunk_tokens(
+                                         torch::empty({0}, torch::TensorOptions(compute).device(device)), online)) +
+                                     " tokens" + (online ? " (the teacher's full logits)" : ""),
       tr.pack_length() > 0 ? "on"
       : o.pack_sequences   ? "off (the teacher's family takes no packed rows)"
                            : "off",
