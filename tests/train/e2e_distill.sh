@@ -6,7 +6,18 @@ set -euo pipefail
 LAL=$1 FX=$2 OUT=$3 PY=$4
 HERE=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$OUT" && mkdir -p "$OUT"
-common=(--teacher_model "$FX/teacher" --num_examples 24 --generation_batch_size 8 --max_length 256 --batch_size 4
+# The teacher in transformers 5's layout: save_pretrained writes the chat template to chat_template.jinja, not into
+# tokenizer_config.json. The export must carry it (the student is trained on that format).
+T=$OUT/teacher
+cp -r "$FX/teacher" "$T"
+"$PY" - "$T" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+cfg = json.load(open(os.path.join(d, "tokenizer_config.json")))
+open(os.path.join(d, "chat_template.jinja"), "w").write(cfg.pop("chat_template"))
+json.dump(cfg, open(os.path.join(d, "tokenizer_config.json"), "w"), ensure_ascii=False, indent=1)
+PY
+common=(--teacher_model "$T" --num_examples 24 --generation_batch_size 8 --max_length 256 --batch_size 4
         --gradient_accumulation 2 --num_epochs 2 --checkpoint_every 3 --export_dtype float32 --threads 1
         --no_progress --learning_rate 3e-3)
 
@@ -27,6 +38,10 @@ for f in questions.jsonl data.jsonl metrics.jsonl loss.svg summary.json options.
   test -s "$W/$f" || { echo "missing $W/$f"; exit 1; }
 done
 test "$(wc -l < "$W/data.jsonl")" -eq 24
+cmp "$T/chat_template.jinja" "$M/chat_template.jinja"
+if grep -q '"chat_template"' "$M/tokenizer_config.json"; then echo "chat_template put back into tokenizer_config"; exit 1; fi
+conv='{"messages":[{"role":"user","content":"オームの法則とは？"}]}'
+test "$(echo "$conv" | "$LAL" render --model_path "$M")" = "$(echo "$conv" | "$LAL" render --model_path "$T")"
 # The plan's disk estimate counts 12 bytes per student parameter for a step checkpoint (float32 weights + AdamW's
 # two moments): the checkpoints written are that size (headers and the trainer state aside).
 "$PY" - "$W" <<'PY'
@@ -56,6 +71,7 @@ test "$(wc -l < "$W2/topk.jsonl")" -eq 24
 vocab=$(grep -o '"vocab_size": [0-9]*' "$OUT/trimmed/config.json" | grep -o '[0-9]*$')
 echo "trimmed vocabulary: $vocab tokens (teacher: 384)"
 test "$vocab" -lt 321
+cmp "$T/chat_template.jinja" "$OUT/trimmed/chat_template.jinja"
 ids=$("$LAL" generate --model_path "$OUT/trimmed" --prompt_ids 5,17,33,2,100 --greedy --ids --max_new_tokens 12 --device cpu)
 "$PY" "$HERE/check_export.py" "$OUT/trimmed" 5,17,33,2,100 "$ids"
 "$LAL" generate --model_path "$OUT/trimmed" --chat --prompt "オームの法則とは？" --greedy --max_new_tokens 8 --device cpu > /dev/null

@@ -602,6 +602,33 @@ std::string model_card(const DistillOptions& o, const lal::lm::ModelConfig& c, c
   return r.str();
 }
 
+// The chat template the student was trained with goes with it, in the layout the source used: transformers 5 writes
+// chat_template.jinja (plus additional_chat_templates/*.jinja) and no "chat_template" key in tokenizer_config.json,
+// older versions the key alone; special_tokens_map.json holds the special-token texts for older loaders. With
+// --chat_template chatml or FILE.jinja the run's template replaces the model's own (chat_template.jinja, which
+// transformers and lal read before tokenizer_config.json, or the key when the source had no .jinja).
+void copy_chat_template_files(const fs::path& src_dir, const fs::path& dst, const std::string& override_template) {
+  for (const char* f : {"chat_template.jinja", "special_tokens_map.json"})
+    if (fs::exists(src_dir / f)) fs::copy_file(src_dir / f, dst / f, fs::copy_options::overwrite_existing);
+  if (fs::is_directory(src_dir / "additional_chat_templates"))
+    fs::copy(src_dir / "additional_chat_templates", dst / "additional_chat_templates",
+             fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  std::string replacement;
+  if (override_template == "chatml")
+    replacement = kChatMLTemplate;
+  else if (fs::path(override_template).extension() == ".jinja")
+    replacement = read_file(override_template);
+  if (replacement.empty()) return;
+  const fs::path tc_path = dst / "tokenizer_config.json";
+  if (fs::exists(dst / "chat_template.jinja") || !fs::exists(tc_path)) {
+    write_file_atomic((dst / "chat_template.jinja").string(), replacement);
+    return;
+  }
+  auto tc = nlohmann::ordered_json::parse(read_file(tc_path.string()));
+  tc["chat_template"] = replacement;
+  write_file_atomic(tc_path.string(), tc.dump(2) + "\n");
+}
+
 void export_model(const DistillOptions& o, const RunPaths& p, const CausalLM& model, const VocabMap* trim,
                   const TrainSummary& summary) {
   const fs::path dst = p.export_dir;
@@ -641,11 +668,7 @@ void export_model(const DistillOptions& o, const RunPaths& p, const CausalLM& mo
     const auto cfg = fs::path(tok_src).parent_path() / "tokenizer_config.json";
     if (fs::exists(cfg)) fs::copy_file(cfg, tmp / "tokenizer_config.json", fs::copy_options::overwrite_existing);
   }
-  if (o.chat_template == "chatml" && fs::exists(tmp / "tokenizer_config.json")) {
-    auto tc = nlohmann::ordered_json::parse(read_file((tmp / "tokenizer_config.json").string()));
-    tc["chat_template"] = kChatMLTemplate;
-    write_file_atomic((tmp / "tokenizer_config.json").string(), tc.dump(2) + "\n");
-  }
+  copy_chat_template_files(fs::path(tok_src).parent_path(), tmp, o.chat_template);
   json gen = {{"bos_token_id", c.bos_token_id >= 0 ? json(c.bos_token_id) : json(nullptr)},
               {"eos_token_id", eos},
               {"do_sample", true},
