@@ -18,6 +18,13 @@ void all_reduce_sum(World& world, const std::vector<torch::Tensor>& tensors, con
 /// Replaces `tensors` on every rank with rank `root`'s values (one packed collective per dtype).
 void broadcast(World& world, const std::vector<torch::Tensor>& tensors, int root, const char* what);
 
+/// Every rank receives the tensors that the other ranks own (`owner[i]` is the rank that holds tensor i's current
+/// value; all ranks pass the same list, each its own copies): one all-gather per round, in which every rank sends its
+/// next piece (at most `piece_bytes`, one tensor at least, zero-padded to the round's largest) at the same time. The
+/// parameter update of sharded AdamW, which one broadcast per owner sent one rank after the other.
+void share_owned(World& world, const std::vector<torch::Tensor>& tensors, const std::vector<int>& owner,
+                 const char* what, std::int64_t piece_bytes = 128 << 20);
+
 /// Sums the gradients of `params` over all ranks while backward runs (data parallel, as torch's DDP reducer does):
 /// the parameters are cut into buckets of about `bucket_bytes` in reverse order (backward produces gradients roughly
 /// last layer first), and a bucket's all-reduce is launched, asynchronously, as soon as every gradient in it has been

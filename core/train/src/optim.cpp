@@ -154,12 +154,9 @@ void AdamW::zero_grad() {
 }
 
 void AdamW::broadcast_updates(World& world) const {
-  for (int r = 0; r < world.size(); ++r) {
-    std::vector<torch::Tensor> mine;
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      if (owner_[i] == r) mine.push_back(params_[i].second);
-    collectives::broadcast(world, mine, r, "parameter broadcast");
-  }
+  std::vector<torch::Tensor> all;
+  for (const auto& [name, p] : params_) all.push_back(p);
+  collectives::share_owned(world, all, owner_, "parameter update (all-gather)");
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> AdamW::state(World& world) const {

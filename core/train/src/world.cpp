@@ -264,6 +264,60 @@ void broadcast(World& world, const std::vector<torch::Tensor>& tensors, int root
   });
 }
 
+void share_owned(World& world, const std::vector<torch::Tensor>& tensors, const std::vector<int>& owner,
+                 const char* what, std::int64_t piece_bytes) {
+  if (!world.distributed() || tensors.empty()) return;
+  if (owner.size() != tensors.size()) throw std::logic_error("share_owned: one owner per tensor");
+  torch::NoGradGuard no_grad;
+  const int n = world.size(), me = world.rank();
+  // Per dtype (the same on every rank: all ranks hold every tensor), each rank's share cut into pieces.
+  std::map<int, std::vector<std::vector<torch::Tensor>>> shares;  // dtype -> rank -> tensors
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    auto& by_rank = shares[static_cast<int>(tensors[i].scalar_type())];
+    by_rank.resize(static_cast<std::size_t>(n));
+    by_rank.at(static_cast<std::size_t>(owner[i])).push_back(tensors[i]);
+  }
+  world.impl()->run(what, [&](auto& pg) {
+    for (const auto& [dtype, by_rank] : shares) {
+      std::vector<std::vector<std::vector<torch::Tensor>>> pieces;  // rank -> round -> tensors
+      std::size_t rounds = 0;
+      for (const auto& share : by_rank) {
+        pieces.push_back(share.empty() ? std::vector<std::vector<torch::Tensor>>{} : buckets(share, piece_bytes));
+        rounds = std::max(rounds, pieces.back().size());
+      }
+      auto numel = [](const std::vector<torch::Tensor>& ts) {
+        std::int64_t k = 0;
+        for (const auto& t : ts) k += t.numel();
+        return k;
+      };
+      const auto& mine = pieces[static_cast<std::size_t>(me)];
+      const auto opts = tensors.front().options().dtype(static_cast<torch::ScalarType>(dtype));
+      for (std::size_t j = 0; j < rounds; ++j) {
+        std::int64_t width = 0;
+        for (const auto& p : pieces)
+          if (j < p.size()) width = std::max(width, numel(p[j]));
+        auto send = torch::empty({width}, opts);
+        const std::int64_t used = j < mine.size() ? numel(mine[j]) : 0;
+        if (used > 0) {
+          std::vector<torch::Tensor> flat;
+          for (const auto& t : mine[j]) flat.push_back(t.reshape({-1}));
+          auto head = send.narrow(0, 0, used);
+          torch::cat_out(head, flat);
+        }
+        if (used < width) send.narrow(0, used, width - used).zero_();
+        std::vector<torch::Tensor> in{send};
+        std::vector<std::vector<torch::Tensor>> out(1);
+        for (int r = 0; r < n; ++r) out[0].push_back(torch::empty({width}, opts));
+        pg.allgather(out, in)->wait();
+        for (int r = 0; r < n; ++r) {
+          const auto& p = pieces[static_cast<std::size_t>(r)];
+          if (r != me && j < p.size()) unpack(out[0][static_cast<std::size_t>(r)], p[j]);
+        }
+      }
+    }
+  });
+}
+
 // ------------------------------------------------------------------------------------------------ overlapped reduce
 
 struct GradientReducer::State {

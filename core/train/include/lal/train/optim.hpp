@@ -12,7 +12,7 @@
 // with another kernel or world size.
 //
 // Sharded (ZeRO-1) in a distributed run: `owner[i]` is the rank that keeps parameter i's moments and updates it;
-// broadcast_updates() sends the updated values to the other ranks. An empty `owner` means this rank owns all.
+// broadcast_updates() sends the updated values to the other ranks (one all-gather per piece, all ranks at once). An empty `owner` means this rank owns all.
 //
 // THREADING: one trainer thread. ERRORS: std::runtime_error (a missing optimizer tensor names the file and tensor;
 // asking for the fused kernel where this LibTorch has none says so).
