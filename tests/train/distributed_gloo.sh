@@ -63,6 +63,30 @@ for ck in $(ls "$A/checkpoints" | grep step-); do
   compare "$A/checkpoints/$ck/optimizer.safetensors" "$B/checkpoints/$ck/optimizer.safetensors"
 done
 compare "$OUT/one/lal-brain-model/model.safetensors" "$OUT/two/lal-brain-model/model.safetensors"
+# --shard_optimizer auto: this tiny student's whole AdamW state fits each rank, so no rank shards it.
+grep -q "rank 0 of 2, data parallel, AdamW state whole on each rank" "$OUT/rank0.log"
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 "$LAL" distill "${common[@]}" --output_dir "$OUT/two" --dry_run | grep "memory estimate" |
+  grep -q "(AdamW state whole on each of the 2 ranks: no all-gather per step; --shard_optimizer on shards it)"
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 "$LAL" distill "${common[@]}" --output_dir "$OUT/two" --dry_run --shard_optimizer on |
+  grep "memory estimate" | grep -q "(AdamW state sharded over 2 ranks)"
+
+echo "== 2 ranks, AdamW state sharded (ZeRO-1: each rank updates its share, then the weights are all-gathered)"
+S=$OUT/sharded/lal-brain-model-work
+mkdir -p "$S" && cp "$B/questions.jsonl" "$B/data.jsonl" "$S/"
+port=$(free_port)
+pids=()
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/sharded" --log_level info \
+    --shard_optimizer on > "$OUT/sharded.rank$r.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { cat "$OUT"/sharded.rank*.log; exit 1; }; done
+grep -q "rank 0 of 2, data parallel, AdamW state sharded" "$OUT/sharded.rank0.log"
+for ck in $(ls "$A/checkpoints" | grep step-); do
+  compare "$A/checkpoints/$ck/model.safetensors" "$S/checkpoints/$ck/model.safetensors"
+  compare "$A/checkpoints/$ck/optimizer.safetensors" "$S/checkpoints/$ck/optimizer.safetensors"
+done
 
 echo "== resume the 2-rank run's step-2 checkpoint in 1 process"
 C=$OUT/three/lal-brain-model-work

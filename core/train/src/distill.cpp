@@ -84,7 +84,8 @@ bool MemoryEstimate::fits(std::int64_t capacity) const {
 MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
                                const lal::lm::ModelConfig& student, const std::string& device, const std::string& quant,
                                int ranks) {
-  // Teacher weights (+ logits), student weights + grads + AdamW (float32, moments sharded over ranks), activations,
+  // Teacher weights (+ logits), student weights + grads + AdamW (float32, moments sharded over ranks unless
+  // --shard_optimizer off), activations,
   // logits; and the generation stage: teacher weights + the KV cache of one batch.
   MemoryEstimate m;
   const bool cpu = device == "cpu";
@@ -118,8 +119,10 @@ MemoryEstimate estimate_memory(const DistillOptions& o, const lal::lm::ModelConf
     if (m.teacher_online) teacher_in_training = on_device + dense_layer;
   }
   const double sp = static_cast<double>(parameter_count(student));
-  // fp32 weights + grads, Adam m and v sharded (ZeRO-1), and the bf16 copies autocast makes on a GPU.
-  m.student = sp * (8 + 8.0 / std::max(1, ranks) + (cpu || o.precision == "fp32" ? 0 : 2));
+  // fp32 weights + grads, Adam m and v (sharded over the ranks: ZeRO-1; "auto" counts as sharded, the most that
+  // fits), and the bf16 copies autocast makes on a GPU.
+  const int shards = o.shard_optimizer == "off" ? 1 : std::max(1, ranks);
+  m.student = sp * (8 + 8.0 / shards + (cpu || o.precision == "fp32" ? 0 : 2));
   m.activations =
       B * L * static_cast<double>(student.hidden_size) * static_cast<double>(student.num_layers) * dense_bytes * 34;
   m.logits = B * L * static_cast<double>(student.vocab_size) * 4 * (teacher ? 6 : 3);
@@ -272,6 +275,16 @@ DistillOptions resolve_teacher_logits(const DistillOptions& o, const lal::lm::Mo
   return estimate_memory(stored, &teacher, student, device, quant, ranks).fits(capacity) ? stored : o;
 }
 
+DistillOptions resolve_optimizer_sharding(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
+                                         const lal::lm::ModelConfig& student, const std::string& device,
+                                         const std::string& quant, int ranks, std::int64_t capacity) {
+  if (ranks <= 1 || o.shard_optimizer != "auto") return o;
+  auto v = o;
+  v.shard_optimizer = "off";
+  if (!estimate_memory(v, teacher, student, device, quant, ranks).fits(capacity)) v.shard_optimizer = "on";
+  return v;
+}
+
 std::string choose_student(const DistillOptions& o, const lal::lm::ModelConfig& teacher, const std::string& device,
                            const std::string& quant, int ranks, std::int64_t capacity) {
   std::string last;
@@ -294,6 +307,24 @@ std::string resolve_student(const DistillOptions& o) {
   const auto device = resolve_device(o);
   return choose_student(o, teacher, device, resolve_quantize(o, device), WorldEnv::from_environment().size,
                         device_capacity(o, device).bytes);
+}
+
+DistillOptions resolve_optimizer_sharding(const DistillOptions& options) {
+  DistillOptions o = options;
+  o.student_config = resolve_student(options);
+  const std::string device = resolve_device(o);
+  std::optional<lal::lm::ModelConfig> teacher;
+  if (!o.teacher_model.empty())
+    teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_config(o.teacher_model));
+  const std::int64_t vocab =
+      teacher ? teacher->vocab_size
+              : (o.tokenizer.empty() ? 0 : static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size()));
+  bool teacher_init = false;
+  const auto student = student_config(o.student_config, teacher ? &*teacher : nullptr, vocab, &teacher_init);
+  auto v = resolve_optimizer_sharding(options, teacher ? &*teacher : nullptr, student, device,
+                                      resolve_quantize(o, device), WorldEnv::from_environment().size,
+                                      device_capacity(o, device).bytes);
+  return v;
 }
 
 std::string describe_plan(const DistillOptions& options, bool* fits_out) {
@@ -338,6 +369,7 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
     o = resolve_teacher_logits(o, *teacher, student, device, quant, world.size, cap.bytes);
     topk_chosen = o.store_topk > 0;
   }
+  o = resolve_optimizer_sharding(o, teacher ? &*teacher : nullptr, student, device, quant, world.size, cap.bytes);
   const auto student_params = parameter_count(student);
   s << "  student           " << o.student_config
     << (options.student_config == "auto" ? " (auto: the largest that fits)" : "") << ": " << student.model_type << ", "
@@ -375,7 +407,11 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   const auto est = estimate_memory(o, teacher ? &*teacher : nullptr, student, device, quant, world.size);
   s << "  memory estimate   teacher " << human_bytes(est.teacher) << " (" << (teacher ? quant : "-")
     << (o.cpu_offload ? ", in CPU memory" : "") << "), student+optimizer " << human_bytes(est.student)
-    << (world.size > 1 ? " (AdamW state sharded over " + std::to_string(world.size) + " ranks)" : "")
+    << (world.size <= 1 ? std::string()
+        : o.shard_optimizer == "off"
+            ? " (AdamW state whole on each of the " + std::to_string(world.size) +
+                  " ranks: no all-gather per step; --shard_optimizer on shards it)"
+            : " (AdamW state sharded over " + std::to_string(world.size) + " ranks)")
     << ", activations " << human_bytes(est.activations) << ", logits " << human_bytes(est.logits) << "\n";
   s << "                    peak during training ~" << human_bytes(est.train_device)
     << (o.cpu_offload ? " on the device + teacher in CPU memory" : "") << "\n";
@@ -687,6 +723,7 @@ int run_distill(const DistillOptions& options) {
           o.store_topk);
   }
   apply_gpu_memory_cap(o, resolve_device(o));
+  if (o.shard_optimizer == "auto" && WorldEnv::from_environment().size > 1) o = resolve_optimizer_sharding(o);
   if (!o.ignore_memory_plan) {
     // Stop before loading anything large when the plan cannot fit; the plan says what would.
     bool fits = true;

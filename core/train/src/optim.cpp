@@ -61,7 +61,12 @@ const char* adamw_kernel_name(AdamWKernel k) {
 
 AdamW::AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, double weight_decay, AdamWKernel kernel,
              std::vector<int> owner, int rank)
-    : params_(params), weight_decay_(weight_decay), kernel_(kernel), owner_(std::move(owner)), rank_(rank) {
+    : params_(params),
+      weight_decay_(weight_decay),
+      kernel_(kernel),
+      owner_(std::move(owner)),
+      rank_(rank),
+      sharded_(!owner_.empty()) {
   if (owner_.empty()) owner_.assign(params_.size(), rank_);
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const auto& p = params_[i].second;
@@ -154,6 +159,7 @@ void AdamW::zero_grad() {
 }
 
 void AdamW::broadcast_updates(World& world) const {
+  if (!sharded_) return;  // every rank updated every parameter the same way
   std::vector<torch::Tensor> all;
   for (const auto& [name, p] : params_) all.push_back(p);
   collectives::share_owned(world, all, owner_, "parameter update (all-gather)");
@@ -163,7 +169,7 @@ std::vector<std::pair<std::string, torch::Tensor>> AdamW::state(World& world) co
   std::vector<std::pair<std::string, torch::Tensor>> s;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     auto m = m_[i], v = v_[i];
-    if (world.distributed()) {
+    if (world.distributed() && sharded_) {
       // One parameter's moments at a time, from their owner; rank 0 keeps them in CPU memory, the other ranks
       // drop what they received, so no device holds more than one parameter's state beyond its own shard.
       if (!m.defined())

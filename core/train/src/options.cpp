@@ -78,6 +78,9 @@ const std::vector<Row>& rows() {
       LAL_OPT(seed, Int, "seed for questions, sampling, initialisation and shuffling"),
       LAL_OPT(precision, String, "compute precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32 (float32 masters)"),
       LAL_OPT(adamw, String, "AdamW kernel: auto (fused where LibTorch has it, else foreach) | fused | foreach | loop"),
+      LAL_OPT(shard_optimizer, String,
+              "AdamW state over data-parallel ranks: auto (sharded only when a whole copy per device would not fit) | "
+              "on (ZeRO-1: each rank updates its share, then the new weights are all-gathered) | off (replicated)"),
       LAL_OPT(
           loss_chunk_tokens, Int,
           "tokens per chunk of the fused lm_head + KD/CE loss ([tokens x vocab] logits never whole): auto (4096 with "
@@ -326,6 +329,8 @@ quantize_ok:
     fail("--precision: '" + o.precision + "' (expected auto, bf16 or fp32)");
   if (o.adamw != "auto" && o.adamw != "fused" && o.adamw != "foreach" && o.adamw != "loop")
     fail("--adamw: '" + o.adamw + "' (expected auto, fused, foreach or loop)");
+  if (o.shard_optimizer != "auto" && o.shard_optimizer != "on" && o.shard_optimizer != "off")
+    fail("--shard_optimizer: '" + o.shard_optimizer + "' (expected auto, on or off)");
   if (o.teacher_logits == "topk" && o.store_topk < 1) fail("--teacher_logits topk needs --store_topk K (K >= 1)");
   if (o.student_init != "auto" && o.student_init != "random" && o.student_init != "teacher")
     fail("--student_init: '" + o.student_init + "' (expected auto, random or teacher)");

@@ -1012,8 +1012,16 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
     for (const auto& [name, param] : params) values.push_back(param);
     collectives::broadcast(world, values, 0, "initial weights");
   }
+  // Sharded AdamW state (ZeRO-1) unless the plan resolved --shard_optimizer to off; the ranks agree (any rank whose
+  // plan needs sharding makes every rank shard).
+  bool shard = world.distributed() && o.shard_optimizer != "off";
+  if (world.distributed()) {
+    std::vector<double> votes{shard ? 1.0 : 0.0};
+    world.all_reduce_sum(votes, "optimizer sharding");
+    shard = votes[0] > 0;
+  }
   AdamW opt(params, o.weight_decay, adamw_kernel(o.adamw, device),
-            world.distributed() ? partition_parameters(params, world.size()) : std::vector<int>{}, world.rank());
+            shard ? partition_parameters(params, world.size()) : std::vector<int>{}, world.rank());
   std::unique_ptr<collectives::GradientReducer> reducer;
   if (world.distributed()) {
     std::vector<torch::Tensor> tensors;
@@ -1041,7 +1049,8 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
   spdlog::info("training: {} train / {} validation examples, {} steps, student {} parameters on {}{}",
                tr.train_idx.size(), tr.val_idx.size(), total, student.parameter_count(), device.str(),
                world.distributed() ? " (rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
-                                         ", data parallel, optimizer state sharded)"
+                                         ", data parallel, AdamW state " + (shard ? "sharded" : "whole on each rank") +
+                                         ")"
                                    : std::string());
   spdlog::info(
       "training speed settings: compute {} (float32 masters), AdamW {}, loss {}, packing {}, activation "

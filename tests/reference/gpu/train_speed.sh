@@ -10,7 +10,9 @@
 # OLD=<shape> (the old loss/optimizer path at that shape; empty: none), NOKERNELS=all|"<shapes>" (those shapes also
 # with LAL_TRAIN_KERNELS=off, profiled; empty: none), EXTRA="<lal options>" (one more run at EXTRA_SHAPE with them),
 # DP=<shape> (the 2-GPU run's shape when two GPUs are present; "none": no 2-GPU run), TOK=<folder of the tokenizer>
-# (default .tok), PREBUILT=<build folder that already holds bin/lal and bin/train_tests> (skips the build). The student's vocabulary is the tokenizer's rounded up to a multiple of
+# (default .tok), PREBUILT=<build folder that already holds bin/lal and bin/train_tests> (skips the build),
+# SINGLE=0 (only the 2-GPU run: no unit tests, anchor or 1-GPU runs), DP_PROFILE=<step> (profile that step of the
+# 2-GPU run on rank 0; its summary in dp2-<shape>.profile.txt). The student's vocabulary is the tokenizer's rounded up to a multiple of
 # 64 on both sides (what lal distill does on text). Writes $O/*.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
@@ -58,7 +60,8 @@ PY
 cp /tmp/tok/*.json /tmp/anchor/
 [ -n "${PREBUILT:-}" ] || ninja -C $B -j$(nproc) lal train_tests >> $O/build.txt 2>&1 || { grep -E "error" -A3 $O/build.txt | head -40; exit 1; }
 grep -E "fused CUDA kernels|no CUDA toolkit" $O/build.txt; el "built"; grep -c "warning:" $O/build.txt | xargs echo "build warnings:"; grep "warning:" $O/build.txt | sort -u | head -5
-LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*,training kernels*" > $O/unit-tests.txt 2>&1; grep -E "^\[doctest\]|ERROR|FAILED|largest relative" $O/unit-tests.txt | tail -12
+SINGLE=${SINGLE:-1}
+[ "$SINGLE" = 1 ] && LAL_TRAIN_FIXTURES=/nonexistent $B/bin/train_tests -tc="AdamW*,gradient clipping*,chunked*,sequence packing*,activation*,training kernels*" > $O/unit-tests.txt 2>&1; grep -E "^\[doctest\]|ERROR|FAILED|largest relative" $O/unit-tests.txt | tail -12
 el "unit tests"
 LAL="$B/bin/lal distill --corpus /tmp/corpus.txt --tokenizer /tmp/anchor/tokenizer.json --student_config /tmp/anchor/config.json \
  --num_epochs 1 --gradient_accumulation 1 --checkpoint_every 100000 --validation_fraction 0.002 --save_hf_format false \
@@ -85,6 +88,7 @@ run_lal() {  # name, extra args
 }
 for shape in $SHAPES; do
   BS=${shape%x*}; LEN=${shape#*x}
+  if [ "$SINGLE" = 1 ]; then
   python3 tests/reference/train_loop_bench.py /tmp/anchor --batch $BS --seq $LEN --steps $STEPS --warmup 3 \
     --peak_tflops $PEAK 2>&1 | grep '^{' | tee -a $O/results.jsonl
   el "anchor $shape"
@@ -106,9 +110,13 @@ for shape in $SHAPES; do
     run_lal extra-$shape --batch_size $BS --max_length $LEN $EXTRA
     el "lal $EXTRA $shape"
   fi
+  fi
   if [ "$NGPU" -ge 2 ] && [ "$shape" = "$DP" ]; then
     torchrun --nproc-per-node 2 --no-python $LAL --output_dir /tmp/runs/dp2-$shape --batch_size $BS --max_length $LEN \
-      > $O/dp2-$shape.txt 2>&1 || tail -5 $O/dp2-$shape.txt
+      ${DP_PROFILE:+--profile_step $DP_PROFILE} > $O/dp2-$shape.txt 2>&1 || tail -5 $O/dp2-$shape.txt
+    [ -z "${DP_PROFILE:-}" ] || python3 tests/reference/gpu/profile_summary.py \
+      /tmp/runs/dp2-$shape/lal-brain-model-work/profile-step-$DP_PROFILE.json > $O/dp2-$shape.profile.txt 2>&1
+    [ -z "${DP_PROFILE:-}" ] || head -40 $O/dp2-$shape.profile.txt
     cp /tmp/runs/dp2-$shape/lal-brain-model-work/metrics.jsonl $O/dp2-$shape.metrics.jsonl 2>/dev/null
     summarise dp2-$shape /tmp/runs/dp2-$shape/lal-brain-model-work
     el "lal 2 GPUs $shape"

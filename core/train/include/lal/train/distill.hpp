@@ -84,6 +84,14 @@ inline constexpr std::int64_t kAutoStoreTopk = 64;
 DistillOptions resolve_teacher_logits(const DistillOptions& o, const lal::lm::ModelConfig& teacher,
                                       const lal::lm::ModelConfig& student, const std::string& device,
                                       const std::string& quant, int ranks, std::int64_t capacity);
+/// --shard_optimizer auto on more than one rank: "off" (every rank keeps the whole AdamW state: no all-gather of the
+/// weights after each step) when the run fits `capacity` bytes per device that way, else "on" (ZeRO-1); otherwise
+/// `o` unchanged.
+DistillOptions resolve_optimizer_sharding(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
+                                          const lal::lm::ModelConfig& student, const std::string& device,
+                                          const std::string& quant, int ranks, std::int64_t capacity);
+/// The same for this run's teacher, student (--student_config resolved), devices and ranks (torchrun's environment).
+DistillOptions resolve_optimizer_sharding(const DistillOptions& o);
 /// The largest of half-teacher, qwen2.5-1.5b, qwen2.5-0.5b, demo, tiny (none over half the teacher) whose run fits
 /// `capacity` bytes per device (with resolve_teacher_logits' choice); the smallest when none does (the plan then says
 /// it does not fit).

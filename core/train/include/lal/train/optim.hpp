@@ -12,7 +12,9 @@
 // with another kernel or world size.
 //
 // Sharded (ZeRO-1) in a distributed run: `owner[i]` is the rank that keeps parameter i's moments and updates it;
-// broadcast_updates() sends the updated values to the other ranks (one all-gather per piece, all ranks at once). An empty `owner` means this rank owns all.
+// broadcast_updates() sends the updated values to the other ranks (one all-gather per piece, all ranks at once). An
+// empty `owner` means this rank owns all: alone, or replicated (every rank keeps the whole state and, from the same
+// summed gradients, makes the same update; broadcast_updates() and state() then send nothing).
 //
 // THREADING: one trainer thread. ERRORS: std::runtime_error (a missing optimizer tensor names the file and tensor;
 // asking for the fused kernel where this LibTorch has none says so).
@@ -46,7 +48,8 @@ class AdamW {
   /// One update with learning rate `lr` of the parameters this rank owns that have a gradient.
   void step(double lr);
   void zero_grad();
-  /// Every rank's updated parameters, sent from their owners (one packed broadcast per owner).
+  /// Every rank's updated parameters, sent from their owners (share_owned: all ranks send at once); nothing when
+  /// replicated.
   void broadcast_updates(World& world) const;
   /// The whole optimizer state, gathered from the owners one parameter at a time: complete on rank 0 (in CPU memory
   /// when distributed); the other ranks get the step count alone (a collective: all ranks call it).
@@ -67,6 +70,7 @@ class AdamW {
   AdamWKernel kernel_;
   std::vector<int> owner_;
   int rank_;
+  bool sharded_;  ///< owners were given (ZeRO-1 over the ranks)
   std::int64_t t_ = 0;
 };
 

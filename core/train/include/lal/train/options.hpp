@@ -71,6 +71,10 @@ struct DistillOptions {
   // --- training speed (core/train/BENCHMARKS.md)
   std::string precision = "auto";  ///< auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32; masters stay float32
   std::string adamw = "auto";      ///< auto (fused where LibTorch has it, else foreach) | fused | foreach | loop
+  /// data parallel: auto (sharded only when a whole AdamW state per device would not fit the plan) | on (ZeRO-1: each
+  /// rank keeps and updates its share, then the ranks all-gather the new weights) | off (every rank keeps the whole
+  /// state and updates every weight: no all-gather per step)
+  std::string shard_optimizer = "auto";
   /// tokens per chunk of the fused lm_head + loss; -1 = auto ("auto" in YAML and on the command line): 4096 where
   /// the CUDA training kernels run (the chunk's logits are then held once, in bf16), else 1024; 0 = unchunked
   std::int64_t loss_chunk_tokens = -1;
