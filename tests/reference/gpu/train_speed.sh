@@ -12,7 +12,8 @@
 # DP=<shape> (the 2-GPU run's shape when two GPUs are present; "none": no 2-GPU run), TOK=<folder of the tokenizer>
 # (default .tok), PREBUILT=<build folder that already holds bin/lal and bin/train_tests> (skips the build),
 # SINGLE=0 (only the 2-GPU run: no unit tests, anchor or 1-GPU runs), DP_PROFILE=<step> (profile that step of the
-# 2-GPU run on rank 0; its summary in dp2-<shape>.profile.txt). The student's vocabulary is the tokenizer's rounded up to a multiple of
+# 2-GPU run on rank 0; its summary in dp2-<shape>.profile.txt), DP_TAG=<name> DP_ARGS="<lal options>" (a 2-GPU
+# variant: run dp2<tag>-<shape> with those options). The student's vocabulary is the tokenizer's rounded up to a multiple of
 # 64 on both sides (what lal distill does on text). Writes $O/*.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
@@ -112,13 +113,13 @@ for shape in $SHAPES; do
   fi
   fi
   if [ "$NGPU" -ge 2 ] && [ "$shape" = "$DP" ]; then
-    torchrun --nproc-per-node 2 --no-python $LAL --output_dir /tmp/runs/dp2-$shape --batch_size $BS --max_length $LEN \
-      ${DP_PROFILE:+--profile_step $DP_PROFILE} > $O/dp2-$shape.txt 2>&1 || tail -5 $O/dp2-$shape.txt
+    torchrun --nproc-per-node 2 --no-python $LAL --output_dir /tmp/runs/dp2${DP_TAG:-}-$shape --batch_size $BS --max_length $LEN ${DP_ARGS:-} \
+      ${DP_PROFILE:+--profile_step $DP_PROFILE} > $O/dp2${DP_TAG:-}-$shape.txt 2>&1 || tail -5 $O/dp2${DP_TAG:-}-$shape.txt
     [ -z "${DP_PROFILE:-}" ] || python3 tests/reference/gpu/profile_summary.py \
-      /tmp/runs/dp2-$shape/lal-brain-model-work/profile-step-$DP_PROFILE.json > $O/dp2-$shape.profile.txt 2>&1
-    [ -z "${DP_PROFILE:-}" ] || head -40 $O/dp2-$shape.profile.txt
-    cp /tmp/runs/dp2-$shape/lal-brain-model-work/metrics.jsonl $O/dp2-$shape.metrics.jsonl 2>/dev/null
-    summarise dp2-$shape /tmp/runs/dp2-$shape/lal-brain-model-work
+      /tmp/runs/dp2${DP_TAG:-}-$shape/lal-brain-model-work/profile-step-$DP_PROFILE.json > $O/dp2${DP_TAG:-}-$shape.profile.txt 2>&1
+    [ -z "${DP_PROFILE:-}" ] || head -40 $O/dp2${DP_TAG:-}-$shape.profile.txt
+    cp /tmp/runs/dp2${DP_TAG:-}-$shape/lal-brain-model-work/metrics.jsonl $O/dp2${DP_TAG:-}-$shape.metrics.jsonl 2>/dev/null
+    summarise dp2${DP_TAG:-}-$shape /tmp/runs/dp2${DP_TAG:-}-$shape/lal-brain-model-work
     el "lal 2 GPUs $shape"
   fi
 done

@@ -42,17 +42,23 @@ for shape in qwen2.5-0.5b qwen2.5-7b; do
   done
   el "bench $shape"
 done > $OUT/decode.txt 2>&1
+[ "${LONG:-0}" = 1 ] && timeout 60 $L bench generate --model_path /tmp/qwen2.5-7b --device cuda --dtype bfloat16 \
+  --batch 1,32 --prompt_len 2000 --new_tokens 48 --json --bandwidth --decode_mode graph --kernels fused --repeat 2 \
+  2>>$OUT/bench.err >> $OUT/bench.jsonl
 bench_table $OUT/bench.jsonl
 gpu_tests lm_scheduler_tests lm_engine_tests; el "scheduler and engine tests"
 wait $TRAIN1; cat /tmp/train1.jsonl; grep -E "ERROR|FAILED|^\[doctest\] test cases" $OUT/train_1gpu.txt | head -5
 unset CUDA_VISIBLE_DEVICES
-# The 2-GPU run, once per NCCL setting in DP_ENVS ("-" = as is; e.g. "- NCCL_PROTO=Simple").
-for e in ${DP_ENVS:--}; do
-  env ${e#-} NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,TUNING SINGLE=0 PREBUILT=$B TOK=.stage/tok SHAPES=16x1024 \
-    DP=16x1024 DP_PROFILE=8 STEPS=12 timeout 150 bash tests/reference/gpu/train_speed.sh > $OUT/train_dp2$e.txt 2>&1
-  echo "== 2 GPUs, $e"; grep '^{' $OUT/train_dp2$e.txt | tail -1
-  grep -hE "Channel 00|[Pp]rotocol|P2P|NVLS|CollNet" /tmp/o/dp2-16x1024.txt 2>/dev/null | sort | uniq -c | sort -rn | head -6
-  cp /tmp/o/dp2-16x1024.profile.txt $OUT/dp2$e.profile.txt 2>/dev/null; head -12 $OUT/dp2$e.profile.txt
+# The 2-GPU run, once per variant in DP_VARIANTS ("tag:lal options|tag:options", e.g. "-auto:|-sharded:--shard_optimizer on").
+IFS='|' read -ra variants <<< "${DP_VARIANTS:--auto:}"
+[ "$(nvidia-smi -L | wc -l)" -ge 2 ] || variants=()  # one GPU: no 2-GPU runs
+for v in ${variants[@]+"${variants[@]}"}; do
+  tag=${v%%:*} args=${v#*:}
+  DP_TAG=$tag DP_ARGS="$args" SINGLE=0 PREBUILT=$B TOK=.stage/tok SHAPES=16x1024 DP=16x1024 DP_PROFILE=8 STEPS=12 \
+    timeout 150 bash tests/reference/gpu/train_speed.sh > $OUT/train_dp2$tag.txt 2>&1
+  echo "== 2 GPUs, $tag ($args)"; grep '^{' $OUT/train_dp2$tag.txt | tail -1
+  grep -h "AdamW state\|all-reduce:" /tmp/o/dp2$tag-16x1024.txt | cut -c1-200 | head -3
+  head -12 /tmp/o/dp2$tag-16x1024.profile.txt
 done
 el "training"
 if [ $(( $(date +%s) - T0 )) -lt ${CHAT_BEFORE_S:-430} ]; then
