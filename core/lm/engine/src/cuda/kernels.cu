@@ -627,6 +627,7 @@ __global__ void gumbel_final_kernel(const double* scratch, int chunks, const boo
 }
 
 constexpr int kAttentionWarps = 4;
+constexpr int kAttentionKeys = 4;  // keys whose loads a warp issues before it uses the first
 
 /// Block (kv head, row, split): its G = H/KV query heads against the keys of its split, one warp per key in turn
 /// (online softmax per warp), then the warps combined. Lane l holds channels l, l+32, ... (DPL of them).
@@ -662,29 +663,42 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
   const T* kh = k_cache + head_base;
   const T* vh = v_cache + head_base;
   const bool* row_valid = valid ? valid + b * capacity : nullptr;
-  for (std::int64_t j = start + warp; j < end; j += kAttentionWarps) {
-    if (row_valid && !row_valid[j]) continue;
-    float kv[DPL], vv[DPL];
+  // A warp takes keys start + warp, + kAttentionWarps, ... in this order (the online softmax's order), reading
+  // kAttentionKeys keys' validity flags and K/V rows before it uses the first: one key at a time, each key's flag then
+  // its rows were two dependent global reads with nothing else in flight.
+  for (std::int64_t j0 = start + warp; j0 < end; j0 += kAttentionWarps * kAttentionKeys) {
+    float kv[kAttentionKeys][DPL], vv[kAttentionKeys][DPL];
+    bool use[kAttentionKeys];
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) {
-      const int d = lane + 32 * i;
-      kv[i] = d < D ? to_f<T>(kh[j * D + d]) : 0.0f;
-      vv[i] = d < D ? to_f<T>(vh[j * D + d]) : 0.0f;
+    for (int u = 0; u < kAttentionKeys; ++u) {
+      const std::int64_t j = j0 + static_cast<std::int64_t>(u) * kAttentionWarps;
+      const std::int64_t at = j < end ? j : j0;  // past the split's end: read key j0 again, unused
+      use[u] = j < end && !(row_valid && !row_valid[at]);
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        kv[u][i] = d < D ? to_f<T>(kh[at * D + d]) : 0.0f;
+        vv[u][i] = d < D ? to_f<T>(vh[at * D + d]) : 0.0f;
+      }
     }
 #pragma unroll
-    for (int g = 0; g < MAXG; ++g) {
-      if (g >= G) break;
-      float s = 0.0f;
+    for (int u = 0; u < kAttentionKeys; ++u) {
+      if (!use[u]) continue;
 #pragma unroll
-      for (int i = 0; i < DPL; ++i) s += q[g][i] * kv[i];
-      s = warp_sum(s);
-      const float mn = fmaxf(m[g], s);
-      const float correction = expf(m[g] - mn);
-      const float p = expf(s - mn);
-      l[g] = l[g] * correction + p;
+      for (int g = 0; g < MAXG; ++g) {
+        if (g >= G) break;
+        float s = 0.0f;
 #pragma unroll
-      for (int i = 0; i < DPL; ++i) acc[g][i] = acc[g][i] * correction + p * vv[i];
-      m[g] = mn;
+        for (int i = 0; i < DPL; ++i) s += q[g][i] * kv[u][i];
+        s = warp_sum(s);
+        const float mn = fmaxf(m[g], s);
+        const float correction = expf(m[g] - mn);
+        const float p = expf(s - mn);
+        l[g] = l[g] * correction + p;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) acc[g][i] = acc[g][i] * correction + p * vv[u][i];
+        m[g] = mn;
+      }
     }
   }
 
