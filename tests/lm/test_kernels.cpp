@@ -336,7 +336,9 @@ TEST_CASE("small-batch GEMV and GEMV + SwiGLU against float64, and what they ref
     bool bias;
   };
   for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
-    for (const Shape sh : {Shape{37, 64, false}, Shape{1152, 896, true}, Shape{301, 4864, true}}) {
+    // 18 944: K >= kGemvSplitK, a block's warps split K (the 7B shape's down projection)
+    for (const Shape sh :
+         {Shape{37, 64, false}, Shape{1152, 896, true}, Shape{301, 4864, true}, Shape{301, 18944, true}}) {
       for (std::int64_t rows = 1; rows <= cuda::kGemvMaxRows; ++rows) {
         CAPTURE(dtype);
         CAPTURE(sh.n);
