@@ -660,8 +660,8 @@ constexpr int kAttentionWarps = 4;
 constexpr int kAttentionKeys = 4;  // keys whose loads a warp issues before it uses the first
 constexpr int kAttentionMinKeys = kAttentionWarps * kAttentionKeys * 2;  // the fewest keys a split takes
 
-/// Block (kv head, row, split): its G = H/KV query heads against the keys of its split, one warp per key in turn
-/// (online softmax per warp), then the warps combined. Lane l holds channels l, l+32, ... (DPL of them).
+/// Block (kv head, row, split): its G = H/KV query heads against the keys of its split, each warp a block of
+/// kAttentionKeys keys in turn (online softmax per warp, one rescale per block), then the warps combined. Lane l holds channels l, l+32, ... (DPL of them).
 template <typename T, int DPL, int MAXG>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
     decode_attention_kernel(const T* qkv, QkvLayout L, const T* k_cache, const T* v_cache, std::int64_t capacity,
@@ -715,24 +715,48 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
         vv[u][i] = d < D ? to_f<T>(vh[at * D + d]) : 0.0f;
       }
     }
+    // The kAttentionKeys x MAXG scores at once (groups past G have q = 0 and are never written out): their warp sums
+    // are independent, so the shuffles overlap instead of one key's one group's five after another.
+    float s[kAttentionKeys][MAXG];
 #pragma unroll
-    for (int u = 0; u < kAttentionKeys; ++u) {
-      if (!use[u]) continue;
+    for (int u = 0; u < kAttentionKeys; ++u)
 #pragma unroll
       for (int g = 0; g < MAXG; ++g) {
-        if (g >= G) break;
-        float s = 0.0f;
+        float t = 0.0f;
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) s += q[g][i] * kv[u][i];
-        s = warp_sum(s);
-        const float mn = fmaxf(m[g], s);
-        const float correction = expf(m[g] - mn);
-        const float p = expf(s - mn);
-        l[g] = l[g] * correction + p;
-#pragma unroll
-        for (int i = 0; i < DPL; ++i) acc[g][i] = acc[g][i] * correction + p * vv[u][i];
-        m[g] = mn;
+        for (int i = 0; i < DPL; ++i) t += q[g][i] * kv[u][i];
+        s[u][g] = t;
       }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2)
+#pragma unroll
+      for (int u = 0; u < kAttentionKeys; ++u)
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g) s[u][g] += __shfl_xor_sync(0xffffffffu, s[u][g], offset);
+    // Online softmax over the block of keys: one rescale of the running sums per block.
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) {
+      float mn = m[g];
+#pragma unroll
+      for (int u = 0; u < kAttentionKeys; ++u)
+        if (use[u]) mn = fmaxf(mn, s[u][g]);
+      if (mn == -INFINITY) continue;  // no usable key yet
+      const float correction = expf(m[g] - mn);
+      float p[kAttentionKeys], sum = 0.0f;
+#pragma unroll
+      for (int u = 0; u < kAttentionKeys; ++u) {
+        p[u] = use[u] ? expf(s[u][g] - mn) : 0.0f;
+        sum += p[u];
+      }
+      l[g] = l[g] * correction + sum;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        float a = acc[g][i] * correction;
+#pragma unroll
+        for (int u = 0; u < kAttentionKeys; ++u) a += p[u] * vv[u][i];
+        acc[g][i] = a;
+      }
+      m[g] = mn;
     }
   }
 
