@@ -276,8 +276,8 @@ DistillOptions resolve_teacher_logits(const DistillOptions& o, const lal::lm::Mo
 }
 
 DistillOptions resolve_optimizer_sharding(const DistillOptions& o, const lal::lm::ModelConfig* teacher,
-                                         const lal::lm::ModelConfig& student, const std::string& device,
-                                         const std::string& quant, int ranks, std::int64_t capacity) {
+                                          const lal::lm::ModelConfig& student, const std::string& device,
+                                          const std::string& quant, int ranks, std::int64_t capacity) {
   if (ranks <= 1 || o.shard_optimizer != "auto") return o;
   auto v = o;
   v.shard_optimizer = "off";
@@ -316,15 +316,13 @@ DistillOptions resolve_optimizer_sharding(const DistillOptions& options) {
   std::optional<lal::lm::ModelConfig> teacher;
   if (!o.teacher_model.empty())
     teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_config(o.teacher_model));
-  const std::int64_t vocab =
-      teacher ? teacher->vocab_size
-              : (o.tokenizer.empty() ? 0 : static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size()));
+  std::int64_t vocab = teacher ? teacher->vocab_size : 0;
+  if (!teacher && !o.tokenizer.empty())
+    vocab = static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size());
   bool teacher_init = false;
   const auto student = student_config(o.student_config, teacher ? &*teacher : nullptr, vocab, &teacher_init);
-  auto v = resolve_optimizer_sharding(options, teacher ? &*teacher : nullptr, student, device,
-                                      resolve_quantize(o, device), WorldEnv::from_environment().size,
-                                      device_capacity(o, device).bytes);
-  return v;
+  return resolve_optimizer_sharding(o, teacher ? &*teacher : nullptr, student, device, resolve_quantize(o, device),
+                                    WorldEnv::from_environment().size, device_capacity(o, device).bytes);
 }
 
 std::string describe_plan(const DistillOptions& options, bool* fits_out) {
@@ -407,11 +405,10 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   const auto est = estimate_memory(o, teacher ? &*teacher : nullptr, student, device, quant, world.size);
   s << "  memory estimate   teacher " << human_bytes(est.teacher) << " (" << (teacher ? quant : "-")
     << (o.cpu_offload ? ", in CPU memory" : "") << "), student+optimizer " << human_bytes(est.student)
-    << (world.size <= 1 ? std::string()
-        : o.shard_optimizer == "off"
-            ? " (AdamW state whole on each of the " + std::to_string(world.size) +
-                  " ranks: no all-gather per step; --shard_optimizer on shards it)"
-            : " (AdamW state sharded over " + std::to_string(world.size) + " ranks)")
+    << (world.size <= 1              ? std::string()
+        : o.shard_optimizer == "off" ? " (AdamW state whole on each of the " + std::to_string(world.size) +
+                                           " ranks: no all-gather per step; --shard_optimizer on shards it)"
+                                     : " (AdamW state sharded over " + std::to_string(world.size) + " ranks)")
     << ", activations " << human_bytes(est.activations) << ", logits " << human_bytes(est.logits) << "\n";
   s << "                    peak during training ~" << human_bytes(est.train_device)
     << (o.cpu_offload ? " on the device + teacher in CPU memory" : "") << "\n";

@@ -1048,10 +1048,10 @@ TrainSummary stage_train_and_export(const DistillOptions& o, const RunPaths& p) 
   const auto eval_every = o.eval_every > 0 ? o.eval_every : o.checkpoint_every;
   spdlog::info("training: {} train / {} validation examples, {} steps, student {} parameters on {}{}",
                tr.train_idx.size(), tr.val_idx.size(), total, student.parameter_count(), device.str(),
-               world.distributed() ? " (rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
-                                         ", data parallel, AdamW state " + (shard ? "sharded" : "whole on each rank") +
-                                         ")"
-                                   : std::string());
+               world.distributed()
+                   ? " (rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
+                         ", data parallel, AdamW state " + (shard ? "sharded" : "whole on each rank") + ")"
+                   : std::string());
   spdlog::info(
       "training speed settings: compute {} (float32 masters), AdamW {}, loss {}, packing {}, activation "
       "checkpointing {}",
