@@ -8,10 +8,13 @@
 #      end and the answer's first token): the same bench with --log_level debug (timestamps of every stage) and a
 #      torch trace of the turn would show whether it is prefill of new lengths (cuDNN attention plans are made per
 #      shape), the scheduler, or a module.
-# Run from the repo root with .gpu-debs carried; writes $OUT/*.
+# Run from the repo root with .gpu-debs (and PATCH=.stage/gpu-prefill-sdpa.patch, carried) ; writes $OUT/*.
 set -u
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 trap 'cd $OUT && tar czf all.tgz --exclude=all.tgz . 2>/dev/null; ls | grep -v "^all.tgz$" | xargs rm -rf' EXIT
+if [ -n "${PATCH:-}" ]; then  # e.g. .stage/gpu-prefill-sdpa.patch (branch gpu-prefill-sdpa)
+  git apply "$PATCH" 2>&1 || patch -p1 < "$PATCH" || { echo "the patch does not apply"; exit 1; }
+fi
 . tests/reference/gpu/lib.sh
 gpu_setup qwen2.5-7b
 el "built"; wait $MODELS
@@ -22,7 +25,13 @@ LAL_CUDA_PDL=off timeout 200 $NCU --graph-profiling node -k regex:decode_attenti
   --new_tokens 16 --decode_mode graph --kernels fused > $OUT/ncu_attention.txt 2>&1
 grep -E "Duration|Achieved Occupancy|Registers|Stall|Warp Cycles|Memory Throughput|Compute \(SM\)" $OUT/ncu_attention.txt | head -40
 el "ncu"
-timeout 120 $L bench chat --model_path /tmp/qwen2.5-7b --device cuda --turns 2 --json --log_level debug \
-  --set 'modules.*.config.min_tokens=100000' > $OUT/chat.json 2> $OUT/chat_debug.txt
-grep -E "concluding|prefill|admit|turn" $OUT/chat_debug.txt | head -40
+export LAL_LM_TINY_MODELS=/tmp/tiny; wait $TINY
+gpu_tests lm_engine_tests lm_scheduler_tests
+# With the patch: LibTorch's attention choice (cuDNN first on sm90) against cuDNN kept off at inference.
+for cudnn in on off; do
+  LAL_CUDA_SDPA_CUDNN=$cudnn timeout 120 $L bench chat --model_path /tmp/qwen2.5-7b --device cuda --turns 2 --json \
+    --log_level debug --set 'modules.*.config.min_tokens=100000' > $OUT/chat_$cudnn.json 2> $OUT/chat_debug_$cudnn.txt
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], [(k, {m: round(v) for m, v in r[k].items() if m.endswith('ms')}) for k in r])" $OUT/chat_$cudnn.json "cudnn $cudnn"
+done
+grep -E "concluding|prefill|admit|turn" $OUT/chat_debug_on.txt | head -30
 el "total"
