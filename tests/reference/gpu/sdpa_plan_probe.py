@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 def run(label, lengths, prefix):
     out = []
-    for t in lengths:
+    for t in [lengths[0] // 2] + lengths:  # the first shape warms the backend's libraries up: not reported
         s = prefix + t
         q = torch.randn(1, 28, t, 128, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, 28, s, 128, device="cuda", dtype=torch.bfloat16)
@@ -28,7 +28,8 @@ def run(label, lengths, prefix):
                 F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             torch.cuda.synchronize()
             times.append((time.perf_counter() - t0) * 1e3)
-        out.append({"q_len": t, "kv_len": s, "first_ms": round(times[0], 2), "again_ms": round(times[1], 3)})
+        if t != lengths[0] // 2:
+            out.append({"q_len": t, "kv_len": s, "first_ms": round(times[0], 2), "again_ms": round(times[1], 3)})
     print(json.dumps({"setting": label, "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
                       "total_first_ms": round(sum(o["first_ms"] for o in out), 1), "shapes": out}))
 
