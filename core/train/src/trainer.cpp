@@ -618,7 +618,17 @@ void copy_chat_template_files(const fs::path& src_dir, const fs::path& dst, cons
     replacement = kChatMLTemplate;
   else if (fs::path(override_template).extension() == ".jinja")
     replacement = read_file(override_template);
-  if (replacement.empty()) return;
+  if (replacement.empty()) {
+    // A built-in format other than chatml has no Jinja source here: the export keeps the model's own template files.
+    if (!override_template.empty())
+      spdlog::warn(
+          "--chat_template {}: the student was trained in lal's built-in {} format; the export carries {} (pass "
+          "--chat_template FILE.jinja to export the exact template it was trained with)",
+          override_template, override_template,
+          fs::exists(dst / "chat_template.jinja") ? "the teacher's chat_template.jinja"
+                                                  : "the teacher's tokenizer_config.json (its chat_template, if any)");
+    return;
+  }
   const fs::path tc_path = dst / "tokenizer_config.json";
   if (fs::exists(dst / "chat_template.jinja") || !fs::exists(tc_path)) {
     write_file_atomic((dst / "chat_template.jinja").string(), replacement);
