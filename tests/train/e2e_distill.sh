@@ -77,6 +77,11 @@ ids=$("$LAL" generate --model_path "$OUT/trimmed" --prompt_ids 5,17,33,2,100 --g
 "$LAL" generate --model_path "$OUT/trimmed" --chat --prompt "オームの法則とは？" --greedy --max_new_tokens 8 --device cpu > /dev/null
 
 echo "== errors name what and where"
+# Teacher data whose prompts leave no answer token within --max_length: the error says so and what to change.
+mkdir -p "$OUT/short/lal-brain-model-work" && cp "$W/questions.jsonl" "$W/data.jsonl" "$OUT/short/lal-brain-model-work/"
+short=("${common[@]/#256/20}")  # --max_length 20
+if "$LAL" distill "${short[@]}" --output_dir "$OUT/short" 2> "$OUT/err.txt"; then exit 1; fi
+grep -q "no usable examples .*: 24 of 24 have a prompt of at least --max_length 20 tokens (the longest [0-9]*); raise --max_length" "$OUT/err.txt"
 if "$LAL" distill --teacher_model "$FX/teacher" --batch_size x 2> "$OUT/err.txt"; then exit 1; fi
 grep -q "batch_size: 'x' is not an integer" "$OUT/err.txt"
 if "$LAL" distill --teacher_model "$FX/nowhere" --output_dir "$OUT/x" --no_progress 2> "$OUT/err.txt"; then exit 1; fi

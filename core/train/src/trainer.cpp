@@ -230,6 +230,7 @@ struct Example {
 std::vector<Example> load_examples(const DistillOptions& o, const RunPaths& p, bool with_topk) {
   std::vector<Example> out;
   std::size_t line_no = 0;
+  std::int64_t prompt_too_long = 0, longest_prompt = 0;  // examples whose prompt leaves no answer token
   for (const auto& line : read_complete_lines(p.data)) {
     ++line_no;
     json j;
@@ -244,10 +245,13 @@ std::vector<Example> load_examples(const DistillOptions& o, const RunPaths& p, b
     for (auto id : j.at("completion_ids")) e.ids.push_back(id.get<std::int64_t>());
     if (static_cast<std::int64_t>(e.ids.size()) > o.max_length) e.ids.resize(static_cast<std::size_t>(o.max_length));
     // Need at least one predicted token: the first prediction is at position prompt_len - 1.
-    if (static_cast<std::int64_t>(e.ids.size()) < 2 || e.prompt_len >= static_cast<std::int64_t>(e.ids.size()))
+    if (static_cast<std::int64_t>(e.ids.size()) < 2 || e.prompt_len >= static_cast<std::int64_t>(e.ids.size())) {
+      if (e.prompt_len >= o.max_length) ++prompt_too_long, longest_prompt = std::max(longest_prompt, e.prompt_len);
       continue;
+    }
     out.push_back(std::move(e));
   }
+  const std::size_t records = line_no;
   if (with_topk) {
     std::size_t k = 0;
     line_no = 0;
@@ -267,7 +271,16 @@ std::vector<Example> load_examples(const DistillOptions& o, const RunPaths& p, b
       throw std::runtime_error(p.topk + ": has " + std::to_string(k) + " records for " + std::to_string(out.size()) +
                                " examples; delete it to recompute");
   }
-  if (out.empty()) throw std::runtime_error(p.data + ": no usable examples (each needs at least one answer token)");
+  if (out.empty())
+    throw std::runtime_error(
+        p.data + ": no usable examples (each needs at least one answer token)" +
+        (records == 0
+             ? std::string(": the file holds none (the teacher stage skipped every question: see its warnings)")
+         : prompt_too_long > 0 ? ": " + std::to_string(prompt_too_long) + " of " + std::to_string(records) +
+                                     " have a prompt of at least --max_length " + std::to_string(o.max_length) +
+                                     " tokens (the longest " + std::to_string(longest_prompt) +
+                                     "); raise --max_length or shorten the prompts (--system_prompt, --chat_template)"
+                               : std::string()));
   return out;
 }
 
