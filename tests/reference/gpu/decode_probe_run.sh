@@ -12,9 +12,10 @@
 set -u
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 trap 'cd $OUT && tar czf all.tgz --exclude=all.tgz . 2>/dev/null; ls | grep -v "^all.tgz$" | xargs rm -rf' EXIT
-if [ -n "${PATCH:-}" ]; then  # e.g. .stage/gpu-prefill-sdpa.patch (branch gpu-prefill-sdpa)
-  git apply "$PATCH" 2>&1 || patch -p1 < "$PATCH" || { echo "the patch does not apply"; exit 1; }
-fi
+for p in ${PATCH:-}; do  # e.g. ".stage/gpu-prefill-sdpa.patch .stage/gpu-attention-fold.patch" (those branches)
+  git apply "$p" 2>&1 || patch -p1 < "$p" || { echo "$p does not apply"; exit 1; }
+  echo "applied $p"
+done
 . tests/reference/gpu/lib.sh
 gpu_setup qwen2.5-7b
 el "built"; wait $MODELS
@@ -26,7 +27,9 @@ LAL_CUDA_PDL=off timeout 200 $NCU --graph-profiling node -k regex:decode_attenti
 grep -E "Duration|Achieved Occupancy|Registers|Stall|Warp Cycles|Memory Throughput|Compute \(SM\)" $OUT/ncu_attention.txt | head -40
 el "ncu"
 export LAL_LM_TINY_MODELS=/tmp/tiny; wait $TINY
-gpu_tests lm_engine_tests lm_scheduler_tests
+gpu_tests lm_kernel_tests lm_engine_tests lm_scheduler_tests
+timeout 100 $L bench generate --model_path /tmp/qwen2.5-7b --device cuda --dtype bfloat16 --batch 1,32 --prompt_len 128 \
+  --new_tokens 128 --json --bandwidth --decode_mode graph --kernels fused --repeat 3 2>/dev/null | tee $OUT/bench.jsonl | cut -c1-200
 # With the patch: LibTorch's attention choice (cuDNN first on sm90) against cuDNN kept off at inference.
 for cudnn in on off; do
   LAL_CUDA_SDPA_CUDNN=$cudnn timeout 120 $L bench chat --model_path /tmp/qwen2.5-7b --device cuda --turns 2 --json \
