@@ -309,20 +309,40 @@ std::string resolve_student(const DistillOptions& o) {
                         device_capacity(o, device).bytes);
 }
 
+namespace {
+
+/// The configs a plan reads for options `o` (student_config resolved): the teacher's (none for corpus training) and
+/// the student's. No weights: no big download.
+struct RunModels {
+  std::string teacher_dir;
+  std::optional<lal::lm::ModelConfig> teacher;
+  lal::lm::ModelConfig student;
+  bool teacher_init = false;  ///< student_config() would initialise the student from teacher layers
+};
+
+RunModels run_models(const DistillOptions& o) {
+  RunModels m;
+  if (!o.teacher_model.empty()) {
+    m.teacher_dir = lal::lm::resolve_model_config(o.teacher_model);
+    m.teacher = lal::lm::ModelConfig::from_dir(m.teacher_dir);
+  }
+  std::int64_t vocab = m.teacher ? m.teacher->vocab_size : 0;
+  if (!m.teacher && !o.tokenizer.empty())
+    vocab = static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size());
+  m.student = student_config(o.student_config, m.teacher ? &*m.teacher : nullptr, vocab, &m.teacher_init);
+  return m;
+}
+
+}  // namespace
+
 DistillOptions resolve_optimizer_sharding(const DistillOptions& options) {
   DistillOptions o = options;
   o.student_config = resolve_student(options);
   const std::string device = resolve_device(o);
-  std::optional<lal::lm::ModelConfig> teacher;
-  if (!o.teacher_model.empty())
-    teacher = lal::lm::ModelConfig::from_dir(lal::lm::resolve_model_config(o.teacher_model));
-  std::int64_t vocab = teacher ? teacher->vocab_size : 0;
-  if (!teacher && !o.tokenizer.empty())
-    vocab = static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size());
-  bool teacher_init = false;
-  const auto student = student_config(o.student_config, teacher ? &*teacher : nullptr, vocab, &teacher_init);
-  return resolve_optimizer_sharding(o, teacher ? &*teacher : nullptr, student, device, resolve_quantize(o, device),
-                                    WorldEnv::from_environment().size, device_capacity(o, device).bytes);
+  const auto m = run_models(o);
+  return resolve_optimizer_sharding(o, m.teacher ? &*m.teacher : nullptr, m.student, device,
+                                    resolve_quantize(o, device), WorldEnv::from_environment().size,
+                                    device_capacity(o, device).bytes);
 }
 
 std::string describe_plan(const DistillOptions& options, bool* fits_out) {
@@ -333,17 +353,11 @@ std::string describe_plan(const DistillOptions& options, bool* fits_out) {
   const std::string quant = resolve_quantize(o, device);
   std::ostringstream s;
   s << "lal distill plan\n";
-  std::optional<lal::lm::ModelConfig> teacher;
-  std::string teacher_dir;
-  if (!o.teacher_model.empty()) {
-    teacher_dir = lal::lm::resolve_model_config(o.teacher_model);  // a plan needs no weights: no big download
-    teacher = lal::lm::ModelConfig::from_dir(teacher_dir);
-  }
-  std::int64_t vocab = teacher ? teacher->vocab_size : 0;
-  if (!teacher && !o.tokenizer.empty())
-    vocab = static_cast<std::int64_t>(lal::lm::Tokenizer::from_file(o.tokenizer).vocab_size());
-  bool teacher_init = false;
-  const auto student = student_config(o.student_config, teacher ? &*teacher : nullptr, vocab, &teacher_init);
+  const auto models = run_models(o);
+  const auto& teacher = models.teacher;
+  const auto& teacher_dir = models.teacher_dir;
+  const auto& student = models.student;
+  const bool teacher_init = models.teacher_init;
   const std::int64_t examples = teacher ? o.num_examples : 0;
   s << "  device            " << device << (o.cpu_offload ? " (teacher layers offloaded to CPU memory)" : "") << "\n";
   if (teacher) {

@@ -1334,6 +1334,18 @@ struct RotaryShape {
   }
 };
 
+/// The rotary kernels' tokens: a thread takes blocks of kRotaryUnroll tokens, the first at rotary_first_token(), the
+/// next rotary_token_step() further (grid-stride); token u of a block is rotary_token(t0, u).
+__device__ __forceinline__ std::int64_t rotary_first_token() {
+  return static_cast<std::int64_t>(blockIdx.x) * blockDim.y * kRotaryUnroll + threadIdx.y;
+}
+__device__ __forceinline__ std::int64_t rotary_token_step() {
+  return static_cast<std::int64_t>(gridDim.x) * blockDim.y * kRotaryUnroll;
+}
+__device__ __forceinline__ std::int64_t rotary_token(std::int64_t t0, int u) {
+  return t0 + u * static_cast<std::int64_t>(blockDim.y);
+}
+
 /// Channels ch, ch + 1 (ch even) of a head at p and of its rotary partner (ch + half or ch - half), as float32: the
 /// partner pair in one load when half is even, else two.
 template <typename T>
@@ -1360,13 +1372,11 @@ __global__ void rotary_train_forward_kernel(const T* row_data, T* q, T* k, T* v,
   const bool copy = part == 2 || ch >= rot, paired = half % 2 == 0;  // rot even: ch, ch + 1 both rotated or copied
   const std::int64_t hd = static_cast<std::int64_t>(heads) * head_dim, row = hd + 2LL * kv_heads * head_dim;
   T* const out_of_part = part == 0 ? q : part == 1 ? k : v;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  for (std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * blockDim.y * kRotaryUnroll + threadIdx.y;
-       t0 < tokens; t0 += stride * kRotaryUnroll) {
+  for (std::int64_t t0 = rotary_first_token(); t0 < tokens; t0 += rotary_token_step()) {
     float2 x[kRotaryUnroll], y[kRotaryUnroll], c[kRotaryUnroll], s[kRotaryUnroll];
 #pragma unroll
     for (int u = 0; u < kRotaryUnroll; ++u) {
-      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      const std::int64_t t = rotary_token(t0, u);
       if (t >= tokens) break;
       const T* src = row_data + t * row + static_cast<std::int64_t>(src_head) * head_dim;
       x[u] = load2<T>(src + ch);
@@ -1378,7 +1388,7 @@ __global__ void rotary_train_forward_kernel(const T* row_data, T* q, T* k, T* v,
     }
 #pragma unroll
     for (int u = 0; u < kRotaryUnroll; ++u) {
-      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      const std::int64_t t = rotary_token(t0, u);
       if (t >= tokens) break;
       T* out = out_of_part + t * hd + static_cast<std::int64_t>(h) * head_dim + ch;
       if (copy) {
@@ -1414,13 +1424,11 @@ __global__ void rotary_train_backward_kernel(T* row_grad, const T* dq, const T* 
     d = dv, first_head = (head - heads - kv_heads) * group, count = group;
   }
   const bool plain = head >= heads + kv_heads || ch >= rot, paired = half % 2 == 0;  // v, or past the rotary channels
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  for (std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * blockDim.y * kRotaryUnroll + threadIdx.y;
-       t0 < tokens; t0 += stride * kRotaryUnroll) {
+  for (std::int64_t t0 = rotary_first_token(); t0 < tokens; t0 += rotary_token_step()) {
     float2 g[kRotaryUnroll], gp[kRotaryUnroll], c[kRotaryUnroll], s[kRotaryUnroll];
 #pragma unroll
     for (int u = 0; u < kRotaryUnroll; ++u) {
-      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      const std::int64_t t = rotary_token(t0, u);
       if (t >= tokens) break;
       const T* dt = d + t * hd + static_cast<std::int64_t>(first_head) * head_dim;
       g[u] = make_float2(0.0f, 0.0f), gp[u] = make_float2(0.0f, 0.0f);
@@ -1439,7 +1447,7 @@ __global__ void rotary_train_backward_kernel(T* row_grad, const T* dq, const T* 
     }
 #pragma unroll
     for (int u = 0; u < kRotaryUnroll; ++u) {
-      const std::int64_t t = t0 + u * static_cast<std::int64_t>(blockDim.y);
+      const std::int64_t t = rotary_token(t0, u);
       if (t >= tokens) break;
       T* r = row_grad + t * row + static_cast<std::int64_t>(head) * head_dim + ch;
       if (plain)
