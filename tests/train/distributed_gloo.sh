@@ -3,7 +3,8 @@
 # MASTER_PORT), on the CPU:
 #   1. 2 ranks x gradient_accumulation 1 == 1 process x gradient_accumulation 2 (the same global batch): the sharded
 #      teacher data equals the single process's byte for byte; weights and AdamW state after every step agree to 1e-5.
-#   2. A checkpoint written by the 2-rank run resumes in 1 process and ends where the 1-process run ends.
+#   2. A checkpoint written by the 2-rank run resumes in 1 process and ends where the 1-process run ends; a 2-rank
+#      run killed with kill -9 after a checkpoint resumes on 2 ranks (its state now sharded) to the same end.
 #   3. The teacher's top-k (--store_topk) scored by 2 ranks equals the single process's byte for byte and the
 #      Python reference's; a top-k stage cut short (a torn file, a killed 2-rank run's rank file) resumes in one
 #      process to the same file.
@@ -87,6 +88,41 @@ for ck in $(ls "$A/checkpoints" | grep step-); do
   compare "$A/checkpoints/$ck/model.safetensors" "$S/checkpoints/$ck/model.safetensors"
   compare "$A/checkpoints/$ck/optimizer.safetensors" "$S/checkpoints/$ck/optimizer.safetensors"
 done
+
+echo "== kill -9 both ranks after checkpoint step 4, resume on 2 ranks with the state sharded"
+K=$OUT/killed/lal-brain-model-work
+mkdir -p "$K" && cp "$B/questions.jsonl" "$B/data.jsonl" "$K/"
+port=$(free_port)
+pids=()
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/killed" > "$OUT/killed.rank$r.log" 2>&1 &
+  pids+=($!)
+done
+while [ ! -d "$K/checkpoints/step-00000004" ]; do
+  kill -0 "${pids[0]}" 2>/dev/null || { echo "the run ended before it could be killed"; cat "$OUT"/killed.rank*.log; exit 1; }
+  sleep 0.01
+done
+kill -9 "${pids[@]}"
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+killed_at=$(ls "$K/checkpoints" | grep '^step-' | tail -n 1)
+echo "killed at $killed_at"
+test "$killed_at" != "$(ls "$A/checkpoints" | grep '^step-' | tail -n 1)"
+port=$(free_port)
+pids=()
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/killed" --resume_from "$K" \
+    --shard_optimizer on --log_level info > "$OUT/resumed.rank$r.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { cat "$OUT"/resumed.rank*.log; exit 1; }; done
+grep -q "resumed from .*step-00000004 at step 4" "$OUT/resumed.rank0.log"
+grep -q "rank 0 of 2, data parallel, AdamW state sharded" "$OUT/resumed.rank0.log"
+last=$(ls "$A/checkpoints" | grep step- | tail -n 1)
+compare "$A/checkpoints/$last/model.safetensors" "$K/checkpoints/$last/model.safetensors"
+compare "$A/checkpoints/$last/optimizer.safetensors" "$K/checkpoints/$last/optimizer.safetensors"
+compare "$OUT/one/lal-brain-model/model.safetensors" "$OUT/killed/lal-brain-model/model.safetensors"
 
 echo "== resume the 2-rank run's step-2 checkpoint in 1 process"
 C=$OUT/three/lal-brain-model-work
