@@ -16,22 +16,31 @@ common=(--teacher_model "$FX/teacher" --num_examples 20 --generation_batch_size 
         --num_epochs 2 --checkpoint_every 2 --keep_checkpoints 100 --threads 1 --no_progress --student_config tiny
         --export_dtype float32 --learning_rate 3e-3 --eval_every 2)
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+start_ranks() {  # LOG ARGS...: lal distill ARGS on 2 Gloo ranks in the background, as torchrun starts them (pids in
+  local log=$1 port r; shift  # `pids`, logs in LOG.rank0.log and LOG.rank1.log)
+  port=$(free_port)
+  pids=()
+  for r in 0 1; do
+    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$LAL" distill "$@" > "$log.rank$r.log" 2>&1 &
+    pids+=($!)
+  done
+}
+wait_ranks() {  # LOG: both ranks must succeed; their logs are printed otherwise
+  for p in "${pids[@]}"; do wait "$p" || { cat "$1".rank*.log; exit 1; }; done
+}
+ranks2() {  # OUT_DIR ARGS...: a 2-rank Gloo run of lal distill into OUT_DIR, to its end
+  local dir=$1; shift
+  start_ranks "$dir" "$@" --output_dir "$dir" --log_level info
+  wait_ranks "$dir"
+}
 
 echo "== 1 process, gradient_accumulation 2"
 "$LAL" distill "${common[@]}" --gradient_accumulation 2 --output_dir "$OUT/one"
 
 echo "== 2 ranks (Gloo), gradient_accumulation 1"
-port=$(free_port)
-pids=()
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/two" --log_level info \
-    > "$OUT/rank$r.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { cat "$OUT"/rank*.log; exit 1; }; done
-grep -h "distributed: rank" "$OUT"/rank*.log
-grep -q "c10d gloo" "$OUT/rank0.log"
+ranks2 "$OUT/two" "${common[@]}" --gradient_accumulation 1
+grep -h "distributed: rank" "$OUT"/two.rank*.log
+grep -q "c10d gloo" "$OUT/two.rank0.log"
 A=$OUT/one/lal-brain-model-work B=$OUT/two/lal-brain-model-work
 cmp "$A/data.jsonl" "$B/data.jsonl" && echo "sharded teacher data == single-process teacher data"
 test -z "$(ls "$B" | grep 'rank-')" || { echo "per-rank files left behind"; exit 1; }
@@ -65,7 +74,7 @@ for ck in $(ls "$A/checkpoints" | grep step-); do
 done
 compare "$OUT/one/lal-brain-model/model.safetensors" "$OUT/two/lal-brain-model/model.safetensors"
 # --shard_optimizer auto: this tiny student's whole AdamW state fits each rank, so no rank shards it.
-grep -q "rank 0 of 2, data parallel, AdamW state whole on each rank" "$OUT/rank0.log"
+grep -q "rank 0 of 2, data parallel, AdamW state whole on each rank" "$OUT/two.rank0.log"
 RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 "$LAL" distill "${common[@]}" --output_dir "$OUT/two" --dry_run | grep "memory estimate" |
   grep -q "(AdamW state whole on each of the 2 ranks: no all-gather per step; --shard_optimizer on shards it)"
 RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 "$LAL" distill "${common[@]}" --output_dir "$OUT/two" --dry_run --shard_optimizer on |
@@ -74,15 +83,7 @@ RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 "$LAL" distill "${common
 echo "== 2 ranks, AdamW state sharded (ZeRO-1: each rank updates its share, then the weights are all-gathered)"
 S=$OUT/sharded/lal-brain-model-work
 mkdir -p "$S" && cp "$B/questions.jsonl" "$B/data.jsonl" "$S/"
-port=$(free_port)
-pids=()
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/sharded" --log_level info \
-    --shard_optimizer on > "$OUT/sharded.rank$r.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { cat "$OUT"/sharded.rank*.log; exit 1; }; done
+ranks2 "$OUT/sharded" "${common[@]}" --gradient_accumulation 1 --shard_optimizer on
 grep -q "rank 0 of 2, data parallel, AdamW state sharded" "$OUT/sharded.rank0.log"
 for ck in $(ls "$A/checkpoints" | grep step-); do
   compare "$A/checkpoints/$ck/model.safetensors" "$S/checkpoints/$ck/model.safetensors"
@@ -92,13 +93,7 @@ done
 echo "== kill -9 both ranks after checkpoint step 4, resume on 2 ranks with the state sharded"
 K=$OUT/killed/lal-brain-model-work
 mkdir -p "$K" && cp "$B/questions.jsonl" "$B/data.jsonl" "$K/"
-port=$(free_port)
-pids=()
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/killed" > "$OUT/killed.rank$r.log" 2>&1 &
-  pids+=($!)
-done
+start_ranks "$OUT/killed" "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/killed"
 while [ ! -d "$K/checkpoints/step-00000004" ]; do
   kill -0 "${pids[0]}" 2>/dev/null || { echo "the run ended before it could be killed"; cat "$OUT"/killed.rank*.log; exit 1; }
   sleep 0.01
@@ -108,15 +103,9 @@ for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 killed_at=$(ls "$K/checkpoints" | grep '^step-' | tail -n 1)
 echo "killed at $killed_at"
 test "$killed_at" != "$(ls "$A/checkpoints" | grep '^step-' | tail -n 1)"
-port=$(free_port)
-pids=()
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$LAL" distill "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/killed" --resume_from "$K" \
-    --shard_optimizer on --log_level info > "$OUT/resumed.rank$r.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { cat "$OUT"/resumed.rank*.log; exit 1; }; done
+start_ranks "$OUT/resumed" "${common[@]}" --gradient_accumulation 1 --output_dir "$OUT/killed" --resume_from "$K" \
+  --shard_optimizer on --log_level info
+wait_ranks "$OUT/resumed"
 grep -q "resumed from .*step-00000004 at step 4" "$OUT/resumed.rank0.log"
 grep -q "rank 0 of 2, data parallel, AdamW state sharded" "$OUT/resumed.rank0.log"
 last=$(ls "$A/checkpoints" | grep step- | tail -n 1)
@@ -135,17 +124,6 @@ compare "$A/checkpoints/$last/model.safetensors" "$C/checkpoints/$last/model.saf
 compare "$A/checkpoints/$last/optimizer.safetensors" "$C/checkpoints/$last/optimizer.safetensors"
 
 echo "== the teacher's top-k scored by 2 ranks (same teacher data)"
-ranks2() {  # OUT_DIR ARGS...: a 2-rank Gloo run of lal distill
-  local dir=$1 port; shift
-  port=$(free_port)
-  pids=()
-  for r in 0 1; do
-    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      "$LAL" distill "$@" --output_dir "$dir" --log_level info > "$dir.rank$r.log" 2>&1 &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || { cat "$dir".rank*.log; exit 1; }; done
-}
 for d in k1 k2; do mkdir -p "$OUT/$d/lal-brain-model-work" && cp "$A/questions.jsonl" "$A/data.jsonl" "$OUT/$d/lal-brain-model-work/"; done
 topk=(--store_topk 4)
 "$LAL" distill "${common[@]}" "${topk[@]}" --gradient_accumulation 2 --output_dir "$OUT/k1"
