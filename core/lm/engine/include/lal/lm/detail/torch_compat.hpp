@@ -8,7 +8,9 @@
 #include <torch/version.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #if defined(LAL_LM_HAVE_CUDA) && !defined(LAL_LM_DISABLE_CUDA_GRAPHS)
 #define LAL_LM_CUDA_GRAPHS 1
@@ -30,6 +32,9 @@
 #include <stdexcept>
 
 #define LAL_TORCH_HAS_SDPA (TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1))
+// LibTorch >= 2.3 can switch its cuDNN attention backend off (at::Context::setSDPUseCuDNN).
+#define LAL_TORCH_HAS_CUDNN_SDPA_SWITCH \
+  (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3))
 
 namespace lal::lm::detail {
 
@@ -40,6 +45,27 @@ inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::
                             bool causal, double scale) {
 #if LAL_TORCH_HAS_SDPA
   if (q.is_cuda()) {
+#if LAL_TORCH_HAS_CUDNN_SDPA_SWITCH
+    // Inference (no gradient) keeps off cuDNN's attention, which LibTorch puts first on sm90 with a recent cuDNN:
+    // it builds an execution plan for every new (batch, query length, key length), 55-70 ms and up to ~1 s each,
+    // and every prefill of a chat turn has new lengths. Training's fixed shapes keep it. LAL_CUDA_SDPA_CUDNN=on
+    // leaves LibTorch's choice everywhere (to measure one against the other).
+    struct CudnnOff {
+      bool restore = false;
+      CudnnOff() {
+        static const bool keep = [] {
+          const char* v = std::getenv("LAL_CUDA_SDPA_CUDNN");
+          return v && std::string(v) == "on";
+        }();
+        if (keep || at::GradMode::is_enabled() || !at::globalContext().userEnabledCuDNNSDP()) return;
+        at::globalContext().setSDPUseCuDNN(false);
+        restore = true;
+      }
+      ~CudnnOff() {
+        if (restore) at::globalContext().setSDPUseCuDNN(true);
+      }
+    } cudnn_off;
+#endif
     return at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt,
                                             0.0, causal && !mask.defined(), scale);
   }
