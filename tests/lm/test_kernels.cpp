@@ -1,14 +1,17 @@
 // The fused CUDA kernels against the LibTorch path they replace (the reference), on a GPU: every tiny model family
 // (Llama/Qwen2 GQA, Phi-3 partial rotary, GPT-NeoX LayerNorm + partial rotary, head dims 16 and 24) in float32
 // (logits within 1e-4, greedy ids equal in every decode mode) and bfloat16 (relative logit error <= 1e-2), and
-// the decode-attention kernel alone on real shapes (Qwen2.5-7B: 28 heads over 4 kv heads, head_dim 128) over
-// long, padded, per-row-length caches against a float64 computation.
+// both decode-attention kernels alone (LAL_CUDA_ATTENTION=warp|tile) on real and tiny head shapes (Qwen2.5-7B's 28
+// heads over 4 of 128, Qwen2.5-0.5B, Phi-3-mini's head of 96, ...) over long, padded, per-row-length caches against a
+// float64 computation.
 // Without CUDA or without the kernels built, the binary prints why and exits 77 (ctest: skipped).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
+#include <string>
+#include <utility>
 
 #include "lal/lm/engine.hpp"
 #include "lal/lm/sampling.hpp"
@@ -214,58 +217,139 @@ TEST_CASE("the trainable decoder on CUDA: fused kernels without gradients, LibTo
   }
 }
 
-TEST_CASE("decode attention kernel: Qwen2.5-7B heads over long, padded caches of different lengths, vs float64") {
-  const int H = 28, KV = 4, D = 128;
+namespace {
+
+struct AttentionShape {
+  int H, KV, D;
+};
+
+/// Both decode-attention kernels (LAL_CUDA_ATTENTION) on one shape and dtype, over long, padded caches of different
+/// lengths per row, with 1, the engine's and 64 splits, the parts combined by a second kernel or (counters) by the
+/// split that finishes last, twice in a row, the tile kernel with 1 to all query heads per block: against a float64
+/// computation over the cache.
+void check_decode_attention(const AttentionShape sh, torch::ScalarType dtype) {
+  const int H = sh.H, KV = sh.KV, D = sh.D;
   const std::int64_t B = 3, cap = 3000;
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    CAPTURE(dtype);
-    torch::manual_seed(3);
-    auto opts = torch::TensorOptions().dtype(dtype).device(kCuda);
-    auto qkv = torch::randn({B, 1, (H + 2 * KV) * D}, opts);
-    auto keys = torch::randn({B, KV, cap, D}, opts);
-    auto values = torch::randn({B, KV, cap, D}, opts);
-    auto slots = torch::tensor(std::vector<std::int64_t>{2999, 17, 1500}, torch::kLong).to(kCuda);
-    auto valid = torch::rand({B, cap}) > 0.2;  // padding and holes
-    valid.index_put_({torch::indexing::Slice(), 0}, true);
-    valid = valid.to(kCuda);
-    cuda::QkvLayout L;
-    L.heads = H, L.kv_heads = KV, L.head_dim = D, L.token_stride = (H + 2 * KV) * D;
-    L.q_offset = 0, L.k_offset = H * D, L.v_offset = (H + KV) * D, L.q_stride = L.k_stride = L.v_stride = D;
-    auto type = dtype == torch::kFloat32 ? cuda::ScalarType::Float32 : cuda::ScalarType::BFloat16;
-    auto stream = c10::cuda::getCurrentCUDAStream().stream();
-    cuda::kv_append(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cap, slots.data_ptr<std::int64_t>(), 1,
-                    type, stream);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    for (int splits : {1, cuda::decode_attention_splits(B, KV, cap), 64}) {
-      CAPTURE(splits);
-      auto out = torch::full({B, H * D}, std::nan(""), opts);  // poisoned: every element must be written
-      auto scratch = torch::empty({splits * B * H * (D + 2)}, opts.dtype(torch::kFloat32));
-      REQUIRE(cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cap,
-                                     slots.data_ptr<std::int64_t>(), 1, valid.data_ptr<bool>(), scale, out.data_ptr(),
-                                     splits, scratch.data_ptr<float>(), type, stream));
-      // float64 reference over the cache, after the append.
-      auto k64 = keys.to(torch::kCPU, torch::kFloat64), v64 = values.to(torch::kCPU, torch::kFloat64);
-      auto q64 = qkv.to(torch::kCPU, torch::kFloat64).view({B, H + 2 * KV, D});
-      auto mask = valid.cpu();
-      auto slot_cpu = slots.cpu();
-      auto ref = torch::empty({B, H, D}, torch::kFloat64);
-      for (std::int64_t b = 0; b < B; ++b) {
-        const auto len = slot_cpu[b].item<std::int64_t>() + 1;
-        auto keep = mask[b].narrow(0, 0, len);
-        for (int h = 0; h < H; ++h) {
-          auto k = k64[b][h / (H / KV)].narrow(0, 0, len), v = v64[b][h / (H / KV)].narrow(0, 0, len);
-          auto s = torch::matmul(k, q64[b][h]) * static_cast<double>(scale);
-          s = s.masked_fill(keep.logical_not(), -INFINITY);
-          ref[b][h] = torch::matmul(torch::softmax(s, 0), v);
-        }
-      }
-      auto got = out.to(torch::kCPU, torch::kFloat64).view({B, H, D});
-      CHECK(torch::isfinite(got).all().item<bool>());
-      const double err = relative_error(got, ref);
-      CAPTURE(err);
-      CHECK(err <= (dtype == torch::kFloat32 ? 1e-5 : 1e-2));
+  torch::manual_seed(3);
+  auto opts = torch::TensorOptions().dtype(dtype).device(kCuda);
+  auto qkv = torch::randn({B, 1, (H + 2 * KV) * D}, opts);
+  auto keys = torch::randn({B, KV, cap, D}, opts);
+  auto values = torch::randn({B, KV, cap, D}, opts);
+  auto slots = torch::tensor(std::vector<std::int64_t>{2999, 17, 1500}, torch::kLong).to(kCuda);
+  auto valid = torch::rand({B, cap}) > 0.2;  // padding and holes
+  valid.index_put_({torch::indexing::Slice(), 0}, true);
+  valid = valid.to(kCuda);
+  cuda::QkvLayout L;
+  L.heads = H, L.kv_heads = KV, L.head_dim = D, L.token_stride = (H + 2 * KV) * D;
+  L.q_offset = 0, L.k_offset = H * D, L.v_offset = (H + KV) * D, L.q_stride = L.k_stride = L.v_stride = D;
+  auto type = dtype == torch::kFloat32 ? cuda::ScalarType::Float32 : cuda::ScalarType::BFloat16;
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  cuda::kv_append(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cap, slots.data_ptr<std::int64_t>(), 1,
+                  type, stream);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // float64 reference over the cache, after the append.
+  auto k64 = keys.to(torch::kCPU, torch::kFloat64), v64 = values.to(torch::kCPU, torch::kFloat64);
+  auto q64 = qkv.to(torch::kCPU, torch::kFloat64).view({B, H + 2 * KV, D});
+  auto mask = valid.cpu();
+  auto slot_cpu = slots.cpu();
+  auto ref = torch::empty({B, H, D}, torch::kFloat64);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto len = slot_cpu[b].item<std::int64_t>() + 1;
+    auto keep = mask[b].narrow(0, 0, len);
+    for (int h = 0; h < H; ++h) {
+      auto k = k64[b][h / (H / KV)].narrow(0, 0, len), v = v64[b][h / (H / KV)].narrow(0, 0, len);
+      auto s = torch::matmul(k, q64[b][h]) * static_cast<double>(scale);
+      s = s.masked_fill(keep.logical_not(), -INFINITY);
+      ref[b][h] = torch::matmul(torch::softmax(s, 0), v);
     }
   }
+  auto counters = torch::zeros({B * KV}, opts.dtype(torch::kInt32));
+  // The warp kernel; the tile kernel with the engine's query heads per block, then 1, 2 and 4 of them.
+  const std::pair<const char*, const char*> settings[] = {
+      {"warp", ""}, {"tile", ""}, {"tile", "1"}, {"tile", "2"}, {"tile", "4"}};
+  for (const auto& [kernel, heads] : settings)
+    for (int splits : {1, cuda::decode_attention_splits(B, KV, cap), 64})
+      for (int fold : {0, 1, 2}) {
+        CAPTURE(kernel);
+        CAPTURE(heads);
+        CAPTURE(splits);
+        CAPTURE(fold);
+        ::setenv("LAL_CUDA_ATTENTION", kernel, 1);
+        ::setenv("LAL_CUDA_ATTENTION_HEADS", heads, 1);
+        ::setenv("LAL_CUDA_ATTENTION_FOLD", fold ? "on" : "off", 1);
+        auto out = torch::full({B, H * D}, std::nan(""), opts);  // poisoned: every element must be written
+        auto scratch = torch::empty({splits * B * H * (D + 2)}, opts.dtype(torch::kFloat32));
+        auto* count = fold ? reinterpret_cast<unsigned*>(counters.data_ptr<int>()) : nullptr;
+        const bool ran = cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cap,
+                                                slots.data_ptr<std::int64_t>(), 1, valid.data_ptr<bool>(), scale,
+                                                out.data_ptr(), splits, scratch.data_ptr<float>(), count, type, stream);
+        ::unsetenv("LAL_CUDA_ATTENTION");
+        ::unsetenv("LAL_CUDA_ATTENTION_HEADS");
+        ::unsetenv("LAL_CUDA_ATTENTION_FOLD");
+        REQUIRE(ran);
+        CHECK(counters.eq(0).all().item<bool>());
+        auto got = out.to(torch::kCPU, torch::kFloat64).view({B, H, D});
+        CHECK(torch::isfinite(got).all().item<bool>());
+        const double err = relative_error(got, ref);
+        CAPTURE(err);
+        CHECK(err <= (dtype == torch::kFloat32 ? 1e-5 : 1e-2));
+      }
+}
+
+}  // namespace
+
+TEST_CASE("decode attention kernels: real and tiny head shapes over long, padded caches, vs float64") {
+  // Qwen2.5-7B (28 heads over 4, head 128), Qwen2.5-0.5B (14 over 2, head 64), Phi-3-mini (32 over 32, head 96:
+  // the tile kernel's 12 vectors on 16 lanes), tiny models' heads of 24 and 16, and 8 heads over 1 of 256 (float32:
+  // past the tile kernel's 32 vectors, the warp kernel runs for both settings).
+  for (const AttentionShape sh : {AttentionShape{28, 4, 128}, AttentionShape{14, 2, 64}, AttentionShape{32, 32, 96},
+                                  AttentionShape{6, 2, 24}, AttentionShape{4, 4, 16}, AttentionShape{8, 1, 256}})
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      CAPTURE(sh.H);
+      CAPTURE(sh.KV);
+      CAPTURE(sh.D);
+      CAPTURE(dtype);
+      check_decode_attention(sh, dtype);
+    }
+}
+
+TEST_CASE("decode attention: LAL_CUDA_ATTENTION(_FOLD, _HEADS, _SPLITS) values it does not know are refused by name") {
+  cuda::QkvLayout L;
+  L.heads = 4, L.kv_heads = 4, L.head_dim = 16, L.token_stride = 12 * 16;
+  L.q_offset = 0, L.k_offset = 64, L.v_offset = 128, L.q_stride = L.k_stride = L.v_stride = 16;
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(kCuda);
+  auto qkv = torch::zeros({1, 12 * 16}, opts), keys = torch::zeros({1, 4, 8, 16}, opts), values = keys.clone();
+  auto out = torch::zeros({1, 64}, opts);
+  auto slots = torch::zeros({1}, opts.dtype(torch::kLong));
+  for (const char* variable : {"LAL_CUDA_ATTENTION", "LAL_CUDA_ATTENTION_FOLD", "LAL_CUDA_ATTENTION_HEADS"}) {
+    CAPTURE(variable);
+    ::setenv(variable, "fast", 1);
+    std::string message;
+    try {
+      cuda::decode_attention(qkv.data_ptr(), L, 1, keys.data_ptr(), values.data_ptr(), 8,
+                             slots.data_ptr<std::int64_t>(), 1, nullptr, 0.25f, out.data_ptr(), 1, nullptr, nullptr,
+                             cuda::ScalarType::Float32, c10::cuda::getCurrentCUDAStream().stream());
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    ::unsetenv(variable);
+    CHECK(message.find(std::string(variable) + "=fast") != std::string::npos);
+  }
+  for (const char* bad : {"0", "65", "8x"}) {
+    CAPTURE(bad);
+    ::setenv("LAL_CUDA_ATTENTION_SPLITS", bad, 1);
+    std::string message;
+    try {
+      cuda::decode_attention_splits(1, 4, 4096);
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    ::unsetenv("LAL_CUDA_ATTENTION_SPLITS");
+    CHECK(message.find(std::string("LAL_CUDA_ATTENTION_SPLITS=") + bad) != std::string::npos);
+  }
+  ::setenv("LAL_CUDA_ATTENTION_SPLITS", "5", 1);
+  CHECK(cuda::decode_attention_splits(1, 4, 4096) == 5);
+  ::unsetenv("LAL_CUDA_ATTENTION_SPLITS");
 }
 
 namespace {

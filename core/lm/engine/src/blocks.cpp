@@ -152,10 +152,16 @@ torch::Tensor fused_attention(const Pass& p, std::size_t layer, QkvOrder order, 
   torch::Tensor scratch;
   if (splits > 1) scratch = torch::empty({splits * B * H * (D + 2)}, qkv.options().dtype(torch::kFloat32));
   auto valid = p.mask.reshape({B, capacity});
+  // The cache's counters let the last split combine the parts (one launch less); a cache without them (or fewer
+  // rows than this batch) leaves that to a second kernel.
+  const auto& counters = p.cache->attention_counters;
+  auto* count = counters.defined() && counters.numel() >= B * L.kv_heads
+                    ? reinterpret_cast<unsigned*>(counters.data_ptr<std::int32_t>())
+                    : nullptr;
   if (cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), capacity,
                              p.slot.data_ptr<std::int64_t>(), slot_stride, valid.data_ptr<bool>(),
                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), out.data_ptr(), splits,
-                             splits > 1 ? scratch.data_ptr<float>() : nullptr, kernel_type(qkv), stream_of(qkv)))
+                             splits > 1 ? scratch.data_ptr<float>() : nullptr, count, kernel_type(qkv), stream_of(qkv)))
     return out;
   return {};  // a shape the kernel does not handle: attend with the LibTorch ops over the cache
 }

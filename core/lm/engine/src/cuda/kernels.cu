@@ -12,6 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels.hpp"
 
@@ -339,7 +340,7 @@ __global__ void rotary_kv_append_kernel(T* qkv, QkvLayout L, const std::int64_t*
 
 // ---- matrix times a few vectors -------------------------------------------------------------------------------
 
-constexpr int kGemvWarps = 4;  // warps per block
+constexpr int kGemvWarps = 4;               // warps per block
 constexpr std::int64_t kGemvSplitK = 8192;  // from this K on, a block's warps split K (gemv_kernel's KSPLIT)
 enum GemvMode { kGemvPlain, kGemvFloatOut, kGemvSwiglu };
 
@@ -398,11 +399,11 @@ __device__ __forceinline__ float dot16<float>(const uint4& a, const uint4& b) {
 /// With KSPLIT = kGemvWarps (long K, where n / ROWS units leave too few warps with too long a chain each: the 7B
 /// shape's down projection, K = 18 944, ran at 3.2 TB/s against 4.3 for gate/up), block `unit` computes its rows
 /// with each warp taking every KSPLIT-th run of 32 * UNROLL vectors, and warp 0 adds the warps' sums in order.
-/// Otherwise warp `unit` computes ROWS weight rows against the NB rows of x (launched with ROWS = 2, UNROLL = 4: on the H200 one
-/// row x 8 loads was 2 % slower at one row of x and 4-8 % faster at 2-4, where cuBLAS is faster still for 7B): rows
-/// ROWS*u ... ROWS*u + ROWS-1 (the last one repeated, computed but not written, past n), or for SwiGLU (ROWS = 2) the
-/// gate row u and the up row n + u (n = inner). Lane l reads the 16-byte vectors l, l + 32, ... of its rows, UNROLL of
-/// each row in flight.
+/// Otherwise warp `unit` computes ROWS weight rows against the NB rows of x (launched with ROWS = 2, UNROLL = 4: on the
+/// H200 one row x 8 loads was 2 % slower at one row of x and 4-8 % faster at 2-4, where cuBLAS is faster still for 7B):
+/// rows ROWS*u ... ROWS*u + ROWS-1 (the last one repeated, computed but not written, past n), or for SwiGLU (ROWS = 2)
+/// the gate row u and the up row n + u (n = inner). Lane l reads the 16-byte vectors l, l + 32, ... of its rows, UNROLL
+/// of each row in flight.
 template <typename T, int NB, int MODE, int ROWS, int UNROLL, int KSPLIT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, void* __restrict__ out,
@@ -656,29 +657,122 @@ __global__ void gumbel_final_kernel(const double* scratch, int chunks, const boo
   if (lane == 0 && !(greedy && greedy[r])) ids[r] = best_at < 0 ? 0 : best_at;
 }
 
+constexpr int kAttentionMinKeys = 32;  // the fewest keys a split of decode attention takes
+
+/// The keys [start, end) of split `split` of a row with `length` cached keys: the splits share the row's keys (not
+/// the cache's capacity: with 256 of 32 768 positions filled, the first of 64 capacity-sized splits held every key
+/// and 4 blocks did the whole layer's work), at least kAttentionMinKeys each; `used` splits hold keys, the others
+/// none (they write nothing, and the combine reads only the used parts).
+struct SplitKeys {
+  std::int64_t start, end;
+  int used;
+};
+__device__ __forceinline__ SplitKeys split_keys(std::int64_t length, int splits, int split) {
+  const std::int64_t chunk = max(static_cast<std::int64_t>(kAttentionMinKeys), (length + splits - 1) / splits);
+  SplitKeys k;
+  k.start = split * chunk;
+  k.end = min(length, k.start + chunk);
+  k.used = static_cast<int>(min(static_cast<std::int64_t>(splits), (length + chunk - 1) / chunk));
+  return k;
+}
+
+constexpr int kMaxAttentionSplits = 64;
+
+/// Query head row bh (b * H + head): its `used` parts combined exactly into out, by the whole block (every thread
+/// calls it, any block size; the weights exp(m_s - M) and l_s exp(m_s - M) of the parts go through shared memory once,
+/// then each thread sums some channels over the parts, their loads independent). The parts may have been written by
+/// other blocks of the running kernel: read through L2 (__ldcg).
+template <typename T>
+__device__ void combine_head(const float* scratch, T* out, int D, int splits, int used, std::int64_t parts,
+                             std::int64_t bh) {
+  __shared__ float sm_w[kMaxAttentionSplits], sm_lw[kMaxAttentionSplits];
+  const int tid = threadIdx.x;
+  const float* m = scratch + parts * D + bh * splits;
+  const float* l = scratch + parts * D + parts + bh * splits;
+  __syncthreads();  // sm_w may still be read for the previous head
+  for (int s = tid; s < used; s += blockDim.x) sm_w[s] = __ldcg(m + s);
+  __syncthreads();
+  float M = -INFINITY;
+  for (int s = 0; s < used; ++s) M = fmaxf(M, sm_w[s]);
+  __syncthreads();
+  for (int s = tid; s < used; s += blockDim.x) {
+    const float ms = sm_w[s], e = ms == -INFINITY ? 0.0f : expf(ms - M);
+    sm_w[s] = e;
+    sm_lw[s] = e == 0.0f ? 0.0f : __ldcg(l + s) * e;
+  }
+  __syncthreads();
+  float sum = 0.0f;
+  for (int s = 0; s < used; ++s) sum += sm_lw[s];
+  const float* part = scratch + bh * splits * D;
+  for (int d = tid; d < D; d += blockDim.x) {
+    float a = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < used; ++s) a += __ldcg(part + static_cast<std::int64_t>(s) * D + d) * sm_w[s];
+    out[bh * D + d] = from_f<T>(sum > 0.0f ? a / sum : 0.0f);
+  }
+}
+
+/// Channel d of query head `head` of row b for this block's split (blockIdx.z): when the row's keys fit one split,
+/// the output (a / sum), otherwise the split's part in scratch (a, and for d == 0 the running max M and the sum; see
+/// decode_attention).
+template <typename T>
+__device__ __forceinline__ void store_part(T* out, float* scratch, const QkvLayout& L, std::int64_t b, int head, int d,
+                                           int splits, int used, float a, float M, float sum) {
+  const int D = L.head_dim;
+  const std::int64_t bh = b * L.heads + head;
+  if (used == 1) {
+    out[bh * D + d] = from_f<T>(sum > 0.0f ? a / sum : 0.0f);
+    return;
+  }
+  const std::int64_t part = bh * splits + blockIdx.z;
+  const std::int64_t parts = static_cast<std::int64_t>(gridDim.y) * L.heads * splits;
+  scratch[part * D + d] = a;
+  if (d == 0) {
+    scratch[parts * D + part] = M;
+    scratch[parts * D + parts + part] = sum;
+  }
+}
+
+/// With counters, the block that finishes last of those with a part for (row b, kv head kvh) (`used` splits x
+/// `head_groups` blocks of query heads) combines the parts of the kv head's G query heads (one launch less a layer):
+/// atomicInc wraps the counter back to 0 as the last one arrives, ready for the next launch. Every thread of the block
+/// calls it after its store_part calls.
+template <typename T>
+__device__ void fold_parts_if_last(T* out, const float* scratch, const QkvLayout& L, std::int64_t b, int kvh,
+                                   int splits, int used, int head_groups, unsigned* counters) {
+  if (used == 1 || !counters) return;
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last;
+  const unsigned arrivals = static_cast<unsigned>(used * head_groups);
+  if (threadIdx.x == 0) last = atomicInc(counters + b * L.kv_heads + kvh, arrivals - 1) == arrivals - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int G = L.heads / L.kv_heads;
+  const std::int64_t parts = static_cast<std::int64_t>(gridDim.y) * L.heads * splits;
+  for (int g = 0; g < G; ++g) combine_head(scratch, out, L.head_dim, splits, used, parts, b * L.heads + kvh * G + g);
+}
+
 constexpr int kAttentionWarps = 4;
 constexpr int kAttentionKeys = 4;  // keys whose loads a warp issues before it uses the first
-constexpr int kAttentionMinKeys = kAttentionWarps * kAttentionKeys * 2;  // the fewest keys a split takes
 
 /// Block (kv head, row, split): its G = H/KV query heads against the keys of its split, each warp a block of
-/// kAttentionKeys keys in turn (online softmax per warp, one rescale per block), then the warps combined. Lane l holds channels l, l+32, ... (DPL of them).
+/// kAttentionKeys keys in turn (online softmax per warp, one rescale per block), then the warps combined. Lane l holds
+/// channels l, l+32, ... (DPL of them).
 template <typename T, int DPL, int MAXG>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
     decode_attention_kernel(const T* qkv, QkvLayout L, const T* k_cache, const T* v_cache, std::int64_t capacity,
                             const std::int64_t* slots, std::int64_t slot_stride, const bool* valid, float scale, T* out,
-                            float* scratch, int splits) {
+                            float* scratch, int splits, unsigned* counters) {
   wait_for_previous();
   const int kvh = blockIdx.x, split = blockIdx.z;
   const std::int64_t b = blockIdx.y;
   const int G = L.heads / L.kv_heads, D = L.head_dim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const std::int64_t length = slots[b * slot_stride] + 1;
-  // The splits share the row's cached keys (not the cache's capacity: with 256 of 32 768 positions filled, the
-  // first of 64 capacity-sized splits held every key and 4 blocks did the whole layer's work), at least
-  // kAttentionMinKeys each; splits past the last key write an empty part.
-  const std::int64_t chunk = max(static_cast<std::int64_t>(kAttentionMinKeys), (length + splits - 1) / splits);
-  const std::int64_t start = split * chunk;
-  const std::int64_t end = min(length, start + chunk);
+  const SplitKeys keys = split_keys(slots[b * slot_stride] + 1, splits, split);
+  if (split >= keys.used) return;
+  const std::int64_t start = keys.start, end = keys.end;
 
   float q[MAXG][DPL], acc[MAXG][DPL], m[MAXG], l[MAXG];
   const T* qrow = qkv + b * L.token_stride + L.q_offset;
@@ -728,11 +822,13 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
         s[u][g] = t;
       }
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2)
+    for (int offset = 16; offset > 0; offset /= 2) {
 #pragma unroll
-      for (int u = 0; u < kAttentionKeys; ++u)
+      for (int u = 0; u < kAttentionKeys; ++u) {
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) s[u][g] += __shfl_xor_sync(0xffffffffu, s[u][g], offset);
+      }
+    }
     // Online softmax over the block of keys: one rescale of the running sums per block.
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
@@ -784,96 +880,346 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
         sum += sm_l[w][g] * e;
         a += sm_acc[w][g][d] * e;
       }
-    const std::int64_t bh = b * L.heads + kvh * G + g;
-    if (splits == 1) {
-      out[bh * D + d] = from_f<T>(sum > 0.0f ? a / sum : 0.0f);
-    } else {
-      const std::int64_t part = bh * splits + split;
-      const std::int64_t parts = static_cast<std::int64_t>(gridDim.y) * L.heads * splits;
-      scratch[part * D + d] = a;
-      if (d == 0) {
-        scratch[parts * D + part] = M;
-        scratch[parts * D + parts + part] = sum;
-      }
-    }
+    store_part(out, scratch, L, b, kvh * G + g, d, splits, keys.used, a, M, sum);
   }
+  fold_parts_if_last(out, scratch, L, b, kvh, splits, keys.used, 1, counters);
 }
 
+/// Block bh (b * H + head): the used parts of query head row bh combined (rows whose keys fit one split were written
+/// by decode attention itself).
 template <typename T>
-__global__ void combine_splits_kernel(const float* scratch, T* out, int D, int splits, std::int64_t parts) {
+__global__ void combine_splits_kernel(const float* scratch, T* out, int heads, int D, int splits, std::int64_t parts,
+                                      const std::int64_t* slots, std::int64_t slot_stride) {
   wait_for_previous();
   const std::int64_t bh = blockIdx.x;
-  const float* m = scratch + parts * D + bh * splits;
-  const float* l = scratch + parts * D + parts + bh * splits;
-  float M = -INFINITY;
-  for (int s = 0; s < splits; ++s) M = fmaxf(M, m[s]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float sum = 0.0f, a = 0.0f;
-    if (M > -INFINITY)
-      for (int s = 0; s < splits; ++s) {
-        if (m[s] == -INFINITY) continue;
-        const float e = expf(m[s] - M);
-        sum += l[s] * e;
-        a += scratch[(bh * splits + s) * D + d] * e;
+  const int used = split_keys(slots[(bh / heads) * slot_stride] + 1, splits, 0).used;
+  if (used > 1) combine_head(scratch, out, D, splits, used, parts, bh);
+}
+
+constexpr int kTileThreads = 128;
+constexpr int kTileKeys = 128;  // keys whose scores a block holds in shared memory at once
+constexpr int kTileUnroll = 4;  // keys per thread whose 16-byte loads are in flight together
+
+/// The 16-byte vector v as 16 / sizeof(T) floats.
+template <typename T>
+__device__ __forceinline__ void unpack16(const uint4& v, float* f) {
+  using Pair = typename PairOf<T>::type;
+  const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    Pair p;
+    memcpy(&p, &w[i], 4);
+    const float2 x = to_float2(p);
+    f[2 * i] = x.x, f[2 * i + 1] = x.y;
+  }
+}
+template <>
+__device__ __forceinline__ void unpack16<float>(const uint4& v, float* f) {
+  f[0] = __uint_as_float(v.x), f[1] = __uint_as_float(v.y), f[2] = __uint_as_float(v.z), f[3] = __uint_as_float(v.w);
+}
+
+/// Block (kv head and MAXG of its query heads, row, split), the "tile" variant of decode attention: `lanes` threads
+/// (a power of two, <= 32) share a key, each holding VEC = 16 / sizeof(T) of its channels (one 16-byte load per
+/// row), so a block works on kTileThreads / lanes keys at once, kTileUnroll of them per thread in flight. The split's
+/// keys go by tiles of kTileKeys: (1) the block's query heads' scores of every key of the tile into shared memory
+/// (-inf where masked), (2) per query head the tile's max and the exponentials (one rescale of the running sums per
+/// tile), (3) the values weighted by them. Each pass over a tile is one round of loads for up to 32 keys (the warp
+/// kernel: one dependent round per four keys per warp). With fewer query heads per block than the kv head has (small
+/// batches: more blocks, each a shorter chain) the blocks of a kv head read its keys once each from L2.
+template <typename T, int MAXG>
+__global__ void __launch_bounds__(kTileThreads)
+    decode_attention_tile_kernel(const T* qkv, QkvLayout L, const T* k_cache, const T* v_cache, std::int64_t capacity,
+                                 const std::int64_t* slots, std::int64_t slot_stride, const bool* valid, float scale,
+                                 T* out, float* scratch, int splits, unsigned* counters, int lanes) {
+  constexpr int VEC = 16 / static_cast<int>(sizeof(T));
+  wait_for_previous();
+  // blockIdx.x: kv head kvh, and which MAXG of its G query heads (the first g0 + 0 ... NG - 1).
+  const int G = L.heads / L.kv_heads, D = L.head_dim, head_groups = static_cast<int>(gridDim.x) / L.kv_heads;
+  const int kvh = static_cast<int>(blockIdx.x) / head_groups, g0 = static_cast<int>(blockIdx.x) % head_groups * MAXG;
+  const int NG = min(MAXG, G - g0);
+  const std::int64_t b = blockIdx.y;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int c = tid % lanes, kg = tid / lanes, keys_at_once = kTileThreads / lanes;
+  const bool has_channels = c * VEC < D;
+  const SplitKeys keys = split_keys(slots[b * slot_stride] + 1, splits, static_cast<int>(blockIdx.z));
+  if (static_cast<int>(blockIdx.z) >= keys.used) return;
+  const std::int64_t start = keys.start, end = keys.end;
+
+  __shared__ float sm_p[MAXG][kTileKeys];
+  __shared__ float sm_m[MAXG], sm_l[MAXG], sm_corr[MAXG];
+  __shared__ float sm_red[kTileThreads * MAXG * VEC];
+  if (tid < MAXG) sm_m[tid] = -INFINITY, sm_l[tid] = 0.0f;
+
+  float q[MAXG][VEC], acc[MAXG][VEC];
+  const T* qrow = qkv + b * L.token_stride + L.q_offset + c * VEC;
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    float f[VEC];
+    const uint4 raw =
+        g < NG && has_channels
+            ? __ldg(reinterpret_cast<const uint4*>(qrow + static_cast<std::int64_t>(kvh * G + g0 + g) * L.q_stride))
+            : make_uint4(0, 0, 0, 0);
+    unpack16<T>(raw, f);
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) q[g][v] = f[v] * scale, acc[g][v] = 0.0f;
+  }
+  const std::int64_t head_base = (b * L.kv_heads + kvh) * capacity * D + c * VEC;
+  const T* kh = k_cache + head_base;
+  const T* vh = v_cache + head_base;
+  const bool* row_valid = valid ? valid + b * capacity : nullptr;
+  const int step = keys_at_once * kTileUnroll;
+
+#pragma unroll 1
+  for (std::int64_t t0 = start; t0 < end; t0 += kTileKeys) {
+    const int n = static_cast<int>(min(static_cast<std::int64_t>(kTileKeys), end - t0));
+    // (1) Scores. The loop bound is the same for every thread (the shuffles need the whole warp); a thread's keys
+    // past the tile read key t0 again, unused.
+#pragma unroll 1
+    for (int j0 = 0; j0 < n; j0 += step) {
+      uint4 kr[kTileUnroll];
+      bool use[kTileUnroll];
+#pragma unroll
+      for (int u = 0; u < kTileUnroll; ++u) {
+        const int j = j0 + kg + u * keys_at_once;
+        const std::int64_t at = t0 + (j < n ? j : 0);
+        use[u] = j < n && !(row_valid && !row_valid[at]);
+        kr[u] = has_channels ? __ldg(reinterpret_cast<const uint4*>(kh + at * D)) : make_uint4(0, 0, 0, 0);
       }
-    out[bh * D + d] = from_f<T>(sum > 0.0f ? a / sum : 0.0f);
+#pragma unroll
+      for (int u = 0; u < kTileUnroll; ++u) {
+        float kf[VEC], sc[MAXG];
+        unpack16<T>(kr[u], kf);
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g) {
+          float t = 0.0f;
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) t = fmaf(q[g][v], kf[v], t);
+          sc[g] = t;
+        }
+#pragma unroll 1
+        for (int o = lanes / 2; o > 0; o /= 2) {
+#pragma unroll
+          for (int g = 0; g < MAXG; ++g) sc[g] += __shfl_xor_sync(0xffffffffu, sc[g], o);
+        }
+        const int j = j0 + kg + u * keys_at_once;
+        if (c == 0 && j < n) {
+#pragma unroll
+          for (int g = 0; g < MAXG; ++g)
+            if (g < NG) sm_p[g][j] = use[u] ? sc[g] : -INFINITY;
+        }
+      }
+    }
+    __syncthreads();
+    // (2) Per query head: the running max, the tile's exponentials in place of its scores, the running sum.
+#pragma unroll 1
+    for (int g = warp; g < NG; g += kTileThreads / 32) {
+      float mx = -INFINITY;
+#pragma unroll 1
+      for (int j = lane; j < n; j += 32) mx = fmaxf(mx, sm_p[g][j]);
+      mx = warp_max(mx);
+      const float m_old = sm_m[g], m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+#pragma unroll 1
+      for (int j = lane; j < n; j += 32) {
+        const float p = m_new == -INFINITY ? 0.0f : expf(sm_p[g][j] - m_new);
+        sm_p[g][j] = p;
+        sum += p;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float corr = m_old == -INFINITY ? 1.0f : expf(m_old - m_new);
+        sm_corr[g] = corr;
+        sm_l[g] = sm_l[g] * corr + sum;
+        sm_m[g] = m_new;
+      }
+    }
+    __syncthreads();
+    // (3) The values, weighted.
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) {
+      const float corr = g < NG ? sm_corr[g] : 1.0f;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) acc[g][v] *= corr;
+    }
+#pragma unroll 1
+    for (int j0 = 0; j0 < n; j0 += step) {
+      uint4 vr[kTileUnroll];
+#pragma unroll
+      for (int u = 0; u < kTileUnroll; ++u) {
+        const int j = j0 + kg + u * keys_at_once;
+        vr[u] =
+            has_channels && j < n ? __ldg(reinterpret_cast<const uint4*>(vh + (t0 + j) * D)) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kTileUnroll; ++u) {
+        const int j = j0 + kg + u * keys_at_once;
+        if (j >= n) continue;
+        float vf[VEC];
+        unpack16<T>(vr[u], vf);
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g) {
+          const float p = g < NG ? sm_p[g][j] : 0.0f;
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) acc[g][v] = fmaf(p, vf[v], acc[g][v]);
+        }
+      }
+    }
+    __syncthreads();  // sm_p and sm_corr are the next tile's
   }
+
+  // The key groups' sums of each channel, in order of key group.
+  const int row_width = lanes * VEC;
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g)
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) sm_red[(kg * MAXG + g) * row_width + c * VEC + v] = acc[g][v];
+  __syncthreads();
+#pragma unroll 1
+  for (int idx = tid; idx < NG * D; idx += kTileThreads) {
+    const int g = idx / D, d = idx % D;
+    float a = 0.0f;
+#pragma unroll 1
+    for (int k = 0; k < keys_at_once; ++k) a += sm_red[(k * MAXG + g) * row_width + d];
+    store_part(out, scratch, L, b, kvh * G + g0 + g, d, splits, keys.used, a, sm_m[g], sm_l[g]);
+  }
+  fold_parts_if_last(out, scratch, L, b, kvh, splits, keys.used, head_groups, counters);
 }
 
-template <typename T, int DPL, int MAXG>
-void launch_attention(const void* qkv, const QkvLayout& L, std::int64_t batch, const void* k, const void* v,
-                      std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, const bool* valid,
-                      float scale, void* out, int splits, float* scratch, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(L.kv_heads), static_cast<unsigned>(batch), static_cast<unsigned>(splits));
-  launch(decode_attention_kernel<T, DPL, MAXG>, grid, kAttentionWarps * 32, stream, static_cast<const T*>(qkv), L,
-         static_cast<const T*>(k), static_cast<const T*>(v), capacity, slots, slot_stride, valid, scale,
-         static_cast<T*>(out), scratch, splits);
-  check("decode_attention");
-  if (splits > 1) {
-    const std::int64_t parts = batch * L.heads * splits;
-    launch(combine_splits_kernel<T>, static_cast<unsigned>(batch * L.heads),
-           std::min(256, ((L.head_dim + 31) / 32) * 32), stream, scratch, static_cast<T*>(out), L.head_dim, splits,
-           parts);
-    check("decode_attention (combine)");
-  }
+/// The splits' parts combined by a second kernel, unless the last split of each (row, kv head) did (counters).
+template <typename T>
+void combine_unless_folded(const QkvLayout& L, std::int64_t batch, void* out, int splits, const float* scratch,
+                           const unsigned* counters, const std::int64_t* slots, std::int64_t slot_stride,
+                           cudaStream_t stream) {
+  if (splits == 1 || counters) return;
+  const std::int64_t parts = batch * L.heads * splits;
+  launch(combine_splits_kernel<T>, static_cast<unsigned>(batch * L.heads), std::min(256, ((L.head_dim + 31) / 32) * 32),
+         stream, scratch, static_cast<T*>(out), L.heads, L.head_dim, splits, parts, slots, slot_stride);
+  check("decode_attention (combine)");
 }
 
-template <typename T, int DPL>
-bool dispatch_groups(int groups, const void* qkv, const QkvLayout& L, std::int64_t batch, const void* k, const void* v,
-                     std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, const bool* valid,
-                     float scale, void* out, int splits, float* scratch, cudaStream_t stream) {
+/// Calls f(std::integral_constant<int, MAXG>{}) with the fewest of 1, 2, 4, 8 query heads per kv head that holds
+/// `groups`; false (calling nothing) past 8.
+template <typename F>
+bool by_groups(int groups, F&& f) {
   if (groups <= 1)
-    launch_attention<T, DPL, 1>(qkv, L, batch, k, v, capacity, slots, slot_stride, valid, scale, out, splits, scratch,
-                                stream);
+    f(std::integral_constant<int, 1>{});
   else if (groups <= 2)
-    launch_attention<T, DPL, 2>(qkv, L, batch, k, v, capacity, slots, slot_stride, valid, scale, out, splits, scratch,
-                                stream);
+    f(std::integral_constant<int, 2>{});
   else if (groups <= 4)
-    launch_attention<T, DPL, 4>(qkv, L, batch, k, v, capacity, slots, slot_stride, valid, scale, out, splits, scratch,
-                                stream);
+    f(std::integral_constant<int, 4>{});
   else if (groups <= 8)
-    launch_attention<T, DPL, 8>(qkv, L, batch, k, v, capacity, slots, slot_stride, valid, scale, out, splits, scratch,
-                                stream);
+    f(std::integral_constant<int, 8>{});
   else
     return false;
   return true;
 }
 
+/// Everything decode attention's kernels take.
+struct AttentionArgs {
+  const void* qkv;
+  QkvLayout L;
+  std::int64_t batch;
+  const void* k;
+  const void* v;
+  std::int64_t capacity;
+  const std::int64_t* slots;
+  std::int64_t slot_stride;
+  const bool* valid;
+  float scale;
+  void* out;
+  int splits;
+  float* scratch;
+  unsigned* counters;
+  cudaStream_t stream;
+};
+
+/// LAL_CUDA_ATTENTION: "tile" (decode_attention_tile_kernel wherever its 16-byte loads fit the shapes, the default)
+/// or "warp" (decode_attention_kernel always); anything else is refused. Read at every call (a layer's launch, once
+/// per captured graph), so that one process can compare the two.
+bool attention_tiles_wanted() {
+  const char* v = std::getenv("LAL_CUDA_ATTENTION");
+  if (!v || !*v || std::strcmp(v, "tile") == 0) return true;
+  if (std::strcmp(v, "warp") == 0) return false;
+  throw std::invalid_argument(std::string("LAL_CUDA_ATTENTION=") + v + ": expected tile or warp");
+}
+
+/// LAL_CUDA_ATTENTION_FOLD: "off" (the default: a second kernel combines the splits' parts; measured faster on the
+/// H200, docs/benchmarks.md) or "on" (given the cache's counters, the last block of a kv head combines them);
+/// anything else is refused.
+bool attention_fold_wanted() {
+  const char* v = std::getenv("LAL_CUDA_ATTENTION_FOLD");
+  if (!v || !*v || std::strcmp(v, "off") == 0) return false;
+  if (std::strcmp(v, "on") == 0) return true;
+  throw std::invalid_argument(std::string("LAL_CUDA_ATTENTION_FOLD=") + v + ": expected on or off");
+}
+
+/// Query heads per block of the tile kernel (1, 2, 4 or 8): the most that still give ~2 blocks per multiprocessor of
+/// an H200 for each split (batch x kv heads x head groups >= 256; measured there: 7B shape 1 head at batch 1, 4 at
+/// 32; 0.5B 1 and 2), down to one at small batches, where a block's chain of work over its heads is what a layer
+/// waits for. LAL_CUDA_ATTENTION_HEADS=1|2|4|8 sets it (capped at the group's size); other values are refused.
+int tile_heads_per_block(int groups, std::int64_t batch, int kv_heads) {
+  int all = 1;
+  while (all < groups) all *= 2;
+  if (const char* v = std::getenv("LAL_CUDA_ATTENTION_HEADS"); v && *v) {
+    const std::string s(v);
+    if (s != "1" && s != "2" && s != "4" && s != "8")
+      throw std::invalid_argument("LAL_CUDA_ATTENTION_HEADS=" + s + ": expected 1, 2, 4 or 8");
+    return std::min(all, std::stoi(s));
+  }
+  int per_block = all;
+  while (per_block > 1 && batch * kv_heads * ((groups + per_block - 1) / per_block) < 256) per_block /= 2;
+  return per_block;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
 template <typename T>
-bool dispatch_attention(const void* qkv, const QkvLayout& L, std::int64_t batch, const void* k, const void* v,
-                        std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, const bool* valid,
-                        float scale, void* out, int splits, float* scratch, cudaStream_t stream) {
+bool dispatch_attention(AttentionArgs a) {
+  if (!attention_fold_wanted()) a.counters = nullptr;
+  const QkvLayout& L = a.L;
+  const dim3 grid(static_cast<unsigned>(L.kv_heads), static_cast<unsigned>(a.batch), static_cast<unsigned>(a.splits));
   const int groups = L.heads / L.kv_heads;
-  const int dpl = (L.head_dim + 31) / 32;
-#define LAL_ATTENTION_CASE(N)                                                                                        \
-  return dispatch_groups<T, N>(groups, qkv, L, batch, k, v, capacity, slots, slot_stride, valid, scale, out, splits, \
-                               scratch, stream)
-  if (dpl <= 1) LAL_ATTENTION_CASE(1);
-  if (dpl <= 2) LAL_ATTENTION_CASE(2);
-  if (dpl <= 4) LAL_ATTENTION_CASE(4);
-  if (dpl <= 8) LAL_ATTENTION_CASE(8);
-#undef LAL_ATTENTION_CASE
-  return false;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  const bool tiles = attention_tiles_wanted() && L.head_dim % kVec == 0 && L.head_dim / kVec <= 32 &&
+                     L.token_stride % kVec == 0 && L.q_offset % kVec == 0 && L.q_stride % kVec == 0 &&
+                     aligned16(a.qkv) && aligned16(a.k) && aligned16(a.v);
+  bool launched;
+  if (tiles) {
+    int lanes = 1;
+    while (lanes * kVec < L.head_dim) lanes *= 2;
+    const int per_block = tile_heads_per_block(groups, a.batch, L.kv_heads);
+    const dim3 tile_grid(static_cast<unsigned>(L.kv_heads * ((groups + per_block - 1) / per_block)),
+                         static_cast<unsigned>(a.batch), static_cast<unsigned>(a.splits));
+    launched = by_groups(per_block, [&](auto maxg) {
+      launch(decode_attention_tile_kernel<T, decltype(maxg)::value>, tile_grid, kTileThreads, a.stream,
+             static_cast<const T*>(a.qkv), L, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.capacity,
+             a.slots, a.slot_stride, a.valid, a.scale, static_cast<T*>(a.out), a.scratch, a.splits, a.counters, lanes);
+    });
+  } else {
+    const int dpl = (L.head_dim + 31) / 32;
+    auto warp_kernel = [&](auto dpl_c) {
+      return by_groups(groups, [&](auto maxg) {
+        launch(decode_attention_kernel<T, decltype(dpl_c)::value, decltype(maxg)::value>, grid, kAttentionWarps * 32,
+               a.stream, static_cast<const T*>(a.qkv), L, static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+               a.capacity, a.slots, a.slot_stride, a.valid, a.scale, static_cast<T*>(a.out), a.scratch, a.splits,
+               a.counters);
+      });
+    };
+    if (dpl <= 1)
+      launched = warp_kernel(std::integral_constant<int, 1>{});
+    else if (dpl <= 2)
+      launched = warp_kernel(std::integral_constant<int, 2>{});
+    else if (dpl <= 4)
+      launched = warp_kernel(std::integral_constant<int, 4>{});
+    else if (dpl <= 8)
+      launched = warp_kernel(std::integral_constant<int, 8>{});
+    else
+      launched = false;
+  }
+  if (!launched) return false;
+  check("decode_attention");
+  combine_unless_folded<T>(L, a.batch, a.out, a.splits, a.scratch, a.counters, a.slots, a.slot_stride, a.stream);
+  return true;
 }
 
 /// Runs `fn` with the element type of `type` as its template argument.
@@ -939,8 +1285,8 @@ struct RotaryKvAppend {
                   std::int64_t slot_stride, cudaStream_t stream) {
     const int items = L.heads * (rot / 2) + L.kv_heads * L.head_dim;
     const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>(std::min(32, (items + 127) / 128)));
-    launch(rotary_kv_append_kernel<T>, grid, 128, stream, static_cast<T*>(qkv), L, positions,
-           inv_freq, rot, static_cast<T*>(k), static_cast<T*>(v), capacity, slots, slot_stride);
+    launch(rotary_kv_append_kernel<T>, grid, 128, stream, static_cast<T*>(qkv), L, positions, inv_freq, rot,
+           static_cast<T*>(k), static_cast<T*>(v), capacity, slots, slot_stride);
     check("rotary_kv_append");
   }
 };
@@ -965,12 +1311,7 @@ struct GemvSwiglu {
 };
 template <typename T>
 struct Attention {
-  static bool run(const void* qkv, const QkvLayout& L, std::int64_t batch, const void* k, const void* v,
-                  std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride, const bool* valid,
-                  float scale, void* out, int splits, float* scratch, cudaStream_t stream) {
-    return dispatch_attention<T>(qkv, L, batch, k, v, capacity, slots, slot_stride, valid, scale, out, splits, scratch,
-                                 stream);
-  }
+  static bool run(const AttentionArgs& a) { return dispatch_attention<T>(a); }
 };
 
 }  // namespace
@@ -1009,7 +1350,6 @@ void rotary_kv_append(void* qkv, const QkvLayout& layout, std::int64_t batch, co
 }
 
 namespace {
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 bool gemv_fits(const void* x, const void* w, std::int64_t rows, std::int64_t k, ScalarType type) {
   const std::int64_t per_vector = type == ScalarType::Float32 ? 4 : 8;
   return rows >= 1 && rows <= kGemvMaxRows && k > 0 && k % per_vector == 0 && aligned16(x) && aligned16(w);
@@ -1084,18 +1424,30 @@ void gumbel_choose(const float* scores, std::int64_t rows, std::int64_t vocab, c
 
 bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t batch, const void* k_cache,
                       const void* v_cache, std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride,
-                      const bool* valid, float scale, void* out, int splits, float* scratch, ScalarType type,
-                      void* stream) {
+                      const bool* valid, float scale, void* out, int splits, float* scratch, unsigned* counters,
+                      ScalarType type, void* stream) {
   if (layout.head_dim > 256 || layout.kv_heads <= 0 || layout.heads % layout.kv_heads != 0 ||
-      layout.heads / layout.kv_heads > 8 || splits < 1 || (splits > 1 && !scratch))
+      layout.heads / layout.kv_heads > 8 || splits < 1 || splits > kMaxAttentionSplits || (splits > 1 && !scratch))
     return false;
-  return by_type<Attention>(type, qkv, layout, batch, k_cache, v_cache, capacity, slots, slot_stride, valid, scale, out,
-                            splits, scratch, static_cast<cudaStream_t>(stream));
+  const AttentionArgs args{qkv,      layout, batch,       k_cache,  v_cache,
+                           capacity, slots,  slot_stride, valid,    scale,
+                           out,      splits, scratch,     counters, static_cast<cudaStream_t>(stream)};
+  return by_type<Attention>(type, args);
 }
 
 int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity) {
+  if (const char* v = std::getenv("LAL_CUDA_ATTENTION_SPLITS"); v && *v) {  // to measure one count against another
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end || n < 1 || n > kMaxAttentionSplits)
+      throw std::invalid_argument(std::string("LAL_CUDA_ATTENTION_SPLITS=") + v + ": expected 1 to " +
+                                  std::to_string(kMaxAttentionSplits));
+    return static_cast<int>(n);
+  }
+  // ~2 blocks per multiprocessor of a 132-SM GPU for each (row, kv head), rounded down: on the H200 the 7B shape at
+  // batch 32 (128 of them) ran at 6053 tok/s with 2 splits, 5794 with 3, 5645 with 6 (docs/benchmarks.md).
   const std::int64_t blocks = std::max<std::int64_t>(1, batch * kv_heads);
-  const std::int64_t by_occupancy = (264 + blocks - 1) / blocks;  // ~2 blocks per multiprocessor on a 132-SM GPU
+  const std::int64_t by_occupancy = 264 / blocks;
   const std::int64_t by_length = (capacity + 31) / 32;            // at least 32 keys per split
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({by_occupancy, by_length, 64})));
 }
@@ -1329,8 +1681,9 @@ struct RotaryShape {
     const int pairs = head_dim / 2, per_block = std::max(1, 256 / pairs);
     const std::int64_t tokens_per_block = static_cast<std::int64_t>(per_block) * kRotaryUnroll;
     block = dim3(static_cast<unsigned>(pairs), static_cast<unsigned>(per_block));
-    grid = dim3(static_cast<unsigned>(std::min<std::int64_t>((tokens + tokens_per_block - 1) / tokens_per_block, 1 << 20)),
-                static_cast<unsigned>(heads_in_y));
+    grid =
+        dim3(static_cast<unsigned>(std::min<std::int64_t>((tokens + tokens_per_block - 1) / tokens_per_block, 1 << 20)),
+             static_cast<unsigned>(heads_in_y));
   }
 };
 
