@@ -11,13 +11,8 @@
 #   5. with NCU=1, Nsight Compute on the attention kernels (7B, batch 1).
 # Run from the repo root with .gpu-debs (and PATCH=FILE..., carried); writes $OUT/*.
 set -u
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-trap 'cd $OUT && tar czf all.tgz --exclude=all.tgz . 2>/dev/null; ls | grep -v "^all.tgz$" | xargs rm -rf' EXIT
-for p in ${PATCH:-}; do
-  git apply "$p" 2>&1 || patch -p1 < "$p" || { echo "$p does not apply"; exit 1; }
-  echo "applied $p"
-done
 . tests/reference/gpu/lib.sh
+gpu_begin
 gpu_setup qwen2.5-7b qwen2.5-0.5b
 el "built"
 export LAL_LM_TINY_MODELS=/tmp/tiny; wait $TINY

@@ -10,13 +10,8 @@
 #      shape), the scheduler, or a module.
 # Run from the repo root with .gpu-debs (and PATCH=.stage/gpu-prefill-sdpa.patch, carried) ; writes $OUT/*.
 set -u
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-trap 'cd $OUT && tar czf all.tgz --exclude=all.tgz . 2>/dev/null; ls | grep -v "^all.tgz$" | xargs rm -rf' EXIT
-for p in ${PATCH:-}; do  # e.g. ".stage/gpu-prefill-sdpa.patch .stage/gpu-attention-fold.patch" (those branches)
-  git apply "$p" 2>&1 || patch -p1 < "$p" || { echo "$p does not apply"; exit 1; }
-  echo "applied $p"
-done
 . tests/reference/gpu/lib.sh
+gpu_begin
 (sleep 20; timeout 90 python3 tests/reference/gpu/sdpa_plan_probe.py > $OUT/sdpa_probe.txt 2>&1) &
 gpu_setup qwen2.5-7b qwen2.5-0.5b
 el "built"; wait $MODELS

@@ -5,16 +5,11 @@
 # (LAL_CUDA_ATTENTION_SPLITS; empty = the engine's count). Run from the repo root with .gpu-debs (and PATCH=FILE...,
 # carried); writes $OUT/*.
 set -u
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-trap 'cd $OUT && tar czf all.tgz --exclude=all.tgz . 2>/dev/null; ls | grep -v "^all.tgz$" | xargs rm -rf' EXIT
-for p in ${PATCH:-}; do
-  git apply "$p" 2>&1 || patch -p1 < "$p" || { echo "$p does not apply"; exit 1; }
-  echo "applied $p"
-done
+. tests/reference/gpu/lib.sh
+gpu_begin
 (CUDA_VISIBLE_DEVICES=0 python3 tests/reference/make_bench_model.py qwen2.5-32b /tmp/qwen2.5-32b --device cuda \
    > $OUT/models32.txt 2>&1; echo "32B model rc=$?" >> $OUT/models32.txt) &
 M32=$!
-. tests/reference/gpu/lib.sh
 export CUDA_VISIBLE_DEVICES=1
 gpu_setup qwen2.5-7b
 el "built"

@@ -5,6 +5,20 @@
 # Sets PFX and B (the build folder; binaries in $B/bin); the build's output goes to $OUT/build.txt. .gpu-debs must hold the runtime chain of libcurl too
 # (core/hub): EXTRA="libpsl5 libunistring2 libidn2-0 ..." /work/shared/gpu/fetch-debs.sh; without libunistring2
 # every test binary fails to start (doctest's test discovery at build time first).
+# gpu_begin: el MESSAGE prints the seconds since gpu_begin; at exit every file under $OUT is bundled into all.tgz (at
+# most 8 files come back from the device); the patches named in PATCH (space-separated, carried) are applied (to
+# everything but this file, already read).
+gpu_begin() {
+  T0=$(date +%s)
+  trap 'cd $OUT && tar czf all.tgz --exclude=all.tgz . 2>/dev/null; ls | grep -v "^all.tgz$" | xargs rm -rf' EXIT
+  local p
+  for p in ${PATCH:-}; do
+    git apply "$p" 2>&1 || patch -p1 < "$p" || { echo "$p does not apply"; exit 1; }
+    echo "applied $p"
+  done
+}
+el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+
 gpu_build() {
   PFX=/tmp/lal-deps; mkdir -p $PFX
   for f in .gpu-debs/*.deb; do dpkg -x "$f" $PFX; done
