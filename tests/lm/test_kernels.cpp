@@ -1,7 +1,7 @@
 // The fused CUDA kernels against the LibTorch path they replace (the reference), on a GPU: every tiny model family
 // (Llama/Qwen2 GQA, Phi-3 partial rotary, GPT-NeoX LayerNorm + partial rotary, head dims 16 and 24) in float32
 // (logits within 1e-4, greedy ids equal in every decode mode) and bfloat16 (relative logit error <= 1e-2), and
-// both decode-attention kernels alone (LAL_CUDA_ATTENTION=warp|tile) on real and tiny head shapes (Qwen2.5-7B's 28
+// both decode-attention kernels alone (warp and tile) on real and tiny head shapes (Qwen2.5-7B's 28
 // heads over 4 of 128, Qwen2.5-0.5B, Phi-3-mini's head of 96, ...) over long, padded, per-row-length caches against a
 // float64 computation.
 // Without CUDA or without the kernels built, the binary prints why and exits 77 (ctest: skipped).
@@ -223,10 +223,9 @@ struct AttentionShape {
   int H, KV, D;
 };
 
-/// Both decode-attention kernels (LAL_CUDA_ATTENTION) on one shape and dtype, over long, padded caches of different
-/// lengths per row, with 1, the engine's and 64 splits, the parts combined by a second kernel or (counters) by the
-/// split that finishes last, twice in a row, the tile kernel with 1 to all query heads per block: against a float64
-/// computation over the cache.
+/// Both decode-attention kernels (AttentionChoice::tiles) on one shape and dtype, over long, padded caches of
+/// different lengths per row, with 1, the engine's and 64 splits, the tile kernel with 1 to all query heads per block:
+/// against a float64 computation over the cache.
 void check_decode_attention(const AttentionShape sh, torch::ScalarType dtype) {
   const int H = sh.H, KV = sh.KV, D = sh.D;
   const std::int64_t B = 3, cap = 3000;
@@ -263,37 +262,27 @@ void check_decode_attention(const AttentionShape sh, torch::ScalarType dtype) {
       ref[b][h] = torch::matmul(torch::softmax(s, 0), v);
     }
   }
-  auto counters = torch::zeros({B * KV}, opts.dtype(torch::kInt32));
   // The warp kernel; the tile kernel with the engine's query heads per block, then 1, 2 and 4 of them.
-  const std::pair<const char*, const char*> settings[] = {
-      {"warp", ""}, {"tile", ""}, {"tile", "1"}, {"tile", "2"}, {"tile", "4"}};
-  for (const auto& [kernel, heads] : settings)
-    for (int splits : {1, cuda::decode_attention_splits(B, KV, cap), 64})
-      for (int fold : {0, 1, 2}) {
-        CAPTURE(kernel);
-        CAPTURE(heads);
-        CAPTURE(splits);
-        CAPTURE(fold);
-        ::setenv("LAL_CUDA_ATTENTION", kernel, 1);
-        ::setenv("LAL_CUDA_ATTENTION_HEADS", heads, 1);
-        ::setenv("LAL_CUDA_ATTENTION_FOLD", fold ? "on" : "off", 1);
-        auto out = torch::full({B, H * D}, std::nan(""), opts);  // poisoned: every element must be written
-        auto scratch = torch::empty({splits * B * H * (D + 2)}, opts.dtype(torch::kFloat32));
-        auto* count = fold ? reinterpret_cast<unsigned*>(counters.data_ptr<int>()) : nullptr;
-        const bool ran = cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cap,
-                                                slots.data_ptr<std::int64_t>(), 1, valid.data_ptr<bool>(), scale,
-                                                out.data_ptr(), splits, scratch.data_ptr<float>(), count, type, stream);
-        ::unsetenv("LAL_CUDA_ATTENTION");
-        ::unsetenv("LAL_CUDA_ATTENTION_HEADS");
-        ::unsetenv("LAL_CUDA_ATTENTION_FOLD");
-        REQUIRE(ran);
-        CHECK(counters.eq(0).all().item<bool>());
-        auto got = out.to(torch::kCPU, torch::kFloat64).view({B, H, D});
-        CHECK(torch::isfinite(got).all().item<bool>());
-        const double err = relative_error(got, ref);
-        CAPTURE(err);
-        CHECK(err <= (dtype == torch::kFloat32 ? 1e-5 : 1e-2));
-      }
+  cuda::AttentionChoice warp, tile, tile1, tile2, tile4;
+  warp.tiles = false;
+  tile1.heads_per_block = 1, tile2.heads_per_block = 2, tile4.heads_per_block = 4;
+  const std::pair<const char*, cuda::AttentionChoice> settings[] = {
+      {"warp", warp}, {"tile", tile}, {"tile, 1 head a block", tile1}, {"tile, 2", tile2}, {"tile, 4", tile4}};
+  for (const auto& [name, choice] : settings)
+    for (int splits : {1, cuda::decode_attention_splits(B, KV, cap), 64}) {
+      CAPTURE(name);
+      CAPTURE(splits);
+      auto out = torch::full({B, H * D}, std::nan(""), opts);  // poisoned: every element must be written
+      auto scratch = torch::empty({splits * B * H * (D + 2)}, opts.dtype(torch::kFloat32));
+      REQUIRE(cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), cap,
+                                     slots.data_ptr<std::int64_t>(), 1, valid.data_ptr<bool>(), scale, out.data_ptr(),
+                                     splits, scratch.data_ptr<float>(), choice, type, stream));
+      auto got = out.to(torch::kCPU, torch::kFloat64).view({B, H, D});
+      CHECK(torch::isfinite(got).all().item<bool>());
+      const double err = relative_error(got, ref);
+      CAPTURE(err);
+      CHECK(err <= (dtype == torch::kFloat32 ? 1e-5 : 1e-2));
+    }
 }
 
 }  // namespace
@@ -313,43 +302,37 @@ TEST_CASE("decode attention kernels: real and tiny head shapes over long, padded
     }
 }
 
-TEST_CASE("decode attention: LAL_CUDA_ATTENTION(_FOLD, _HEADS, _SPLITS) values it does not know are refused by name") {
-  cuda::QkvLayout L;
-  L.heads = 4, L.kv_heads = 4, L.head_dim = 16, L.token_stride = 12 * 16;
-  L.q_offset = 0, L.k_offset = 64, L.v_offset = 128, L.q_stride = L.k_stride = L.v_stride = 16;
-  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(kCuda);
-  auto qkv = torch::zeros({1, 12 * 16}, opts), keys = torch::zeros({1, 4, 8, 16}, opts), values = keys.clone();
-  auto out = torch::zeros({1, 64}, opts);
-  auto slots = torch::zeros({1}, opts.dtype(torch::kLong));
-  for (const char* variable : {"LAL_CUDA_ATTENTION", "LAL_CUDA_ATTENTION_FOLD", "LAL_CUDA_ATTENTION_HEADS"}) {
+TEST_CASE("decode attention: LAL_CUDA_ATTENTION(_HEADS, _SPLITS) values it does not know are refused by name") {
+  const std::pair<const char*, const char*> bad[] = {
+      {"LAL_CUDA_ATTENTION", "fast"},     {"LAL_CUDA_ATTENTION_HEADS", "fast"}, {"LAL_CUDA_ATTENTION_HEADS", "3"},
+      {"LAL_CUDA_ATTENTION_SPLITS", "0"}, {"LAL_CUDA_ATTENTION_SPLITS", "65"},  {"LAL_CUDA_ATTENTION_SPLITS", "8x"}};
+  for (const auto& [variable, value] : bad) {
     CAPTURE(variable);
-    ::setenv(variable, "fast", 1);
+    CAPTURE(value);
+    ::setenv(variable, value, 1);
     std::string message;
     try {
-      cuda::decode_attention(qkv.data_ptr(), L, 1, keys.data_ptr(), values.data_ptr(), 8,
-                             slots.data_ptr<std::int64_t>(), 1, nullptr, 0.25f, out.data_ptr(), 1, nullptr, nullptr,
-                             cuda::ScalarType::Float32, c10::cuda::getCurrentCUDAStream().stream());
+      cuda::attention_choice_from_env();
     } catch (const std::invalid_argument& e) {
       message = e.what();
     }
     ::unsetenv(variable);
-    CHECK(message.find(std::string(variable) + "=fast") != std::string::npos);
+    CHECK(message.find(std::string(variable) + "=" + value) != std::string::npos);
   }
-  for (const char* bad : {"0", "65", "8x"}) {
-    CAPTURE(bad);
-    ::setenv("LAL_CUDA_ATTENTION_SPLITS", bad, 1);
-    std::string message;
-    try {
-      cuda::decode_attention_splits(1, 4, 4096);
-    } catch (const std::invalid_argument& e) {
-      message = e.what();
-    }
-    ::unsetenv("LAL_CUDA_ATTENTION_SPLITS");
-    CHECK(message.find(std::string("LAL_CUDA_ATTENTION_SPLITS=") + bad) != std::string::npos);
-  }
+  ::setenv("LAL_CUDA_ATTENTION", "warp", 1);
+  ::setenv("LAL_CUDA_ATTENTION_HEADS", "2", 1);
   ::setenv("LAL_CUDA_ATTENTION_SPLITS", "5", 1);
-  CHECK(cuda::decode_attention_splits(1, 4, 4096) == 5);
+  const auto choice = cuda::attention_choice_from_env();
+  ::unsetenv("LAL_CUDA_ATTENTION");
+  ::unsetenv("LAL_CUDA_ATTENTION_HEADS");
   ::unsetenv("LAL_CUDA_ATTENTION_SPLITS");
+  CHECK(!choice.tiles);
+  CHECK(choice.heads_per_block == 2);
+  CHECK(cuda::decode_attention_splits(1, 4, 4096, choice) == 5);
+  const auto unset = cuda::attention_choice_from_env();
+  CHECK(unset.tiles);
+  CHECK(unset.heads_per_block == 0);
+  CHECK(unset.splits == 0);
 }
 
 namespace {

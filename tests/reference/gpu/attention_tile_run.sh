@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Issue 10, one nvidia-h200 call: the tile decode-attention kernel (LAL_CUDA_ATTENTION=tile, the default) against the
-# warp kernel it replaces, with a second kernel combining the splits' parts (LAL_CUDA_ATTENTION_FOLD=off, the default)
-# or the last block (on) and 1 to 8 query heads per block (LAL_CUDA_ATTENTION_HEADS); cuDNN attention kept off at
-# inference (LAL_CUDA_SDPA_CUDNN). In order:
+# warp kernel it replaces, with 1 to 8 query heads per block (LAL_CUDA_ATTENTION_HEADS); cuDNN attention kept off at
+# inference (LAL_CUDA_SDPA_CUDNN). (Its 20:05 UTC run also measured LAL_CUDA_ATTENTION_FOLD, since removed.) In order:
 #   1. lm_kernel_tests (both attention kernels vs float64 on six head shapes), lm_engine_tests, lm_scheduler_tests on CUDA;
 #   2. lal bench generate, Qwen2.5-7B and -0.5B shapes, batch 1 and 32, each setting of SETTINGS; transformers on the
 #      same checkpoints (hf_parity.py bench; HF=0 leaves it out);
@@ -18,15 +17,15 @@ el "built"
 export LAL_LM_TINY_MODELS=/tmp/tiny; wait $TINY
 gpu_tests lm_kernel_tests lm_engine_tests lm_scheduler_tests
 el "tests"; wait $MODELS
-# Settings: kernel, fold, query heads per block of the tile kernel (- = the engine's choice).
-for setting in ${SETTINGS:-"tile off -" "tile off 4" "tile on -" "warp off -"}; do
+# Settings: kernel, query heads per block of the tile kernel (- = the engine's choice).
+for setting in ${SETTINGS:-"tile -" "tile 4" "tile 2" "warp -"}; do
   set -- $setting
-  h=$3; [ "$h" = - ] && h=
+  h=$2; [ "$h" = - ] && h=
   for m in qwen2.5-7b qwen2.5-0.5b; do
-    LAL_CUDA_ATTENTION=$1 LAL_CUDA_ATTENTION_FOLD=$2 LAL_CUDA_ATTENTION_HEADS=$h \
+    LAL_CUDA_ATTENTION=$1 LAL_CUDA_ATTENTION_HEADS=$h \
       timeout 100 $L bench generate --model_path /tmp/$m --device cuda --dtype bfloat16 --batch 1,32 --prompt_len 128 \
       --new_tokens 128 --json --bandwidth --decode_mode graph --kernels fused --repeat 3 2>/dev/null \
-      | sed "s/^{/{\"gemv\": \"$1-fold-$2-heads-$3\", /" >> $OUT/bench.jsonl
+      | sed "s/^{/{\"gemv\": \"$1-heads-$2\", /" >> $OUT/bench.jsonl
   done
 done
 # The anchor in the same call: transformers on the same checkpoints.

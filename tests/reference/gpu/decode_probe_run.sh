@@ -8,7 +8,8 @@
 #      end and the answer's first token): the same bench with --log_level debug (timestamps of every stage) and a
 #      torch trace of the turn would show whether it is prefill of new lengths (cuDNN attention plans are made per
 #      shape), the scheduler, or a module.
-# Run from the repo root with .gpu-debs (and PATCH=.stage/gpu-prefill-sdpa.patch, carried) ; writes $OUT/*.
+# Run from the repo root with .gpu-debs (and PATCH=FILE..., carried); writes $OUT/*. Its 19:20 UTC run (PATCH: the then
+# unlanded cuDNN switch and fold branches) is in docs/benchmarks.md.
 set -u
 . tests/reference/gpu/lib.sh
 gpu_begin
@@ -28,7 +29,7 @@ export LAL_LM_TINY_MODELS=/tmp/tiny; wait $TINY
 gpu_tests lm_kernel_tests lm_engine_tests lm_scheduler_tests
 for m in qwen2.5-7b qwen2.5-0.5b; do timeout 100 $L bench generate --model_path /tmp/$m --device cuda --dtype bfloat16 --batch 1,32 --prompt_len 128 \
   --new_tokens 128 --json --bandwidth --decode_mode graph --kernels fused --repeat 2 2>/dev/null >> $OUT/bench.jsonl; done; bench_table $OUT/bench.jsonl
-# With the patch: LibTorch's attention choice (cuDNN first on sm90) against cuDNN kept off at inference.
+# LibTorch's attention choice (cuDNN first on sm90) against cuDNN kept off at inference.
 for cudnn in on off; do
   LAL_CUDA_SDPA_CUDNN=$cudnn timeout 100 $L bench chat --model_path /tmp/qwen2.5-7b --device cuda --turns 2 --json \
     --log_level debug --set 'modules.*.config.min_tokens=100000' > $OUT/chat_$cudnn.json 2> $OUT/chat_debug_$cudnn.txt

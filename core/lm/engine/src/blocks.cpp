@@ -103,6 +103,13 @@ cuda::ScalarType kernel_type(const torch::Tensor& t) {
 }
 void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 
+/// The decode-attention settings, read once from LAL_CUDA_ATTENTION(_HEADS, _SPLITS) (the fast paths when unset); a
+/// value it does not know is refused at every decode step until the variable is fixed.
+const cuda::AttentionChoice& attention_choice() {
+  static const cuda::AttentionChoice choice = cuda::attention_choice_from_env();
+  return choice;
+}
+
 /// Where q, k and v heads sit in one token's row of the fused projection (see kernels.hpp).
 cuda::QkvLayout qkv_layout(const ModelConfig& c, QkvOrder order) {
   cuda::QkvLayout L;
@@ -148,20 +155,16 @@ torch::Tensor fused_attention(const Pass& p, std::size_t layer, QkvOrder order, 
                          stream_of(qkv));
   *cached = true;
   auto out = torch::empty({B, 1, H * D}, qkv.options());
-  const int splits = cuda::decode_attention_splits(B, L.kv_heads, capacity);
+  const auto& choice = attention_choice();
+  const int splits = cuda::decode_attention_splits(B, L.kv_heads, capacity, choice);
   torch::Tensor scratch;
   if (splits > 1) scratch = torch::empty({splits * B * H * (D + 2)}, qkv.options().dtype(torch::kFloat32));
   auto valid = p.mask.reshape({B, capacity});
-  // The cache's counters let the last split combine the parts (one launch less); a cache without them (or fewer
-  // rows than this batch) leaves that to a second kernel.
-  const auto& counters = p.cache->attention_counters;
-  auto* count = counters.defined() && counters.numel() >= B * L.kv_heads
-                    ? reinterpret_cast<unsigned*>(counters.data_ptr<std::int32_t>())
-                    : nullptr;
   if (cuda::decode_attention(qkv.data_ptr(), L, B, keys.data_ptr(), values.data_ptr(), capacity,
                              p.slot.data_ptr<std::int64_t>(), slot_stride, valid.data_ptr<bool>(),
                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), out.data_ptr(), splits,
-                             splits > 1 ? scratch.data_ptr<float>() : nullptr, count, kernel_type(qkv), stream_of(qkv)))
+                             splits > 1 ? scratch.data_ptr<float>() : nullptr, choice, kernel_type(qkv),
+                             stream_of(qkv)))
     return out;
   return {};  // a shape the kernel does not handle: attend with the LibTorch ops over the cache
 }

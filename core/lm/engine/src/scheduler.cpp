@@ -195,10 +195,6 @@ struct Scheduler::Impl {
       view.keys.push_back(cache.keys[l].narrow(0, start, n));
       view.values.push_back(cache.values[l].narrow(0, start, n));
     }
-    if (cache.attention_counters.defined() && !cache.keys.empty()) {  // the rows' own counters
-      const auto kv = cache.keys.front().size(1);
-      view.attention_counters = cache.attention_counters.narrow(0, start * kv, n * kv);
-    }
     return view;
   }
 

@@ -221,7 +221,6 @@ KVCache KVCache::allocate(const ModelConfig& config, std::int64_t batch, std::in
     c.keys.push_back(torch::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opts));
     c.values.push_back(torch::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opts));
   }
-  if (device.is_cuda()) c.attention_counters = torch::zeros({batch * config.num_kv_heads}, opts.dtype(torch::kInt32));
   return c;
 }
 

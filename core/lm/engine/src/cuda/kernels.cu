@@ -679,9 +679,8 @@ __device__ __forceinline__ SplitKeys split_keys(std::int64_t length, int splits,
 constexpr int kMaxAttentionSplits = 64;
 
 /// Query head row bh (b * H + head): its `used` parts combined exactly into out, by the whole block (every thread
-/// calls it, any block size; the weights exp(m_s - M) and l_s exp(m_s - M) of the parts go through shared memory once,
-/// then each thread sums some channels over the parts, their loads independent). The parts may have been written by
-/// other blocks of the running kernel: read through L2 (__ldcg).
+/// calls it, any block size; the weights exp(m_s - M) and l_s exp(m_s - M) of the parts go through shared memory
+/// once, then each thread sums some channels over the parts, their loads independent and streamed past L1).
 template <typename T>
 __device__ void combine_head(const float* scratch, T* out, int D, int splits, int used, std::int64_t parts,
                              std::int64_t bh) {
@@ -733,27 +732,6 @@ __device__ __forceinline__ void store_part(T* out, float* scratch, const QkvLayo
   }
 }
 
-/// With counters, the block that finishes last of those with a part for (row b, kv head kvh) (`used` splits x
-/// `head_groups` blocks of query heads) combines the parts of the kv head's G query heads (one launch less a layer):
-/// atomicInc wraps the counter back to 0 as the last one arrives, ready for the next launch. Every thread of the block
-/// calls it after its store_part calls.
-template <typename T>
-__device__ void fold_parts_if_last(T* out, const float* scratch, const QkvLayout& L, std::int64_t b, int kvh,
-                                   int splits, int used, int head_groups, unsigned* counters) {
-  if (used == 1 || !counters) return;
-  __threadfence();
-  __syncthreads();
-  __shared__ bool last;
-  const unsigned arrivals = static_cast<unsigned>(used * head_groups);
-  if (threadIdx.x == 0) last = atomicInc(counters + b * L.kv_heads + kvh, arrivals - 1) == arrivals - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int G = L.heads / L.kv_heads;
-  const std::int64_t parts = static_cast<std::int64_t>(gridDim.y) * L.heads * splits;
-  for (int g = 0; g < G; ++g) combine_head(scratch, out, L.head_dim, splits, used, parts, b * L.heads + kvh * G + g);
-}
-
 constexpr int kAttentionWarps = 4;
 constexpr int kAttentionKeys = 4;  // keys whose loads a warp issues before it uses the first
 
@@ -764,7 +742,7 @@ template <typename T, int DPL, int MAXG>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
     decode_attention_kernel(const T* qkv, QkvLayout L, const T* k_cache, const T* v_cache, std::int64_t capacity,
                             const std::int64_t* slots, std::int64_t slot_stride, const bool* valid, float scale, T* out,
-                            float* scratch, int splits, unsigned* counters) {
+                            float* scratch, int splits) {
   wait_for_previous();
   const int kvh = blockIdx.x, split = blockIdx.z;
   const std::int64_t b = blockIdx.y;
@@ -882,7 +860,6 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
       }
     store_part(out, scratch, L, b, kvh * G + g, d, splits, keys.used, a, M, sum);
   }
-  fold_parts_if_last(out, scratch, L, b, kvh, splits, keys.used, 1, counters);
 }
 
 /// Block bh (b * H + head): the used parts of query head row bh combined (rows whose keys fit one split were written
@@ -930,7 +907,7 @@ template <typename T, int MAXG>
 __global__ void __launch_bounds__(kTileThreads)
     decode_attention_tile_kernel(const T* qkv, QkvLayout L, const T* k_cache, const T* v_cache, std::int64_t capacity,
                                  const std::int64_t* slots, std::int64_t slot_stride, const bool* valid, float scale,
-                                 T* out, float* scratch, int splits, unsigned* counters, int lanes) {
+                                 T* out, float* scratch, int splits, int lanes) {
   constexpr int VEC = 16 / static_cast<int>(sizeof(T));
   wait_for_previous();
   // blockIdx.x: kv head kvh, and which MAXG of its G query heads (the first g0 + 0 ... NG - 1).
@@ -1082,15 +1059,13 @@ __global__ void __launch_bounds__(kTileThreads)
     for (int k = 0; k < keys_at_once; ++k) a += sm_red[(k * MAXG + g) * row_width + d];
     store_part(out, scratch, L, b, kvh * G + g0 + g, d, splits, keys.used, a, sm_m[g], sm_l[g]);
   }
-  fold_parts_if_last(out, scratch, L, b, kvh, splits, keys.used, head_groups, counters);
 }
 
-/// The splits' parts combined by a second kernel, unless the last split of each (row, kv head) did (counters).
+/// The splits' parts combined by a second kernel.
 template <typename T>
-void combine_unless_folded(const QkvLayout& L, std::int64_t batch, void* out, int splits, const float* scratch,
-                           const unsigned* counters, const std::int64_t* slots, std::int64_t slot_stride,
-                           cudaStream_t stream) {
-  if (splits == 1 || counters) return;
+void launch_combine(const QkvLayout& L, std::int64_t batch, void* out, int splits, const float* scratch,
+                    const std::int64_t* slots, std::int64_t slot_stride, cudaStream_t stream) {
+  if (splits == 1) return;
   const std::int64_t parts = batch * L.heads * splits;
   launch(combine_splits_kernel<T>, static_cast<unsigned>(batch * L.heads), std::min(256, ((L.head_dim + 31) / 32) * 32),
          stream, scratch, static_cast<T*>(out), L.heads, L.head_dim, splits, parts, slots, slot_stride);
@@ -1129,43 +1104,18 @@ struct AttentionArgs {
   void* out;
   int splits;
   float* scratch;
-  unsigned* counters;
+  AttentionChoice choice;
   cudaStream_t stream;
 };
-
-/// LAL_CUDA_ATTENTION: "tile" (decode_attention_tile_kernel wherever its 16-byte loads fit the shapes, the default)
-/// or "warp" (decode_attention_kernel always); anything else is refused. Read at every call (a layer's launch, once
-/// per captured graph), so that one process can compare the two.
-bool attention_tiles_wanted() {
-  const char* v = std::getenv("LAL_CUDA_ATTENTION");
-  if (!v || !*v || std::strcmp(v, "tile") == 0) return true;
-  if (std::strcmp(v, "warp") == 0) return false;
-  throw std::invalid_argument(std::string("LAL_CUDA_ATTENTION=") + v + ": expected tile or warp");
-}
-
-/// LAL_CUDA_ATTENTION_FOLD: "off" (the default: a second kernel combines the splits' parts; measured faster on the
-/// H200, docs/benchmarks.md) or "on" (given the cache's counters, the last block of a kv head combines them);
-/// anything else is refused.
-bool attention_fold_wanted() {
-  const char* v = std::getenv("LAL_CUDA_ATTENTION_FOLD");
-  if (!v || !*v || std::strcmp(v, "off") == 0) return false;
-  if (std::strcmp(v, "on") == 0) return true;
-  throw std::invalid_argument(std::string("LAL_CUDA_ATTENTION_FOLD=") + v + ": expected on or off");
-}
 
 /// Query heads per block of the tile kernel (1, 2, 4 or 8): the most that still give ~2 blocks per multiprocessor of
 /// an H200 for each split (batch x kv heads x head groups >= 256; measured there: 7B shape 1 head at batch 1, 4 at
 /// 32; 0.5B 1 and 2), down to one at small batches, where a block's chain of work over its heads is what a layer
-/// waits for. LAL_CUDA_ATTENTION_HEADS=1|2|4|8 sets it (capped at the group's size); other values are refused.
-int tile_heads_per_block(int groups, std::int64_t batch, int kv_heads) {
+/// waits for. `chosen` (AttentionChoice::heads_per_block, > 0) sets it, capped at the group's size.
+int tile_heads_per_block(int groups, std::int64_t batch, int kv_heads, int chosen) {
   int all = 1;
   while (all < groups) all *= 2;
-  if (const char* v = std::getenv("LAL_CUDA_ATTENTION_HEADS"); v && *v) {
-    const std::string s(v);
-    if (s != "1" && s != "2" && s != "4" && s != "8")
-      throw std::invalid_argument("LAL_CUDA_ATTENTION_HEADS=" + s + ": expected 1, 2, 4 or 8");
-    return std::min(all, std::stoi(s));
-  }
+  if (chosen > 0) return std::min(all, chosen);
   int per_block = all;
   while (per_block > 1 && batch * kv_heads * ((groups + per_block - 1) / per_block) < 256) per_block /= 2;
   return per_block;
@@ -1174,26 +1124,25 @@ int tile_heads_per_block(int groups, std::int64_t batch, int kv_heads) {
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 template <typename T>
-bool dispatch_attention(AttentionArgs a) {
-  if (!attention_fold_wanted()) a.counters = nullptr;
+bool dispatch_attention(const AttentionArgs& a) {
   const QkvLayout& L = a.L;
   const dim3 grid(static_cast<unsigned>(L.kv_heads), static_cast<unsigned>(a.batch), static_cast<unsigned>(a.splits));
   const int groups = L.heads / L.kv_heads;
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-  const bool tiles = attention_tiles_wanted() && L.head_dim % kVec == 0 && L.head_dim / kVec <= 32 &&
+  const bool tiles = a.choice.tiles && L.head_dim % kVec == 0 && L.head_dim / kVec <= 32 &&
                      L.token_stride % kVec == 0 && L.q_offset % kVec == 0 && L.q_stride % kVec == 0 &&
                      aligned16(a.qkv) && aligned16(a.k) && aligned16(a.v);
   bool launched;
   if (tiles) {
     int lanes = 1;
     while (lanes * kVec < L.head_dim) lanes *= 2;
-    const int per_block = tile_heads_per_block(groups, a.batch, L.kv_heads);
+    const int per_block = tile_heads_per_block(groups, a.batch, L.kv_heads, a.choice.heads_per_block);
     const dim3 tile_grid(static_cast<unsigned>(L.kv_heads * ((groups + per_block - 1) / per_block)),
                          static_cast<unsigned>(a.batch), static_cast<unsigned>(a.splits));
     launched = by_groups(per_block, [&](auto maxg) {
       launch(decode_attention_tile_kernel<T, decltype(maxg)::value>, tile_grid, kTileThreads, a.stream,
              static_cast<const T*>(a.qkv), L, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.capacity,
-             a.slots, a.slot_stride, a.valid, a.scale, static_cast<T*>(a.out), a.scratch, a.splits, a.counters, lanes);
+             a.slots, a.slot_stride, a.valid, a.scale, static_cast<T*>(a.out), a.scratch, a.splits, lanes);
     });
   } else {
     const int dpl = (L.head_dim + 31) / 32;
@@ -1201,8 +1150,7 @@ bool dispatch_attention(AttentionArgs a) {
       return by_groups(groups, [&](auto maxg) {
         launch(decode_attention_kernel<T, decltype(dpl_c)::value, decltype(maxg)::value>, grid, kAttentionWarps * 32,
                a.stream, static_cast<const T*>(a.qkv), L, static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-               a.capacity, a.slots, a.slot_stride, a.valid, a.scale, static_cast<T*>(a.out), a.scratch, a.splits,
-               a.counters);
+               a.capacity, a.slots, a.slot_stride, a.valid, a.scale, static_cast<T*>(a.out), a.scratch, a.splits);
       });
     };
     if (dpl <= 1)
@@ -1218,7 +1166,7 @@ bool dispatch_attention(AttentionArgs a) {
   }
   if (!launched) return false;
   check("decode_attention");
-  combine_unless_folded<T>(L, a.batch, a.out, a.splits, a.scratch, a.counters, a.slots, a.slot_stride, a.stream);
+  launch_combine<T>(L, a.batch, a.out, a.splits, a.scratch, a.slots, a.slot_stride, a.stream);
   return true;
 }
 
@@ -1424,32 +1372,51 @@ void gumbel_choose(const float* scores, std::int64_t rows, std::int64_t vocab, c
 
 bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t batch, const void* k_cache,
                       const void* v_cache, std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride,
-                      const bool* valid, float scale, void* out, int splits, float* scratch, unsigned* counters,
-                      ScalarType type, void* stream) {
+                      const bool* valid, float scale, void* out, int splits, float* scratch,
+                      const AttentionChoice& choice, ScalarType type, void* stream) {
   if (layout.head_dim > 256 || layout.kv_heads <= 0 || layout.heads % layout.kv_heads != 0 ||
       layout.heads / layout.kv_heads > 8 || splits < 1 || splits > kMaxAttentionSplits || (splits > 1 && !scratch))
     return false;
-  const AttentionArgs args{qkv,      layout, batch,       k_cache,  v_cache,
-                           capacity, slots,  slot_stride, valid,    scale,
-                           out,      splits, scratch,     counters, static_cast<cudaStream_t>(stream)};
+  const AttentionArgs args{qkv,      layout, batch,       k_cache, v_cache,
+                           capacity, slots,  slot_stride, valid,   scale,
+                           out,      splits, scratch,     choice,  static_cast<cudaStream_t>(stream)};
   return by_type<Attention>(type, args);
 }
 
-int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity) {
-  if (const char* v = std::getenv("LAL_CUDA_ATTENTION_SPLITS"); v && *v) {  // to measure one count against another
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (*end || n < 1 || n > kMaxAttentionSplits)
-      throw std::invalid_argument(std::string("LAL_CUDA_ATTENTION_SPLITS=") + v + ": expected 1 to " +
-                                  std::to_string(kMaxAttentionSplits));
-    return static_cast<int>(n);
-  }
+int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity, const AttentionChoice& choice) {
+  if (choice.splits > 0) return std::min(choice.splits, kMaxAttentionSplits);
   // ~2 blocks per multiprocessor of a 132-SM GPU for each (row, kv head), rounded down: on the H200 the 7B shape at
   // batch 32 (128 of them) ran at 6053 tok/s with 2 splits, 5794 with 3, 5645 with 6 (docs/benchmarks.md).
   const std::int64_t blocks = std::max<std::int64_t>(1, batch * kv_heads);
   const std::int64_t by_occupancy = 264 / blocks;
-  const std::int64_t by_length = (capacity + 31) / 32;            // at least 32 keys per split
-  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({by_occupancy, by_length, 64})));
+  const std::int64_t by_length = (capacity + 31) / 32;  // at least 32 keys per split
+  return static_cast<int>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>({by_occupancy, by_length, kMaxAttentionSplits})));
+}
+
+AttentionChoice attention_choice_from_env() {
+  AttentionChoice c;
+  auto refuse = [](const char* name, const std::string& value, const char* expected) {
+    throw std::invalid_argument(std::string(name) + "=" + value + ": expected " + expected);
+  };
+  if (const char* v = std::getenv("LAL_CUDA_ATTENTION"); v && *v) {
+    const std::string s(v);
+    if (s != "tile" && s != "warp") refuse("LAL_CUDA_ATTENTION", s, "tile or warp");
+    c.tiles = s == "tile";
+  }
+  if (const char* v = std::getenv("LAL_CUDA_ATTENTION_HEADS"); v && *v) {
+    const std::string s(v);
+    if (s != "1" && s != "2" && s != "4" && s != "8") refuse("LAL_CUDA_ATTENTION_HEADS", s, "1, 2, 4 or 8");
+    c.heads_per_block = std::stoi(s);
+  }
+  if (const char* v = std::getenv("LAL_CUDA_ATTENTION_SPLITS"); v && *v) {
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end || n < 1 || n > kMaxAttentionSplits)
+      refuse("LAL_CUDA_ATTENTION_SPLITS", v, ("1 to " + std::to_string(kMaxAttentionSplits)).c_str());
+    c.splits = static_cast<int>(n);
+  }
+  return c;
 }
 
 // ---- training kernels (kernels.hpp, "training") --------------------------------------------------------------

@@ -57,22 +57,32 @@ void rotary_kv_append(void* qkv, const QkvLayout& layout, std::int64_t batch, co
                       const float* inv_freq, int rotary_dim, void* k_cache, void* v_cache, std::int64_t capacity,
                       const std::int64_t* slots, std::int64_t slot_stride, ScalarType type, void* stream);
 
+/// How decode attention runs. The defaults are the fast paths measured on an H200 (docs/benchmarks.md); the engine
+/// reads its choice once from the environment (attention_choice_from_env), tests set it directly.
+struct AttentionChoice {
+  bool tiles = true;        ///< the tile kernel where it fits the head size (false: the warp kernel always)
+  int heads_per_block = 0;  ///< the tile kernel's query heads per block: 1, 2, 4 or 8; 0 = chosen by batch
+  int splits = 0;           ///< key splits (decode_attention_splits): 1 to 64; 0 = chosen by batch and capacity
+};
+
+/// LAL_CUDA_ATTENTION=tile|warp, LAL_CUDA_ATTENTION_HEADS=1|2|4|8 and LAL_CUDA_ATTENTION_SPLITS=1..64 (unset or
+/// empty: the default), to measure one setting against another. Throws std::invalid_argument naming the variable and
+/// its value for anything else.
+AttentionChoice attention_choice_from_env();
+
 /// Decode attention, one query token per row, grouped-query aware (each k/v head read once for its H/KV query
 /// heads): row b attends to cache slots j <= slots[b * slot_stride] with valid[b * capacity + j] (bool; nullptr =
-/// all), softmax in float32, split over the keys into `splits` parts (combined exactly afterwards) so that long
-/// contexts fill the GPU. out [B, H * D] in the dtype. `scratch` holds splits * B * H * (D + 2) floats when
-/// splits > 1; a row's keys go to as few splits as hold >= 32 keys each (splits past them do nothing). `counters`
-/// (nullable): B * KV unsigned ints, zero before the first call and left zero by each call; with them the split that
-/// finishes last for a (row, kv head) combines the parts itself, without them (or LAL_CUDA_ATTENTION_FOLD=off) a
-/// second kernel does. Two kernels: "tile" (16-byte loads, a tile's scores in shared memory; the default where
-/// head_dim * sizeof(T) is a multiple of 16 of at most 512 bytes and the rows are 16-byte aligned) and "warp" (any
-/// head_dim <= 256); LAL_CUDA_ATTENTION=warp forces the latter. Throws std::invalid_argument for other values of
-/// those variables. Returns false (launching nothing) for shapes it does not handle (head_dim > 256 or H/KV > 8);
-/// the caller then uses the unfused path.
+/// all), softmax in float32, split over the keys into `splits` parts (combined exactly by a second kernel) so that
+/// long contexts fill the GPU. out [B, H * D] in the dtype. `scratch` holds splits * B * H * (D + 2) floats when
+/// splits > 1; a row's keys go to as few splits as hold >= 32 keys each (splits past them do nothing). Two kernels:
+/// "tile" (16-byte loads, a tile's scores in shared memory; used where choice.tiles and head_dim * sizeof(T) is a
+/// multiple of 16 of at most 512 bytes and the rows are 16-byte aligned) and "warp" (any head_dim <= 256). Returns
+/// false (launching nothing) for shapes it does not handle (head_dim > 256, H/KV > 8, splits > 64); the caller then
+/// uses the unfused path.
 bool decode_attention(const void* qkv, const QkvLayout& layout, std::int64_t batch, const void* k_cache,
                       const void* v_cache, std::int64_t capacity, const std::int64_t* slots, std::int64_t slot_stride,
-                      const bool* valid, float scale, void* out, int splits, float* scratch, unsigned* counters,
-                      ScalarType type, void* stream);
+                      const bool* valid, float scale, void* out, int splits, float* scratch,
+                      const AttentionChoice& choice, ScalarType type, void* stream);
 
 /// Matrix times a few vectors for decode steps (cuBLAS's GEMM at 1-4 rows reads the weights below the copy
 /// bandwidth): out[b, n] = sum_j x[b, j] * w[n, j] (+ bias[n]) for b < rows, in float32, rounded once to the dtype
@@ -114,10 +124,10 @@ void gumbel_choose(const float* scores, std::int64_t rows, std::int64_t vocab, c
                    double* scratch, void* stream);
 std::int64_t gumbel_scratch(std::int64_t rows, std::int64_t vocab);
 
-/// How many key splits decode_attention should use for this batch and capacity (~2 blocks per multiprocessor for each
-/// (row, kv head), at most one per 32 slots of capacity, at most 64). LAL_CUDA_ATTENTION_SPLITS=N (1 to 64) sets it,
-/// to measure one count against another; other values throw std::invalid_argument.
-int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity);
+/// How many key splits decode_attention should use for this batch and capacity: choice.splits when set, else ~2
+/// blocks per multiprocessor for each (row, kv head), at most one per 32 slots of capacity, at most 64.
+int decode_attention_splits(std::int64_t batch, int kv_heads, std::int64_t capacity,
+                            const AttentionChoice& choice = {});
 
 // ---- training (the backward passes of the fused forward kernels, and the output layer's loss) ----------------------
 // Used by the trainable decoder in grad mode (blocks.cpp: autograd functions around them) and by the trainer's

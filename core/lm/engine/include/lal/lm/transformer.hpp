@@ -33,9 +33,6 @@ struct KVCache {
   std::vector<torch::Tensor> keys, values;
   std::int64_t length = 0;
   std::int64_t capacity = 0;
-  /// On a GPU: batch x KV int32 counters of the fused decode attention (the split that finishes last combines the
-  /// parts); zero between launches.
-  torch::Tensor attention_counters;
   static KVCache allocate(const ModelConfig& config, std::int64_t batch, std::int64_t capacity, torch::ScalarType dtype,
                           torch::Device device);
 };
